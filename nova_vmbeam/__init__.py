@@ -1,0 +1,1 @@
+"""nova-vmbeam: in-place hypervisor rejuvenation by zero-copy guest moves."""

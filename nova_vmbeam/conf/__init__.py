@@ -1,0 +1,9 @@
+"""Configuration of nova-vmbeam: the [vmbeam] option group."""
+
+from oslo_config import cfg
+
+from nova_vmbeam.conf import vmbeam
+
+CONF = cfg.CONF
+
+vmbeam.register_opts(CONF)

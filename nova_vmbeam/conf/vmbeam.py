@@ -1,0 +1,78 @@
+"""Options of the [vmbeam] group."""
+
+from oslo_config import cfg
+
+vmbeam_group = cfg.OptGroup(
+    'vmbeam',
+    title='VMBeam options',
+    help='In-place hypervisor rejuvenation: guests are moved to a fresh '
+         'sibling hypervisor on the same host by sharing their RAM pages '
+         'instead of copying them.')
+
+pool_opts = [
+    cfg.StrOpt('ram_pool_path',
+               default='/dev/shm/nova-vmbeam',
+               help='Directory that holds guest RAM files (one named file '
+                    'per guest, keyed by the guest UUID). It must be on '
+                    'tmpfs, or on hugetlbfs when guests use huge pages, '
+                    'and be owned by ram_pool_owner. The zerocopy mover '
+                    'needs guest RAM to live here.'),
+    cfg.StrOpt('ram_pool_owner',
+               help='User that owns the RAM pool directory and its files: '
+                    'the user QEMU runs as (libvirt-qemu under libvirt). '
+                    'Unset means the user running nova-vmbeam.'),
+    cfg.IntOpt('ram_pool_reserve_mib',
+               default=256,
+               min=0,
+               help='Free space, in MiB, that must remain on the RAM pool '
+                    'filesystem after a guest RAM file is allocated.'),
+]
+
+qemu_opts = [
+    cfg.StrOpt('qemu_binary',
+               default='qemu-system-x86_64',
+               help='QEMU system emulator used for guests started by '
+                    'nova-vmbeam itself (demo, bench, process '
+                    'hypervisors).'),
+    cfg.StrOpt('accel',
+               default='auto',
+               choices=[('auto', 'KVM when /dev/kvm is usable for stock '
+                                 'guest kernels, otherwise TCG'),
+                        ('kvm', 'always KVM'),
+                        ('tcg', 'always TCG software emulation')],
+               help='CPU accelerator for guests started by nova-vmbeam.'),
+    cfg.StrOpt('state_path',
+               default='/var/lib/nova-vmbeam',
+               help='Directory for runtime state: QMP and migration '
+                    'sockets, console logs, journals.'),
+]
+
+move_opts = [
+    cfg.StrOpt('default_mover',
+               default='zerocopy',
+               help='Page mover used when none is named. Movers are '
+                    'plugins in the nova_vmbeam.movers namespace: '
+                    'zerocopy (x-ignore-shared on a RAM pool file), cpr '
+                    '(QEMU >= 10 cpr-transfer on memfd RAM) and precopy '
+                    '(conventional copy, the baseline and fallback).'),
+    cfg.FloatOpt('migration_timeout',
+                 default=120.0,
+                 min=1.0,
+                 help='Seconds a single guest move may take before it is '
+                      'cancelled and rolled back.'),
+    cfg.FloatOpt('qmp_timeout',
+                 default=30.0,
+                 min=1.0,
+                 help='Seconds to wait for a QEMU monitor to answer.'),
+]
+
+ALL_OPTS = pool_opts + qemu_opts + move_opts
+
+
+def register_opts(conf):
+    conf.register_group(vmbeam_group)
+    conf.register_opts(ALL_OPTS, group=vmbeam_group)
+
+
+def list_opts():
+    return {vmbeam_group: ALL_OPTS}

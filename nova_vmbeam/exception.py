@@ -1,0 +1,74 @@
+"""Errors of nova-vmbeam.
+
+Every error an operator can cause says what is wrong and how to fix it, and
+is raised before anything was changed.
+"""
+
+
+class VMBeamError(Exception):
+    """Base class; ``msg_fmt`` is filled from the keyword arguments."""
+
+    msg_fmt = 'An unknown nova-vmbeam error occurred.'
+
+    def __init__(self, message=None, **kwargs):
+        self.kwargs = kwargs
+        if message is None:
+            message = self.msg_fmt % kwargs
+        super().__init__(message)
+
+
+class InvalidInput(VMBeamError):
+    """Bad input: nothing was changed."""
+
+    msg_fmt = 'Invalid input: %(reason)s'
+
+
+class UnknownMover(InvalidInput):
+    msg_fmt = ('Unknown mover %(name)r. Available movers: %(available)s. '
+               'Pick one of them, or install the package that provides '
+               '%(name)r in the nova_vmbeam.movers entry-point namespace.')
+
+
+class RamNotShareable(InvalidInput):
+    msg_fmt = ('Guest %(guest)s cannot be moved by the %(mover)s mover: '
+               '%(reason)s. %(fix)s')
+
+
+class QemuTooOld(InvalidInput):
+    msg_fmt = ('%(feature)s needs QEMU >= %(needed)s, but %(binary)s is '
+               '%(found)s. Install QEMU %(needed)s or newer (on Debian 12: '
+               'apt-get -t bookworm-backports install qemu-system-x86), or '
+               'use another mover: %(alternatives)s.')
+
+
+class PoolError(InvalidInput):
+    msg_fmt = 'RAM pool %(path)s: %(reason)s. %(fix)s'
+
+
+class GuestNotFound(InvalidInput):
+    msg_fmt = 'No guest %(guest)r here. Known guests: %(known)s.'
+
+
+class QemuStartFailed(VMBeamError):
+    msg_fmt = 'QEMU for %(guest)s failed to start: %(detail)s'
+
+
+class MoveFailed(VMBeamError):
+    """A move failed and was rolled back: the guest runs on its source."""
+
+    msg_fmt = ('Move of %(guest)s with %(mover)s failed during %(phase)s '
+               'and was rolled back; the guest still runs on its source: '
+               '%(reason)s')
+
+
+class RollbackFailed(VMBeamError):
+    """A move failed and so did its rollback: operator action needed."""
+
+    msg_fmt = ('Move of %(guest)s with %(mover)s failed during %(phase)s '
+               '(%(reason)s) and its rollback failed too (%(rollback)s). '
+               'The destination was stopped; check the source QEMU '
+               '(pid %(pid)s) before doing anything else.')
+
+
+class VerificationFailed(VMBeamError):
+    msg_fmt = 'Destination of %(guest)s refused: %(reason)s'

@@ -1,0 +1,14 @@
+"""Reproducible test guest for proving moves lose or corrupt no memory.
+
+A Debian kernel plus a busybox initramfs whose /init runs memworker, which
+dirties memory at a set rate, keeps verifying all of it, and reports on the
+serial console.  See builder.py for the cache layout and console.py for
+reading the console log.
+"""
+
+from nova_vmbeam.guestimage.builder import build  # noqa: F401
+from nova_vmbeam.guestimage.builder import default_cache_dir  # noqa: F401
+from nova_vmbeam.guestimage.builder import GuestImage  # noqa: F401
+from nova_vmbeam.guestimage.builder import GuestImageError  # noqa: F401
+from nova_vmbeam.guestimage.builder import kernel_cmdline  # noqa: F401
+from nova_vmbeam.guestimage.console import ConsoleLog  # noqa: F401

@@ -1,0 +1,127 @@
+"""Read the test guest's serial console log.
+
+QEMU appends the guest's serial output to a file (``-chardev
+file,id=serial0,path=LOG,append=on -serial chardev:serial0``); during a move
+the source and then the destination QEMU append to the same file.
+
+The file is decoded as latin-1 (one character per byte, never fails) and
+"\\r" is read as "\\n", so character offsets are file offsets and every
+``offset()`` / ``match.end()`` can be handed back as ``after_offset``.
+"""
+
+import os
+import re
+import time
+
+READY_RE = re.compile(
+    r'VMBEAM-WORKER ready ram_mib=(\d+) dirty_mib_s=(\d+)')
+# Only complete lines count: the worker may be half way through a line.
+TICK_RE = re.compile(
+    r'VMBEAM-WORKER tick=(\d+) passes=(\d+) dirtied_mib=(\d+) '
+    r'errors=(\d+)[^\n]*\n')
+ERROR_RE = re.compile(r'VMBEAM-WORKER ERROR [^\n]*')
+TAIL_CHARS = 2000
+
+
+class ConsoleLog(object):
+
+    def __init__(self, path):
+        self.path = path
+
+    def read(self):
+        """The whole log so far ('' if QEMU has not created it yet)."""
+        try:
+            with open(self.path, 'rb') as f:
+                data = f.read()
+        except FileNotFoundError:
+            return ''
+        return data.decode('latin-1').replace('\r', '\n')
+
+    def offset(self):
+        """Current end of the log; pass as after_offset to see newer lines."""
+        try:
+            return os.path.getsize(self.path)
+        except FileNotFoundError:
+            return 0
+
+    def tail(self, chars=TAIL_CHARS):
+        return self.read()[-chars:]
+
+    def search(self, regex, after_offset=None):
+        """re.search(regex) over the log after after_offset, or None.
+
+        Offsets of the match are file offsets.  ``^`` matches at line
+        starts (re.MULTILINE).
+        """
+        if isinstance(regex, str):
+            regex = re.compile(regex, re.MULTILINE)
+        return regex.search(self.read(), after_offset or 0)
+
+    def wait_for(self, regex, timeout, after_offset=None, interval=0.1):
+        """Poll until regex matches after after_offset; return the match.
+
+        :raises TimeoutError: after timeout seconds, with the log's tail.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            m = self.search(regex, after_offset)
+            if m:
+                return m
+            if time.monotonic() >= deadline:
+                pattern = getattr(regex, 'pattern', regex)
+                raise TimeoutError(
+                    'No %r in guest console log %s after offset %d within '
+                    '%ss. Last %d characters of the log:\n%s' % (
+                        pattern, self.path, after_offset or 0, timeout,
+                        TAIL_CHARS, self.tail()))
+            time.sleep(interval)
+
+    def worker_status(self, after_offset=None):
+        """The memworker's latest state after after_offset.
+
+        Returns a dict:
+          tick, passes, dirtied_mib, errors: ints from the latest complete
+              "VMBEAM-WORKER tick=" line, or None if there is none yet
+          end_offset: file offset just past that line (or after_offset)
+          ready: a "VMBEAM-WORKER ready" line was seen
+          error_seen: a "VMBEAM-WORKER ERROR" line was seen
+          error_lines: those lines
+        """
+        text = self.read()
+        last = None
+        for last in TICK_RE.finditer(text, after_offset or 0):
+            pass
+        return self._status(text, after_offset, last)
+
+    @staticmethod
+    def _status(text, after_offset, tick_match):
+        start = after_offset or 0
+        status = {'tick': None, 'passes': None, 'dirtied_mib': None,
+                  'errors': None, 'end_offset': start,
+                  'ready': READY_RE.search(text, start) is not None,
+                  'error_lines': ERROR_RE.findall(text, start)}
+        status['error_seen'] = bool(status['error_lines'])
+        if tick_match:
+            status.update(tick=int(tick_match.group(1)),
+                          passes=int(tick_match.group(2)),
+                          dirtied_mib=int(tick_match.group(3)),
+                          errors=int(tick_match.group(4)),
+                          end_offset=tick_match.end())
+        return status
+
+    def wait_for_ticks(self, count, timeout, after_offset=None):
+        """Wait for count more tick lines after after_offset.
+
+        Returns one worker_status()-like dict per tick line, oldest first;
+        error_lines/error_seen cover everything after after_offset.
+        :raises TimeoutError: with the log's tail.
+        """
+        deadline = time.monotonic() + timeout
+        offset = after_offset or 0
+        result = []
+        while len(result) < count:
+            m = self.wait_for(TICK_RE, max(0, deadline - time.monotonic()),
+                              offset)
+            offset = m.end()
+            result.append(self._status(m.string, after_offset, m))
+        return result

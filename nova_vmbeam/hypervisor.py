@@ -1,0 +1,79 @@
+"""What a mover needs from a hypervisor and from a guest running on it.
+
+A move takes a running guest (a GuestEndpoint) and a target Hypervisor.
+Plain QEMU processes implement these (nova_vmbeam.qemu.process); sibling
+hypervisors (libvirt daemons, hypervisor VMs) implement them too, so the
+movers never know which kind they drive.
+"""
+
+import abc
+
+
+class GuestEndpoint(metaclass=abc.ABCMeta):
+    """One QEMU instance of a guest, reachable through its monitor."""
+
+    spec = None
+
+    @property
+    @abc.abstractmethod
+    def pid(self):
+        """Pid of the QEMU process (used to check what RAM it maps)."""
+
+    @abc.abstractmethod
+    def connect(self, timeout=None):
+        """Connect to the monitor; raise QemuStartFailed if QEMU died."""
+
+    @abc.abstractmethod
+    def execute(self, command, timeout=None, **arguments):
+        """Run a QMP command and return its result."""
+
+    @abc.abstractmethod
+    def events(self):
+        """QMP events received so far, oldest first."""
+
+    @abc.abstractmethod
+    def wait_event(self, name, timeout, since=0.0):
+        """First QMP event ``name`` emitted at or after ``since``."""
+
+    @abc.abstractmethod
+    def alive(self):
+        """True while the QEMU process exists."""
+
+    @abc.abstractmethod
+    def resume(self):
+        """Let the vCPUs run (through the hypervisor, so it knows)."""
+
+    @abc.abstractmethod
+    def destroy(self):
+        """Kill QEMU at once and wait until it is gone."""
+
+    @abc.abstractmethod
+    def retire(self):
+        """Stop the source of a completed move: it must never run again."""
+
+    @abc.abstractmethod
+    def cpu_seconds(self, thread_prefix=None):
+        """CPU time of QEMU, or of its threads named ``thread_prefix*``."""
+
+    def status(self):
+        return self.execute('query-status')['status']
+
+
+class Hypervisor(metaclass=abc.ABCMeta):
+    """A place where guests run; a move's target."""
+
+    name = None
+
+    @property
+    @abc.abstractmethod
+    def run_dir(self):
+        """Directory for sockets of incoming migrations."""
+
+    @abc.abstractmethod
+    def launch(self, spec, incoming=(), paused=False):
+        """Start QEMU for ``spec`` and return its GuestEndpoint.
+
+        With ``incoming`` it waits for a migration; with ``paused`` its
+        vCPUs do not run until resume(). The monitor is not connected yet:
+        with cpr-transfer it only answers once the cpr channel was read.
+        """

@@ -1,0 +1,208 @@
+"""The QMP-driven migration that all three movers share.
+
+They differ only in where guest RAM lives, which migration capabilities and
+channels they use, and how they prove the destination maps the same RAM.
+"""
+
+import os
+import time
+
+from oslo_log import log as logging
+
+from nova_vmbeam import exception
+from nova_vmbeam.movers import base
+from nova_vmbeam.qemu import monitor as monitor_mod
+
+LOG = logging.getLogger(__name__)
+
+_POLL_S = 0.0005
+_FINISHED = ('completed', 'failed', 'cancelled')
+# Thread names QEMU gives its outgoing migration threads (debug-threads=on).
+_MIGRATION_THREAD_PREFIX = 'mig/'
+
+
+class MigrationFailed(Exception):
+    pass
+
+
+class QmpMigrationMover(base.Mover):
+    """prepare/transfer/verify/switchover/rollback over QMP."""
+
+    #: migration capabilities enabled on both ends
+    capabilities = ()
+    #: migrate-set-parameters applied on both ends
+    parameters = {}
+    #: False where the destination's monitor only answers once migration
+    #: has begun (cpr-transfer: after it has read the cpr channel)
+    monitor_before_migrate = True
+
+    # --- hooks for the concrete movers -----------------------------------
+
+    def incoming(self, ctx):
+        """-incoming values of the destination's command line."""
+        return ['defer']
+
+    def start_incoming(self, ctx):
+        """Make the connected destination listen; return migrate args."""
+        uri = 'unix:%s' % self._socket_path(ctx, 'main')
+        ctx.destination.execute('migrate-incoming', uri=uri)
+        return {'uri': uri}
+
+    def verify_ram(self, ctx):
+        """Raise VerificationFailed unless the destination maps our RAM."""
+
+    def destination_spec(self, ctx):
+        """The destination runs the very same guest spec as the source."""
+        return ctx.source.spec
+
+    # --- phases ----------------------------------------------------------
+
+    def _socket_path(self, ctx, kind):
+        return os.path.join(ctx.target.run_dir, '%s.%s.sock' %
+                            (ctx.source.spec.name, kind))
+
+    def _configure(self, endpoint):
+        if self.capabilities:
+            endpoint.execute('migrate-set-capabilities', capabilities=[
+                {'capability': cap, 'state': True}
+                for cap in self.capabilities])
+        if self.parameters:
+            endpoint.execute('migrate-set-parameters', **self.parameters)
+
+    def prepare(self, ctx):
+        ctx.mark('prepare')
+        ctx.source_was_running = ctx.source.status() == 'running'
+        os.makedirs(ctx.target.run_dir, exist_ok=True)
+        for kind in ('main', 'cpr'):
+            path = self._socket_path(ctx, kind)
+            if os.path.exists(path):
+                os.unlink(path)
+        ctx.destination = ctx.target.launch(self.destination_spec(ctx),
+                                            incoming=self.incoming(ctx),
+                                            paused=True)
+        self._configure(ctx.source)
+        if self.monitor_before_migrate:
+            ctx.destination.connect()
+            self._configure(ctx.destination)
+        ctx.migrate_args = self.start_incoming(ctx)
+        ctx.mark('prepared')
+
+    def transfer(self, ctx):
+        ctx.mark('transfer')
+        ctx.cpu_before = (ctx.destination.cpu_seconds() +
+                          ctx.source.cpu_seconds(_MIGRATION_THREAD_PREFIX))
+        ctx.wall_start = time.time()
+        ctx.source.execute('migrate', **ctx.migrate_args)
+        if not self.monitor_before_migrate:
+            ctx.destination.connect()
+        deadline = time.monotonic() + self.conf.vmbeam.migration_timeout
+        while True:
+            info = ctx.source.execute('query-migrate')
+            status = info.get('status')
+            if status in _FINISHED:
+                break
+            if time.monotonic() > deadline:
+                raise MigrationFailed('not completed within %.0f s '
+                                      '(status %s)' %
+                                      (self.conf.vmbeam.migration_timeout,
+                                       status))
+            time.sleep(_POLL_S)
+        ctx.cpu_migration = ctx.source.cpu_seconds(_MIGRATION_THREAD_PREFIX)
+        ctx.migration = info
+        if status != 'completed':
+            raise MigrationFailed('migration %s: %s' %
+                                  (status, info.get('error-desc', '')))
+        ctx.mark('transferred')
+
+    def verify(self, ctx):
+        source, dest = ctx.source, ctx.destination
+        name = source.spec.name
+        if not dest.alive():
+            raise exception.VerificationFailed(
+                guest=name, reason='destination QEMU exited')
+        # The source reports completed once it has sent everything; wait
+        # until the destination has loaded it too.
+        deadline = time.monotonic() + self.conf.vmbeam.qmp_timeout
+        while True:
+            incoming = dest.execute('query-migrate').get('status')
+            if incoming == 'completed':
+                break
+            if incoming in ('failed', 'cancelled') or \
+                    time.monotonic() > deadline:
+                raise exception.VerificationFailed(
+                    guest=name,
+                    reason='destination did not load the state (%s)' %
+                    incoming)
+            time.sleep(_POLL_S)
+        state = dest.status()
+        if state != 'paused':
+            raise exception.VerificationFailed(
+                guest=name, reason='destination is %r, expected paused '
+                'before switchover' % state)
+        self.verify_ram(ctx)
+        ctx.mark('verified')
+
+    def switchover(self, ctx):
+        if ctx.source.status() == 'running':
+            # A source that runs again (someone resumed it) has moved on
+            # from the state the destination holds.
+            raise exception.VerificationFailed(
+                guest=ctx.source.spec.name,
+                reason='source is running again after the migration')
+        ctx.destination.resume()
+        ctx.destination_resumed = True
+        ctx.mark('resumed')
+        # Keep the source's events (its STOP gives the downtime) before
+        # its monitor goes away with it.
+        ctx.source.events()
+        ctx.cpu_after = ctx.destination.cpu_seconds()
+        ctx.source.retire()
+        ctx.mark('retired')
+
+    def rollback(self, ctx):
+        source, dest = ctx.source, ctx.destination
+        if dest is not None:
+            # Reaped before the source may run again: never two QEMUs
+            # running on one RAM.
+            dest.destroy()
+        if not source.alive():
+            raise RuntimeError('source QEMU is gone')
+        status = source.execute('query-migrate').get('status')
+        if status not in (None,) + _FINISHED:
+            try:
+                source.execute('migrate_cancel')
+            except monitor_mod.MonitorError as exc:
+                LOG.warning('migrate_cancel: %s', exc)
+            deadline = time.monotonic() + self.conf.vmbeam.qmp_timeout
+            while source.execute('query-migrate').get('status') \
+                    not in _FINISHED:
+                if time.monotonic() > deadline:
+                    raise RuntimeError('source migration did not stop')
+                time.sleep(_POLL_S)
+        if ctx.source_was_running and source.status() != 'running':
+            source.resume()
+        LOG.info('rolled back move of %s: source %s', source.spec.name,
+                 source.status())
+
+    def measure(self, ctx, result):
+        result.prepare_ms = ctx.ms('prepare', 'prepared')
+        result.total_ms = ctx.ms('transfer', 'resumed')
+        result.retire_ms = ctx.ms('resumed', 'retired')
+        ram = ctx.migration.get('ram', {})
+        result.transferred_bytes = int(ram.get('transferred', 0))
+        result.cpu_s = round(ctx.cpu_after + ctx.cpu_migration -
+                             ctx.cpu_before, 3)
+        result.downtime_ms = self._downtime_ms(ctx)
+
+    def _downtime_ms(self, ctx):
+        """Source STOP to destination RESUME, by QEMU's own clocks."""
+        try:
+            stop = ctx.source.wait_event('STOP', 1.0, since=ctx.wall_start)
+            resume = ctx.destination.wait_event('RESUME', 1.0,
+                                                since=ctx.wall_start)
+        except monitor_mod.MonitorError as exc:
+            LOG.warning('downtime of %s unknown: %s', ctx.source.spec.name,
+                        exc)
+            return float(ctx.migration.get('downtime', 0))
+        return round((monitor_mod.event_time(resume) -
+                      monitor_mod.event_time(stop)) * 1000.0, 3)

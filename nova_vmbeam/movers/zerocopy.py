@@ -1,0 +1,39 @@
+"""zerocopy: guest RAM in a named RAM-pool file, x-ignore-shared migration.
+
+Source and destination map the same file; with x-ignore-shared QEMU sends
+no shared RAM at all, only device state.
+"""
+
+from nova_vmbeam import exception
+from nova_vmbeam import guest as guest_mod
+from nova_vmbeam.movers import migration
+from nova_vmbeam.qemu import maps
+
+
+class ZeroCopyMover(migration.QmpMigrationMover):
+    name = 'zerocopy'
+    ram_backing = guest_mod.RAM_FILE
+    capabilities = ('x-ignore-shared',)
+
+    def check(self, spec):
+        if spec.ram.kind != guest_mod.RAM_FILE:
+            raise exception.RamNotShareable(
+                guest=spec.name, mover=self.name,
+                reason='its RAM is %s, not a file in the RAM pool' %
+                spec.ram.kind,
+                fix='Start the guest with its RAM in the pool '
+                    '([vmbeam] ram_pool_path), or move it with precopy%s.'
+                    % (' or cpr' if spec.ram.kind == guest_mod.RAM_MEMFD
+                       else ''))
+
+    def verify_ram(self, ctx):
+        spec = ctx.source.spec
+        identity = maps.file_identity(spec.ram.path)
+        for role, endpoint in (('source', ctx.source),
+                               ('destination', ctx.destination)):
+            if not maps.maps_identity(endpoint.pid, identity,
+                                      spec.ram_bytes):
+                raise exception.VerificationFailed(
+                    guest=spec.name,
+                    reason='%s QEMU (pid %d) does not map the RAM file %s' %
+                    (role, endpoint.pid, spec.ram.path))

@@ -1,0 +1,180 @@
+"""Guest RAM pools: the named files that guest RAM lives in.
+
+The pool owns creating, sizing, permissions and releasing of RAM files, one
+per guest, keyed by the guest's UUID. Its interface is deliberately narrow
+(check, allocate, path, release, mapped_by) so that the native pagemover
+daemon can take its place behind the same calls.
+"""
+
+import os
+import pwd
+
+from oslo_log import log as logging
+
+from nova_vmbeam import exception
+from nova_vmbeam.qemu import maps
+
+LOG = logging.getLogger(__name__)
+
+TMPFS = 'tmpfs'
+HUGETLBFS = 'hugetlbfs'
+_FS_FIX = ('Mount tmpfs there (mount -t tmpfs -o mode=0711 vmbeam-ram '
+           '%(path)s), or hugetlbfs for huge pages, or point '
+           '[vmbeam] ram_pool_path at a directory under /dev/shm.')
+
+
+def _mount_of(path):
+    """(mount point, fs type, options) of the mount holding ``path``."""
+    best = ('', '', '')
+    with open('/proc/self/mountinfo') as mountinfo:
+        for line in mountinfo:
+            fields = line.split()
+            mount_point = fields[4].replace('\\040', ' ')
+            sep = fields.index('-')
+            fstype, super_opts = fields[sep + 1], fields[sep + 3]
+            if (path == mount_point or
+                    path.startswith(mount_point.rstrip('/') + '/')) and \
+                    len(mount_point) >= len(best[0]):
+                best = (mount_point, fstype, super_opts)
+    return best
+
+
+def _hugepage_size(super_opts):
+    for opt in super_opts.split(','):
+        if opt.startswith('pagesize='):
+            value = opt.split('=', 1)[1].upper()
+            units = {'K': 1 << 10, 'M': 1 << 20, 'G': 1 << 30}
+            return int(value[:-1]) * units[value[-1]] \
+                if value[-1] in units else int(value)
+    return 2 << 20
+
+
+class RamPool:
+    """A directory of guest RAM files on tmpfs or hugetlbfs."""
+
+    def __init__(self, path, owner=None, reserve_mib=0):
+        self.path = os.path.abspath(path)
+        self.owner = owner
+        self.reserve_bytes = reserve_mib * 1024 * 1024
+
+    @classmethod
+    def from_conf(cls, conf):
+        return cls(conf.vmbeam.ram_pool_path, conf.vmbeam.ram_pool_owner,
+                   conf.vmbeam.ram_pool_reserve_mib)
+
+    def _fail(self, reason, fix):
+        raise exception.PoolError(path=self.path, reason=reason, fix=fix)
+
+    def _owner_ids(self):
+        if self.owner is None:
+            return os.getuid(), os.getgid()
+        try:
+            pw = pwd.getpwnam(self.owner)
+        except KeyError:
+            self._fail('owner %r does not exist' % self.owner,
+                       'Create the user or fix [vmbeam] ram_pool_owner.')
+        return pw.pw_uid, pw.pw_gid
+
+    def ensure(self):
+        """Create the pool directory if missing (mode 0711), then check."""
+        if not os.path.isdir(self.path):
+            uid, gid = self._owner_ids()
+            os.makedirs(self.path, mode=0o711)
+            os.chown(self.path, uid, gid)
+        return self.check()
+
+    def check(self):
+        """Refuse a pool that cannot hold shareable guest RAM.
+
+        Returns the filesystem type. Changes nothing.
+        """
+        if not os.path.isdir(self.path):
+            self._fail('directory does not exist',
+                       'Create it (mkdir -m 0711 %s) on tmpfs, or run '
+                       '"vmbeam pool init".' % self.path)
+        _mount_point, fstype, _opts = _mount_of(self.path)
+        if fstype not in (TMPFS, HUGETLBFS):
+            self._fail('is on %s, not tmpfs or hugetlbfs' % fstype,
+                       _FS_FIX % {'path': self.path})
+        uid, _gid = self._owner_ids()
+        st = os.stat(self.path)
+        if st.st_uid != uid:
+            self._fail('is owned by uid %d, not by %s (uid %d), the user '
+                       'QEMU runs as' % (st.st_uid,
+                                         self.owner or 'this user', uid),
+                       'Run: chown %s %s' % (self.owner or uid, self.path))
+        return fstype
+
+    def file_path(self, guest_uuid):
+        if not guest_uuid or '/' in guest_uuid or guest_uuid.startswith('.'):
+            raise exception.InvalidInput(reason='bad guest UUID %r' %
+                                         guest_uuid)
+        return os.path.join(self.path, '%s.ram' % guest_uuid)
+
+    def allocate(self, guest_uuid, size_bytes):
+        """Create (or reuse, if the size matches) the RAM file of a guest.
+
+        The file is mode 0600, owned by the pool owner, and sized but not
+        filled: tmpfs and hugetlbfs allocate pages as the guest touches
+        them. Returns its path.
+        """
+        fstype = self.check()
+        path = self.file_path(guest_uuid)
+        if fstype == HUGETLBFS:
+            page = _hugepage_size(_mount_of(self.path)[2])
+            if size_bytes % page:
+                raise exception.InvalidInput(
+                    reason='RAM of %d bytes is not a multiple of the huge '
+                           'page size %d of %s' % (size_bytes, page,
+                                                   self.path))
+        if os.path.exists(path):
+            have = os.stat(path).st_size
+            if have != size_bytes:
+                self._fail('%s exists with %d bytes, not %d' %
+                           (path, have, size_bytes),
+                           'Release it first (it belongs to another '
+                           'incarnation of guest %s)' % guest_uuid)
+            return path
+        vfs = os.statvfs(self.path)
+        free = vfs.f_bavail * vfs.f_frsize
+        if free < size_bytes + self.reserve_bytes:
+            self._fail('too small: %d MiB free, %d MiB needed (+%d MiB '
+                       'reserve)' % (free >> 20, size_bytes >> 20,
+                                     self.reserve_bytes >> 20),
+                       'Grow it (mount -o remount,size=... %s), free RAM '
+                       'files of deleted guests, or lower '
+                       '[vmbeam] ram_pool_reserve_mib.' % self.path)
+        uid, gid = self._owner_ids()
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.ftruncate(fd, size_bytes)
+            os.fchown(fd, uid, gid)
+        except OSError:
+            os.unlink(path)
+            raise
+        finally:
+            os.close(fd)
+        LOG.info('allocated RAM file %s (%d MiB)', path, size_bytes >> 20)
+        return path
+
+    def mapped_by(self, guest_uuid):
+        """Pids of processes that map the guest's RAM file."""
+        path = self.file_path(guest_uuid)
+        if not os.path.exists(path):
+            return []
+        return maps.pids_mapping(maps.file_identity(path))
+
+    def release(self, guest_uuid):
+        """Free a guest's RAM; refused while any process maps it."""
+        path = self.file_path(guest_uuid)
+        if not os.path.exists(path):
+            return False
+        users = self.mapped_by(guest_uuid)
+        if users:
+            self._fail('RAM of guest %s is still mapped by pid(s) %s' %
+                       (guest_uuid, ', '.join(map(str, users))),
+                       'Stop the guest first; RAM is never freed while a '
+                       'QEMU maps it.')
+        os.unlink(path)
+        LOG.info('released RAM file %s', path)
+        return True

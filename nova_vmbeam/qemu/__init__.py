@@ -1,0 +1,1 @@
+"""QEMU processes, their monitors and their command lines."""

@@ -1,0 +1,70 @@
+"""QEMU command lines for guests started by nova-vmbeam."""
+
+import json
+
+from nova_vmbeam import guest as guest_mod
+
+# The memory-backend object id; also used by the libvirt path, where the
+# guest XML carries the same object through <qemu:commandline>.
+RAM_OBJECT_ID = 'vmbeam-ram'
+
+
+def ram_args(spec):
+    """Arguments that place the guest's RAM according to its backing."""
+    size = '%dM' % spec.ram_mib
+    backing = spec.ram
+    if backing.kind == guest_mod.RAM_FILE:
+        obj = ('memory-backend-file,id=%s,size=%s,mem-path=%s,share=on' %
+               (RAM_OBJECT_ID, size, backing.path))
+        machine = 'memory-backend=%s' % RAM_OBJECT_ID
+    elif backing.kind == guest_mod.RAM_MEMFD:
+        obj = ('memory-backend-memfd,id=%s,size=%s,share=on' %
+               (RAM_OBJECT_ID, size))
+        # aux-ram-share puts ROMs and other auxiliary RAM in memfds too, so
+        # cpr-transfer can hand over every RAM block by descriptor.
+        machine = 'memory-backend=%s,aux-ram-share=on' % RAM_OBJECT_ID
+    else:
+        return ['-m', size], ''
+    return ['-m', size, '-object', obj], machine
+
+
+def unix_channel(kind, path):
+    """A migration channel (QAPI MigrationChannel) on a unix socket."""
+    return {'channel-type': kind,
+            'addr': {'transport': 'socket', 'type': 'unix', 'path': path}}
+
+
+def build(spec, qmp_socket, accel, incoming=(), paused=False,
+          machine='pc'):
+    """The full argv for ``spec``.
+
+    ``incoming`` is a list of -incoming values (``defer``, or migration
+    channels as dicts); with ``paused`` the guest does not run until told to
+    (``-S``), which keeps a migration destination from ever running before
+    it has been verified.
+    """
+    ram, machine_ram = ram_args(spec)
+    machine_opt = machine + (',' + machine_ram if machine_ram else '')
+    argv = ['-name', 'guest=%s,debug-threads=on' % spec.name,
+            '-uuid', spec.uuid,
+            '-machine', machine_opt,
+            '-accel', accel,
+            '-smp', str(spec.vcpus)] + ram + [
+            '-nodefaults', '-no-user-config', '-display', 'none',
+            '-qmp', 'unix:%s,server=on,wait=off' % qmp_socket]
+    if spec.kernel:
+        argv += ['-kernel', spec.kernel]
+    if spec.initrd:
+        argv += ['-initrd', spec.initrd]
+    if spec.cmdline:
+        argv += ['-append', spec.cmdline]
+    if spec.console_log:
+        # append=on: source and destination write the same log in turn.
+        argv += ['-chardev', 'file,id=serial0,path=%s,append=on' %
+                 spec.console_log, '-serial', 'chardev:serial0']
+    for value in incoming:
+        argv += ['-incoming',
+                 value if isinstance(value, str) else json.dumps(value)]
+    if paused:
+        argv.append('-S')
+    return argv

@@ -1,0 +1,68 @@
+"""Which RAM a process maps, read from /proc/<pid>/maps.
+
+This is how a move proves that the destination QEMU maps the very same
+RAM as the source (same device and inode) before the source is let go.
+"""
+
+import collections
+import os
+
+Mapping = collections.namedtuple(
+    'Mapping', 'start end shared dev inode path')
+
+RamIdentity = collections.namedtuple('RamIdentity', 'dev inode')
+
+
+def read_maps(pid):
+    mappings = []
+    with open('/proc/%d/maps' % pid) as maps:
+        for line in maps:
+            fields = line.split(None, 5)
+            if len(fields) < 5:
+                continue
+            span, perms, _offset, dev, inode = fields[:5]
+            path = fields[5].strip() if len(fields) == 6 else ''
+            start, end = (int(x, 16) for x in span.split('-'))
+            major, minor = (int(x, 16) for x in dev.split(':'))
+            mappings.append(Mapping(start, end, perms[3] == 's',
+                                    os.makedev(major, minor), int(inode),
+                                    path))
+    return mappings
+
+
+def file_identity(path):
+    st = os.stat(path)
+    return RamIdentity(st.st_dev, st.st_ino)
+
+
+def shared_ram(pid, size):
+    """Identities of the shared file mappings of at least ``size`` bytes.
+
+    Sizes are summed per file because the kernel may split one mapping into
+    several areas (madvise, mprotect).
+    """
+    sizes = collections.Counter()
+    for m in read_maps(pid):
+        if m.shared and m.inode:
+            sizes[RamIdentity(m.dev, m.inode)] += m.end - m.start
+    return {identity for identity, total in sizes.items() if total >= size}
+
+
+def maps_identity(pid, identity, size):
+    """True if ``pid`` maps ``identity`` shared over at least ``size``."""
+    return identity in shared_ram(pid, size)
+
+
+def pids_mapping(identity):
+    """Pids of all processes that map ``identity`` (for pool release)."""
+    pids = []
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit():
+            continue
+        try:
+            if any(RamIdentity(m.dev, m.inode) == identity
+                   for m in read_maps(int(entry))):
+                pids.append(int(entry))
+        except (OSError, ValueError):
+            continue   # the process went away, or is not ours to read
+    return pids
