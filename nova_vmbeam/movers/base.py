@@ -46,9 +46,8 @@ class MoveResult:
     destination: typing.Any = dataclasses.field(default=None, repr=False)
 
     def as_dict(self):
-        data = dataclasses.asdict(self)
-        data.pop('destination')
-        return data
+        return {f.name: getattr(self, f.name)
+                for f in dataclasses.fields(self) if f.name != 'destination'}
 
 
 class MoveContext:
@@ -135,7 +134,10 @@ class Mover(metaclass=abc.ABCMeta):
             if ctx.destination_resumed:
                 # The destination runs the guest: the move has happened and
                 # only retiring the source failed. Never resume the source.
-                LOG.exception('retiring the source of %s failed', spec.name)
+                LOG.exception('retiring the source of %s failed; killing '
+                              'it', spec.name)
+                ctx.source.destroy()
+                ctx.mark('retired')
             else:
                 LOG.warning('move of %s with %s failed during %s: %s; '
                             'rolling back', spec.name, self.name, phase, exc)

@@ -42,6 +42,9 @@ class CprMover(migration.QmpMigrationMover):
         return self._channels(ctx)
 
     def start_incoming(self, ctx):
+        # The destination listens on its channels once it has started; its
+        # monitor is not up yet, so watch for the socket instead.
+        self.wait_listening(ctx, self._socket_path(ctx, 'cpr'))
         return {'channels': self._channels(ctx)}
 
     def prepare(self, ctx):

@@ -51,6 +51,19 @@ class QmpMigrationMover(base.Mover):
     def verify_ram(self, ctx):
         """Raise VerificationFailed unless the destination maps our RAM."""
 
+    def wait_listening(self, ctx, path):
+        """Wait until the destination listens on ``path``."""
+        deadline = time.monotonic() + self.conf.vmbeam.qmp_timeout
+        while not os.path.exists(path):
+            if not ctx.destination.alive():
+                ctx.destination.connect()   # raises QemuStartFailed
+            if time.monotonic() > deadline:
+                raise exception.QemuStartFailed(
+                    guest=ctx.source.spec.name,
+                    detail='not listening on %s after %.0f s' %
+                    (path, self.conf.vmbeam.qmp_timeout))
+            time.sleep(0.002)
+
     def destination_spec(self, ctx):
         """The destination runs the very same guest spec as the source."""
         return ctx.source.spec
@@ -191,7 +204,7 @@ class QmpMigrationMover(base.Mover):
         ram = ctx.migration.get('ram', {})
         result.transferred_bytes = int(ram.get('transferred', 0))
         result.cpu_s = round(ctx.cpu_after + ctx.cpu_migration -
-                             ctx.cpu_before, 3)
+                             ctx.cpu_before, 4)
         result.downtime_ms = self._downtime_ms(ctx)
 
     def _downtime_ms(self, ctx):

@@ -7,8 +7,10 @@ coroutines to it and wait for the result with a timeout.
 """
 
 import asyncio
+import atexit
 import threading
 import time
+import weakref
 
 from oslo_log import log as logging
 from qemu import qmp
@@ -25,6 +27,8 @@ class _LoopThread:
 
     _lock = threading.Lock()
     _loop = None
+    # Open monitors, closed at exit so no connection task is left pending.
+    monitors = weakref.WeakSet()
 
     @classmethod
     def get(cls):
@@ -36,7 +40,15 @@ class _LoopThread:
                                           daemon=True)
                 thread.start()
                 cls._loop = loop
+                atexit.register(cls.shutdown)
             return cls._loop
+
+    @classmethod
+    def shutdown(cls):
+        for monitor in list(cls.monitors):
+            monitor.close()
+        if cls._loop is not None:
+            cls._loop.call_soon_threadsafe(cls._loop.stop)
 
 
 def _run(coro, timeout):
@@ -78,6 +90,7 @@ class Monitor:
 
         try:
             _run(_connect(), timeout)
+            _LoopThread.monitors.add(self)
         except (qmp.QMPError, OSError, asyncio.TimeoutError) as exc:
             raise MonitorError('cannot connect to the QEMU monitor of %s at '
                                '%s: %s' % (self.name, self.address,
@@ -98,7 +111,7 @@ class Monitor:
                         timeout)
         except qmp.ExecuteError as exc:
             raise MonitorError('%s: %s failed: %s' %
-                               (self.name, command, exc.error.desc))
+                               (self.name, command, exc.error.error.desc))
         except (qmp.QMPError, OSError, EOFError,
                 asyncio.TimeoutError) as exc:
             raise MonitorError('%s: %s failed: %s' %
@@ -135,8 +148,12 @@ class Monitor:
     def close(self):
         if self._client is None:
             return
+        self.events()   # keep what arrived before the connection goes
         client, self._client = self._client, None
+        _LoopThread.monitors.discard(self)
         try:
             _run(client.disconnect(), 5.0)
-        except (qmp.QMPError, OSError, asyncio.TimeoutError) as exc:
-            LOG.debug('closing monitor of %s: %s', self.name, exc)
+        except Exception as exc:
+            # disconnect() re-raises whatever ended the connection, such as
+            # EOF after "quit": nothing to act on while closing.
+            LOG.debug('closing monitor of %s: %r', self.name, exc)

@@ -18,24 +18,25 @@ from nova_vmbeam.qemu import monitor as monitor_mod
 
 LOG = logging.getLogger(__name__)
 
-_CLK_TCK = os.sysconf('SC_CLK_TCK')
-
-
 def _thread_cpu_seconds(pid, thread_prefix=None):
+    """CPU time of a process's threads, from schedstat (ns resolution).
+
+    utime/stime in /proc/<pid>/stat tick at 10 ms, too coarse for a move
+    that takes a few milliseconds.
+    """
     total = 0
     task_dir = '/proc/%d/task' % pid
     for tid in os.listdir(task_dir):
         try:
-            with open(os.path.join(task_dir, tid, 'stat')) as f:
-                stat = f.read()
+            if thread_prefix:
+                with open(os.path.join(task_dir, tid, 'comm')) as f:
+                    if not f.read().startswith(thread_prefix):
+                        continue
+            with open(os.path.join(task_dir, tid, 'schedstat')) as f:
+                total += int(f.read().split()[0])
         except OSError:
-            continue   # thread ended meanwhile
-        comm = stat[stat.index('(') + 1:stat.rindex(')')]
-        if thread_prefix and not comm.startswith(thread_prefix):
-            continue
-        fields = stat[stat.rindex(')') + 2:].split()
-        total += int(fields[11]) + int(fields[12])   # utime + stime
-    return total / _CLK_TCK
+            continue   # the thread ended meanwhile
+    return total / 1e9
 
 
 class QemuProcess(hypervisor.GuestEndpoint):
@@ -92,15 +93,21 @@ class QemuProcess(hypervisor.GuestEndpoint):
                     guest=self.spec.name,
                     detail='no monitor socket after %.0f s' % timeout)
             time.sleep(0.002)
-        try:
-            self.monitor.connect(max(deadline - time.monotonic(), 0.1))
-        except monitor_mod.MonitorError as exc:
-            if not self.alive():
-                raise exception.QemuStartFailed(
-                    guest=self.spec.name, detail=self.stderr_text())
-            raise exception.QemuStartFailed(guest=self.spec.name,
-                                            detail=str(exc))
-        return self
+        while True:
+            # The socket is bound a moment before QEMU listens on it (and a
+            # cpr-transfer destination only accepts once it has read the cpr
+            # channel): retry a refused connection until the deadline.
+            try:
+                self.monitor.connect(max(deadline - time.monotonic(), 0.1))
+                return self
+            except monitor_mod.MonitorError as exc:
+                if not self.alive():
+                    raise exception.QemuStartFailed(
+                        guest=self.spec.name, detail=self.stderr_text())
+                if time.monotonic() > deadline:
+                    raise exception.QemuStartFailed(guest=self.spec.name,
+                                                    detail=str(exc))
+            time.sleep(0.002)
 
     def execute(self, command, timeout=None, **arguments):
         return self.monitor.execute(command, timeout=timeout, **arguments)

@@ -1,0 +1,168 @@
+"""Self-checking demo guests on plain QEMU-process hypervisors.
+
+Used by `vmbeam demo`, `vmbeam bench` and the functional tests: it boots
+guests from the project's test image (a Debian kernel and a memworker that
+keeps verifying its own memory), moves them between hypervisor generations
+with a mover, and checks afterwards that no page was lost or went stale.
+"""
+
+import os
+import shutil
+import uuid
+
+from oslo_log import log as logging
+
+from nova_vmbeam import exception
+from nova_vmbeam import guest as guest_mod
+from nova_vmbeam import guestimage
+from nova_vmbeam import pool as pool_mod
+from nova_vmbeam.qemu import process
+from nova_vmbeam.qemu import version
+
+LOG = logging.getLogger(__name__)
+
+BOOT_TIMEOUT = 300.0
+
+
+class IntegrityError(exception.VMBeamError):
+    msg_fmt = 'Guest %(guest)s failed its memory check: %(detail)s'
+
+
+class TestGuest:
+    """A demo guest: its spec, where it runs now, and its console."""
+
+    def __init__(self, spec, endpoint, hypervisor):
+        self.spec = spec
+        self.endpoint = endpoint
+        self.hypervisor = hypervisor
+        self.console = guestimage.ConsoleLog(spec.console_log)
+        self.moved_at = 0
+
+    @property
+    def name(self):
+        return self.spec.name
+
+
+class Testbed:
+    """Demo guests on numbered hypervisor generations on this host."""
+
+    def __init__(self, conf, name='testbed', image=None):
+        self.conf = conf
+        self.run_dir = os.path.join(conf.vmbeam.state_path, name)
+        self.pool = pool_mod.RamPool.from_conf(conf)
+        self.accel = version.resolve_accel(conf.vmbeam.accel)
+        self._image = image
+        self.generation = 0
+        self.hypervisors = []
+        self.guests = []
+
+    @property
+    def image(self):
+        if self._image is None:
+            self._image = guestimage.build()
+        return self._image
+
+    def new_hypervisor(self):
+        self.generation += 1
+        hypervisor = process.ProcessHypervisor(
+            'gen%d' % self.generation, self.run_dir,
+            self.conf.vmbeam.qemu_binary, self.accel,
+            self.conf.vmbeam.qmp_timeout)
+        self.hypervisors.append(hypervisor)
+        return hypervisor
+
+    def spec(self, name, ram_mib, ram_kind, work_mib, dirty_mib_s,
+             report_ms=500):
+        """A guest spec whose RAM is placed the way ``ram_kind`` says."""
+        guest_uuid = str(uuid.uuid4())
+        console = os.path.join(self.run_dir, '%s.console.log' % name)
+        os.makedirs(self.run_dir, exist_ok=True)
+        if os.path.exists(console):
+            os.unlink(console)
+        if ram_kind == guest_mod.RAM_FILE:
+            self.pool.ensure()
+            ram = guest_mod.RamBacking(
+                ram_kind, self.pool.allocate(guest_uuid, ram_mib << 20))
+        else:
+            ram = guest_mod.RamBacking(ram_kind)
+        return guest_mod.GuestSpec(
+            name=name, uuid=guest_uuid, ram_mib=ram_mib, ram=ram,
+            kernel=self.image.kernel, initrd=self.image.initrd,
+            cmdline=guestimage.kernel_cmdline(work_mib, dirty_mib_s,
+                                              report_ms),
+            console_log=console)
+
+    def boot(self, hypervisor, spec, wait=True):
+        endpoint = hypervisor.boot(spec)
+        if endpoint.status() != 'running':
+            endpoint.resume()
+        guest = TestGuest(spec, endpoint, hypervisor)
+        self.guests.append(guest)
+        if wait:
+            self.wait_ready(guest)
+        return guest
+
+    def wait_ready(self, guest, timeout=BOOT_TIMEOUT):
+        """Wait until the memworker has verified its memory once."""
+        guest.console.wait_for(guestimage.console.READY_RE, timeout)
+        self.check_integrity(guest, guest.console.offset(), passes=1,
+                             timeout=timeout)
+
+    def move(self, guest, mover, target):
+        """Move ``guest`` onto ``target``; the MoveResult is returned.
+
+        ``guest.moved_at`` is the console offset at switchover: pass it to
+        check_integrity() to check the memory as the destination sees it.
+        """
+        result = mover.move(guest.endpoint, target)
+        guest.moved_at = guest.console.offset()
+        guest.hypervisor.forget(guest.endpoint)
+        target.adopt(result.destination)
+        guest.endpoint, guest.hypervisor = result.destination, target
+        return result
+
+    def check_integrity(self, guest, since, passes=2, timeout=120.0):
+        """Wait for ``passes`` full memory checks begun after ``since``.
+
+        Two passes after a move means one began and ended entirely on the
+        destination. Raises IntegrityError on any reported bad page.
+        """
+        first = guest.console.wait_for_ticks(1, timeout, since)[0]
+        need = first['passes'] + passes
+        status = first
+        while status['passes'] < need:
+            status = guest.console.wait_for_ticks(
+                1, timeout, status['end_offset'])[0]
+            if status['errors'] or status['error_seen']:
+                break
+        status = guest.console.worker_status(since)
+        if status['errors'] or status['error_seen']:
+            raise IntegrityError(guest=guest.name, detail='; '.join(
+                status['error_lines'][:5]) or '%d errors' % status['errors'])
+        status['new_passes'] = status['passes'] - first['passes']
+        return status
+
+    def retire_empty(self):
+        """Stop hypervisor generations that no longer run any guest."""
+        for hypervisor in list(self.hypervisors):
+            if not hypervisor.guests:
+                hypervisor.shutdown()
+                self.hypervisors.remove(hypervisor)
+
+    def destroy(self, guest):
+        guest.endpoint.destroy()
+        guest.hypervisor.forget(guest.endpoint)
+        self.guests.remove(guest)
+        if guest.spec.ram.kind == guest_mod.RAM_FILE:
+            self.pool.release(guest.spec.uuid)
+
+    def cleanup(self):
+        for guest in list(self.guests):
+            try:
+                self.destroy(guest)
+            except Exception:
+                LOG.exception('cleaning up guest %s', guest.name)
+        for hypervisor in self.hypervisors:
+            hypervisor.shutdown()
+        self.hypervisors = []
+        shutil.rmtree(self.run_dir, ignore_errors=True)
