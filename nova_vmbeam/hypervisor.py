@@ -58,6 +58,10 @@ class GuestEndpoint(metaclass=abc.ABCMeta):
     def status(self):
         return self.execute('query-status')['status']
 
+    def exit_reason(self):
+        """What QEMU said before it exited (its own error text), if known."""
+        return ''
+
 
 class Hypervisor(metaclass=abc.ABCMeta):
     """A place where guests run; a move's target."""

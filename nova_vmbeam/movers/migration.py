@@ -130,14 +130,18 @@ class QmpMigrationMover(base.Mover):
     def verify(self, ctx):
         source, dest = ctx.source, ctx.destination
         name = source.spec.name
-        if not dest.alive():
-            raise exception.VerificationFailed(
-                guest=name, reason='destination QEMU exited')
         # The source reports completed once it has sent everything; wait
         # until the destination has loaded it too.
         deadline = time.monotonic() + self.conf.vmbeam.qmp_timeout
         while True:
-            incoming = dest.execute('query-migrate').get('status')
+            try:
+                incoming = dest.execute('query-migrate').get('status')
+            except monitor_mod.MonitorError:
+                if dest.alive():
+                    raise
+                raise exception.VerificationFailed(
+                    guest=name, reason='destination QEMU exited: %s' %
+                    (dest.exit_reason() or 'no reason given'))
             if incoming == 'completed':
                 break
             if incoming in ('failed', 'cancelled') or \

@@ -72,6 +72,9 @@ class QemuProcess(hypervisor.GuestEndpoint):
     def alive(self):
         return self._popen is not None and self._popen.poll() is None
 
+    def exit_reason(self):
+        return self.stderr_text()
+
     def stderr_text(self):
         try:
             with open(self.stderr_path, errors='replace') as f:

@@ -1,0 +1,77 @@
+"""Functional tests boot real QEMU guests (TCG where KVM cannot boot them)."""
+
+import os
+import shutil
+import tempfile
+
+import testtools
+
+from nova_vmbeam import guestimage
+from nova_vmbeam import testbed as testbed_mod
+from tests.unit import fakes
+
+_IMAGE = None
+
+
+def image():
+    global _IMAGE
+    if _IMAGE is None:
+        _IMAGE = guestimage.build()
+    return _IMAGE
+
+
+class GuestTestCase(testtools.TestCase):
+    """Two hypervisor generations and a RAM pool in a private directory."""
+
+    RAM_MIB = 256
+    WORK_MIB = 64
+    DIRTY_MIB_S = 32
+
+    def setUp(self):
+        super().setUp()
+        if not shutil.which('qemu-system-x86_64'):
+            self.skipTest('qemu-system-x86_64 is not installed; run '
+                          'tools/install.sh')
+        state = tempfile.mkdtemp(prefix='vmbeam-ft-')
+        self.addCleanup(shutil.rmtree, state, True)
+        pool = tempfile.mkdtemp(prefix='vmbeam-ft-pool-', dir='/dev/shm')
+        self.addCleanup(shutil.rmtree, pool, True)
+        self.conf = fakes.make_conf(state_path=state, ram_pool_path=pool,
+                                    migration_timeout=60.0)
+        self.testbed = testbed_mod.Testbed(self.conf, name='ft',
+                                           image=image())
+        self.addCleanup(self.testbed.cleanup)
+        self.gen1 = self.testbed.new_hypervisor()
+        self.gen2 = self.testbed.new_hypervisor()
+
+    def boot(self, ram_kind, name='g1', dirty=None):
+        spec = self.testbed.spec(
+            name, self.RAM_MIB, ram_kind, self.WORK_MIB,
+            self.DIRTY_MIB_S if dirty is None else dirty)
+        return self.testbed.boot(self.gen1, spec)
+
+    def assert_runs_intact(self, guest, since):
+        """The guest runs and two full memory checks after ``since`` pass."""
+        self.assertTrue(guest.endpoint.alive())
+        self.assertEqual('running', guest.endpoint.status())
+        status = self.testbed.check_integrity(guest, since, passes=2)
+        self.assertEqual(0, status['errors'])
+        self.assertGreaterEqual(status['new_passes'], 2)
+        # Work went on: the guest dirtied memory after the point checked.
+        return status
+
+    def qemu_pids(self):
+        """Pids of all QEMU processes started from this test's state."""
+        pids = []
+        for entry in os.listdir('/proc'):
+            if not entry.isdigit():
+                continue
+            try:
+                with open('/proc/%s/cmdline' % entry, 'rb') as f:
+                    argv = f.read().split(b'\0')
+            except OSError:
+                continue
+            if argv and argv[0].endswith(b'qemu-system-x86_64') and any(
+                    self.conf.vmbeam.state_path.encode() in a for a in argv):
+                pids.append(int(entry))
+        return pids

@@ -1,0 +1,104 @@
+"""Scripted stand-ins for QEMU endpoints, to test mover control flow."""
+
+from oslo_config import cfg
+
+from nova_vmbeam.conf import vmbeam
+from nova_vmbeam import hypervisor
+
+
+def make_conf(**overrides):
+    conf = cfg.ConfigOpts()
+    vmbeam.register_opts(conf)
+    conf([])
+    for name, value in overrides.items():
+        conf.set_override(name, value, 'vmbeam')
+    return conf
+
+
+class FakeEndpoint(hypervisor.GuestEndpoint):
+    """A QEMU whose monitor answers from a script; records what it did."""
+
+    def __init__(self, spec, role, journal, pid=1000):
+        self.spec = spec
+        self.role = role
+        self.journal = journal
+        self._pid = pid
+        self.state = 'running'
+        self.migration = None
+        self.migrate_result = 'completed'
+        self.fail = {}          # command -> exception to raise
+        self.is_alive = True
+
+    @property
+    def pid(self):
+        return self._pid
+
+    def connect(self, timeout=None):
+        self.journal.append((self.role, 'connect'))
+
+    def execute(self, command, timeout=None, **arguments):
+        self.journal.append((self.role, command))
+        if command in self.fail:
+            raise self.fail[command]
+        if command == 'query-status':
+            return {'status': self.state}
+        if command == 'query-migrate':
+            return {'status': self.migration} if self.migration else {}
+        if command == 'migrate':
+            self.migration = self.migrate_result
+            if self.migrate_result == 'completed':
+                self.state = 'postmigrate'
+        if command == 'migrate-incoming':
+            self.migration = 'completed'
+        if command == 'cont':
+            self.state = 'running'
+        return {}
+
+    def events(self):
+        return []
+
+    def wait_event(self, name, timeout, since=0.0):
+        return {'event': name, 'timestamp': {'seconds': int(since),
+                                             'microseconds': 0}}
+
+    def alive(self):
+        return self.is_alive
+
+    def resume(self):
+        self.execute('cont')
+
+    def destroy(self):
+        self.journal.append((self.role, 'destroy'))
+        self.is_alive = False
+
+    def retire(self):
+        self.journal.append((self.role, 'retire'))
+        if 'retire' in self.fail:
+            raise self.fail['retire']
+        self.is_alive = False
+
+    def cpu_seconds(self, thread_prefix=None):
+        return 0.0
+
+
+class FakeHypervisor(hypervisor.Hypervisor):
+    name = 'fake'
+
+    def __init__(self, run_dir, journal):
+        self._run_dir = run_dir
+        self.journal = journal
+        self.launched = []
+        self.on_launch = None
+
+    @property
+    def run_dir(self):
+        return self._run_dir
+
+    def launch(self, spec, incoming=(), paused=False):
+        self.journal.append(('target', 'launch'))
+        dest = FakeEndpoint(spec, 'dest', self.journal, pid=2000)
+        dest.state = 'paused' if paused else 'running'
+        self.launched.append(dest)
+        if self.on_launch:
+            self.on_launch(dest)
+        return dest

@@ -1,0 +1,51 @@
+import subprocess
+import sys
+
+import testtools
+
+from nova_vmbeam import bench
+
+
+def _rec(mover, total, ok=True, ram=1024, dirty=64):
+    return {'mover': mover, 'ram_mib': ram, 'dirty_mib_s': dirty,
+            'total_ms': total, 'downtime_ms': total / 2,
+            'transferred_bytes': 2 ** 20, 'cpu_s': 0.01, 'ok': ok,
+            'prepare_ms': 100.0}
+
+
+class TestSummary(testtools.TestCase):
+
+    def test_medians_and_speedup_against_precopy(self):
+        records = [_rec('precopy', 3000), _rec('precopy', 3200),
+                   _rec('precopy', 2800), _rec('zerocopy', 10),
+                   _rec('zerocopy', 30), _rec('zerocopy', 20),
+                   _rec('zerocopy', 999, ok=False)]
+        rows = {r['mover']: r for r in bench.summarize(records)}
+        self.assertEqual(3000, rows['precopy']['total_ms'])
+        self.assertEqual(20, rows['zerocopy']['total_ms'])
+        self.assertEqual(3, rows['zerocopy']['ok'])
+        self.assertEqual(4, rows['zerocopy']['moves'])
+        self.assertEqual(150, rows['zerocopy']['speedup'])
+        table = bench.format_table(bench.summarize(records))
+        self.assertIn('| zerocopy | 1024 | 64 | 3/4 | 20.0 |', table)
+        self.assertIn('150x', table)
+
+
+class TestCli(testtools.TestCase):
+
+    def _vmbeam(self, *args):
+        return subprocess.run([sys.executable, '-m', 'nova_vmbeam.cli'] +
+                              list(args), capture_output=True, text=True,
+                              timeout=60)
+
+    def test_unknown_mover_fails_before_booting_anything(self):
+        proc = self._vmbeam('bench', '--movers', 'teleport')
+        self.assertEqual(2, proc.returncode)
+        self.assertIn("Unknown mover 'teleport'", proc.stderr)
+        self.assertIn('cpr, precopy, zerocopy', proc.stderr)
+
+    def test_movers_lists_plugins(self):
+        proc = self._vmbeam('movers')
+        self.assertEqual(0, proc.returncode, proc.stderr)
+        self.assertIn('zerocopy', proc.stdout)
+        self.assertIn('memfd', proc.stdout)

@@ -1,0 +1,21 @@
+import testtools
+
+from nova_vmbeam.conf import opts
+from nova_vmbeam.conf import vmbeam
+
+
+class TestOptions(testtools.TestCase):
+
+    def test_every_option_has_help(self):
+        (group, options), = opts.list_opts()
+        self.assertEqual('vmbeam', group.name)
+        names = [o.name for o in options]
+        self.assertIn('ram_pool_path', names)
+        self.assertIn('default_mover', names)
+        for option in options:
+            self.assertTrue(option.help and len(option.help) > 20,
+                            option.name)
+
+    def test_entry_point_lists_all_options(self):
+        self.assertEqual(len(vmbeam.ALL_OPTS),
+                         len(opts.list_opts()[0][1]))

@@ -1,0 +1,185 @@
+import fixtures
+import testtools
+from unittest import mock
+
+from nova_vmbeam import exception
+from nova_vmbeam import guest
+from nova_vmbeam import movers
+from nova_vmbeam.movers import base
+from nova_vmbeam.qemu import version
+from tests.unit import fakes
+
+
+def _spec(kind, path=None):
+    return guest.GuestSpec(name='g1', uuid='uuid-1', ram_mib=64,
+                           ram=guest.RamBacking(kind, path))
+
+
+class TestLoading(testtools.TestCase):
+
+    def test_all_movers_are_plugins(self):
+        self.assertEqual(['cpr', 'precopy', 'zerocopy'], movers.available())
+        conf = fakes.make_conf()
+        for name in movers.available():
+            mover = movers.load(name, conf)
+            self.assertIsInstance(mover, base.Mover)
+            self.assertEqual(name, mover.name)
+
+    def test_unknown_mover_lists_available(self):
+        exc = self.assertRaises(exception.UnknownMover, movers.load,
+                                'teleport', fakes.make_conf())
+        self.assertIn("'teleport'", str(exc))
+        self.assertIn('cpr, precopy, zerocopy', str(exc))
+
+
+class TestChecks(testtools.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.conf = fakes.make_conf()
+        version.qemu_version.cache_clear()
+        self.addCleanup(version.qemu_version.cache_clear)
+
+    def test_zerocopy_refuses_unshared_ram_naming_alternatives(self):
+        mover = movers.load('zerocopy', self.conf)
+        exc = self.assertRaises(exception.RamNotShareable, mover.check,
+                                _spec('anonymous'))
+        self.assertIn('ram_pool_path', str(exc))
+        self.assertIn('precopy', str(exc))
+        exc = self.assertRaises(exception.RamNotShareable, mover.check,
+                                _spec('memfd'))
+        self.assertIn('cpr', str(exc))
+        mover.check(_spec('file', '/pool/uuid-1.ram'))
+
+    def test_cpr_needs_memfd(self):
+        mover = movers.load('cpr', self.conf)
+        with mock.patch.object(version, 'qemu_version',
+                               return_value=(10, 0, 2)):
+            exc = self.assertRaises(exception.RamNotShareable, mover.check,
+                                    _spec('file', '/p/x.ram'))
+            self.assertIn('zerocopy', str(exc))
+            mover.check(_spec('memfd'))
+
+    def test_cpr_refuses_old_qemu_with_versions(self):
+        mover = movers.load('cpr', self.conf)
+        with mock.patch.object(version, 'qemu_version',
+                               return_value=(7, 2, 0)):
+            exc = self.assertRaises(exception.QemuTooOld, mover.check,
+                                    _spec('memfd'))
+        self.assertIn('10.0.0', str(exc))
+        self.assertIn('7.2.0', str(exc))
+        self.assertIn('bookworm-backports', str(exc))
+        self.assertIn('zerocopy', str(exc))
+
+    def test_qemu_version_of_missing_binary_names_fix(self):
+        exc = self.assertRaises(exception.InvalidInput,
+                                version.qemu_version, '/nonexistent/qemu')
+        self.assertIn('qemu_binary', str(exc))
+
+    def test_precopy_refuses_pool_file_it_would_overwrite(self):
+        mover = movers.load('precopy', self.conf)
+        exc = self.assertRaises(exception.RamNotShareable, mover.check,
+                                _spec('file', '/p/x.ram'))
+        self.assertIn('zerocopy', str(exc))
+        mover.check(_spec('anonymous'))
+        mover.check(_spec('memfd'))
+
+
+class TestMoveSafety(testtools.TestCase):
+    """The order of operations that keeps a guest from running twice."""
+
+    def setUp(self):
+        super().setUp()
+        self.conf = fakes.make_conf(migration_timeout=2.0, qmp_timeout=2.0)
+        self.journal = []
+        run_dir = self.useFixture(fixtures.TempDir()).path
+        self.source = fakes.FakeEndpoint(_spec('anonymous'), 'source',
+                                         self.journal)
+        self.target = fakes.FakeHypervisor(run_dir, self.journal)
+        self.mover = movers.load('precopy', self.conf)
+
+    def _index(self, entry):
+        return self.journal.index(entry)
+
+    def test_successful_move_resumes_destination_before_retiring(self):
+        result = self.mover.move(self.source, self.target)
+        self.assertTrue(result.ok)
+        self.assertIs(self.target.launched[0], result.destination)
+        self.assertLess(self._index(('source', 'migrate')),
+                        self._index(('dest', 'cont')))
+        self.assertLess(self._index(('dest', 'cont')),
+                        self._index(('source', 'retire')))
+        self.assertNotIn(('source', 'cont'), self.journal)
+
+    def test_failed_migration_kills_destination_then_resumes_source(self):
+        self.source.migrate_result = 'failed'
+        self.source.state = 'running'
+
+        def migrate_stops_source(dest):
+            self.source.state = 'paused'
+        self.target.on_launch = migrate_stops_source
+        exc = self.assertRaises(exception.MoveFailed, self.mover.move,
+                                self.source, self.target)
+        self.assertIn('transfer', str(exc))
+        self.assertLess(self._index(('dest', 'destroy')),
+                        self._index(('source', 'cont')))
+        self.assertEqual('running', self.source.state)
+        self.assertNotIn(('dest', 'cont'), self.journal)
+
+    def test_destination_that_died_is_refused_before_switchover(self):
+        def dies_after_migrate(dest):
+            self.source.fail = {}
+            original = self.source.execute
+
+            def execute(command, **kw):
+                if command == 'migrate':
+                    dest.is_alive = False
+                return original(command, **kw)
+            self.source.execute = execute
+        self.target.on_launch = dies_after_migrate
+        exc = self.assertRaises(exception.MoveFailed, self.mover.move,
+                                self.source, self.target)
+        self.assertIn('verify', str(exc))
+        self.assertEqual('running', self.source.state)
+        self.assertNotIn(('dest', 'cont'), self.journal)
+
+    def test_source_running_again_is_never_switched_over(self):
+        def source_resumed_by_someone(dest):
+            original = self.source.execute
+
+            def execute(command, **kw):
+                result = original(command, **kw)
+                if command == 'migrate':
+                    self.source.state = 'running'
+                return result
+            self.source.execute = execute
+        self.target.on_launch = source_resumed_by_someone
+        self.assertRaises(exception.MoveFailed, self.mover.move,
+                          self.source, self.target)
+        self.assertNotIn(('dest', 'cont'), self.journal)
+        self.assertIn(('dest', 'destroy'), self.journal)
+
+    def test_failed_retire_after_resume_kills_source_not_destination(self):
+        self.source.fail = {'retire': RuntimeError('quit hung')}
+        result = self.mover.move(self.source, self.target)
+        self.assertTrue(result.ok)
+        self.assertIn(('source', 'destroy'), self.journal)
+        self.assertNotIn(('dest', 'destroy'), self.journal)
+        self.assertNotIn(('source', 'cont'), self.journal)
+
+    def test_bad_input_changes_nothing(self):
+        mover = movers.load('zerocopy', self.conf)
+        self.assertRaises(exception.RamNotShareable, mover.move,
+                          self.source, self.target)
+        self.assertEqual([], self.journal)
+
+    def test_failed_rollback_is_reported_for_the_operator(self):
+        self.source.migrate_result = 'failed'
+        self.source.fail = {'cont': RuntimeError('cannot resume')}
+
+        def migrate_stops_source(dest):
+            self.source.state = 'paused'
+        self.target.on_launch = migrate_stops_source
+        exc = self.assertRaises(exception.RollbackFailed, self.mover.move,
+                                self.source, self.target)
+        self.assertIn('pid 1000', str(exc))

@@ -1,0 +1,49 @@
+#!/bin/bash
+# Installs everything nova-vmbeam needs on a fresh Debian 12 machine (root):
+# system packages from bindep.txt (QEMU 10 from bookworm-backports) and a
+# Python venv in .venv with tox and the project itself. Idempotent.
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+
+if [ "$(id -u)" != 0 ]; then
+    echo "install.sh: run as root (it installs Debian packages)" >&2
+    exit 1
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+backports=/etc/apt/sources.list.d/nova-vmbeam-backports.sources
+if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+    cat > "$backports" <<'SRC'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+fi
+
+# Package names from bindep.txt, the one list of system packages.
+packages=$(awk '/^[a-z0-9]/ && /platform:dpkg/ {print $1}' bindep.txt)
+missing=""
+for p in $packages; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' \
+        || missing="$missing $p"
+done
+qemu_major=$(qemu-system-x86_64 --version 2>/dev/null \
+    | sed -n 's/.*version \([0-9]*\)\..*/\1/p' || true)
+if [ -n "$missing" ] || [ "${qemu_major:-0}" -lt 10 ]; then
+    apt-get update -q
+    apt-get install -y -q -t bookworm-backports $packages
+fi
+
+if [ ! -x .venv/bin/tox ]; then
+    python3 -m venv .venv
+    .venv/bin/pip install -q --upgrade pip
+    .venv/bin/pip install -q tox
+fi
+.venv/bin/pip install -q -r requirements.txt -e .
+
+# The test guest's kernel comes from Debian's archive (dpkg -x, not
+# installed); fetch it now so demo and tests start without waiting.
+.venv/bin/vmbeam image >/dev/null

@@ -1,0 +1,15 @@
+#!/bin/bash
+# The whole test suite: unit, functional (real QEMU guests) and style.
+set -uo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+./tools/install.sh || exit 1
+
+log=$(mktemp)
+.venv/bin/tox -e py3,functional,pep8 "$@" 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
+# One closing line for CI, summed over the stestr runs above.
+awk '/^ - Passed: /{p+=$3} /^ - Failed: /{f+=$3} /^ - Skipped: /{s+=$3}
+     END {printf "tests: %d passed, %d failed, %d skipped\n", p, f, s}' "$log"
+rm -f "$log"
+exit "$rc"
