@@ -15,8 +15,8 @@ import time
 from oslo_log import log as logging
 
 from nova_vmbeam import movers as movers_mod
-from nova_vmbeam import testbed as testbed_mod
 from nova_vmbeam.qemu import version
+from nova_vmbeam import testbed as testbed_mod
 
 LOG = logging.getLogger(__name__)
 

@@ -18,6 +18,7 @@ from nova_vmbeam.qemu import monitor as monitor_mod
 
 LOG = logging.getLogger(__name__)
 
+
 def _thread_cpu_seconds(pid, thread_prefix=None):
     """CPU time of a process's threads, from schedstat (ns resolution).
 
