@@ -9,7 +9,7 @@ from nova_vmbeam import exception
 from nova_vmbeam import guest as guest_mod
 from nova_vmbeam.movers import migration
 from nova_vmbeam.qemu import cmdline
-from nova_vmbeam.qemu import maps
+from nova_vmbeam.qemu import procfs
 from nova_vmbeam.qemu import version
 
 MIN_QEMU = (10, 0, 0)
@@ -48,15 +48,15 @@ class CprMover(migration.QmpMigrationMover):
         return {'channels': self._channels(ctx)}
 
     def prepare(self, ctx):
-        # ram_identity of the source, read before the move: the memfd has
+        # The source's RAM identity, read before the move: the memfd has
         # no name in the filesystem to stat later.
-        ctx.source_ram = maps.shared_ram(ctx.source.pid,
-                                         ctx.source.spec.ram_bytes)
+        ctx.source_ram = procfs.shared_ram(ctx.source.pid,
+                                           ctx.source.spec.ram_bytes)
         super().prepare(ctx)
 
     def verify_ram(self, ctx):
         spec = ctx.source.spec
-        dest_ram = maps.shared_ram(ctx.destination.pid, spec.ram_bytes)
+        dest_ram = procfs.shared_ram(ctx.destination.pid, spec.ram_bytes)
         if not ctx.source_ram or not ctx.source_ram & dest_ram:
             raise exception.VerificationFailed(
                 guest=spec.name,

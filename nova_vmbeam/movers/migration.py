@@ -130,6 +130,7 @@ class QmpMigrationMover(base.Mover):
     def verify(self, ctx):
         source, dest = ctx.source, ctx.destination
         name = source.spec.name
+        self._check_alive(ctx)
         # The source reports completed once it has sent everything; wait
         # until the destination has loaded it too.
         deadline = time.monotonic() + self.conf.vmbeam.qmp_timeout
@@ -157,7 +158,15 @@ class QmpMigrationMover(base.Mover):
                 guest=name, reason='destination is %r, expected paused '
                 'before switchover' % state)
         self.verify_ram(ctx)
+        self._check_alive(ctx)
         ctx.mark('verified')
+
+    def _check_alive(self, ctx):
+        if not ctx.destination.alive():
+            raise exception.VerificationFailed(
+                guest=ctx.source.spec.name,
+                reason='destination QEMU exited: %s' %
+                (ctx.destination.exit_reason() or 'no reason given'))
 
     def switchover(self, ctx):
         if ctx.source.status() == 'running':

@@ -7,7 +7,7 @@ no shared RAM at all, only device state.
 from nova_vmbeam import exception
 from nova_vmbeam import guest as guest_mod
 from nova_vmbeam.movers import migration
-from nova_vmbeam.qemu import maps
+from nova_vmbeam.qemu import procfs
 
 
 class ZeroCopyMover(migration.QmpMigrationMover):
@@ -28,11 +28,11 @@ class ZeroCopyMover(migration.QmpMigrationMover):
 
     def verify_ram(self, ctx):
         spec = ctx.source.spec
-        identity = maps.file_identity(spec.ram.path)
+        identity = procfs.file_identity(spec.ram.path)
         for role, endpoint in (('source', ctx.source),
                                ('destination', ctx.destination)):
-            if not maps.maps_identity(endpoint.pid, identity,
-                                      spec.ram_bytes):
+            if not procfs.maps_identity(endpoint.pid, identity,
+                                        spec.ram_bytes):
                 raise exception.VerificationFailed(
                     guest=spec.name,
                     reason='%s QEMU (pid %d) does not map the RAM file %s' %

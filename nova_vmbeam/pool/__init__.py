@@ -12,7 +12,7 @@ import pwd
 from oslo_log import log as logging
 
 from nova_vmbeam import exception
-from nova_vmbeam.qemu import maps
+from nova_vmbeam.qemu import procfs
 
 LOG = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ class RamPool:
         path = self.file_path(guest_uuid)
         if not os.path.exists(path):
             return []
-        return maps.pids_mapping(maps.file_identity(path))
+        return procfs.pids_mapping(procfs.file_identity(path))
 
     def release(self, guest_uuid):
         """Free a guest's RAM; refused while any process maps it."""

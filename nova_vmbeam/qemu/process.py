@@ -15,29 +15,9 @@ from nova_vmbeam import exception
 from nova_vmbeam import hypervisor
 from nova_vmbeam.qemu import cmdline
 from nova_vmbeam.qemu import monitor as monitor_mod
+from nova_vmbeam.qemu import procfs
 
 LOG = logging.getLogger(__name__)
-
-
-def _thread_cpu_seconds(pid, thread_prefix=None):
-    """CPU time of a process's threads, from schedstat (ns resolution).
-
-    utime/stime in /proc/<pid>/stat tick at 10 ms, too coarse for a move
-    that takes a few milliseconds.
-    """
-    total = 0
-    task_dir = '/proc/%d/task' % pid
-    for tid in os.listdir(task_dir):
-        try:
-            if thread_prefix:
-                with open(os.path.join(task_dir, tid, 'comm')) as f:
-                    if not f.read().startswith(thread_prefix):
-                        continue
-            with open(os.path.join(task_dir, tid, 'schedstat')) as f:
-                total += int(f.read().split()[0])
-        except OSError:
-            continue   # the thread ended meanwhile
-    return total / 1e9
 
 
 class QemuProcess(hypervisor.GuestEndpoint):
@@ -145,10 +125,7 @@ class QemuProcess(hypervisor.GuestEndpoint):
         self.destroy()
 
     def cpu_seconds(self, thread_prefix=None):
-        try:
-            return _thread_cpu_seconds(self.pid, thread_prefix)
-        except OSError:
-            return 0.0
+        return procfs.cpu_seconds(self.pid, thread_prefix)
 
 
 class ProcessHypervisor(hypervisor.Hypervisor):

@@ -7,7 +7,7 @@ import testtools
 
 from nova_vmbeam import exception
 from nova_vmbeam import pool as pool_mod
-from nova_vmbeam.qemu import maps
+from nova_vmbeam.qemu import procfs
 
 
 class TestRamPool(testtools.TestCase):
@@ -105,8 +105,8 @@ class TestMaps(testtools.TestCase):
         ram = mmap.mmap(fd, 2 << 20, mmap.MAP_SHARED)
         self.addCleanup(ram.close)
         os.close(fd)
-        identity = maps.file_identity(path)
-        self.assertTrue(maps.maps_identity(os.getpid(), identity, 2 << 20))
-        self.assertFalse(maps.maps_identity(os.getpid(), identity,
-                                            4 << 20))
-        self.assertIn(identity, maps.shared_ram(os.getpid(), 1 << 20))
+        identity = procfs.file_identity(path)
+        self.assertTrue(procfs.maps_identity(os.getpid(), identity, 2 << 20))
+        self.assertFalse(procfs.maps_identity(os.getpid(), identity,
+                                              4 << 20))
+        self.assertIn(identity, procfs.shared_ram(os.getpid(), 1 << 20))
