@@ -9,6 +9,7 @@
 #   vmbeam.ram_mib=N      MiB of memory the worker owns and verifies (64)
 #   vmbeam.dirty_mib_s=N  MiB/s the worker rewrites, 0 = verify only (0)
 #   vmbeam.report_ms=N    interval between status lines (500)
+#   vmbeam.verify_mib_s=N MiB/s verified, 0 = as fast as possible (0)
 
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 
@@ -20,12 +21,14 @@ mount -t devtmpfs devtmpfs /dev 2>/dev/null
 ram_mib=64
 dirty_mib_s=0
 report_ms=500
+verify_mib_s=0
 # Dotted parameters are not passed to init as env/argv: read /proc/cmdline.
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
         vmbeam.ram_mib=*) ram_mib="${arg#*=}" ;;
         vmbeam.dirty_mib_s=*) dirty_mib_s="${arg#*=}" ;;
         vmbeam.report_ms=*) report_ms="${arg#*=}" ;;
+        vmbeam.verify_mib_s=*) verify_mib_s="${arg#*=}" ;;
     esac
 done
 
@@ -34,10 +37,13 @@ out=/dev/ttyS0
 # Plain "\n" line endings in the log, no tty echo of anything.
 stty -F "$out" raw -echo 2>/dev/null
 
+# Leading newline: the firmware may have left a line unterminated.
+echo > "$out"
 echo "VMBEAM-GUEST booted ram_mib=$ram_mib dirty_mib_s=$dirty_mib_s" \
-    "report_ms=$report_ms" > "$out"
+    "report_ms=$report_ms verify_mib_s=$verify_mib_s" > "$out"
 
-/bin/memworker "$ram_mib" "$dirty_mib_s" "$report_ms" > "$out" 2>&1
+/bin/memworker "$ram_mib" "$dirty_mib_s" "$report_ms" "$verify_mib_s" \
+    > "$out" 2>&1
 echo "VMBEAM-GUEST memworker exited rc=$?" > "$out"
 
 # Never let PID 1 exit.

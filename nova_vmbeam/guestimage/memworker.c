@@ -1,7 +1,11 @@
 /*
  * memworker - guest memory workload for nova-vmbeam migration tests.
  *
- * Usage: memworker RAM_MIB DIRTY_MIB_PER_S [REPORT_INTERVAL_MS]
+ * Usage: memworker RAM_MIB DIRTY_MIB_PER_S [REPORT_INTERVAL_MS
+ *                                          [VERIFY_MIB_PER_S]]
+ *
+ * DIRTY_MIB_PER_S 0 only verifies.  VERIFY_MIB_PER_S 0 (the default)
+ * verifies as fast as the CPU allows.
  *
  * Allocates RAM_MIB MiB and gives every 4 KiB page content that is a pure
  * function of (page index, sequence number).  The expected sequence number
@@ -97,6 +101,25 @@ static double now_s(void)
     return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/*
+ * Pages (at most 'chunk') due now at 'rate_mib' MiB/s, 'dt' seconds after
+ * the previous call.  The debt is capped at one second's worth, so a stall
+ * (a paused or migrating VM) is not followed by a burst.
+ */
+static uint64_t owed(double *debt, uint64_t rate_mib, double dt,
+                     uint64_t chunk)
+{
+    double cap = (double)rate_mib * PAGES_PER_MIB;
+    uint64_t n;
+
+    *debt += dt * cap;
+    if (*debt > cap)
+        *debt = cap;
+    n = *debt < chunk ? (uint64_t)*debt : chunk;
+    *debt -= n;
+    return n;
+}
+
 static void write_page(uint64_t index, uint64_t seq)
 {
     struct page_header *h = (struct page_header *)(mem + index * PAGE_SIZE);
@@ -151,20 +174,21 @@ static void verify_page(uint64_t index)
 
 int main(int argc, char **argv)
 {
-    uint64_t ram_mib, dirty_rate, report_ms;
+    uint64_t ram_mib, dirty_rate, report_ms, verify_rate, n;
     uint64_t dirty_next = 0, verify_next = 0;
     uint64_t dirtied_pages = 0, passes = 0, tick = 0, i;
-    double debt = 0, last, next_report, now;
+    double dirty_debt = 0, verify_debt = 0, last, next_report, now;
+    int idle;
 
-    if (argc < 3 || argc > 4) {
-        fprintf(stderr,
-                "usage: %s RAM_MIB DIRTY_MIB_PER_S [REPORT_INTERVAL_MS]\n",
-                argv[0]);
+    if (argc < 3 || argc > 5) {
+        fprintf(stderr, "usage: %s RAM_MIB DIRTY_MIB_PER_S"
+                " [REPORT_INTERVAL_MS [VERIFY_MIB_PER_S]]\n", argv[0]);
         return 2;
     }
     ram_mib = strtoull(argv[1], NULL, 10);
     dirty_rate = strtoull(argv[2], NULL, 10);
     report_ms = argc > 3 ? strtoull(argv[3], NULL, 10) : 500;
+    verify_rate = argc > 4 ? strtoull(argv[4], NULL, 10) : 0;
     if (ram_mib == 0 || report_ms == 0) {
         fprintf(stderr, "memworker: RAM_MIB and REPORT_INTERVAL_MS must be"
                 " > 0\n");
@@ -196,33 +220,36 @@ int main(int argc, char **argv)
         /*
          * Dirty the pages the rate says we owe by now.  Done in bounded
          * chunks so verification still makes progress if the requested
-         * rate is more than the (emulated) CPU can deliver.  The debt is
-         * capped at one second's worth so a stall (a paused or migrating
-         * VM) is not followed by a burst.
+         * rate is more than the (emulated) CPU can deliver.
          */
-        if (dirty_rate) {
-            uint64_t n;
-
-            debt += (now - last) * dirty_rate * PAGES_PER_MIB;
-            if (debt > (double)dirty_rate * PAGES_PER_MIB)
-                debt = (double)dirty_rate * PAGES_PER_MIB;
-            n = debt < DIRTY_CHUNK ? (uint64_t)debt : DIRTY_CHUNK;
-            for (i = 0; i < n; i++) {
-                write_page(dirty_next, expected_seq[dirty_next] + 1);
-                dirty_next = (dirty_next + 1) % npages;
-            }
-            dirtied_pages += n;
-            debt -= n;
+        n = owed(&dirty_debt, dirty_rate, now - last, DIRTY_CHUNK);
+        for (i = 0; i < n; i++) {
+            write_page(dirty_next, expected_seq[dirty_next] + 1);
+            dirty_next = (dirty_next + 1) % npages;
         }
-        last = now;
+        dirtied_pages += n;
+        idle = n == 0;
 
-        /* Verification soaks up the rest of the CPU, a slice at a time. */
-        for (i = 0; i < VERIFY_CHUNK; i++) {
+        /*
+         * Verify a slice.  Unlimited (rate 0) it soaks up all the CPU left;
+         * rate limited, the guest can idle and spare the host's CPUs.
+         */
+        n = verify_rate ? owed(&verify_debt, verify_rate, now - last,
+                               VERIFY_CHUNK) : VERIFY_CHUNK;
+        for (i = 0; i < n; i++) {
             verify_page(verify_next);
             if (++verify_next == npages) {
                 verify_next = 0;
                 passes++;
             }
+        }
+        idle = idle && n == 0;
+        last = now;
+
+        if (idle) {
+            struct timespec ms = {0, 1000000};
+
+            nanosleep(&ms, NULL);
         }
 
         if (now >= next_report) {

@@ -51,6 +51,9 @@ def build(spec, qmp_socket, accel, incoming=(), paused=False,
             '-accel', accel,
             '-smp', str(spec.vcpus)] + ram + [
             '-nodefaults', '-no-user-config', '-display', 'none',
+            # A guest that panics or reboots stops instead of rebooting
+            # unseen, so a test sees the failure.
+            '-no-reboot',
             '-qmp', 'unix:%s,server=on,wait=off' % qmp_socket]
     if spec.kernel:
         argv += ['-kernel', spec.kernel]
