@@ -88,8 +88,12 @@ class Testbed:
         return guest_mod.GuestSpec(
             name=name, uuid=guest_uuid, ram_mib=ram_mib, ram=ram,
             kernel=self.image.kernel, initrd=self.image.initrd,
+            # A full memory check every half second: often enough to catch
+            # a bad page right after a move, without one host core per
+            # guest spent on checking.
             cmdline=guestimage.kernel_cmdline(work_mib, dirty_mib_s,
-                                              report_ms),
+                                              report_ms,
+                                              verify_mib_s=2 * work_mib),
             console_log=console)
 
     def boot(self, hypervisor, spec, wait=True):
