@@ -12,8 +12,10 @@ import platform
 import statistics
 import time
 
+import libvirt
 from oslo_log import log as logging
 
+from nova_vmbeam import guest as guest_mod
 from nova_vmbeam import movers as movers_mod
 from nova_vmbeam.qemu import version
 from nova_vmbeam import testbed as testbed_mod
@@ -142,3 +144,114 @@ def json_line(record):
 
 def timestamp():
     return time.strftime('%Y-%m-%d %H:%M:%S %Z')
+
+
+# --- host rejuvenation against libvirt's own migration -----------------------
+
+def _percentile(values, pct):
+    values = sorted(values)
+    if not values:
+        return float('nan')
+    index = min(len(values) - 1, int(round(pct / 100.0 * (len(values) - 1))))
+    return values[index]
+
+
+def _libvirt_precopy(source_host, target_host, name):
+    """Move ``name`` with libvirt's own live migration; its figures."""
+    dom = source_host.lookup(name)
+    started = time.monotonic()
+    dom.migrate3(target_host.conn,
+                 {libvirt.VIR_MIGRATE_PARAM_URI: 'tcp://127.0.0.1'},
+                 libvirt.VIR_MIGRATE_LIVE |
+                 libvirt.VIR_MIGRATE_PERSIST_DEST |
+                 libvirt.VIR_MIGRATE_UNDEFINE_SOURCE)
+    total_ms = (time.monotonic() - started) * 1000.0
+    stats = dom.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
+    return {'mover': 'libvirt-precopy', 'total_ms': total_ms,
+            'downtime_ms': float(stats.get('downtime', 0)),
+            'transferred_bytes': int(stats.get('data_processed', 0)),
+            'ok': True}
+
+
+def run_host(conf, counts=(4, 8), ram_mib=512, dirty_mib_s=16, emit=None):
+    """Rejuvenate N guests, then move the same guests with libvirt."""
+    base_state = conf.vmbeam.state_path
+    rows = []
+    for count in counts:
+        for method in ('zerocopy', 'libvirt-precopy'):
+            conf.set_override('state_path', os.path.join(
+                base_state, 'bench-host-%d-%s' % (count, method)), 'vmbeam')
+            testbed = testbed_mod.LibvirtTestbed(conf, name='bench')
+            try:
+                orch = testbed.orchestrator
+                orch.init()
+                kind = (guest_mod.RAM_FILE if method == 'zerocopy'
+                        else guest_mod.RAM_ANONYMOUS)
+                guests = [testbed.boot_libvirt(testbed.spec(
+                    'bh%d' % i, ram_mib, kind, ram_mib // 4, dirty_mib_s),
+                    wait=False) for i in range(count)]
+                for guest in guests:
+                    testbed.wait_ready(guest)
+                marks = {g.name: g.console.offset() for g in guests}
+                started = time.monotonic()
+                if method == 'zerocopy':
+                    run = orch.rejuvenate('zerocopy')
+                    end_to_end = (time.monotonic() - started) * 1000.0
+                    ready_ms = run['sibling_ready_ms']
+                    per_guest = [g.get('result') or {'ok': False}
+                                 for g in run['guests'].values()]
+                else:
+                    old = orch.active()
+                    new = orch._new_sibling(old.generation + 1)
+                    new.start(seed_from=old)
+                    new.wait_ready(conf.vmbeam.sibling_start_timeout)
+                    ready_ms = (time.monotonic() - started) * 1000.0
+                    source_host, target_host = old.host(), new.host()
+                    per_guest = [_libvirt_precopy(source_host, target_host,
+                                                  g.name) for g in guests]
+                    end_to_end = (time.monotonic() - started) * 1000.0
+                    source_host.close()
+                    target_host.close()
+                    with orch.journal.update() as st:
+                        st['siblings'][str(new.generation)] = dict(
+                            new.record(), state='active')
+                ok = all(r.get('ok') for r in per_guest)
+                for guest in guests:
+                    testbed.locate(guest)
+                    try:
+                        testbed.check_integrity(guest, marks[guest.name])
+                    except Exception as exc:
+                        LOG.error('%s: %s', guest.name, exc)
+                        ok = False
+                downtimes = [r.get('downtime_ms', 0) for r in per_guest]
+                row = {'method': method, 'guests': count,
+                       'ram_mib': ram_mib, 'dirty_mib_s': dirty_mib_s,
+                       'sibling_ready_ms': ready_ms,
+                       'end_to_end_ms': end_to_end,
+                       'downtime_p50_ms': _percentile(downtimes, 50),
+                       'downtime_p99_ms': _percentile(downtimes, 99),
+                       'transferred_bytes': sum(
+                           r.get('transferred_bytes', 0) for r in per_guest),
+                       'ok': ok}
+                rows.append(row)
+                if emit:
+                    emit(row)
+            finally:
+                testbed.cleanup()
+                conf.clear_override('state_path', 'vmbeam')
+    return rows
+
+
+def format_host_table(rows):
+    lines = ['| method | guests | sibling ready ms | end-to-end ms | '
+             'budget ms (ready + 100/guest) | downtime p50 ms | '
+             'downtime p99 ms | bytes sent (all guests) | ok |',
+             '|' + '---|' * 9]
+    for r in rows:
+        lines.append('| %s | %d | %.0f | %.0f | %.0f | %.1f | %.1f | %d | '
+                     '%s |' % (r['method'], r['guests'],
+                               r['sibling_ready_ms'], r['end_to_end_ms'],
+                               r['sibling_ready_ms'] + 100 * r['guests'],
+                               r['downtime_p50_ms'], r['downtime_p99_ms'],
+                               r['transferred_bytes'], r['ok']))
+    return '\n'.join(lines)

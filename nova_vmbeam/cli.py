@@ -12,6 +12,7 @@ from nova_vmbeam import exception
 from nova_vmbeam import guestimage
 from nova_vmbeam import movers as movers_mod
 from nova_vmbeam import pool as pool_mod
+from nova_vmbeam.rejuvenation import orchestrator as orchestrator_mod
 
 LOG = logging.getLogger(__name__)
 
@@ -29,8 +30,10 @@ def _name_list(text):
 
 
 def cmd_demo(args):
-    demo.run(CONF, sys.stdout, guests=args.guests, ram_mib=args.ram_mib,
-             dirty_mib_s=args.dirty_mib_s, mover=args.mover)
+    record = demo.run(CONF, sys.stdout, guests=args.guests,
+                      ram_mib=args.ram_mib, dirty_mib_s=args.dirty_mib_s,
+                      mover=args.mover, concurrency=args.concurrency)
+    return 0 if record['state'] == 'completed' else 1
 
 
 def cmd_bench(args):
@@ -42,6 +45,13 @@ def cmd_bench(args):
             print(bench.json_line(record), flush=True)
 
     started = bench.timestamp()
+    if args.host:
+        rows = bench.run_host(CONF, counts=args.host, emit=emit)
+        if not args.json:
+            print('Machine: %s' % bench.machine_description(CONF))
+            print('Run: %s\n' % started)
+            print(bench.format_host_table(rows))
+        return 0 if all(r['ok'] for r in rows) else 1
     records = bench.run(CONF, sizes=args.sizes, mover_names=args.movers,
                         dirty_rates=args.dirty_rates, repeat=args.repeat,
                         work_fraction=args.work_fraction, emit=emit)
@@ -70,6 +80,75 @@ def cmd_pool(args):
     print('RAM pool %s: %s, ok' % (pool.path, fstype))
 
 
+def _run_report(run):
+    """Per-guest figures of a rejuvenation run, as a table."""
+    lines = ['Run %s: generation %s -> %s, %s' % (
+        run['id'][:8], run['from'], run['to'], run['state'])]
+    lines.append('| guest | state | mover | total ms | downtime ms | '
+                 'bytes sent |')
+    lines.append('|---|---|---|---|---|---|')
+    for name, entry in sorted(run['guests'].items()):
+        res = entry.get('result') or {}
+        lines.append('| %s | %s | %s | %s | %s | %s |' % (
+            name, entry['state'], res.get('mover', run['mover']),
+            '%.1f' % res['total_ms'] if res else '-',
+            '%.1f' % res['downtime_ms'] if res else '-',
+            res.get('transferred_bytes', '-')))
+        if entry.get('error'):
+            lines.append('    %s' % entry['error'])
+    lines.append('sibling ready in %.0f ms; moves took %.0f ms' % (
+        run.get('sibling_ready_ms', 0), run.get('moves_ms', 0)))
+    if run.get('left'):
+        lines.append('not moved: %s (run "vmbeam rejuvenate" again)' %
+                     ', '.join(run['left']))
+    return '\n'.join(lines)
+
+
+def _aging_lines(label, report):
+    daemon = report.get('libvirtd', {})
+    guests = report.get('guests', {})
+    overhead = sum(g['overhead_kib'] for g in guests.values())
+    return ('%s: libvirtd RSS %d KiB, %d open fds; %d guests, QEMU '
+            'overhead beyond guest RAM %d KiB in all' %
+            (label, daemon.get('rss_kib', 0), daemon.get('fds', 0),
+             len(guests), overhead))
+
+
+def cmd_init(args):
+    sibling = orchestrator_mod.Orchestrator(CONF).init()
+    print('generation %d active at %s' % (sibling.generation, sibling.uri))
+
+
+def cmd_status(args):
+    status = orchestrator_mod.Orchestrator(CONF).status()
+    print('active generation: %s' % status['active'])
+    for gen, record in sorted(status['generations'].items()):
+        print('  gen%s %-8s %s' % (gen, record['state'], record['uri']))
+        print('    ' + _aging_lines('health', record['health']))
+        for name in sorted(record['health']['guests']):
+            print('    guest %s' % name)
+    if status['run']:
+        print(_run_report(status['run']))
+
+
+def cmd_rejuvenate(args):
+    run = orchestrator_mod.Orchestrator(CONF).rejuvenate(
+        mover_name=args.mover, concurrency=args.concurrency)
+    print(_run_report(run))
+    if run.get('aging_after'):
+        print(_aging_lines('before', run['aging_before']))
+        print(_aging_lines('after ', run['aging_after']))
+    return 0 if run['state'] == 'completed' else 1
+
+
+def cmd_move(args):
+    run = orchestrator_mod.Orchestrator(CONF).move(args.guest,
+                                                   mover_name=args.mover)
+    print(_run_report(run))
+    entry = run['guests'].get(args.guest, {})
+    return 0 if entry.get('state') == 'moved' else 1
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog='vmbeam',
@@ -88,6 +167,7 @@ def build_parser():
     p.add_argument('--ram-mib', type=int, default=512)
     p.add_argument('--dirty-mib-s', type=int, default=16)
     p.add_argument('--mover', help='default: [vmbeam] default_mover')
+    p.add_argument('--concurrency', type=int, default=1)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser('bench', help='measure every mover on the same '
@@ -108,7 +188,35 @@ def build_parser():
                         '(default %(default)s)')
     p.add_argument('--json', action='store_true',
                    help='one JSON object per line per move')
+    p.add_argument('--host', type=_int_list, metavar='COUNTS',
+                   help='instead: rejuvenate a libvirt host with this many '
+                        'guests (e.g. 4,8), against libvirt\'s own precopy '
+                        'migration of the same guests between the two '
+                        'siblings')
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser('init', help='start hypervisor generation 1 (a '
+                                    'sibling libvirt daemon) if none is '
+                                    'active')
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser('status', help='generations, their health and the '
+                                      'last rejuvenation')
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser('rejuvenate', help='move every guest onto a fresh '
+                                          'sibling and retire the old one')
+    p.add_argument('--mover', help='default: [vmbeam] default_mover')
+    p.add_argument('--concurrency', type=int,
+                   help='guests moved at once (default: [vmbeam] '
+                        'rejuvenation_concurrency)')
+    p.set_defaults(func=cmd_rejuvenate)
+
+    p = sub.add_parser('move', help='move one guest onto the next '
+                                    'generation')
+    p.add_argument('guest')
+    p.add_argument('--mover', help='default: [vmbeam] default_mover')
+    p.set_defaults(func=cmd_move)
 
     p = sub.add_parser('movers', help='list the installed movers')
     p.set_defaults(func=cmd_movers)

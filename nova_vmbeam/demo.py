@@ -1,72 +1,98 @@
-"""`vmbeam demo`: rejuvenate a hypervisor under running guests.
+"""`vmbeam demo`: rejuvenate a libvirt hypervisor under running guests.
 
-Boots a few self-checking guests on hypervisor generation 1, starts a fresh
-sibling (generation 2) on the same host, moves every guest onto it with a
-zero-copy mover, shows the per-guest figures, proves the guests still run
-with their memory intact, and retires the empty generation 1.
+Starts hypervisor generation 1 (a libvirt daemon in its own mount
+namespace), boots a few self-checking guests in it, then rejuvenates: a
+fresh sibling daemon (generation 2) starts on the same host, every guest
+moves onto it with a zero-copy mover, generation 1 is retired. It shows the
+per-guest figures, the hypervisor's resource use before and after, and
+proves the guests still run with their memory intact. Everything it
+started is stopped at the end; it uses its own state directory, so it does
+not touch a real installation's journal.
 """
+
+import os
 
 from nova_vmbeam import movers as movers_mod
 from nova_vmbeam import testbed as testbed_mod
 
 
-def _rss_mib(pid):
-    with open('/proc/%d/status' % pid) as status:
-        for line in status:
-            if line.startswith('VmRSS:'):
-                return int(line.split()[1]) / 1024.0
-    return 0.0
+def _aging(label, report):
+    daemon = report.get('libvirtd', {})
+    guests = report.get('guests', {})
+    return ('  %s: libvirtd pid %s, RSS %d KiB, %d open fds; QEMU '
+            'overhead beyond guest RAM %s KiB\n' %
+            (label, daemon.get('pid'), daemon.get('rss_kib', 0),
+             daemon.get('fds', 0),
+             sum(g['overhead_kib'] for g in guests.values())))
 
 
-def run(conf, out, guests=3, ram_mib=512, dirty_mib_s=16, mover=None):
-    mover = movers_mod.load(mover or conf.vmbeam.default_mover, conf)
-    testbed = testbed_mod.Testbed(conf, name='demo')
+def run(conf, out, guests=3, ram_mib=512, dirty_mib_s=16, mover=None,
+        concurrency=1):
+    mover_name = mover or conf.vmbeam.default_mover
+    mover_obj = movers_mod.load(mover_name, conf)
+    conf.set_override('state_path',
+                      os.path.join(conf.vmbeam.state_path, 'demo'),
+                      'vmbeam')
+    testbed = testbed_mod.LibvirtTestbed(conf, name='demo')
+    orchestrator = testbed.orchestrator
     say = out.write
     try:
         say('Building the test guest image (Debian kernel + memworker)...\n')
         image = testbed.image
         say('  kernel %s\n  initrd %s\n' % (image.kernel, image.initrd))
-        gen1 = testbed.new_hypervisor()
-        say('\nHypervisor %s (%s): booting %d guests of %d MiB, each '
-            'dirtying %d MiB/s and checking its own memory...\n' %
-            (gen1.name, testbed.accel, guests, ram_mib, dirty_mib_s))
+        gen1 = orchestrator.init()
+        say('\nHypervisor generation 1: libvirtd pid %s in its own mount '
+            'namespace, %s\n' % (gen1.pids()['libvirtd'], gen1.uri))
+        say('Booting %d guests of %d MiB (%s), each dirtying %d MiB/s and '
+            'checking its own memory...\n' %
+            (guests, ram_mib, testbed.accel, dirty_mib_s))
         booted = []
         for index in range(guests):
             spec = testbed.spec('demo-%d' % (index + 1), ram_mib,
-                                mover.ram_backing, max(16, ram_mib // 4),
+                                mover_obj.ram_backing, max(16, ram_mib // 4),
                                 dirty_mib_s)
-            booted.append(testbed.boot(gen1, spec, wait=False))
+            booted.append(testbed.boot_libvirt(spec, wait=False))
         for guest in booted:
             testbed.wait_ready(guest)
             say('  %s running, QEMU pid %d, RAM %s\n' %
                 (guest.name, guest.endpoint.pid,
                  guest.spec.ram.path or guest.spec.ram.kind))
+        marks = {g.name: g.console.offset() for g in booted}
 
-        gen2 = testbed.new_hypervisor()
-        say('\nRejuvenation: fresh sibling hypervisor %s; moving every '
-            'guest with the %s mover...\n\n' % (gen2.name, mover.name))
-        rows = []
-        for guest in booted:
-            rows.append(testbed.move(guest, mover, gen2))
-        say('| guest | mover | total ms | downtime ms | bytes sent | '
-            'dest start ms |\n|---|---|---|---|---|---|\n')
-        for r in rows:
-            say('| %s | %s | %.1f | %.1f | %d | %.0f |\n' %
-                (r.guest, r.mover, r.total_ms, r.downtime_ms,
-                 r.transferred_bytes, r.prepare_ms))
+        say('\nRejuvenating with the %s mover...\n\n' % mover_name)
+        record = orchestrator.rejuvenate(mover_name, concurrency)
+        say('| guest | mover | total ms | downtime ms | bytes sent |\n'
+            '|---|---|---|---|---|\n')
+        for name, entry in sorted(record['guests'].items()):
+            res = entry.get('result') or {}
+            say('| %s | %s | %.1f | %.1f | %d |\n' % (
+                name, res.get('mover', mover_name), res.get('total_ms', 0),
+                res.get('downtime_ms', 0), res.get('transferred_bytes', 0))
+                if res else '| %s | %s | failed: %s |\n' %
+                (name, entry['state'], entry.get('error')))
+        say('\nSibling generation %d ready in %.0f ms; all moves took '
+            '%.0f ms; run %s.\n' % (record['to'],
+                                    record['sibling_ready_ms'],
+                                    record['moves_ms'], record['state']))
+        say('Hypervisor resources (aging evidence):\n')
+        say(_aging('before (gen%d)' % record['from'],
+                   record['aging_before']))
+        if record.get('aging_after'):
+            say(_aging('after  (gen%d)' % record['to'],
+                       record['aging_after']))
 
-        say('\nGuests on %s after the move:\n' % gen2.name)
+        say('\nGuests after the rejuvenation:\n')
         for guest in booted:
-            status = testbed.check_integrity(guest, guest.moved_at)
-            say('  %s: %s, QEMU pid %d (RSS %.0f MiB), memory check: %d '
+            generation = testbed.locate(guest)
+            status = testbed.check_integrity(guest, marks[guest.name])
+            say('  %s: %s on generation %s, QEMU pid %d, memory check: %d '
                 'full passes since the move, %d errors\n' %
-                (guest.name, guest.endpoint.status(), guest.endpoint.pid,
-                 _rss_mib(guest.endpoint.pid),
-                 status['new_passes'],
+                (guest.name, guest.endpoint.status(), generation,
+                 guest.endpoint.pid, status['new_passes'],
                  status['errors']))
-        testbed.retire_empty()
-        say('\nHypervisor %s is empty and retired; %s runs all %d guests.\n'
-            % (gen1.name, gen2.name, len(booted)))
-        return rows
+        say('\nGeneration %d is retired; generation %d is active.\n' %
+            (record['from'], orchestrator.journal.load()['active']))
+        return record
     finally:
         testbed.cleanup()
+        conf.clear_override('state_path', 'vmbeam')

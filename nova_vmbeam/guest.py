@@ -39,6 +39,10 @@ class GuestSpec:
     initrd: typing.Optional[str] = None
     cmdline: str = ''
     console_log: typing.Optional[str] = None
+    #: the libvirt domain XML, for guests that run under libvirt; the
+    #: destination of a move is created from it
+    domain_xml: typing.Optional[str] = dataclasses.field(default=None,
+                                                         repr=False)
 
     @property
     def ram_bytes(self):

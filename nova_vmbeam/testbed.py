@@ -6,7 +6,9 @@ keeps verifying its own memory), moves them between hypervisor generations
 with a mover, and checks afterwards that no page was lost or went stale.
 """
 
+import dataclasses
 import os
+import pwd
 import shutil
 import uuid
 
@@ -15,9 +17,11 @@ from oslo_log import log as logging
 from nova_vmbeam import exception
 from nova_vmbeam import guest as guest_mod
 from nova_vmbeam import guestimage
+from nova_vmbeam.libvirt import config as libvirt_config
 from nova_vmbeam import pool as pool_mod
 from nova_vmbeam.qemu import process
 from nova_vmbeam.qemu import version
+from nova_vmbeam.rejuvenation import orchestrator as orchestrator_mod
 
 LOG = logging.getLogger(__name__)
 
@@ -169,4 +173,110 @@ class Testbed:
         for hypervisor in self.hypervisors:
             hypervisor.shutdown()
         self.hypervisors = []
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+class LibvirtTestbed(Testbed):
+    """Demo guests under libvirt, on generations run by the orchestrator.
+
+    QEMU runs as [vmbeam] qemu_user there, so the guest image is staged in
+    a directory that user can read, and RAM files and console logs are
+    owned by it.
+    """
+
+    def __init__(self, conf, name='testbed', image=None):
+        super().__init__(conf, name, image)
+        self.pool = pool_mod.RamPool(conf.vmbeam.ram_pool_path,
+                                     conf.vmbeam.qemu_user,
+                                     conf.vmbeam.ram_pool_reserve_mib)
+        self.orchestrator = orchestrator_mod.Orchestrator(conf)
+        self._staged = None
+
+    def _qemu_ids(self):
+        pw = pwd.getpwnam(self.conf.vmbeam.qemu_user)
+        return pw.pw_uid, pw.pw_gid
+
+    @property
+    def image(self):
+        if self._staged is None:
+            built = super().image
+            stage = os.path.join(self.run_dir, 'image')
+            os.makedirs(stage, exist_ok=True)
+            paths = []
+            for path in built:
+                target = os.path.join(stage, os.path.basename(path))
+                if not os.path.exists(target):
+                    try:
+                        os.link(path, target)
+                    except OSError:
+                        shutil.copyfile(path, target)
+                os.chmod(target, 0o644)
+                paths.append(target)
+            # Every directory down to the image must be searchable.
+            directory = stage
+            while directory != '/':
+                os.chmod(directory, os.stat(directory).st_mode | 0o011)
+                directory = os.path.dirname(directory)
+            self._staged = guestimage.GuestImage(*paths)
+        return self._staged
+
+    def spec(self, *args, **kwargs):
+        spec = super().spec(*args, **kwargs)
+        uid, gid = self._qemu_ids()
+        os.chown(self.run_dir, uid, gid)
+        xml = libvirt_config.domain_xml(
+            spec, accel=self.accel,
+            emulator=shutil.which(self.conf.vmbeam.qemu_binary))
+        return dataclasses.replace(spec, domain_xml=xml)
+
+    def boot_libvirt(self, spec, wait=True):
+        host = self.orchestrator.active().host()
+        try:
+            endpoint = host.boot(spec)
+        finally:
+            host.close()
+        guest = TestGuest(spec, endpoint, None)
+        self.guests.append(guest)
+        if wait:
+            self.wait_ready(guest)
+        return guest
+
+    def locate(self, guest):
+        """Point ``guest`` at the generation it runs on now."""
+        state = self.orchestrator.journal.load()
+        for gen, record in state['siblings'].items():
+            if record['state'] in ('retired', 'failed'):
+                continue
+            sibling = self.orchestrator.sibling(int(gen), state)
+            if not sibling.running():
+                continue
+            host = sibling.host()
+            endpoint = host.guest(guest.name)
+            if endpoint is not None:
+                guest.endpoint, guest.hypervisor = endpoint, host
+                return int(gen)
+            host.close()
+        return None
+
+    def cleanup(self):
+        state = self.orchestrator.journal.load()
+        for gen, record in state['siblings'].items():
+            sibling = self.orchestrator.sibling(int(gen), state)
+            if sibling.running():
+                host = sibling.host()
+                try:
+                    for endpoint in host.guests():
+                        endpoint.destroy()
+                except Exception:
+                    LOG.exception('destroying guests of %s', sibling.name)
+                finally:
+                    host.close()
+                sibling.retire()
+        for guest in self.guests:
+            if guest.spec.ram.kind == guest_mod.RAM_FILE:
+                try:
+                    self.pool.release(guest.spec.uuid)
+                except exception.VMBeamError:
+                    LOG.exception('releasing RAM of %s', guest.name)
+        self.guests = []
         shutil.rmtree(self.run_dir, ignore_errors=True)

@@ -66,7 +66,39 @@ move_opts = [
                  help='Seconds to wait for a QEMU monitor to answer.'),
 ]
 
-ALL_OPTS = pool_opts + qemu_opts + move_opts
+sibling_opts = [
+    cfg.StrOpt('sibling_kind',
+               default='colocated',
+               help='Kind of sibling hypervisor a rejuvenation starts: a '
+                    'plugin in the nova_vmbeam.siblings namespace. '
+                    'colocated: a fresh libvirt daemon (with its own '
+                    'virtlogd) in a private mount namespace on the same '
+                    'kernel.'),
+    cfg.FloatOpt('sibling_start_timeout',
+                 default=60.0,
+                 min=1.0,
+                 help='Seconds a new sibling may take to accept guests; '
+                      'past that the rejuvenation is aborted before any '
+                      'guest moved.'),
+    cfg.StrOpt('qemu_user',
+               default='libvirt-qemu',
+               help='User QEMU runs as under a sibling libvirt daemon. '
+                    'Guest RAM files, disks and migration sockets must be '
+                    'reachable by it.'),
+    cfg.StrOpt('libvirtd',
+               default='/usr/sbin/libvirtd',
+               help='libvirt daemon binary a colocated sibling runs.'),
+    cfg.StrOpt('virtlogd',
+               default='/usr/sbin/virtlogd',
+               help='virtlogd binary a colocated sibling runs.'),
+    cfg.IntOpt('rejuvenation_concurrency',
+               default=1,
+               min=1,
+               help='Guests moved at the same time during a host '
+                    'rejuvenation.'),
+]
+
+ALL_OPTS = pool_opts + qemu_opts + move_opts + sibling_opts
 
 
 def register_opts(conf):

@@ -1,0 +1,172 @@
+"""Domain XML for VMBeam guests.
+
+libvirt has no element for a memory-backend-file that two QEMUs share, nor
+for x-ignore-shared or a deferred incoming migration, so those go through
+<qemu:commandline>. The extra "-machine memory-backend=vmbeam-ram" makes
+QEMU use our backend as guest RAM; libvirt's own pc.ram object is then
+unused.
+"""
+
+import xml.etree.ElementTree as ET
+
+from nova_vmbeam import guest as guest_mod
+from nova_vmbeam.qemu import cmdline
+
+QEMU_NS = 'http://libvirt.org/schemas/domain/qemu/1.0'
+ET.register_namespace('qemu', QEMU_NS)
+
+
+def _sub(parent, tag, text=None, **attrib):
+    element = ET.SubElement(parent, tag, attrib)
+    if text is not None:
+        element.text = str(text)
+    return element
+
+
+def domain_xml(spec, accel='tcg', emulator='/usr/bin/qemu-system-x86_64',
+               disks=(), bridges=(), tap_prefix=None):
+    """A libvirt domain for ``spec``.
+
+    ``disks`` are qcow2 paths (virtio); ``bridges`` are (bridge, mac) pairs,
+    each a virtio NIC whose tap is named ``<tap_prefix><n>`` when given (two
+    daemons must not pick the same tap name).
+    """
+    domain = ET.Element('domain', type='kvm' if accel == 'kvm' else 'qemu')
+    _sub(domain, 'name', spec.name)
+    _sub(domain, 'uuid', spec.uuid)
+    _sub(domain, 'memory', spec.ram_mib, unit='MiB')
+    _sub(domain, 'vcpu', spec.vcpus)
+    os_el = _sub(domain, 'os')
+    _sub(os_el, 'type', 'hvm', arch='x86_64', machine='pc')
+    if spec.kernel:
+        _sub(os_el, 'kernel', spec.kernel)
+    if spec.initrd:
+        _sub(os_el, 'initrd', spec.initrd)
+    if spec.cmdline:
+        _sub(os_el, 'cmdline', spec.cmdline)
+    features = _sub(domain, 'features')
+    _sub(features, 'acpi')
+    _sub(domain, 'on_poweroff', 'destroy')
+    _sub(domain, 'on_reboot', 'restart')
+    _sub(domain, 'on_crash', 'destroy')
+    devices = _sub(domain, 'devices')
+    _sub(devices, 'emulator', emulator)
+    for index, path in enumerate(disks):
+        disk = _sub(devices, 'disk', type='file', device='disk')
+        _sub(disk, 'driver', name='qemu', type='qcow2', cache='none')
+        _sub(disk, 'source', file=path)
+        _sub(disk, 'target', dev='vd' + chr(ord('a') + index), bus='virtio')
+    for index, (bridge, mac) in enumerate(bridges):
+        nic = _sub(devices, 'interface', type='bridge')
+        _sub(nic, 'source', bridge=bridge)
+        _sub(nic, 'mac', address=mac)
+        _sub(nic, 'model', type='virtio')
+        if tap_prefix:
+            _sub(nic, 'target', dev='%s%d' % (tap_prefix, index))
+    if spec.console_log:
+        serial = _sub(devices, 'serial', type='file')
+        _sub(serial, 'source', path=spec.console_log, append='on')
+        _sub(serial, 'target', port='0')
+    _sub(devices, 'memballoon', model='none')
+    set_ram_backend(domain, spec.ram, spec.ram_mib)
+    return ET.tostring(domain, encoding='unicode')
+
+
+def _commandline(domain):
+    element = domain.find('{%s}commandline' % QEMU_NS)
+    if element is None:
+        element = ET.SubElement(domain, '{%s}commandline' % QEMU_NS)
+    return element
+
+
+def _args(domain):
+    element = domain.find('{%s}commandline' % QEMU_NS)
+    if element is None:
+        return []
+    return [arg.get('value') for arg in element.findall('{%s}arg' % QEMU_NS)]
+
+
+def _set_args(domain, args):
+    element = _commandline(domain)
+    for arg in list(element):
+        if arg.tag == '{%s}arg' % QEMU_NS:
+            element.remove(arg)
+    for value in args:
+        ET.SubElement(element, '{%s}arg' % QEMU_NS, value=value)
+    if not len(element):
+        domain.remove(element)
+
+
+def set_ram_backend(domain, ram, ram_mib):
+    if ram.kind == guest_mod.RAM_ANONYMOUS:
+        return
+    if ram.kind != guest_mod.RAM_FILE:
+        raise ValueError('under libvirt guest RAM is anonymous or a pool '
+                         'file, not %s' % ram.kind)
+    spec_args, machine = cmdline.ram_args(
+        guest_mod.GuestSpec(name='x', uuid='x', ram_mib=ram_mib, ram=ram))
+    # ram_args() gives "-m SIZE -object ..."; libvirt sets -m itself.
+    _set_args(domain, _args(domain) + spec_args[2:] + ['-machine', machine])
+
+
+def ram_backing(xml):
+    """The RamBacking a domain's XML gives its guest."""
+    args = _args(ET.fromstring(xml))
+    for flag, value in zip(args, args[1:]):
+        if flag == '-object' and value.startswith('memory-backend-file,') \
+                and 'id=%s' % cmdline.RAM_OBJECT_ID in value:
+            opts = dict(kv.split('=', 1) for kv in value.split(',')[1:]
+                        if '=' in kv)
+            if opts.get('share') == 'on':
+                return guest_mod.RamBacking(guest_mod.RAM_FILE,
+                                            opts['mem-path'])
+    return guest_mod.RamBacking()
+
+
+def with_incoming(xml, incoming):
+    """``xml`` plus -incoming values (a migration destination)."""
+    domain = ET.fromstring(xml)
+    args = _args(domain)
+    for value in incoming:
+        if not isinstance(value, str):
+            raise ValueError('through libvirt only "-incoming defer" works: '
+                             'libvirt talks to the monitor at start-up, '
+                             'before any cpr channel could be read')
+        args += ['-incoming', value]
+    _set_args(domain, args)
+    return ET.tostring(domain, encoding='unicode')
+
+
+def without_incoming(xml):
+    domain = ET.fromstring(xml)
+    args = _args(domain)
+    kept = []
+    skip = False
+    for value in args:
+        if skip:
+            skip = False
+            continue
+        if value == '-incoming':
+            skip = True
+            continue
+        kept.append(value)
+    _set_args(domain, kept)
+    return ET.tostring(domain, encoding='unicode')
+
+
+def guest_spec(xml):
+    """A GuestSpec (with the XML) describing a libvirt domain."""
+    domain = ET.fromstring(xml)
+    memory = domain.find('memory')
+    unit = memory.get('unit', 'KiB')
+    factor = {'KiB': 1.0 / 1024, 'MiB': 1, 'GiB': 1024}.get(unit, 1.0 / 1024)
+    serial = domain.find("devices/serial[@type='file']/source")
+    return guest_mod.GuestSpec(
+        name=domain.findtext('name'), uuid=domain.findtext('uuid'),
+        ram_mib=int(int(memory.text) * factor), ram=ram_backing(xml),
+        vcpus=int(domain.findtext('vcpu') or 1),
+        kernel=domain.findtext('os/kernel'),
+        initrd=domain.findtext('os/initrd'),
+        cmdline=domain.findtext('os/cmdline') or '',
+        console_log=serial.get('path') if serial is not None else None,
+        domain_xml=xml)

@@ -1,0 +1,161 @@
+"""One libvirt domain as a move endpoint.
+
+Every state change goes through libvirt (resume, destroy, undefine), so the
+daemon's view of its domains stays right; QMP commands go through libvirt's
+monitor passthrough.
+"""
+
+import os
+import time
+
+import libvirt
+from oslo_log import log as logging
+
+from nova_vmbeam import exception
+from nova_vmbeam import hypervisor
+from nova_vmbeam.libvirt import config
+from nova_vmbeam.qemu import monitor as monitor_mod
+from nova_vmbeam.qemu import procfs
+
+LOG = logging.getLogger(__name__)
+
+
+class LibvirtGuest(hypervisor.GuestEndpoint):
+
+    def __init__(self, host, dom, spec):
+        self.host = host
+        self.dom = dom
+        self.spec = spec
+        self._pid = None
+
+    @property
+    def name(self):
+        return self.spec.name
+
+    @property
+    def pid(self):
+        if self._pid is None:
+            self._pid = self.host.qemu_pid(self.spec.name)
+        return self._pid
+
+    def connect(self, timeout=None):
+        """libvirt holds the monitor; nothing to connect."""
+
+    def execute(self, command, timeout=None, **arguments):
+        return self.host.monitor_command(self.dom, command, arguments)
+
+    def events(self):
+        return self.host.events(self.spec.uuid)
+
+    def wait_event(self, name, timeout, since=0.0):
+        deadline = time.monotonic() + timeout
+        while True:
+            for event in self.events():
+                if event['event'] == name and \
+                        monitor_mod.event_time(event) >= since:
+                    return event
+            if time.monotonic() > deadline:
+                raise monitor_mod.MonitorError('%s: no %s event within '
+                                               '%.1f s' % (self.name, name,
+                                                           timeout))
+            time.sleep(0.0005)
+
+    def alive(self):
+        try:
+            return bool(self.dom.isActive()) and self._pid_alive()
+        except libvirt.libvirtError:
+            return False
+
+    def _pid_alive(self):
+        try:
+            os.kill(self.pid, 0)
+            return True
+        except (OSError, exception.VMBeamError):
+            return False
+
+    def status(self):
+        return self.execute('query-status')['status']
+
+    def exit_reason(self):
+        log = os.path.join(self.host.log_dir or '', 'qemu',
+                           '%s.log' % self.name)
+        try:
+            with open(log, errors='replace') as f:
+                lines = [line for line in f.read().splitlines()
+                         if 'qemu-system' in line or 'error' in line]
+            return '\n'.join(lines[-5:])
+        except OSError:
+            return ''
+
+    def resume(self):
+        self.dom.resume()
+
+    def _wait_gone(self, pid, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while os.path.exists('/proc/%d' % pid):
+            with open('/proc/%d/stat' % pid) as f:
+                if f.read().rsplit(')', 1)[1].split()[0] == 'Z':
+                    return
+            if time.monotonic() > deadline:
+                raise RuntimeError('QEMU %d of %s did not exit' %
+                                   (pid, self.name))
+            time.sleep(0.002)
+
+    def destroy(self):
+        """Kill through libvirt and wait until QEMU is really gone."""
+        pid = self._pid
+        try:
+            if pid is None and self.dom.isActive():
+                pid = self.pid
+            self.dom.destroy()
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() not in (libvirt.VIR_ERR_OPERATION_INVALID,
+                                            libvirt.VIR_ERR_NO_DOMAIN):
+                if pid is None:
+                    raise
+                # The daemon is gone or wedged: the QEMU still is not.
+                LOG.warning('libvirt could not destroy %s (%s); killing '
+                            'QEMU %d', self.name, exc, pid)
+                try:
+                    os.kill(pid, 9)
+                except OSError:
+                    pass
+        if pid:
+            self._wait_gone(pid)
+        self.undefine()
+
+    def retire(self):
+        """Stop the source of a completed move.
+
+        QMP "quit" (through libvirt) ends QEMU within milliseconds; libvirt
+        sees the exit and tidies its records by itself, which takes it over
+        a second that no guest needs to wait for. Falls back to destroy().
+        """
+        pid = self.pid
+        try:
+            self.execute('quit')
+        except monitor_mod.MonitorError:
+            pass   # the reply is lost when QEMU closes the monitor
+        try:
+            self._wait_gone(pid, timeout=5.0)
+        except RuntimeError:
+            LOG.warning('%s did not quit; destroying it', self.name)
+            self.destroy()
+            return
+        self.undefine()
+
+    def undefine(self):
+        try:
+            if self.dom.isPersistent():
+                self.dom.undefine()
+        except libvirt.libvirtError:
+            pass
+
+    def persist(self):
+        """Make a (transient) destination domain persistent."""
+        xml = self.dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE |
+                               libvirt.VIR_DOMAIN_XML_MIGRATABLE)
+        self.host.conn.defineXML(config.without_incoming(xml))
+
+    def cpu_seconds(self, thread_prefix=None):
+        return procfs.cpu_seconds(self.pid, thread_prefix)

@@ -1,0 +1,189 @@
+"""A connection to one libvirt daemon, with QEMU monitor events.
+
+libvirt delivers events only to a process that registered an event loop
+implementation before opening connections and keeps running it; that loop
+runs in one daemon thread here, shared by all connections (as in Nova).
+"""
+
+import json
+import os
+import threading
+import time
+import xml.etree.ElementTree as ET
+
+import libvirt
+import libvirt_qemu
+from oslo_log import log as logging
+
+from nova_vmbeam import exception
+from nova_vmbeam import hypervisor
+from nova_vmbeam.libvirt import config
+from nova_vmbeam.libvirt import guest as guest_mod
+from nova_vmbeam.qemu import monitor as monitor_mod
+
+LOG = logging.getLogger(__name__)
+
+_loop_lock = threading.Lock()
+_loop_started = False
+
+
+def _ensure_event_loop():
+    global _loop_started
+    with _loop_lock:
+        if _loop_started:
+            return
+        libvirt.virEventRegisterDefaultImpl()
+
+        def run():
+            while True:
+                libvirt.virEventRunDefaultImpl()
+
+        threading.Thread(target=run, name='vmbeam-libvirt-events',
+                         daemon=True).start()
+        _loop_started = True
+
+
+class Host(hypervisor.Hypervisor):
+    """One libvirt daemon as a hypervisor that guests can move onto.
+
+    It keeps the QMP events of its domains per domain UUID, with QEMU's own
+    timestamps. ``pid_dir`` and ``log_dir`` are the daemon's /run/libvirt and
+    /var/log/libvirt as seen from this process (a colocated sibling has
+    private ones); ``run_dir`` is where incoming migration sockets go and
+    must be reachable by the QEMU user of every generation.
+    """
+
+    def __init__(self, name, uri, run_dir, pid_dir='/run/libvirt',
+                 log_dir='/var/log/libvirt'):
+        self.name = name
+        self.uri = uri
+        self._run_dir = run_dir
+        self.pid_dir = pid_dir
+        self.log_dir = log_dir
+        self._conn = None
+        self._lock = threading.Lock()
+        self._events = {}
+
+    @property
+    def conn(self):
+        with self._lock:
+            if self._conn is None or not self._conn.isAlive():
+                self._conn = self._open()
+            return self._conn
+
+    def _open(self):
+        _ensure_event_loop()
+        try:
+            conn = libvirt.open(self.uri)
+        except libvirt.libvirtError as exc:
+            raise exception.VMBeamError(
+                'cannot connect to libvirt at %s: %s' % (self.uri, exc))
+        libvirt_qemu.qemuMonitorEventRegister(conn, None, None,
+                                              self._on_event, None, 0)
+        return conn
+
+    def _on_event(self, conn, dom, event, seconds, micros, details, opaque):
+        record = {'event': event, 'data': details or {},
+                  'timestamp': {'seconds': seconds,
+                                'microseconds': micros}}
+        with self._lock:
+            self._events.setdefault(dom.UUIDString(), []).append(record)
+
+    def events(self, uuid):
+        with self._lock:
+            return list(self._events.get(uuid, ()))
+
+    def close(self):
+        with self._lock:
+            if self._conn is not None:
+                try:
+                    self._conn.close()
+                except libvirt.libvirtError:
+                    pass
+                self._conn = None
+
+    def alive(self):
+        try:
+            self.conn.getLibVersion()
+            return True
+        except (libvirt.libvirtError, exception.VMBeamError):
+            return False
+
+    @property
+    def run_dir(self):
+        return self._run_dir
+
+    def launch(self, spec, incoming=(), paused=False):
+        """Create the domain of ``spec`` (from its XML) in this daemon."""
+        xml = spec.domain_xml
+        if incoming:
+            xml = config.with_incoming(xml, incoming)
+        flags = libvirt.VIR_DOMAIN_START_PAUSED if paused else 0
+        try:
+            dom = self.conn.createXML(xml, flags)
+        except libvirt.libvirtError as exc:
+            raise exception.QemuStartFailed(guest=spec.name, detail=exc)
+        return guest_mod.LibvirtGuest(self, dom, spec)
+
+    def boot(self, spec):
+        """Start ``spec`` here as a persistent, running domain."""
+        guest = self.launch(spec)
+        guest.persist()
+        return guest
+
+    def guest(self, name):
+        """The running guest ``name`` here, or None."""
+        dom = self.lookup(name)
+        if dom is None or not dom.isActive():
+            return None
+        xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE)
+        return guest_mod.LibvirtGuest(self, dom, config.guest_spec(xml))
+
+    def guests(self):
+        return [self.guest(name) for name in sorted(self.domains())]
+
+    def host_uuid(self):
+        return ET.fromstring(self.conn.getCapabilities()).findtext(
+            'host/uuid')
+
+    def domains(self):
+        """Running (or paused) domains, by name."""
+        return {dom.name(): dom for dom in self.conn.listAllDomains(
+            libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)}
+
+    def lookup(self, name):
+        try:
+            return self.conn.lookupByName(name)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return None
+            raise
+
+    def qemu_pid(self, name, timeout=5.0):
+        """Pid of the QEMU of domain ``name``, from libvirt's pid file."""
+        path = os.path.join(self.pid_dir, 'qemu', '%s.pid' % name)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with open(path) as f:
+                    return int(f.read().strip())
+            except (OSError, ValueError):
+                if time.monotonic() > deadline:
+                    raise exception.VMBeamError('no QEMU pid file %s' % path)
+                time.sleep(0.005)
+
+    def monitor_command(self, dom, command, arguments=None, timeout=None):
+        """A QMP command through libvirt's monitor passthrough."""
+        message = {'execute': command}
+        if arguments:
+            message['arguments'] = arguments
+        try:
+            reply = json.loads(libvirt_qemu.qemuMonitorCommand(
+                dom, json.dumps(message), 0))
+        except libvirt.libvirtError as exc:
+            raise monitor_mod.MonitorError('%s: %s failed: %s' %
+                                           (dom.name(), command, exc))
+        if 'error' in reply:
+            raise monitor_mod.MonitorError('%s: %s failed: %s' % (
+                dom.name(), command, reply['error'].get('desc')))
+        return reply.get('return')

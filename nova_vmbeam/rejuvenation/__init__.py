@@ -1,0 +1,1 @@
+"""Host rejuvenation: the orchestrator and its on-disk journal."""

@@ -1,0 +1,109 @@
+"""The rejuvenation journal: one JSON file, written atomically.
+
+It records the sibling generations (which one is active), the current or
+last run and each guest's progress in it, so that an orchestrator killed at
+any point can be run again and either finish or roll back every guest.
+A lock file held for the length of a run keeps two orchestrators apart; the
+kernel drops it when its holder dies.
+"""
+
+import contextlib
+import copy
+import errno
+import fcntl
+import json
+import os
+import tempfile
+
+from nova_vmbeam import exception
+
+VERSION = 1
+
+# Guest states within a run.
+PENDING = 'pending'     # still on the source generation
+MOVING = 'moving'       # a move has begun: resolve from the daemons
+MOVED = 'moved'         # runs on the target generation
+FAILED = 'failed'       # the move failed and was rolled back
+
+
+class AlreadyRunning(exception.VMBeamError):
+    msg_fmt = ('A rejuvenation is already running on this host (pid '
+               '%(pid)s, journal %(path)s). Wait for it to finish; if that '
+               'process is gone the lock is released by itself.')
+
+
+def _empty():
+    return {'version': VERSION, 'active': None, 'siblings': {},
+            'run': None, 'history': []}
+
+
+class Journal:
+
+    def __init__(self, path):
+        self.path = path
+        self.lock_path = path + '.lock'
+        self._lock_fd = None
+
+    def load(self):
+        try:
+            with open(self.path) as f:
+                state = json.load(f)
+        except FileNotFoundError:
+            return _empty()
+        if state.get('version') != VERSION:
+            raise exception.VMBeamError(
+                'journal %s has version %s; this nova-vmbeam reads version '
+                '%d' % (self.path, state.get('version'), VERSION))
+        return state
+
+    def save(self, state):
+        """Replace the journal atomically: a crash leaves old or new."""
+        directory = os.path.dirname(self.path)
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix='.journal-')
+        try:
+            with os.fdopen(fd, 'w') as f:
+                json.dump(state, f, indent=1, sort_keys=True)
+                f.flush()
+                os.fsync(f.fileno())
+            os.rename(tmp, self.path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    @contextlib.contextmanager
+    def update(self):
+        """Load, let the caller change, save (only if it changed)."""
+        state = self.load()
+        before = copy.deepcopy(state)
+        yield state
+        if state != before:
+            self.save(state)
+
+    @contextlib.contextmanager
+    def locked(self):
+        """Hold the host's rejuvenation lock (non-blocking)."""
+        os.makedirs(os.path.dirname(self.lock_path), exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            holder = os.pread(fd, 32, 0).decode().strip() or 'unknown'
+            os.close(fd)
+            raise AlreadyRunning(pid=holder, path=self.path)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)

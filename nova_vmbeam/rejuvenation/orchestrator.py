@@ -1,0 +1,374 @@
+"""The rejuvenation orchestrator.
+
+Rejuvenating a host: start sibling generation N+1 beside the active N, move
+every guest from N to N+1 with a mover, make N+1 active and retire N once it
+is empty. The journal records each step before it happens; an orchestrator
+that was killed is simply run again: recover() looks at both daemons and
+settles every guest that was in flight (the destination wins only if it
+already runs; otherwise it is destroyed and the source resumed), then the
+run goes on. Exactly one generation is active; a guest runs exactly once.
+"""
+
+import concurrent.futures
+import os
+import threading
+import time
+import uuid
+
+import libvirt
+from oslo_log import log as logging
+
+from nova_vmbeam import exception
+from nova_vmbeam import movers as movers_mod
+from nova_vmbeam.movers import base as movers_base
+from nova_vmbeam.rejuvenation import journal as journal_mod
+from nova_vmbeam import siblings as siblings_mod
+from nova_vmbeam.siblings import base as sibling_base
+
+LOG = logging.getLogger(__name__)
+
+_HISTORY = 10
+
+
+class RejuvenationAborted(exception.VMBeamError):
+    msg_fmt = ('Rejuvenation aborted before any guest moved: %(reason)s. '
+               'Generation %(active)s stays active; nothing changed.')
+
+
+class NotInitialized(exception.VMBeamError):
+    msg_fmt = ('No hypervisor generation is active on this host (journal '
+               '%(path)s). Run "vmbeam init" first.')
+
+
+def _qemu_overhead_kib(pid):
+    """Private memory of a QEMU beyond guest RAM (RssAnon)."""
+    try:
+        with open('/proc/%d/status' % pid) as f:
+            for line in f:
+                if line.startswith('RssAnon:'):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class Orchestrator:
+
+    def __init__(self, conf, journal=None):
+        self.conf = conf
+        self.journal = journal or journal_mod.Journal(
+            os.path.join(conf.vmbeam.state_path, 'journal.json'))
+        # Moves run in threads; each journal update is load-change-save.
+        self._journal_lock = threading.Lock()
+
+    def _set_guest(self, name, **fields):
+        with self._journal_lock, self.journal.update() as state:
+            state['run']['guests'].setdefault(name, {}).update(fields)
+
+    # --- generations ------------------------------------------------------
+
+    def _sibling(self, record):
+        cls = siblings_mod.kind(record['kind'])
+        return cls.from_record(self.conf, record)
+
+    def _new_sibling(self, generation):
+        cls = siblings_mod.kind(self.conf.vmbeam.sibling_kind)
+        return cls(self.conf, generation)
+
+    def sibling(self, generation, state=None):
+        state = state or self.journal.load()
+        record = state['siblings'].get(str(generation))
+        return self._sibling(record) if record else None
+
+    def active(self, state=None):
+        state = state or self.journal.load()
+        if state['active'] is None:
+            raise NotInitialized(path=self.journal.path)
+        return self.sibling(state['active'], state)
+
+    def _ensure_running(self, sibling):
+        """A generation's daemon died: start it again on its own state.
+
+        Its guests' QEMUs outlive the daemon; the restarted daemon finds
+        them again from its private run directory.
+        """
+        if not sibling.running():
+            LOG.warning('daemon of %s is not running; restarting it',
+                        sibling.name)
+            sibling.start()
+            sibling.wait_ready(self.conf.vmbeam.sibling_start_timeout)
+
+    def init(self):
+        """Start generation 1 if no generation is active yet."""
+        with self.journal.locked():
+            state = self.journal.load()
+            if state['active'] is not None:
+                sibling = self.active(state)
+                self._ensure_running(sibling)
+                return sibling
+            sibling = self._new_sibling(1)
+            sibling.start()
+            sibling.wait_ready(self.conf.vmbeam.sibling_start_timeout)
+            with self.journal.update() as state:
+                state['siblings']['1'] = dict(sibling.record(),
+                                              state='active')
+                state['active'] = 1
+            return sibling
+
+    # --- status -------------------------------------------------------------
+
+    def health(self, sibling):
+        """Resource use of a generation: daemons and per-guest QEMU."""
+        report = sibling.health()
+        guests = {}
+        if sibling.running():
+            host = sibling.host()
+            try:
+                for name in host.domains():
+                    try:
+                        pid = host.qemu_pid(name, timeout=0.5)
+                    except exception.VMBeamError:
+                        continue
+                    guests[name] = {'pid': pid,
+                                    'overhead_kib': _qemu_overhead_kib(pid)}
+            finally:
+                host.close()
+        report['guests'] = guests
+        return report
+
+    def status(self):
+        state = self.journal.load()
+        generations = {}
+        for gen, record in state['siblings'].items():
+            if record['state'] in ('retired', 'failed'):
+                continue
+            generations[gen] = dict(record, health=self.health(
+                self._sibling(record)))
+        return {'active': state['active'], 'generations': generations,
+                'run': state['run'], 'history': state['history']}
+
+    # --- recovery -----------------------------------------------------------
+
+    def _settle(self, mover, name, entry, source_host, target_host):
+        """Decide where an in-flight guest lives; return its journal state.
+
+        Never two running: a destination that already runs owns the guest
+        (the source is destroyed); one that never ran is destroyed first
+        and only then is the source resumed, exactly as in a rollback.
+        """
+        src = source_host.guest(name)
+        dst = target_host.guest(name)
+        if dst is not None and dst.status() == 'running':
+            if src is not None:
+                src.destroy()
+            dst.persist()
+            return journal_mod.MOVED
+        if src is None:
+            raise exception.VMBeamError(
+                'guest %s runs on neither %s nor %s: check it by hand '
+                'before going on' % (name, source_host.name,
+                                     target_host.name))
+        ctx = movers_base.MoveContext(src, target_host)
+        ctx.destination = dst
+        ctx.source_was_running = entry.get('was_running', True)
+        mover.rollback(ctx)
+        return journal_mod.PENDING
+
+    def recover(self):
+        """Settle what a killed orchestrator left in flight."""
+        state = self.journal.load()
+        if state['active'] is None:
+            return
+        self._ensure_running(self.active(state))
+        run = state['run']
+        if not run or run['state'] != 'running':
+            return
+        source = self.sibling(run['from'], state)
+        target = self.sibling(run['to'], state)
+        self._ensure_running(target)
+        source_host, target_host = source.host(), target.host()
+        mover = movers_mod.load(run['mover'], self.conf)
+        try:
+            for name, entry in run['guests'].items():
+                if entry['state'] != journal_mod.MOVING:
+                    continue
+                settled = self._settle(mover, name, entry, source_host,
+                                       target_host)
+                LOG.warning('recovered %s after an interrupted move: %s',
+                            name, settled)
+                self._set_guest(name, state=settled)
+        finally:
+            source_host.close()
+            target_host.close()
+
+    # --- rejuvenation -------------------------------------------------------
+
+    def _begin_run(self, state, mover_name, guests):
+        """Start generation N+1 and open a run (nothing moved yet)."""
+        old = self.active(state)
+        generation = max(int(g) for g in state['siblings']) + 1
+        new = self._new_sibling(generation)
+        with self.journal.update() as st:
+            st['siblings'][str(generation)] = dict(new.record(),
+                                                   state='starting')
+        started = time.monotonic()
+        try:
+            new.start(seed_from=old)
+            new.wait_ready(self.conf.vmbeam.sibling_start_timeout)
+        except (sibling_base.SiblingStartFailed, OSError) as exc:
+            try:
+                new.retire()
+            except Exception:
+                LOG.exception('stopping the failed sibling %s', new.name)
+            with self.journal.update() as st:
+                st['siblings'][str(generation)]['state'] = 'failed'
+            raise RejuvenationAborted(reason=exc, active=old.name)
+        run = {'id': str(uuid.uuid4()), 'from': old.generation,
+               'to': generation, 'state': 'running', 'mover': mover_name,
+               'started': time.time(),
+               'sibling_ready_ms': (time.monotonic() - started) * 1000.0,
+               'guests': {g: {'state': journal_mod.PENDING}
+                          for g in guests},
+               'aging_before': self.health(old)}
+        with self.journal.update() as st:
+            st['siblings'][str(generation)]['state'] = 'ready'
+            st['run'] = run
+        return run
+
+    def _move_one(self, mover, name, source_host, target_host):
+        src = source_host.guest(name)
+        if src is None:
+            self._set_guest(name, state=journal_mod.FAILED,
+                            error='not running on %s' % source_host.name)
+            return None
+        self._set_guest(name, state=journal_mod.MOVING,
+                        was_running=src.status() == 'running')
+        try:
+            result = mover.move(src, target_host)
+        except exception.RollbackFailed as exc:
+            # Where the guest is is unknown: it stays "moving", so the next
+            # run's recovery settles it from what the daemons say.
+            self._set_guest(name, error=str(exc))
+            LOG.error('%s', exc)
+            return None
+        except exception.VMBeamError as exc:
+            self._set_guest(name, state=journal_mod.FAILED, error=str(exc))
+            LOG.error('%s', exc)
+            return None
+        try:
+            result.destination.persist()
+        except libvirt.libvirtError as exc:
+            # The guest runs on the target all the same; it stays a
+            # transient domain there until defined again.
+            LOG.warning('defining %s on %s failed: %s', name,
+                        target_host.name, exc)
+        figures = result.as_dict()
+        self._set_guest(name, state=journal_mod.MOVED, result=figures,
+                        error=None)
+        return figures
+
+    def _finish(self, run_id):
+        """Activate the target and retire the source once it is empty."""
+        state = self.journal.load()
+        run = state['run']
+        if run is None or run['id'] != run_id:
+            return state['run']
+        source = self.sibling(run['from'], state)
+        target = self.sibling(run['to'], state)
+        left = [n for n, g in run['guests'].items()
+                if g['state'] != journal_mod.MOVED]
+        host = source.host()
+        try:
+            deadline = time.monotonic() + 30
+            # libvirt tidies up quit QEMUs on its own, a little later.
+            while host.domains() and not left and \
+                    time.monotonic() < deadline:
+                time.sleep(0.05)
+            remaining = sorted(host.domains())
+        finally:
+            host.close()
+        if left or remaining:
+            with self.journal.update() as st:
+                st['run']['state'] = 'incomplete'
+                st['run']['left'] = sorted(set(left) | set(remaining))
+            return self.journal.load()['run']
+        aging_after = self.health(target)
+        source.retire()
+        with self.journal.update() as st:
+            st['siblings'][str(run['from'])]['state'] = 'retired'
+            st['siblings'][str(run['to'])]['state'] = 'active'
+            st['active'] = run['to']
+            st['run'].update(state='completed', finished=time.time(),
+                             aging_after=aging_after)
+            st['history'] = (st['history'] + [st['run']])[-_HISTORY:]
+        return self.journal.load()['run']
+
+    def _check_movable(self, mover, on_source, names, run):
+        """Refuse, before anything changes, what this run cannot move."""
+        moved = {n for n, g in (run or {}).get('guests', {}).items()
+                 if g['state'] == journal_mod.MOVED}
+        unknown = [n for n in names or () if n not in on_source and
+                   n not in moved]
+        if unknown:
+            raise exception.GuestNotFound(
+                guest=', '.join(unknown),
+                known=', '.join(sorted(on_source)) or 'none')
+        for name in names or sorted(on_source):
+            if name in on_source:
+                mover.check(on_source[name].spec)
+
+    def rejuvenate(self, mover_name=None, concurrency=None, names=None):
+        """Move every guest (or ``names``) onto a fresh generation.
+
+        An interrupted or incomplete run is taken up again instead of
+        starting yet another generation. Returns the run's journal record.
+        """
+        mover_name = mover_name or self.conf.vmbeam.default_mover
+        mover = movers_mod.load(mover_name, self.conf)
+        concurrency = concurrency or self.conf.vmbeam.rejuvenation_concurrency
+        with self.journal.locked():
+            self.recover()
+            state = self.journal.load()
+            run = state['run']
+            if run and run['state'] == 'completed':
+                run = None
+            source = self.sibling(run['from'], state) if run \
+                else self.active(state)
+            source_host = source.host()
+            try:
+                on_source = {g.name: g for g in source_host.guests()}
+                self._check_movable(mover, on_source, names, run)
+                if run is None:
+                    run = self._begin_run(state, mover_name, on_source)
+                else:
+                    with self.journal.update() as st:
+                        st['run']['state'] = 'running'
+                        for name in on_source:
+                            st['run']['guests'][name] = {
+                                'state': journal_mod.PENDING}
+                    run = self.journal.load()['run']
+                target = self.sibling(run['to'])
+                self._ensure_running(target)
+                target_host = target.host()
+                pending = [n for n in sorted(on_source)
+                           if names is None or n in names]
+                started = time.monotonic()
+                try:
+                    with concurrent.futures.ThreadPoolExecutor(
+                            max_workers=concurrency) as pool:
+                        list(pool.map(lambda n: self._move_one(
+                            mover, n, source_host, target_host), pending))
+                finally:
+                    target_host.close()
+            finally:
+                source_host.close()
+            with self.journal.update() as st:
+                st['run']['moves_ms'] = (time.monotonic() - started) * 1e3
+            return self._finish(run['id'])
+
+    def move(self, name, mover_name=None):
+        """Move one guest onto the open run's target generation.
+
+        A new generation is started when no run is open.
+        """
+        return self.rejuvenate(mover_name, concurrency=1, names=[name])

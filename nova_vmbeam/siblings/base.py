@@ -1,0 +1,64 @@
+"""The sibling-hypervisor plugin interface.
+
+A sibling is one generation of the hypervisor stack on this compute node.
+Rejuvenation starts generation N+1 beside the active generation N, moves
+every guest onto it and retires N once it is empty.
+"""
+
+import abc
+
+
+class SiblingStartFailed(Exception):
+    pass
+
+
+class Sibling(metaclass=abc.ABCMeta):
+    """One numbered generation of the hypervisor on this node."""
+
+    #: entry-point name
+    kind = None
+
+    def __init__(self, conf, generation):
+        self.conf = conf
+        self.generation = generation
+
+    @property
+    def name(self):
+        return 'gen%d' % self.generation
+
+    @abc.abstractmethod
+    def start(self, seed_from=None):
+        """Start the hypervisor stack; do not wait for it.
+
+        ``seed_from`` is the sibling it replaces: what can be carried over
+        safely (caches) may be taken from it.
+        """
+
+    @abc.abstractmethod
+    def wait_ready(self, timeout):
+        """Block until it accepts guests; SiblingStartFailed if it won't."""
+
+    @property
+    @abc.abstractmethod
+    def uri(self):
+        """libvirt URI of this generation's daemon, usable from the host."""
+
+    @abc.abstractmethod
+    def host(self):
+        """A nova_vmbeam.libvirt.host.Host (a move target) for it."""
+
+    @abc.abstractmethod
+    def running(self):
+        """True while its daemons run."""
+
+    @abc.abstractmethod
+    def health(self):
+        """Resource use of the hypervisor stack (for aging evidence)."""
+
+    @abc.abstractmethod
+    def retire(self):
+        """Stop the stack. Only ever called once no guest runs on it."""
+
+    @abc.abstractmethod
+    def record(self):
+        """What the journal keeps to find this sibling again (a dict)."""

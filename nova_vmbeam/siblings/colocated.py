@@ -1,0 +1,244 @@
+"""colocated: a fresh libvirt daemon on the same kernel.
+
+Each generation runs its own libvirtd and virtlogd in a private mount
+namespace, with private /run/libvirt, /var/lib/libvirt, /var/log/libvirt,
+/var/cache/libvirt and /etc/libvirt (bind-mounted from its state directory)
+and its own host_uuid, so libvirt treats it as another host. From the host
+it is reached at qemu:///system?socket=<state>/run/libvirt-sock.
+
+The daemons outlive the process that started them: guests keep running
+whatever happens to the orchestrator, and a later run finds them again from
+the journal's record.
+"""
+
+import grp
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+
+from oslo_log import log as logging
+
+from nova_vmbeam.libvirt import host as host_mod
+from nova_vmbeam.siblings import base
+
+LOG = logging.getLogger(__name__)
+
+# private directory -> where the daemons see it
+PRIVATE_DIRS = (('run', '/run/libvirt'),
+                ('lib', '/var/lib/libvirt'),
+                ('log', '/var/log/libvirt'),
+                ('cache', '/var/cache/libvirt'),
+                ('etc', '/etc/libvirt'))
+
+_START_SCRIPT = '''set -e
+%(binds)s
+%(virtlogd)s --daemon --pid-file %(base)s/run/virtlogd.pid
+exec %(libvirtd)s --pid-file %(base)s/run/libvirtd.pid
+'''
+
+
+def _pid_running(pid):
+    try:
+        with open('/proc/%d/stat' % pid) as f:
+            return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
+    except (OSError, IndexError):
+        return False
+
+
+def _read_pid(path):
+    try:
+        with open(path) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _proc_usage(pid):
+    """(RSS KiB, open fds) of a process."""
+    rss = 0
+    try:
+        with open('/proc/%d/status' % pid) as f:
+            for line in f:
+                if line.startswith('VmRSS:'):
+                    rss = int(line.split()[1])
+        fds = len(os.listdir('/proc/%d/fd' % pid))
+    except OSError:
+        return 0, 0
+    return rss, fds
+
+
+class ColocatedSibling(base.Sibling):
+    kind = 'colocated'
+
+    def __init__(self, conf, generation, host_uuid=None):
+        super().__init__(conf, generation)
+        self.base = os.path.join(conf.vmbeam.state_path, 'siblings',
+                                 'gen%d' % generation)
+        self.host_uuid = host_uuid or str(uuid.uuid4())
+        self._popen = None
+
+    @classmethod
+    def from_record(cls, conf, record):
+        return cls(conf, record['generation'], record['host_uuid'])
+
+    def record(self):
+        return {'kind': self.kind, 'generation': self.generation,
+                'host_uuid': self.host_uuid, 'uri': self.uri,
+                'base': self.base}
+
+    def _path(self, *parts):
+        return os.path.join(self.base, *parts)
+
+    @property
+    def uri(self):
+        return 'qemu:///system?socket=%s' % self._path('run', 'libvirt-sock')
+
+    @property
+    def migrate_dir(self):
+        return self._path('migrate')
+
+    def host(self):
+        return host_mod.Host(self.name, self.uri, self.migrate_dir,
+                             pid_dir=self._path('run'),
+                             log_dir=self._path('log'))
+
+    def _prepare_dirs(self, seed_cache=None):
+        for private, _target in PRIVATE_DIRS:
+            os.makedirs(self._path(private), exist_ok=True)
+        etc = self._path('etc')
+        # The host's daemon settings, but none of its domains or networks
+        # (those live in subdirectories): a generation starts empty.
+        for name in os.listdir('/etc/libvirt'):
+            if name.endswith('.conf'):
+                shutil.copyfile(os.path.join('/etc/libvirt', name),
+                                os.path.join(etc, name))
+        with open(os.path.join(etc, 'libvirtd.conf'), 'a') as f:
+            f.write('\n# nova-vmbeam generation %d\nhost_uuid = "%s"\n'
+                    % (self.generation, self.host_uuid))
+        user = self.conf.vmbeam.qemu_user
+        with open(os.path.join(etc, 'qemu.conf'), 'a') as f:
+            # Files are shared by two generations at once: neither may
+            # chown them back when its QEMU goes.
+            f.write('\n# nova-vmbeam generation %d\nuser = "%s"\n'
+                    'group = "%s"\ndynamic_ownership = 0\n'
+                    'remember_owner = 0\n' %
+                    (self.generation, user, self._group_of(user)))
+        if seed_cache and not os.listdir(self._path('cache')):
+            # QEMU's capabilities, probed by an earlier generation: saves
+            # the new daemon seconds of probing at start-up.
+            shutil.copytree(seed_cache, self._path('cache'),
+                            dirs_exist_ok=True)
+        os.makedirs(self.migrate_dir, exist_ok=True)
+        pw = pwd.getpwnam(user)
+        os.chown(self.migrate_dir, pw.pw_uid, pw.pw_gid)
+        os.chmod(self.migrate_dir, 0o770)
+
+    @staticmethod
+    def _group_of(user):
+        return grp.getgrgid(pwd.getpwnam(user).pw_gid).gr_name
+
+    def cache_dir(self):
+        return self._path('cache')
+
+    def start(self, seed_from=None):
+        """Start the daemons (reusing seed_from's capability cache)."""
+        if self.running():
+            return
+        seed = seed_from.cache_dir() if seed_from is not None else None
+        self._prepare_dirs(seed if seed and os.path.isdir(seed) else None)
+        binds = '\n'.join('mkdir -p %s && mount --bind %s %s' %
+                          (target, self._path(private), target)
+                          for private, target in PRIVATE_DIRS)
+        script = _START_SCRIPT % {'binds': binds, 'base': self.base,
+                                  'virtlogd': self.conf.vmbeam.virtlogd,
+                                  'libvirtd': self.conf.vmbeam.libvirtd}
+        for stale in ('libvirt-sock', 'libvirtd.pid', 'virtlogd.pid'):
+            path = self._path('run', stale)
+            if os.path.exists(path):
+                os.unlink(path)
+        with open(self._path('daemon.log'), 'ab') as log:
+            self._popen = subprocess.Popen(
+                ['unshare', '--mount', '--propagation', 'private', '--',
+                 '/bin/sh', '-c', script],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                start_new_session=True)
+        LOG.info('starting sibling %s (pid %d)', self.name,
+                 self._popen.pid)
+
+    def _daemon_log_tail(self):
+        try:
+            with open(self._path('daemon.log'), errors='replace') as f:
+                lines = [line.rstrip() for line in f
+                         if ' error : ' in line or 'rror' in line]
+            return '\n'.join(lines[-5:]) or '(nothing logged)'
+        except OSError:
+            return '(no log)'
+
+    def wait_ready(self, timeout):
+        deadline = time.monotonic() + timeout
+        host = self.host()
+        try:
+            while True:
+                if self._popen is not None and self._popen.poll() is not None:
+                    raise base.SiblingStartFailed(
+                        'sibling %s exited with %s: %s' %
+                        (self.name, self._popen.returncode,
+                         self._daemon_log_tail()))
+                if os.path.exists(self._path('run', 'libvirt-sock')) and \
+                        host.alive():
+                    found = host.host_uuid()
+                    if found != self.host_uuid:
+                        raise base.SiblingStartFailed(
+                            'sibling %s answers with host UUID %s, not %s'
+                            % (self.name, found, self.host_uuid))
+                    return
+                if time.monotonic() > deadline:
+                    raise base.SiblingStartFailed(
+                        'sibling %s not ready within %.0f s: %s' %
+                        (self.name, timeout, self._daemon_log_tail()))
+                time.sleep(0.05)
+        finally:
+            host.close()
+
+    def pids(self):
+        return {name: _read_pid(self._path('run', '%s.pid' % name))
+                for name in ('libvirtd', 'virtlogd')}
+
+    def running(self):
+        pid = self.pids()['libvirtd']
+        return pid is not None and _pid_running(pid)
+
+    def health(self):
+        report = {'generation': self.generation, 'running': self.running()}
+        for name, pid in self.pids().items():
+            rss, fds = _proc_usage(pid) if pid and _pid_running(pid) \
+                else (0, 0)
+            report[name] = {'pid': pid, 'rss_kib': rss, 'fds': fds}
+        return report
+
+    def kill_daemon(self, sig=signal.SIGKILL):
+        """Signal libvirtd (fault tests, and a wedged daemon)."""
+        pid = self.pids()['libvirtd']
+        if pid:
+            os.kill(pid, sig)
+
+    def retire(self):
+        for name, pid in self.pids().items():
+            if pid and _pid_running(pid):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for name, pid in self.pids().items():
+            while pid and _pid_running(pid):
+                if time.monotonic() > deadline:
+                    LOG.warning('%s of %s ignores SIGTERM; killing it',
+                                name, self.name)
+                    os.kill(pid, signal.SIGKILL)
+                    deadline += 5
+                time.sleep(0.05)
+        if self._popen is not None:
+            self._popen.wait()
+        LOG.info('retired sibling %s', self.name)

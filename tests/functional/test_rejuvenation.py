@@ -1,0 +1,270 @@
+"""Host rejuvenation on real libvirt daemons (colocated siblings)."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from nova_vmbeam import exception
+from nova_vmbeam import guest as guest_mod
+from nova_vmbeam.rejuvenation import journal as journal_mod
+from nova_vmbeam.rejuvenation import orchestrator as orchestrator_mod
+from nova_vmbeam import testbed as testbed_mod
+from tests.functional import base
+from tests.unit import fakes
+
+
+def qemu_pids_of(name):
+    """Pids of every QEMU on this machine running guest ``name``."""
+    pids = []
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit():
+            continue
+        try:
+            with open('/proc/%s/cmdline' % entry, 'rb') as f:
+                argv = f.read().split(b'\0')
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b'qemu-system-x86_64') and \
+                ('guest=%s,' % name).encode() in b' '.join(argv):
+            pids.append(int(entry))
+    return pids
+
+
+def wait_for_incoming_qemu(name, timeout=60.0):
+    """Pid of a QEMU of ``name`` started as a migration destination."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for pid in qemu_pids_of(name):
+            try:
+                with open('/proc/%d/cmdline' % pid, 'rb') as f:
+                    if b'-incoming' in f.read():
+                        return pid
+            except OSError:
+                continue
+        time.sleep(0.001)
+    raise AssertionError('no incoming QEMU for %s' % name)
+
+
+class RejuvenationTestCase(base.GuestTestCase):
+
+    RAM_MIB = 256
+    WORK_MIB = 64
+    DIRTY_MIB_S = 16
+
+    def setUp(self):
+        super(base.GuestTestCase, self).setUp()
+        for tool in ('qemu-system-x86_64', 'unshare'):
+            if not shutil.which(tool):
+                self.skipTest('%s is not installed; run tools/install.sh'
+                              % tool)
+        if not os.path.exists('/usr/sbin/libvirtd'):
+            self.skipTest('libvirtd is not installed; run tools/install.sh')
+        state = tempfile.mkdtemp(prefix='vmbeam-rj-')
+        self.addCleanup(shutil.rmtree, state, True)
+        pool_parent = tempfile.mkdtemp(prefix='vmbeam-rj-pool-',
+                                       dir='/dev/shm')
+        os.chmod(pool_parent, 0o711)
+        self.addCleanup(shutil.rmtree, pool_parent, True)
+        self.conf = fakes.make_conf(
+            state_path=state,
+            ram_pool_path=os.path.join(pool_parent, 'ram'),
+            migration_timeout=60.0)
+        self.testbed = testbed_mod.LibvirtTestbed(self.conf, name='rj',
+                                                  image=base.image())
+        self.addCleanup(self.testbed.cleanup)
+        self.orchestrator = self.testbed.orchestrator
+        self.orchestrator.init()
+
+    def boot(self, name, ram_kind=guest_mod.RAM_FILE):
+        spec = self.testbed.spec(name, self.RAM_MIB, ram_kind,
+                                 self.WORK_MIB, self.DIRTY_MIB_S)
+        return self.testbed.boot_libvirt(spec)
+
+    def boot_many(self, count):
+        guests = []
+        for index in range(count):
+            spec = self.testbed.spec('g%d' % index, self.RAM_MIB,
+                                     guest_mod.RAM_FILE, self.WORK_MIB,
+                                     self.DIRTY_MIB_S)
+            guests.append(self.testbed.boot_libvirt(spec, wait=False))
+        for guest in guests:
+            self.testbed.wait_ready(guest)
+        return guests
+
+    def assert_each_runs_once_intact(self, guests, marks, generation):
+        for guest in guests:
+            self.assertEqual(1, len(qemu_pids_of(guest.name)), guest.name)
+            self.assertEqual(generation, self.testbed.locate(guest))
+            self.assertEqual('running', guest.endpoint.status())
+            status = self.testbed.check_integrity(guest, marks[guest.name])
+            self.assertEqual(0, status['errors'])
+
+    def marks(self, guests):
+        return {g.name: g.console.offset() for g in guests}
+
+    def journal(self):
+        return self.orchestrator.journal.load()
+
+
+class TestRejuvenation(RejuvenationTestCase):
+
+    def test_rejuvenate_moves_every_guest_and_retires_old_daemon(self):
+        guests = self.boot_many(2)
+        marks = self.marks(guests)
+        gen1 = self.orchestrator.active()
+        run = self.orchestrator.rejuvenate()
+        self.assertEqual('completed', run['state'])
+        for name, entry in run['guests'].items():
+            self.assertEqual('moved', entry['state'], name)
+            self.assertLess(entry['result']['transferred_bytes'], 1 << 20)
+        state = self.journal()
+        self.assertEqual(2, state['active'])
+        self.assertEqual('retired', state['siblings']['1']['state'])
+        self.assertFalse(gen1.running())
+        self.assertEqual(['g0', 'g1'],
+                         sorted(self.orchestrator.active().host().domains()))
+        # Aging evidence: the hypervisor's resources before and after.
+        self.assertGreater(run['aging_before']['libvirtd']['rss_kib'], 0)
+        self.assertGreater(run['aging_after']['libvirtd']['fds'], 0)
+        self.assertEqual(2, len(run['aging_after']['guests']))
+        self.assert_each_runs_once_intact(guests, marks, 2)
+        # And again: generation 3 takes over from 2.
+        marks = self.marks(guests)
+        run = self.orchestrator.rejuvenate()
+        self.assertEqual('completed', run['state'])
+        self.assertEqual(3, self.journal()['active'])
+        self.assert_each_runs_once_intact(guests, marks, 3)
+
+    def test_move_one_guest_then_finish(self):
+        guests = self.boot_many(2)
+        marks = self.marks(guests)
+        run = self.orchestrator.move('g1')
+        self.assertEqual('incomplete', run['state'])
+        self.assertEqual('moved', run['guests']['g1']['state'])
+        self.assertEqual('pending', run['guests']['g0']['state'])
+        self.assertEqual(1, self.journal()['active'])
+        self.assertEqual(2, self.testbed.locate(guests[1]))
+        self.assertEqual(1, self.testbed.locate(guests[0]))
+        run = self.orchestrator.rejuvenate()
+        self.assertEqual('completed', run['state'])
+        self.assert_each_runs_once_intact(guests, marks, 2)
+
+    def test_unknown_guest_changes_nothing(self):
+        self.boot('g0')
+        before = self.journal()
+        exc = self.assertRaises(exception.GuestNotFound,
+                                self.orchestrator.move, 'nosuchguest')
+        self.assertIn('g0', str(exc))
+        self.assertEqual(before, self.journal())
+
+    def test_guest_without_pool_ram_is_refused_up_front(self):
+        self.boot('plain', ram_kind=guest_mod.RAM_ANONYMOUS)
+        before = self.journal()
+        exc = self.assertRaises(exception.RamNotShareable,
+                                self.orchestrator.rejuvenate)
+        self.assertIn('plain', str(exc))
+        self.assertIn('ram_pool_path', str(exc))
+        self.assertEqual(before, self.journal())
+
+    def test_sibling_that_fails_to_start_aborts_before_any_move(self):
+        guests = self.boot_many(1)
+        marks = self.marks(guests)
+        self.conf.set_override('libvirtd', '/bin/false', 'vmbeam')
+        exc = self.assertRaises(orchestrator_mod.RejuvenationAborted,
+                                self.orchestrator.rejuvenate)
+        self.assertIn('nothing changed', str(exc))
+        self.conf.clear_override('libvirtd', 'vmbeam')
+        state = self.journal()
+        self.assertEqual(1, state['active'])
+        self.assertEqual('failed', state['siblings']['2']['state'])
+        self.assertIsNone(state['run'])
+        self.assert_each_runs_once_intact(guests, marks, 1)
+
+
+class TestRejuvenationFaults(RejuvenationTestCase):
+
+    def test_new_sibling_daemon_killed_mid_run(self):
+        guests = self.boot_many(2)
+        marks = self.marks(guests)
+        original = self.orchestrator._move_one
+        moved = []
+
+        def move_then_kill_daemon(mover, name, source_host, target_host):
+            result = original(mover, name, source_host, target_host)
+            if not moved:
+                self.orchestrator.sibling(2).kill_daemon(signal.SIGKILL)
+            moved.append(name)
+            return result
+        self.orchestrator._move_one = move_then_kill_daemon
+        run = self.orchestrator.rejuvenate()
+        self.assertEqual('incomplete', run['state'])
+        self.assertEqual(['failed', 'moved'],
+                         sorted(g['state'] for g in run['guests'].values()))
+        self.assertEqual(1, self.journal()['active'])
+        self.orchestrator._move_one = original
+        # Run again: the dead daemon is restarted, finds its guest again,
+        # and the rest moves.
+        run = self.orchestrator.rejuvenate()
+        self.assertEqual('completed', run['state'])
+        self.assertEqual(2, self.journal()['active'])
+        self.assert_each_runs_once_intact(guests, marks, 2)
+
+    def test_destination_qemu_killed_mid_move(self):
+        guests = self.boot_many(1)
+        marks = self.marks(guests)
+
+        def kill_destination():
+            pid = wait_for_incoming_qemu('g0')
+            os.kill(pid, signal.SIGSTOP)
+            time.sleep(0.5)
+            os.kill(pid, signal.SIGKILL)
+        killer = threading.Thread(target=kill_destination)
+        killer.start()
+        run = self.orchestrator.rejuvenate()
+        killer.join()
+        self.assertEqual('incomplete', run['state'])
+        self.assertEqual('failed', run['guests']['g0']['state'])
+        self.assertIn('rolled back', run['guests']['g0']['error'])
+        self.assert_each_runs_once_intact(guests, marks, 1)
+        run = self.orchestrator.rejuvenate()
+        self.assertEqual('completed', run['state'])
+        self.assert_each_runs_once_intact(guests, self.marks(guests), 2)
+
+    def test_orchestrator_killed_mid_move_then_run_again(self):
+        guests = self.boot_many(2)
+        marks = self.marks(guests)
+        config = os.path.join(self.conf.vmbeam.state_path, 'vmbeam.conf')
+        with open(config, 'w') as f:
+            f.write('[vmbeam]\nstate_path = %s\nram_pool_path = %s\n' %
+                    (self.conf.vmbeam.state_path,
+                     self.conf.vmbeam.ram_pool_path))
+        orchestrator = subprocess.Popen(
+            [sys.executable, '-m', 'nova_vmbeam.cli', '--config-file',
+             config, 'rejuvenate'], stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
+        self.addCleanup(orchestrator.wait)
+        # Freeze the first destination so the move cannot finish, then
+        # kill the orchestrator in the middle of it.
+        destination = wait_for_incoming_qemu('g0')
+        os.kill(destination, signal.SIGSTOP)
+        deadline = time.monotonic() + 30
+        while self.journal()['run'] is None or \
+                self.journal()['run']['guests']['g0']['state'] != \
+                journal_mod.MOVING:
+            self.assertLess(time.monotonic(), deadline)
+            time.sleep(0.01)
+        time.sleep(0.5)
+        orchestrator.kill()
+        orchestrator.wait()
+        os.kill(destination, signal.SIGCONT)
+        self.assertEqual('running', self.journal()['run']['state'])
+        # Run again: the guest in flight is settled, the run completes.
+        run = self.orchestrator.rejuvenate()
+        self.assertEqual('completed', run['state'])
+        self.assertEqual(2, self.journal()['active'])
+        self.assert_each_runs_once_intact(guests, marks, 2)
