@@ -2,8 +2,10 @@
 
 A Debian kernel plus a busybox initramfs whose /init runs memworker, which
 dirties memory at a set rate, keeps verifying all of it, and reports on the
-serial console.  See builder.py for the cache layout and console.py for
-reading the console log.
+serial console.  On request (kernel_cmdline(ip=..., disk=...)) the guest
+also brings up its virtio network card (answering ping and a TCP port) and
+runs diskworker, which writes and verifies records on its virtio disk.  See
+builder.py for the cache layout and console.py for reading the console log.
 """
 
 from nova_vmbeam.guestimage.builder import build  # noqa: F401

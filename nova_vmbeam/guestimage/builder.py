@@ -1,9 +1,12 @@
 """Build the nova-vmbeam test guest: a Debian kernel plus an initramfs.
 
-The initramfs holds busybox-static, /init (init.sh) and memworker (built
-from memworker.c).  Everything is cached under a key made of the inputs, so
-editing memworker.c or init.sh, or a new Debian kernel, rebuilds, and
-nothing else does.
+The initramfs holds busybox-static, /init (init.sh), memworker and
+diskworker (built from memworker.c and diskworker.c), the TCP responder
+(tcp-responder.sh) and the kernel modules for virtio disks and network
+cards (``GUEST_MODULES`` and what they depend on, from the same kernel
+package; Debian builds them as modules).  Everything is cached under a key
+made of the inputs, so editing a source file, a new Debian kernel or
+another module list rebuilds, and nothing else does.
 
 Cache layout (``cache_dir`` defaults to ``default_cache_dir()``)::
 
@@ -12,6 +15,10 @@ Cache layout (``cache_dir`` defaults to ``default_cache_dir()``)::
         kernel/<package>_<version>/vmlinuz  bzImage from the Debian package
         kernel/<package>_<version>/vmlinux  its payload: PVH ELF, boots
                                             2.5 s faster under TCG
+        kernel/<package>_<version>/modules-<hash>/
+                                  the modules of one module list, as
+                                  uncompressed NAME.ko; "order" (written
+                                  last) lists them in load order
         kernel/file-<hash>/vmlinux          same, for a $VMBEAM_GUEST_KERNEL
         image-<key>/initrd.img              gzip'ed newc cpio
         image-<key>/manifest.json           written last: image complete;
@@ -46,15 +53,24 @@ LOG = logging.getLogger(__name__)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MEMWORKER_SRC = os.path.join(HERE, 'memworker.c')
+DISKWORKER_SRC = os.path.join(HERE, 'diskworker.c')
 INIT_SRC = os.path.join(HERE, 'init.sh')
+RESPONDER_SRC = os.path.join(HERE, 'tcp-responder.sh')
 
 KERNEL_ENV = 'VMBEAM_GUEST_KERNEL'
 CACHE_ENV = 'VMBEAM_CACHE_DIR'
 KERNEL_METAPACKAGE = 'linux-image-amd64'
 BUSYBOX = '/bin/busybox'
+# Drivers the guest loads at boot (their dependencies are added): virtio
+# over PCI, a virtio-net card (eth0) and a virtio-blk disk (/dev/vda).
+GUEST_MODULES = ('virtio_pci', 'virtio_net', 'virtio_blk')
+# The guest's TCP responder (with vmbeam.ip=): every connection gets one
+# line "vmbeam-guest HOSTNAME uptime=SECONDS", then EOF.
+TCP_PORT = 7777
+DEFAULT_DISK = '/dev/vda'
 
 # Bump when the image layout changes in a way the inputs don't show.
-FORMAT_VERSION = '2'
+FORMAT_VERSION = '3'
 
 GuestImage = collections.namedtuple('GuestImage', ['kernel', 'initrd'])
 
@@ -71,16 +87,33 @@ def default_cache_dir():
     return os.path.join(xdg, 'nova-vmbeam')
 
 
-def kernel_cmdline(ram_mib, dirty_mib_s, report_ms=500, verify_mib_s=0):
+def kernel_cmdline(ram_mib, dirty_mib_s, report_ms=500, verify_mib_s=0,
+                   ip=None, disk=False, hostname=None):
     """Kernel command line for the test guest running the given workload.
 
     :param ram_mib: MiB the worker owns; at most the guest RAM - 96 MiB
         (160 of 256 works, 192 is OOM-killed).
     :param dirty_mib_s: MiB/s rewritten; 0 only verifies.
-    :param report_ms: interval of the "VMBEAM-WORKER tick=" lines.
+    :param report_ms: interval of the "VMBEAM-WORKER tick=" and
+        "VMBEAM-DISK seq=" lines.
     :param verify_mib_s: verification rate; 0 is as fast as the CPU goes
         (the guest then keeps a host CPU busy).
+    :param ip: "ADDR/PREFIX" for eth0, the first virtio-net card; the guest
+        then answers ping and serves TCP_PORT, and prints "VMBEAM-GUEST net
+        ip=ADDR/PREFIX port=TCP_PORT".  None: no network set up.
+    :param disk: True (= /dev/vda) or a device path: run the disk worker on
+        it, which OVERWRITES its first MiB.  False: leave disks alone.
+    :param hostname: the guest's hostname (default "vmbeam"), also in the
+        TCP responder's answer.
     """
+    extra = []
+    if ip:
+        extra.append('vmbeam.ip=%s' % ip)
+    if disk:
+        extra.append('vmbeam.disk=%s' % (
+            DEFAULT_DISK if disk is True else disk))
+    if hostname:
+        extra.append('vmbeam.hostname=%s' % hostname)
     return ' '.join([
         'console=ttyS0',
         # Boot speed under TCG (measured: 5.0 s -> 1.9 s to "ready" with
@@ -96,21 +129,28 @@ def kernel_cmdline(ram_mib, dirty_mib_s, report_ms=500, verify_mib_s=0):
         'vmbeam.dirty_mib_s=%d' % dirty_mib_s,
         'vmbeam.report_ms=%d' % report_ms,
         'vmbeam.verify_mib_s=%d' % verify_mib_s,
-    ])
+    ] + extra)
 
 
-def build(cache_dir=None, kernel=None):
+def build(cache_dir=None, kernel=None, modules=None):
     """Build (or reuse) the test guest image and return a GuestImage.
 
     :param cache_dir: where to cache; default ``default_cache_dir()``.
     :param kernel: path of a kernel to use instead of Debian's; default
         $VMBEAM_GUEST_KERNEL, else the kernel linux-image-amd64 points to,
         fetched with ``apt-get download``.
+    :param modules: names of the kernel modules the guest loads at boot,
+        default GUEST_MODULES; their dependencies are added, built-in ones
+        left out.  Taken from Debian's kernel package; with a kernel of
+        your own there are none (build the drivers in).
     """
     cache_dir = os.path.abspath(cache_dir or default_cache_dir())
     root = os.path.join(cache_dir, 'guestimage')
     os.makedirs(root, exist_ok=True)
     kernel = kernel or os.environ.get(KERNEL_ENV) or None
+    if modules is None:
+        modules = GUEST_MODULES
+    modules = tuple(sorted(set(_module_name(m) for m in modules)))
 
     with _locked(os.path.join(root, '.lock')):
         if kernel:
@@ -125,13 +165,18 @@ def build(cache_dir=None, kernel=None):
             kernel_id = 'file:%s:%d:%d' % (kernel, st.st_size, st.st_mtime_ns)
             kdir = os.path.join(root, 'kernel', 'file-%s' % hashlib.sha256(
                 kernel_id.encode()).hexdigest()[:16])
+            if modules:
+                LOG.info('Kernel %s: the guest gets no modules (%s); it '
+                         'needs them built in for virtio disks and network',
+                         kernel, ', '.join(modules))
+                modules = ()
         else:
             package, version = _resolve_kernel_package()
             kernel_id = 'deb:%s=%s' % (package, version)
             kdir = os.path.join(root, 'kernel', '%s_%s' % (package, version))
 
         busybox = _find_busybox()
-        key = _cache_key(kernel_id, busybox)
+        key = _cache_key(kernel_id, busybox, modules)
         image_dir = os.path.join(root, 'image-%s' % key)
         manifest_path = os.path.join(image_dir, 'manifest.json')
         image = _load_manifest(manifest_path)
@@ -140,18 +185,24 @@ def build(cache_dir=None, kernel=None):
 
         LOG.info('Building test guest image %s (%s)', image_dir, kernel_id)
         os.makedirs(kdir, exist_ok=True)
+        module_files = []
         if not kernel:
-            kernel = _fetch_kernel(root, kdir, package, version)
+            kernel, module_files = _fetch_kernel(root, kdir, package,
+                                                 version, modules)
         image = GuestImage(_pvh_kernel(kernel, kdir),
                            os.path.join(image_dir, 'initrd.img'))
         os.makedirs(image_dir, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=root) as tmp:
-            memworker = os.path.join(tmp, 'memworker')
-            _compile_memworker(memworker)
-            initrd = _make_initrd(busybox, memworker, INIT_SRC)
+            programs = {}
+            for name, src in (('memworker', MEMWORKER_SRC),
+                              ('diskworker', DISKWORKER_SRC)):
+                programs[name] = os.path.join(tmp, name)
+                _compile(src, programs[name])
+            initrd = _make_initrd(busybox, programs, module_files)
         _atomic_write(image.initrd, initrd)
         manifest = {'format': FORMAT_VERSION, 'key': key,
                     'kernel_id': kernel_id, 'kernel': image.kernel,
+                    'modules': [name for name, _ in module_files],
                     'initrd': image.initrd,
                     'initrd_sha256': hashlib.sha256(initrd).hexdigest()}
         # Written last: its presence means the image is complete.
@@ -220,11 +271,19 @@ def _resolve_kernel_package():
                           % package, fix=fix)
 
 
-def _fetch_kernel(root, kdir, package, version):
-    """apt-get download + dpkg -x the kernel; return the cached bzImage."""
+def _fetch_kernel(root, kdir, package, version, modules):
+    """The cached bzImage and modules of a kernel package.
+
+    Returns (vmlinuz path, [(module name, .ko path)] in load order).  What
+    is not cached yet is taken from the package (apt-get download + dpkg
+    -x).
+    """
     vmlinuz = os.path.join(kdir, 'vmlinuz')
-    if os.path.exists(vmlinuz):
-        return vmlinuz
+    mod_dir = os.path.join(kdir, 'modules-%s' % hashlib.sha256(
+        ','.join(modules).encode()).hexdigest()[:12])
+    module_files = _cached_modules(mod_dir)
+    if os.path.exists(vmlinuz) and module_files is not None:
+        return vmlinuz, module_files
     with tempfile.TemporaryDirectory(dir=root) as tmp:
         # apt-get download writes into the current directory.
         _run(['apt-get', 'download', '%s=%s' % (package, version)],
@@ -246,8 +305,126 @@ def _fetch_kernel(root, kdir, package, version):
                 reason='%s holds no single boot/vmlinuz-*: %s' % (
                     os.path.basename(debs[0]), found),
                 fix='Set %s to the path of a kernel image.' % KERNEL_ENV)
-        _atomic_copy(found[0], vmlinuz)
-    return vmlinuz
+        if not os.path.exists(vmlinuz):
+            _atomic_copy(found[0], vmlinuz)
+        if module_files is None:
+            module_files = _extract_modules(extract, modules, mod_dir, tmp)
+    return vmlinuz, module_files
+
+
+def _module_name(name):
+    """Module name as the kernel spells it: a/virtio-net.ko.xz: virtio_net"""
+    return os.path.basename(name).split('.ko')[0].replace('-', '_')
+
+
+def _cached_modules(mod_dir):
+    """[(name, path)] from a complete modules-<hash> directory, or None."""
+    try:
+        with open(os.path.join(mod_dir, 'order')) as f:
+            names = f.read().split()
+    except OSError:
+        return None
+    files = [(n, os.path.join(mod_dir, '%s.ko' % n)) for n in names]
+    if all(os.path.exists(p) for _, p in files):
+        return files
+    return None
+
+
+def _extract_modules(extract, modules, mod_dir, tmp):
+    """Copy modules and their dependencies out of an unpacked package.
+
+    Modules the kernel has built in (modules.builtin) are left out.  The
+    files are stored uncompressed: busybox's insmod may not read .ko.xz.
+    Returns [(name, path)] in load order, dependencies first.
+    """
+    trees = (glob.glob(os.path.join(extract, 'lib', 'modules', '*')) +
+             glob.glob(os.path.join(extract, 'usr', 'lib', 'modules', '*')))
+    if len(trees) != 1:
+        raise GuestImageError(
+            reason='the kernel package holds no single lib/modules/*: %s'
+            % trees, fix='Set %s to a kernel with the virtio drivers '
+            'built in.' % KERNEL_ENV)
+    tree = trees[0]
+    builtin = set()
+    with contextlib.suppress(OSError), \
+            open(os.path.join(tree, 'modules.builtin')) as f:
+        builtin = set(_module_name(line.strip()) for line in f)
+    available = {}
+    for path in glob.glob(os.path.join(tree, 'kernel', '**', '*.ko*'),
+                          recursive=True):
+        available[_module_name(path)] = path
+
+    order, data = [], {}
+
+    def add(name, wanted_by):
+        if name in data or name in builtin:
+            return
+        if name not in available:
+            raise GuestImageError(
+                reason='kernel module %s (wanted by %s) is not in %s'
+                % (name, wanted_by, tree), fix='Pass other modules.')
+        data[name] = _read_module(available[name])
+        for dep in _modinfo(data[name]).get('depends', '').split(','):
+            if dep:
+                add(_module_name(dep), name)
+        order.append(name)
+
+    for name in modules:
+        add(name, 'the guest')
+    # Fill a fresh directory and rename it into place: never half a set.
+    stage = os.path.join(tmp, 'modules')
+    os.makedirs(stage)
+    for name in order:
+        with open(os.path.join(stage, '%s.ko' % name), 'wb') as f:
+            f.write(data[name])
+    with open(os.path.join(stage, 'order'), 'w') as f:
+        f.write(''.join('%s\n' % name for name in order))
+    shutil.rmtree(mod_dir, ignore_errors=True)
+    os.rename(stage, mod_dir)
+    LOG.info('Guest kernel modules: %s', ' '.join(order) or '(built in)')
+    return _cached_modules(mod_dir)
+
+
+def _read_module(path):
+    with open(path, 'rb') as f:
+        data = f.read()
+    if path.endswith('.xz'):
+        return lzma.decompress(data)
+    if path.endswith('.gz'):
+        return gzip.decompress(data)
+    if not path.endswith('.ko'):
+        raise GuestImageError(
+            reason='cannot decompress kernel module %s' % path,
+            fix='Set %s to a kernel with the virtio drivers built in.'
+            % KERNEL_ENV)
+    return data
+
+
+def _modinfo(elf):
+    """The key=value strings of a kernel module's .modinfo section."""
+    if elf[:5] != b'\x7fELF\x02':  # ELF64
+        return {}
+    shoff, = struct.unpack_from('<Q', elf, 0x28)
+    shentsize, shnum, shstrndx = struct.unpack_from('<HHH', elf, 0x3a)
+
+    def section(i):
+        # sh_name, sh_offset and sh_size of section header i.
+        name, = struct.unpack_from('<I', elf, shoff + i * shentsize)
+        offset, size = struct.unpack_from('<QQ', elf,
+                                          shoff + i * shentsize + 0x18)
+        return name, offset, size
+
+    _, names_off, _ = section(shstrndx)
+    for i in range(shnum):
+        name, offset, size = section(i)
+        if elf[names_off + name:].startswith(b'.modinfo\0'):
+            info = {}
+            for item in elf[offset:offset + size].split(b'\0'):
+                key, sep, value = item.decode('latin-1').partition('=')
+                if sep:
+                    info.setdefault(key, value)
+            return info
+    return {}
 
 
 def _pvh_kernel(kernel, kdir):
@@ -331,18 +508,19 @@ def _find_busybox():
     return BUSYBOX
 
 
-def _cache_key(kernel_id, busybox):
+def _cache_key(kernel_id, busybox, modules):
     h = hashlib.sha256()
-    h.update(('format=%s\nkernel=%s\n' % (FORMAT_VERSION, kernel_id))
-             .encode())
-    for path in (MEMWORKER_SRC, INIT_SRC, busybox):
+    h.update(('format=%s\nkernel=%s\nmodules=%s\n' % (
+        FORMAT_VERSION, kernel_id, ','.join(modules))).encode())
+    for path in (MEMWORKER_SRC, DISKWORKER_SRC, INIT_SRC, RESPONDER_SRC,
+                 busybox):
         with open(path, 'rb') as f:
             h.update(hashlib.sha256(f.read()).digest())
     return h.hexdigest()[:16]
 
 
-def _compile_memworker(dest):
-    _run(['gcc', '-static', '-O2', '-Wall', '-o', dest, MEMWORKER_SRC],
+def _compile(src, dest):
+    _run(['gcc', '-static', '-O2', '-Wall', '-o', dest, src],
          fix='Run "apt-get install gcc libc6-dev" (static glibc is in '
          'libc6-dev).')
     _run(['strip', dest], fix='Run "apt-get install binutils".')
@@ -355,11 +533,16 @@ def _busybox_applets(busybox):
                       if line.strip()))
 
 
-def _make_initrd(busybox, memworker, init):
-    """Return the gzip'ed newc cpio archive of the guest's root fs."""
+def _make_initrd(busybox, programs, module_files):
+    """Return the gzip'ed newc cpio archive of the guest's root fs.
+
+    :param programs: {name: path} of binaries for /bin.
+    :param module_files: [(name, path)] of kernel modules in load order,
+        stored as /lib/modules/NAME.ko; /lib/modules/order lists them.
+    """
     cpio = _NewcWriter()
-    for d in ('bin', 'dev', 'proc', 'sbin', 'sys', 'tmp', 'usr',
-              'usr/bin', 'usr/sbin'):
+    for d in ('bin', 'dev', 'lib', 'lib/modules', 'proc', 'sbin', 'sys',
+              'tmp', 'usr', 'usr/bin', 'usr/sbin'):
         cpio.add_dir(d)
     # The kernel opens /dev/console for /init's stdio before /init can
     # mount devtmpfs, so it must be in the archive.  newc carries device
@@ -374,9 +557,17 @@ def _make_initrd(busybox, memworker, init):
         applet = applet.lstrip('/')
         if applet != 'bin/busybox' and applet != 'linuxrc':
             cpio.add_symlink(applet, '/bin/busybox')
-    with open(memworker, 'rb') as f:
-        cpio.add_file('bin/memworker', f.read(), 0o755)
-    with open(init, 'rb') as f:
+    for name, path in sorted(programs.items()):
+        with open(path, 'rb') as f:
+            cpio.add_file('bin/%s' % name, f.read(), 0o755)
+    for name, path in module_files:
+        with open(path, 'rb') as f:
+            cpio.add_file('lib/modules/%s.ko' % name, f.read())
+    cpio.add_file('lib/modules/order', ''.join(
+        '%s\n' % name for name, _ in module_files).encode())
+    with open(RESPONDER_SRC, 'rb') as f:
+        cpio.add_file('bin/vmbeam-tcp', f.read(), 0o755)
+    with open(INIT_SRC, 'rb') as f:
         cpio.add_file('init', f.read(), 0o755)
     # mtime=0 keeps the output byte-for-byte reproducible.
     return gzip.compress(cpio.finish(), compresslevel=6, mtime=0)
