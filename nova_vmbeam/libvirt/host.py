@@ -33,6 +33,9 @@ def _ensure_event_loop():
         if _loop_started:
             return
         libvirt.virEventRegisterDefaultImpl()
+        # libvirt prints every error to stderr unless told otherwise; ours
+        # are raised as exceptions and reported where they matter.
+        libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
         def run():
             while True:

@@ -36,7 +36,7 @@ PRIVATE_DIRS = (('run', '/run/libvirt'),
 
 _START_SCRIPT = '''set -e
 %(binds)s
-%(virtlogd)s --daemon --pid-file %(base)s/run/virtlogd.pid
+%(start_virtlogd)s
 exec %(libvirtd)s --pid-file %(base)s/run/libvirtd.pid
 '''
 
@@ -153,13 +153,19 @@ class ColocatedSibling(base.Sibling):
         binds = '\n'.join('mkdir -p %s && mount --bind %s %s' %
                           (target, self._path(private), target)
                           for private, target in PRIVATE_DIRS)
+        virtlogd = self.pids()['virtlogd']
+        if virtlogd and _pid_running(virtlogd):
+            # Only libvirtd died: the running QEMUs still log through
+            # this virtlogd, so the restarted libvirtd uses it too.
+            start_virtlogd = ': reusing virtlogd %d' % virtlogd
+        else:
+            start_virtlogd = '%s --daemon --pid-file %s' % (
+                self.conf.vmbeam.virtlogd, self._path('run', 'virtlogd.pid'))
+            self._unlink_run('virtlogd.pid')
+        self._unlink_run('libvirt-sock', 'libvirtd.pid')
         script = _START_SCRIPT % {'binds': binds, 'base': self.base,
-                                  'virtlogd': self.conf.vmbeam.virtlogd,
+                                  'start_virtlogd': start_virtlogd,
                                   'libvirtd': self.conf.vmbeam.libvirtd}
-        for stale in ('libvirt-sock', 'libvirtd.pid', 'virtlogd.pid'):
-            path = self._path('run', stale)
-            if os.path.exists(path):
-                os.unlink(path)
         with open(self._path('daemon.log'), 'ab') as log:
             self._popen = subprocess.Popen(
                 ['unshare', '--mount', '--propagation', 'private', '--',
@@ -168,6 +174,12 @@ class ColocatedSibling(base.Sibling):
                 start_new_session=True)
         LOG.info('starting sibling %s (pid %d)', self.name,
                  self._popen.pid)
+
+    def _unlink_run(self, *names):
+        for name in names:
+            path = self._path('run', name)
+            if os.path.exists(path):
+                os.unlink(path)
 
     def _daemon_log_tail(self):
         try:

@@ -98,7 +98,10 @@ class RejuvenationTestCase(base.GuestTestCase):
 
     def assert_each_runs_once_intact(self, guests, marks, generation):
         for guest in guests:
-            self.assertEqual(1, len(qemu_pids_of(guest.name)), guest.name)
+            pids = qemu_pids_of(guest.name)
+            self.assertEqual(1, len(pids), '%s: %s' % (guest.name, [
+                open('/proc/%d/cmdline' % p).read().replace('\0', ' ')
+                for p in pids]))
             self.assertEqual(generation, self.testbed.locate(guest))
             self.assertEqual('running', guest.endpoint.status())
             status = self.testbed.check_integrity(guest, marks[guest.name])
