@@ -10,6 +10,7 @@ import dataclasses
 import os
 import pwd
 import shutil
+import subprocess
 import uuid
 
 from oslo_log import log as logging
@@ -76,8 +77,12 @@ class Testbed:
         return hypervisor
 
     def spec(self, name, ram_mib, ram_kind, work_mib, dirty_mib_s,
-             report_ms=500):
-        """A guest spec whose RAM is placed the way ``ram_kind`` says."""
+             report_ms=500, ip=None, disk=False):
+        """A guest spec whose RAM is placed the way ``ram_kind`` says.
+
+        With ``ip`` ("ADDR/PREFIX") the guest configures its network card;
+        with ``disk`` it keeps writing and checking its first disk.
+        """
         guest_uuid = str(uuid.uuid4())
         console = os.path.join(self.run_dir, '%s.console.log' % name)
         os.makedirs(self.run_dir, exist_ok=True)
@@ -97,7 +102,9 @@ class Testbed:
             # guest spent on checking.
             cmdline=guestimage.kernel_cmdline(work_mib, dirty_mib_s,
                                               report_ms,
-                                              verify_mib_s=2 * work_mib),
+                                              verify_mib_s=2 * work_mib,
+                                              ip=ip, disk=disk,
+                                              hostname=name),
             console_log=console)
 
     def boot(self, hypervisor, spec, wait=True):
@@ -220,13 +227,31 @@ class LibvirtTestbed(Testbed):
             self._staged = guestimage.GuestImage(*paths)
         return self._staged
 
-    def spec(self, *args, **kwargs):
-        spec = super().spec(*args, **kwargs)
+    def spec(self, name, *args, bridge=None, disk=False, **kwargs):
+        """As Testbed.spec, as a libvirt domain.
+
+        ``disk`` gives the guest a qcow2 disk in the run directory;
+        ``bridge`` a virtio NIC on that Linux bridge (pass ``ip`` too).
+        """
+        spec = super().spec(name, *args, disk=disk, **kwargs)
         uid, gid = self._qemu_ids()
         os.chown(self.run_dir, uid, gid)
+        disks = []
+        if disk:
+            path = os.path.join(self.run_dir, '%s.qcow2' % name)
+            subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', path,
+                            '64M'], check=True)
+            os.chown(path, uid, gid)
+            disks.append(path)
+        bridges = []
+        if bridge:
+            mac = '52:54:00:%02x:%02x:%02x' % tuple(
+                bytes.fromhex(spec.uuid.replace('-', ''))[:3])
+            bridges.append((bridge, mac))
         xml = libvirt_config.domain_xml(
             spec, accel=self.accel,
-            emulator=shutil.which(self.conf.vmbeam.qemu_binary))
+            emulator=shutil.which(self.conf.vmbeam.qemu_binary),
+            disks=disks, bridges=bridges)
         return dataclasses.replace(spec, domain_xml=xml)
 
     def boot_libvirt(self, spec, wait=True):

@@ -91,6 +91,10 @@ sibling_opts = [
     cfg.StrOpt('virtlogd',
                default='/usr/sbin/virtlogd',
                help='virtlogd binary a colocated sibling runs.'),
+    cfg.StrOpt('sibling_netns',
+               help='Network namespace (from "ip netns add") the sibling '
+                    'daemons run in, so guest taps join bridges there. '
+                    'Unset: the host\'s own network namespace.'),
     cfg.IntOpt('rejuvenation_concurrency',
                default=1,
                min=1,

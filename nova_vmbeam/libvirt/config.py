@@ -61,6 +61,9 @@ def domain_xml(spec, accel='tcg', emulator='/usr/bin/qemu-system-x86_64',
         _sub(nic, 'source', bridge=bridge)
         _sub(nic, 'mac', address=mac)
         _sub(nic, 'model', type='virtio')
+        # No iPXE ROM: the guest boots from a kernel, and SeaBIOS would
+        # spend seconds running the ROM under TCG.
+        _sub(nic, 'rom', enabled='no')
         if tap_prefix:
             _sub(nic, 'target', dev='%s%d' % (tap_prefix, index))
     if spec.console_log:
@@ -134,6 +137,21 @@ def with_incoming(xml, incoming):
                              'before any cpr channel could be read')
         args += ['-incoming', value]
     _set_args(domain, args)
+    return ET.tostring(domain, encoding='unicode')
+
+
+def for_destination(xml, incoming):
+    """The XML a migration destination is created from.
+
+    ``incoming`` is added, and tap names are dropped: the source's taps
+    still exist while the destination starts, so libvirt must pick new
+    ones (on the same bridges).
+    """
+    domain = ET.fromstring(with_incoming(xml, incoming))
+    for nic in domain.findall('devices/interface'):
+        target = nic.find('target')
+        if target is not None:
+            nic.remove(target)
     return ET.tostring(domain, encoding='unicode')
 
 

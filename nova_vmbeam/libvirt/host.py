@@ -120,7 +120,7 @@ class Host(hypervisor.Hypervisor):
         """Create the domain of ``spec`` (from its XML) in this daemon."""
         xml = spec.domain_xml
         if incoming:
-            xml = config.with_incoming(xml, incoming)
+            xml = config.for_destination(xml, incoming)
         flags = libvirt.VIR_DOMAIN_START_PAUSED if paused else 0
         try:
             dom = self.conn.createXML(xml, flags)

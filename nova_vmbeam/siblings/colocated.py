@@ -167,9 +167,13 @@ class ColocatedSibling(base.Sibling):
                                   'start_virtlogd': start_virtlogd,
                                   'libvirtd': self.conf.vmbeam.libvirtd}
         with open(self._path('daemon.log'), 'ab') as log:
+            argv = ['unshare', '--mount', '--propagation', 'private', '--',
+                    '/bin/sh', '-c', script]
+            if self.conf.vmbeam.sibling_netns:
+                argv = ['ip', 'netns', 'exec',
+                        self.conf.vmbeam.sibling_netns] + argv
             self._popen = subprocess.Popen(
-                ['unshare', '--mount', '--propagation', 'private', '--',
-                 '/bin/sh', '-c', script],
+                argv,
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                 start_new_session=True)
         LOG.info('starting sibling %s (pid %d)', self.name,
