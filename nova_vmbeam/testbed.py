@@ -193,9 +193,6 @@ class LibvirtTestbed(Testbed):
 
     def __init__(self, conf, name='testbed', image=None):
         super().__init__(conf, name, image)
-        self.pool = pool_mod.RamPool(conf.vmbeam.ram_pool_path,
-                                     conf.vmbeam.qemu_user,
-                                     conf.vmbeam.ram_pool_reserve_mib)
         self.orchestrator = orchestrator_mod.Orchestrator(conf)
         self._staged = None
 

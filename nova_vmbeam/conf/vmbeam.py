@@ -15,12 +15,8 @@ pool_opts = [
                help='Directory that holds guest RAM files (one named file '
                     'per guest, keyed by the guest UUID). It must be on '
                     'tmpfs, or on hugetlbfs when guests use huge pages, '
-                    'and be owned by ram_pool_owner. The zerocopy mover '
-                    'needs guest RAM to live here.'),
-    cfg.StrOpt('ram_pool_owner',
-               help='User that owns the RAM pool directory and its files: '
-                    'the user QEMU runs as (libvirt-qemu under libvirt). '
-                    'Unset means the user running nova-vmbeam.'),
+                    'and be owned by qemu_user. The zerocopy mover needs '
+                    'guest RAM to live here.'),
     cfg.IntOpt('ram_pool_reserve_mib',
                default=256,
                min=0,
@@ -82,9 +78,9 @@ sibling_opts = [
                       'guest moved.'),
     cfg.StrOpt('qemu_user',
                default='libvirt-qemu',
-               help='User QEMU runs as under a sibling libvirt daemon. '
-                    'Guest RAM files, disks and migration sockets must be '
-                    'reachable by it.'),
+               help='User QEMU runs as under a sibling libvirt daemon; it '
+                    'owns the RAM pool and its files. Guest disks and '
+                    'migration sockets must be reachable by it too.'),
     cfg.StrOpt('libvirtd',
                default='/usr/sbin/libvirtd',
                help='libvirt daemon binary a colocated sibling runs.'),

@@ -59,7 +59,7 @@ class RamPool:
 
     @classmethod
     def from_conf(cls, conf):
-        return cls(conf.vmbeam.ram_pool_path, conf.vmbeam.ram_pool_owner,
+        return cls(conf.vmbeam.ram_pool_path, conf.vmbeam.qemu_user,
                    conf.vmbeam.ram_pool_reserve_mib)
 
     def _fail(self, reason, fix):
@@ -72,7 +72,7 @@ class RamPool:
             pw = pwd.getpwnam(self.owner)
         except KeyError:
             self._fail('owner %r does not exist' % self.owner,
-                       'Create the user or fix [vmbeam] ram_pool_owner.')
+                       'Create the user or fix [vmbeam] qemu_user.')
         return pw.pw_uid, pw.pw_gid
 
     def ensure(self):

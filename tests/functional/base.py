@@ -34,10 +34,14 @@ class GuestTestCase(testtools.TestCase):
                           'tools/install.sh')
         state = tempfile.mkdtemp(prefix='vmbeam-ft-')
         self.addCleanup(shutil.rmtree, state, True)
-        pool = tempfile.mkdtemp(prefix='vmbeam-ft-pool-', dir='/dev/shm')
-        self.addCleanup(shutil.rmtree, pool, True)
-        self.conf = fakes.make_conf(state_path=state, ram_pool_path=pool,
-                                    migration_timeout=60.0)
+        pool_parent = tempfile.mkdtemp(prefix='vmbeam-ft-pool-',
+                                       dir='/dev/shm')
+        os.chmod(pool_parent, 0o711)
+        self.addCleanup(shutil.rmtree, pool_parent, True)
+        # The pool itself is created owned by [vmbeam] qemu_user.
+        self.conf = fakes.make_conf(
+            state_path=state, ram_pool_path=os.path.join(pool_parent, 'ram'),
+            migration_timeout=60.0)
         self.testbed = testbed_mod.Testbed(self.conf, name='ft',
                                            image=image())
         self.addCleanup(self.testbed.cleanup)

@@ -74,7 +74,7 @@ class TestRamPool(testtools.TestCase):
     def test_unknown_owner_is_refused(self):
         pool = pool_mod.RamPool(self.root, owner='no-such-user-vmbeam')
         exc = self.assertRaises(exception.PoolError, pool.check)
-        self.assertIn('ram_pool_owner', str(exc))
+        self.assertIn('qemu_user', str(exc))
 
     def test_bad_uuid_cannot_escape_pool(self):
         self.pool.ensure()
