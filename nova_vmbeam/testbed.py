@@ -263,6 +263,25 @@ class LibvirtTestbed(Testbed):
             self.wait_ready(guest)
         return guest
 
+    def _kill_strays(self):
+        """Kill any QEMU of this testbed still running (its daemon died).
+
+        A demo or a test must not leave guests behind.
+        """
+        marker = self.run_dir.encode()
+        for entry in os.listdir('/proc'):
+            if not entry.isdigit():
+                continue
+            try:
+                with open('/proc/%s/cmdline' % entry, 'rb') as f:
+                    argv = f.read()
+            except OSError:
+                continue
+            if b'qemu-system' in argv.split(b'\0')[0] and marker in argv:
+                LOG.warning('killing stray QEMU %s of %s', entry,
+                            self.run_dir)
+                os.kill(int(entry), 9)
+
     def locate(self, guest):
         """Point ``guest`` at the generation it runs on now."""
         state = self.orchestrator.journal.load()
@@ -294,6 +313,7 @@ class LibvirtTestbed(Testbed):
                 finally:
                     host.close()
                 sibling.retire()
+        self._kill_strays()
         for guest in self.guests:
             if guest.spec.ram.kind == guest_mod.RAM_FILE:
                 try:

@@ -19,8 +19,8 @@ from tests.functional import base
 from tests.unit import fakes
 
 
-def qemu_pids_of(name):
-    """Pids of every QEMU on this machine running guest ``name``."""
+def qemu_pids_of(name, scope=b''):
+    """Pids of every QEMU running guest ``name`` (with ``scope`` in argv)."""
     pids = []
     for entry in os.listdir('/proc'):
         if not entry.isdigit():
@@ -30,17 +30,18 @@ def qemu_pids_of(name):
                 argv = f.read().split(b'\0')
         except OSError:
             continue
+        joined = b' '.join(argv)
         if argv and argv[0].endswith(b'qemu-system-x86_64') and \
-                ('guest=%s,' % name).encode() in b' '.join(argv):
+                ('guest=%s,' % name).encode() in joined and scope in joined:
             pids.append(int(entry))
     return pids
 
 
-def wait_for_incoming_qemu(name, timeout=60.0):
+def wait_for_incoming_qemu(name, scope, timeout=60.0):
     """Pid of a QEMU of ``name`` started as a migration destination."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for pid in qemu_pids_of(name):
+        for pid in qemu_pids_of(name, scope):
             try:
                 with open('/proc/%d/cmdline' % pid, 'rb') as f:
                     if b'-incoming' in f.read():
@@ -134,7 +135,7 @@ class RejuvenationTestCase(base.GuestTestCase):
 
     def assert_each_runs_once_intact(self, guests, marks, generation):
         for guest in guests:
-            pids = qemu_pids_of(guest.name)
+            pids = qemu_pids_of(guest.name, self.scope())
             self.assertEqual(1, len(pids), '%s: %s' % (guest.name, [
                 open('/proc/%d/cmdline' % p).read().replace('\0', ' ')
                 for p in pids]))
@@ -142,6 +143,9 @@ class RejuvenationTestCase(base.GuestTestCase):
             self.assertEqual('running', guest.endpoint.status())
             status = self.testbed.check_integrity(guest, marks[guest.name])
             self.assertEqual(0, status['errors'])
+
+    def scope(self):
+        return self.conf.vmbeam.state_path.encode()
 
     def marks(self, guests):
         return {g.name: g.console.offset() for g in guests}
@@ -258,7 +262,7 @@ class TestRejuvenationFaults(RejuvenationTestCase):
         marks = self.marks(guests)
 
         def kill_destination():
-            pid = wait_for_incoming_qemu('g0')
+            pid = wait_for_incoming_qemu('g0', self.scope())
             os.kill(pid, signal.SIGSTOP)
             time.sleep(0.5)
             os.kill(pid, signal.SIGKILL)
@@ -289,7 +293,7 @@ class TestRejuvenationFaults(RejuvenationTestCase):
         self.addCleanup(orchestrator.wait)
         # Freeze the first destination so the move cannot finish, then
         # kill the orchestrator in the middle of it.
-        destination = wait_for_incoming_qemu('g0')
+        destination = wait_for_incoming_qemu('g0', self.scope())
         os.kill(destination, signal.SIGSTOP)
         deadline = time.monotonic() + 30
         while self.journal()['run'] is None or \
