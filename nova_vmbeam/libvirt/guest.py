@@ -62,16 +62,9 @@ class LibvirtGuest(hypervisor.GuestEndpoint):
 
     def alive(self):
         try:
-            return bool(self.dom.isActive()) and self._pid_alive()
-        except libvirt.libvirtError:
-            return False
-
-    def _pid_alive(self):
-        try:
-            os.kill(self.pid, 0)
-            return True
-        except (OSError, exception.VMBeamError):
-            return False
+            return procfs.alive(self.pid)
+        except exception.VMBeamError:
+            return False   # no pid file: libvirt has no QEMU for it
 
     def status(self):
         return self.execute('query-status')['status']
@@ -92,10 +85,7 @@ class LibvirtGuest(hypervisor.GuestEndpoint):
 
     def _wait_gone(self, pid, timeout=10.0):
         deadline = time.monotonic() + timeout
-        while os.path.exists('/proc/%d' % pid):
-            with open('/proc/%d/stat' % pid) as f:
-                if f.read().rsplit(')', 1)[1].split()[0] == 'Z':
-                    return
+        while procfs.alive(pid):
             if time.monotonic() > deadline:
                 raise RuntimeError('QEMU %d of %s did not exit' %
                                    (pid, self.name))
@@ -132,6 +122,10 @@ class LibvirtGuest(hypervisor.GuestEndpoint):
         a second that no guest needs to wait for. Falls back to destroy().
         """
         pid = self.pid
+        # Undefine first, while the domain runs (it just turns transient):
+        # once QEMU is gone, every libvirt call on the domain waits until
+        # libvirt has finished tidying up after it.
+        self.undefine()
         try:
             self.execute('quit')
         except monitor_mod.MonitorError:
@@ -141,8 +135,6 @@ class LibvirtGuest(hypervisor.GuestEndpoint):
         except RuntimeError:
             LOG.warning('%s did not quit; destroying it', self.name)
             self.destroy()
-            return
-        self.undefine()
 
     def undefine(self):
         try:

@@ -20,6 +20,7 @@ from nova_vmbeam import hypervisor
 from nova_vmbeam.libvirt import config
 from nova_vmbeam.libvirt import guest as guest_mod
 from nova_vmbeam.qemu import monitor as monitor_mod
+from nova_vmbeam.qemu import procfs
 
 LOG = logging.getLogger(__name__)
 
@@ -162,6 +163,20 @@ class Host(hypervisor.Hypervisor):
                 return None
             raise
 
+    def running_qemus(self):
+        """Names of domains whose QEMU process still exists.
+
+        libvirt lists a domain as active for a second or more after its
+        QEMU has exited, while it tidies up; for "is this daemon empty"
+        only live QEMUs count.
+        """
+        names = []
+        for name in self.domains():
+            pid = self.qemu_pid(name, timeout=0)
+            if pid is not None and procfs.alive(pid):
+                names.append(name)
+        return sorted(names)
+
     def qemu_pid(self, name, timeout=5.0):
         """Pid of the QEMU of domain ``name``, from libvirt's pid file."""
         path = os.path.join(self.pid_dir, 'qemu', '%s.pid' % name)
@@ -171,6 +186,8 @@ class Host(hypervisor.Hypervisor):
                 with open(path) as f:
                     return int(f.read().strip())
             except (OSError, ValueError):
+                if timeout == 0:
+                    return None
                 if time.monotonic() > deadline:
                     raise exception.VMBeamError('no QEMU pid file %s' % path)
                 time.sleep(0.005)

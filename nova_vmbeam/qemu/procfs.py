@@ -92,3 +92,12 @@ def cpu_seconds(pid, thread_prefix=None):
         except OSError:
             continue   # the thread ended meanwhile
     return total / 1e9
+
+
+def alive(pid):
+    """True while ``pid`` runs (a zombie has exited already)."""
+    try:
+        with open('/proc/%d/stat' % pid) as f:
+            return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
+    except (OSError, IndexError):
+        return False

@@ -279,12 +279,7 @@ class Orchestrator:
                 if g['state'] != journal_mod.MOVED]
         host = source.host()
         try:
-            deadline = time.monotonic() + 30
-            # libvirt tidies up quit QEMUs on its own, a little later.
-            while host.domains() and not left and \
-                    time.monotonic() < deadline:
-                time.sleep(0.05)
-            remaining = sorted(host.domains())
+            remaining = host.running_qemus()
         finally:
             host.close()
         if left or remaining:

@@ -23,6 +23,7 @@ import uuid
 from oslo_log import log as logging
 
 from nova_vmbeam.libvirt import host as host_mod
+from nova_vmbeam.qemu import procfs
 from nova_vmbeam.siblings import base
 
 LOG = logging.getLogger(__name__)
@@ -39,14 +40,6 @@ _START_SCRIPT = '''set -e
 %(start_virtlogd)s
 exec %(libvirtd)s --pid-file %(base)s/run/libvirtd.pid
 '''
-
-
-def _pid_running(pid):
-    try:
-        with open('/proc/%d/stat' % pid) as f:
-            return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
-    except (OSError, IndexError):
-        return False
 
 
 def _read_pid(path):
@@ -154,7 +147,7 @@ class ColocatedSibling(base.Sibling):
                           (target, self._path(private), target)
                           for private, target in PRIVATE_DIRS)
         virtlogd = self.pids()['virtlogd']
-        if virtlogd and _pid_running(virtlogd):
+        if virtlogd and procfs.alive(virtlogd):
             # Only libvirtd died: the running QEMUs still log through
             # this virtlogd, so the restarted libvirtd uses it too.
             start_virtlogd = ': reusing virtlogd %d' % virtlogd
@@ -226,12 +219,12 @@ class ColocatedSibling(base.Sibling):
 
     def running(self):
         pid = self.pids()['libvirtd']
-        return pid is not None and _pid_running(pid)
+        return pid is not None and procfs.alive(pid)
 
     def health(self):
         report = {'generation': self.generation, 'running': self.running()}
         for name, pid in self.pids().items():
-            rss, fds = _proc_usage(pid) if pid and _pid_running(pid) \
+            rss, fds = _proc_usage(pid) if pid and procfs.alive(pid) \
                 else (0, 0)
             report[name] = {'pid': pid, 'rss_kib': rss, 'fds': fds}
         return report
@@ -244,11 +237,11 @@ class ColocatedSibling(base.Sibling):
 
     def retire(self):
         for name, pid in self.pids().items():
-            if pid and _pid_running(pid):
+            if pid and procfs.alive(pid):
                 os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 15
         for name, pid in self.pids().items():
-            while pid and _pid_running(pid):
+            while pid and procfs.alive(pid):
                 if time.monotonic() > deadline:
                     LOG.warning('%s of %s ignores SIGTERM; killing it',
                                 name, self.name)
