@@ -179,13 +179,14 @@ class ColocatedSibling(base.Sibling):
                 os.unlink(path)
 
     def _daemon_log_tail(self):
+        """The daemon's last words: its error lines, else its last lines."""
         try:
             with open(self._path('daemon.log'), errors='replace') as f:
-                lines = [line.rstrip() for line in f
-                         if ' error : ' in line or 'rror' in line]
-            return '\n'.join(lines[-5:]) or '(nothing logged)'
+                lines = [line.rstrip() for line in f if line.strip()]
         except OSError:
             return '(no log)'
+        errors = [line for line in lines if ' error : ' in line]
+        return '\n'.join((errors or lines)[-5:]) or '(nothing logged)'
 
     def wait_ready(self, timeout):
         deadline = time.monotonic() + timeout
