@@ -102,8 +102,13 @@ ALL_OPTS = pool_opts + qemu_opts + move_opts + sibling_opts
 
 
 def register_opts(conf):
-    conf.register_group(vmbeam_group)
-    conf.register_opts(ALL_OPTS, group=vmbeam_group)
+    # A group object of its own per ConfigOpts: oslo.config keeps option
+    # values and overrides in the group, so a shared one would carry them
+    # from one ConfigOpts to the next.
+    group = cfg.OptGroup(vmbeam_group.name, title=vmbeam_group.title,
+                         help=vmbeam_group.help)
+    conf.register_group(group)
+    conf.register_opts(ALL_OPTS, group=group)
 
 
 def list_opts():

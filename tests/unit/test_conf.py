@@ -2,6 +2,7 @@ import testtools
 
 from nova_vmbeam.conf import opts
 from nova_vmbeam.conf import vmbeam
+from tests.unit import fakes
 
 
 class TestOptions(testtools.TestCase):
@@ -19,3 +20,12 @@ class TestOptions(testtools.TestCase):
     def test_entry_point_lists_all_options(self):
         self.assertEqual(len(vmbeam.ALL_OPTS),
                          len(opts.list_opts()[0][1]))
+
+
+class TestIsolation(testtools.TestCase):
+
+    def test_overrides_do_not_leak_between_config_objects(self):
+        first = fakes.make_conf(sibling_netns='ns-a')
+        self.assertEqual('ns-a', first.vmbeam.sibling_netns)
+        second = fakes.make_conf()
+        self.assertIsNone(second.vmbeam.sibling_netns)
