@@ -21,6 +21,7 @@ from nova_vmbeam import guestimage
 from nova_vmbeam.libvirt import config as libvirt_config
 from nova_vmbeam import pool as pool_mod
 from nova_vmbeam.qemu import process
+from nova_vmbeam.qemu import procfs
 from nova_vmbeam.qemu import version
 from nova_vmbeam.rejuvenation import orchestrator as orchestrator_mod
 
@@ -252,35 +253,17 @@ class LibvirtTestbed(Testbed):
         return dataclasses.replace(spec, domain_xml=xml)
 
     def boot_libvirt(self, spec, wait=True):
-        host = self.orchestrator.active().host()
-        try:
-            endpoint = host.boot(spec)
-        finally:
-            host.close()
-        guest = TestGuest(spec, endpoint, None)
-        self.guests.append(guest)
-        if wait:
-            self.wait_ready(guest)
-        return guest
+        """Boot ``spec`` in the active generation."""
+        return self.boot(self.orchestrator.active().host(), spec, wait)
 
     def _kill_strays(self):
         """Kill any QEMU of this testbed still running (its daemon died).
 
         A demo or a test must not leave guests behind.
         """
-        marker = self.run_dir.encode()
-        for entry in os.listdir('/proc'):
-            if not entry.isdigit():
-                continue
-            try:
-                with open('/proc/%s/cmdline' % entry, 'rb') as f:
-                    argv = f.read()
-            except OSError:
-                continue
-            if b'qemu-system' in argv.split(b'\0')[0] and marker in argv:
-                LOG.warning('killing stray QEMU %s of %s', entry,
-                            self.run_dir)
-                os.kill(int(entry), 9)
+        for pid in procfs.qemu_pids(self.run_dir):
+            LOG.warning('killing stray QEMU %d of %s', pid, self.run_dir)
+            os.kill(pid, 9)
 
     def locate(self, guest):
         """Point ``guest`` at the generation it runs on now."""

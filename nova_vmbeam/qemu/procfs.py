@@ -101,3 +101,22 @@ def alive(pid):
             return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
     except (OSError, IndexError):
         return False
+
+
+def qemu_pids(*markers):
+    """Pids of live QEMU processes whose command line has every marker."""
+    pids = []
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit():
+            continue
+        try:
+            with open('/proc/%s/cmdline' % entry, 'rb') as f:
+                argv = f.read().split(b'\0')
+        except OSError:
+            continue
+        joined = b' '.join(argv)
+        if os.path.basename(argv[0]).startswith(b'qemu-system') and \
+                all(m.encode() in joined for m in markers) and \
+                alive(int(entry)):
+            pids.append(int(entry))
+    return pids

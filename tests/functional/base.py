@@ -7,6 +7,7 @@ import tempfile
 import testtools
 
 from nova_vmbeam import guestimage
+from nova_vmbeam.qemu import procfs
 from nova_vmbeam import testbed as testbed_mod
 from tests.unit import fakes
 
@@ -61,21 +62,8 @@ class GuestTestCase(testtools.TestCase):
         status = self.testbed.check_integrity(guest, since, passes=2)
         self.assertEqual(0, status['errors'])
         self.assertGreaterEqual(status['new_passes'], 2)
-        # Work went on: the guest dirtied memory after the point checked.
         return status
 
-    def qemu_pids(self):
-        """Pids of all QEMU processes started from this test's state."""
-        pids = []
-        for entry in os.listdir('/proc'):
-            if not entry.isdigit():
-                continue
-            try:
-                with open('/proc/%s/cmdline' % entry, 'rb') as f:
-                    argv = f.read().split(b'\0')
-            except OSError:
-                continue
-            if argv and argv[0].endswith(b'qemu-system-x86_64') and any(
-                    self.conf.vmbeam.state_path.encode() in a for a in argv):
-                pids.append(int(entry))
-        return pids
+    def qemu_pids(self, *markers):
+        """Pids of the QEMU processes started from this test's state."""
+        return procfs.qemu_pids(self.conf.vmbeam.state_path, *markers)

@@ -12,6 +12,7 @@ import time
 from nova_vmbeam import exception
 from nova_vmbeam import guest as guest_mod
 from nova_vmbeam.guestimage import console as guestimage_console
+from nova_vmbeam.qemu import procfs
 from nova_vmbeam.rejuvenation import journal as journal_mod
 from nova_vmbeam.rejuvenation import orchestrator as orchestrator_mod
 from nova_vmbeam import testbed as testbed_mod
@@ -19,35 +20,13 @@ from tests.functional import base
 from tests.unit import fakes
 
 
-def qemu_pids_of(name, scope=b''):
-    """Pids of every QEMU running guest ``name`` (with ``scope`` in argv)."""
-    pids = []
-    for entry in os.listdir('/proc'):
-        if not entry.isdigit():
-            continue
-        try:
-            with open('/proc/%s/cmdline' % entry, 'rb') as f:
-                argv = f.read().split(b'\0')
-        except OSError:
-            continue
-        joined = b' '.join(argv)
-        if argv and argv[0].endswith(b'qemu-system-x86_64') and \
-                ('guest=%s,' % name).encode() in joined and scope in joined:
-            pids.append(int(entry))
-    return pids
-
-
-def wait_for_incoming_qemu(name, scope, timeout=60.0):
+def wait_for_incoming_qemu(scope, name, timeout=60.0):
     """Pid of a QEMU of ``name`` started as a migration destination."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for pid in qemu_pids_of(name, scope):
-            try:
-                with open('/proc/%d/cmdline' % pid, 'rb') as f:
-                    if b'-incoming' in f.read():
-                        return pid
-            except OSError:
-                continue
+        pids = procfs.qemu_pids(scope, 'guest=%s,' % name, '-incoming')
+        if pids:
+            return pids[0]
         time.sleep(0.001)
     raise AssertionError('no incoming QEMU for %s' % name)
 
@@ -135,7 +114,7 @@ class RejuvenationTestCase(base.GuestTestCase):
 
     def assert_each_runs_once_intact(self, guests, marks, generation):
         for guest in guests:
-            pids = qemu_pids_of(guest.name, self.scope())
+            pids = self.qemu_pids('guest=%s,' % guest.name)
             self.assertEqual(1, len(pids), '%s: %s' % (guest.name, [
                 open('/proc/%d/cmdline' % p).read().replace('\0', ' ')
                 for p in pids]))
@@ -143,9 +122,6 @@ class RejuvenationTestCase(base.GuestTestCase):
             self.assertEqual('running', guest.endpoint.status())
             status = self.testbed.check_integrity(guest, marks[guest.name])
             self.assertEqual(0, status['errors'])
-
-    def scope(self):
-        return self.conf.vmbeam.state_path.encode()
 
     def marks(self, guests):
         return {g.name: g.console.offset() for g in guests}
@@ -262,7 +238,7 @@ class TestRejuvenationFaults(RejuvenationTestCase):
         marks = self.marks(guests)
 
         def kill_destination():
-            pid = wait_for_incoming_qemu('g0', self.scope())
+            pid = wait_for_incoming_qemu(self.conf.vmbeam.state_path, 'g0')
             os.kill(pid, signal.SIGSTOP)
             time.sleep(0.5)
             os.kill(pid, signal.SIGKILL)
@@ -293,7 +269,7 @@ class TestRejuvenationFaults(RejuvenationTestCase):
         self.addCleanup(orchestrator.wait)
         # Freeze the first destination so the move cannot finish, then
         # kill the orchestrator in the middle of it.
-        destination = wait_for_incoming_qemu('g0', self.scope())
+        destination = wait_for_incoming_qemu(self.conf.vmbeam.state_path, 'g0')
         os.kill(destination, signal.SIGSTOP)
         deadline = time.monotonic() + 30
         while self.journal()['run'] is None or \
