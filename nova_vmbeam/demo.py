@@ -11,6 +11,7 @@ not touch a real installation's journal.
 """
 
 import os
+import shutil
 
 from nova_vmbeam import movers as movers_mod
 from nova_vmbeam import testbed as testbed_mod
@@ -30,9 +31,10 @@ def run(conf, out, guests=3, ram_mib=512, dirty_mib_s=16, mover=None,
         concurrency=1):
     mover_name = mover or conf.vmbeam.default_mover
     mover_obj = movers_mod.load(mover_name, conf)
-    conf.set_override('state_path',
-                      os.path.join(conf.vmbeam.state_path, 'demo'),
-                      'vmbeam')
+    state = os.path.join(conf.vmbeam.state_path, 'demo')
+    # The demo's own generations and journal, begun afresh every time.
+    shutil.rmtree(state, ignore_errors=True)
+    conf.set_override('state_path', state, 'vmbeam')
     testbed = testbed_mod.LibvirtTestbed(conf, name='demo')
     orchestrator = testbed.orchestrator
     say = out.write
@@ -95,4 +97,5 @@ def run(conf, out, guests=3, ram_mib=512, dirty_mib_s=16, mover=None,
         return record
     finally:
         testbed.cleanup()
+        shutil.rmtree(state, ignore_errors=True)
         conf.clear_override('state_path', 'vmbeam')

@@ -37,13 +37,20 @@ if [ -n "$missing" ] || [ "${qemu_major:-0}" -lt 10 ]; then
     apt-get install -y -q -t bookworm-backports $packages
 fi
 
+# pip's build chatter goes to a log, shown only if something fails.
+log=.venv-install.log
+quiet() { "$@" >"$log" 2>&1 || { cat "$log" >&2; exit 1; }; }
 if [ ! -x .venv/bin/tox ]; then
     python3 -m venv .venv
-    .venv/bin/pip install -q --upgrade pip
-    .venv/bin/pip install -q tox
+    quiet .venv/bin/pip install --upgrade pip
+    quiet .venv/bin/pip install tox
 fi
-.venv/bin/pip install -q -r requirements.txt -e .
+quiet .venv/bin/pip install -r requirements.txt -e .
 
-# The test guest's kernel comes from Debian's archive (dpkg -x, not
-# installed); fetch it now so demo and tests start without waiting.
-.venv/bin/vmbeam image >/dev/null
+# The test guest's kernel comes from Debian's archive (unpacked with dpkg -x,
+# not installed); fetch it now so demo and tests start without waiting.
+# apt's package lists must be current for that.
+.venv/bin/vmbeam image >/dev/null 2>&1 || {
+    apt-get update -q
+    .venv/bin/vmbeam image >/dev/null
+}
