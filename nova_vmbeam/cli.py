@@ -235,7 +235,8 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     logging.register_options(CONF)
     logging.set_defaults(default_log_levels=logging.get_default_log_levels()
-                         + ['nova_vmbeam=WARN', 'qemu.qmp=CRITICAL'])
+                         + ['nova_vmbeam=WARN', 'qemu.qmp=CRITICAL',
+                            'stevedore=ERROR'])
     cfg_args = []
     for path in args.config_file:
         cfg_args += ['--config-file', path]
