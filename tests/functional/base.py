@@ -21,18 +21,17 @@ def image():
     return _IMAGE
 
 
-class GuestTestCase(testtools.TestCase):
-    """Two hypervisor generations and a RAM pool in a private directory."""
+class PrivateStateTestCase(testtools.TestCase):
+    """A state directory and a RAM pool of the test's own (self.conf)."""
 
-    RAM_MIB = 256
-    WORK_MIB = 64
-    DIRTY_MIB_S = 32
+    REQUIRED = ('qemu-system-x86_64',)
 
     def setUp(self):
         super().setUp()
-        if not shutil.which('qemu-system-x86_64'):
-            self.skipTest('qemu-system-x86_64 is not installed; run '
-                          'tools/install.sh')
+        for tool in self.REQUIRED:
+            if not shutil.which(tool) and not os.path.exists(tool):
+                self.skipTest('%s is not installed; run tools/install.sh'
+                              % tool)
         state = tempfile.mkdtemp(prefix='vmbeam-ft-')
         self.addCleanup(shutil.rmtree, state, True)
         pool_parent = tempfile.mkdtemp(prefix='vmbeam-ft-pool-',
@@ -43,6 +42,21 @@ class GuestTestCase(testtools.TestCase):
         self.conf = fakes.make_conf(
             state_path=state, ram_pool_path=os.path.join(pool_parent, 'ram'),
             migration_timeout=60.0)
+
+    def qemu_pids(self, *markers):
+        """Pids of the QEMU processes started from this test's state."""
+        return procfs.qemu_pids(self.conf.vmbeam.state_path, *markers)
+
+
+class GuestTestCase(PrivateStateTestCase):
+    """Two hypervisor generations of plain QEMU processes."""
+
+    RAM_MIB = 256
+    WORK_MIB = 64
+    DIRTY_MIB_S = 32
+
+    def setUp(self):
+        super().setUp()
         self.testbed = testbed_mod.Testbed(self.conf, name='ft',
                                            image=image())
         self.addCleanup(self.testbed.cleanup)
@@ -63,7 +77,3 @@ class GuestTestCase(testtools.TestCase):
         self.assertEqual(0, status['errors'])
         self.assertGreaterEqual(status['new_passes'], 2)
         return status
-
-    def qemu_pids(self, *markers):
-        """Pids of the QEMU processes started from this test's state."""
-        return procfs.qemu_pids(self.conf.vmbeam.state_path, *markers)

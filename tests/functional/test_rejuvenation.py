@@ -5,7 +5,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
@@ -17,7 +16,6 @@ from nova_vmbeam.rejuvenation import journal as journal_mod
 from nova_vmbeam.rejuvenation import orchestrator as orchestrator_mod
 from nova_vmbeam import testbed as testbed_mod
 from tests.functional import base
-from tests.unit import fakes
 
 
 def wait_for_incoming_qemu(scope, name, timeout=60.0):
@@ -31,31 +29,17 @@ def wait_for_incoming_qemu(scope, name, timeout=60.0):
     raise AssertionError('no incoming QEMU for %s' % name)
 
 
-class RejuvenationTestCase(base.GuestTestCase):
+class RejuvenationTestCase(base.PrivateStateTestCase):
+    """Guests under colocated sibling daemons run by the orchestrator."""
 
     RAM_MIB = 256
     WORK_MIB = 64
     DIRTY_MIB_S = 16
     NETWORK = False
+    REQUIRED = ('qemu-system-x86_64', 'unshare', '/usr/sbin/libvirtd')
 
     def setUp(self):
-        super(base.GuestTestCase, self).setUp()
-        for tool in ('qemu-system-x86_64', 'unshare'):
-            if not shutil.which(tool):
-                self.skipTest('%s is not installed; run tools/install.sh'
-                              % tool)
-        if not os.path.exists('/usr/sbin/libvirtd'):
-            self.skipTest('libvirtd is not installed; run tools/install.sh')
-        state = tempfile.mkdtemp(prefix='vmbeam-rj-')
-        self.addCleanup(shutil.rmtree, state, True)
-        pool_parent = tempfile.mkdtemp(prefix='vmbeam-rj-pool-',
-                                       dir='/dev/shm')
-        os.chmod(pool_parent, 0o711)
-        self.addCleanup(shutil.rmtree, pool_parent, True)
-        self.conf = fakes.make_conf(
-            state_path=state,
-            ram_pool_path=os.path.join(pool_parent, 'ram'),
-            migration_timeout=60.0)
+        super().setUp()
         if self.NETWORK:
             self._make_network()
         self.testbed = testbed_mod.LibvirtTestbed(self.conf, name='rj',
