@@ -66,8 +66,8 @@ class RollbackFailed(VMBeamError):
 
     msg_fmt = ('Move of %(guest)s with %(mover)s failed during %(phase)s '
                '(%(reason)s) and its rollback failed too (%(rollback)s). '
-               'The destination was stopped; check the source QEMU '
-               '(pid %(pid)s) before doing anything else.')
+               '%(where)s Resume neither QEMU until you know which one '
+               'holds the guest.')
 
 
 class VerificationFailed(VMBeamError):

@@ -144,7 +144,16 @@ class Host(hypervisor.Hypervisor):
         return guest_mod.LibvirtGuest(self, dom, config.guest_spec(xml))
 
     def guests(self):
-        return [self.guest(name) for name in sorted(self.domains())]
+        """The guests running here (skipping domains that stop meanwhile)."""
+        found = []
+        for name in sorted(self.domains()):
+            try:
+                guest = self.guest(name)
+            except libvirt.libvirtError:
+                continue
+            if guest is not None:
+                found.append(guest)
+        return found
 
     def host_uuid(self):
         return ET.fromstring(self.conn.getCapabilities()).findtext(

@@ -58,9 +58,16 @@ class MoveContext:
         self.target = target
         self.destination = None
         self.source_was_running = None
+        # resume_sent: the destination was told to run (it may have, even
+        # if the call failed); destination_resumed: it is known to run.
+        self.resume_sent = False
         self.destination_resumed = False
+        self.destination_reaped = False
         self.marks = {}
         self.migration = {}
+        #: called (no arguments) just before the destination is resumed,
+        #: so a journal can record that the source may be stale from now on
+        self.on_switchover = None
 
     def mark(self, name):
         self.marks[name] = time.monotonic()
@@ -113,7 +120,7 @@ class Mover(metaclass=abc.ABCMeta):
     def measure(self, ctx, result):
         """Fill the figures of ``result`` from ``ctx``."""
 
-    def move(self, source, target):
+    def move(self, source, target, on_switchover=None):
         """Move the guest of ``source`` onto ``target``.
 
         Returns a MoveResult whose ``destination`` is the guest's endpoint
@@ -123,6 +130,7 @@ class Mover(metaclass=abc.ABCMeta):
         spec = source.spec
         self.check(spec)
         ctx = MoveContext(source, target)
+        ctx.on_switchover = on_switchover
         phase = 'prepare'
         try:
             for phase, step in (('prepare', self.prepare),
@@ -131,12 +139,19 @@ class Mover(metaclass=abc.ABCMeta):
                                 ('switchover', self.switchover)):
                 step(ctx)
         except Exception as exc:
+            if ctx.resume_sent and not ctx.destination_resumed:
+                self._settle_failed_resume(ctx, phase, exc)
             if ctx.destination_resumed:
                 # The destination runs the guest: the move has happened and
                 # only retiring the source failed. Never resume the source.
                 LOG.exception('retiring the source of %s failed; killing '
                               'it', spec.name)
-                ctx.source.destroy()
+                try:
+                    ctx.source.destroy()
+                except Exception:
+                    LOG.exception('killing the old source of %s failed; it '
+                                  'is stopped and must never be resumed',
+                                  spec.name)
                 ctx.mark('retired')
             else:
                 LOG.warning('move of %s with %s failed during %s: %s; '
@@ -146,15 +161,54 @@ class Mover(metaclass=abc.ABCMeta):
                                            phase=phase, reason=exc) from exc
         result = MoveResult(guest=spec.name, mover=self.name, ok=True,
                             destination=ctx.destination)
-        self.measure(ctx, result)
+        try:
+            self.measure(ctx, result)
+        except Exception as exc:
+            # The guest has moved; only its figures are missing.
+            LOG.warning('figures of the move of %s: %s', spec.name, exc)
+            result.error = 'figures incomplete: %s' % exc
         return result
+
+    def _settle_failed_resume(self, ctx, phase, exc):
+        """The resume call failed: find out whether it ran all the same.
+
+        A destination that ran has written the shared RAM: the source is
+        stale and must never run again, so the move goes forward.
+        """
+        try:
+            running = ctx.destination.alive() and \
+                ctx.destination.status() == 'running'
+        except Exception as status_exc:
+            raise self._rollback_failed(
+                ctx, phase, exc, status_exc,
+                'Whether destination QEMU (pid %s) ran is unknown.' %
+                self._pid(ctx.destination)) from status_exc
+        if running:
+            ctx.destination_resumed = True
+
+    @staticmethod
+    def _pid(endpoint):
+        try:
+            return endpoint.pid
+        except Exception:
+            return 'unknown'
+
+    def _rollback_failed(self, ctx, phase, exc, rb_exc, where):
+        return exception.RollbackFailed(
+            guest=ctx.source.spec.name, mover=self.name, phase=phase,
+            reason=exc, rollback=rb_exc, where=where)
 
     def _rollback(self, ctx, phase, exc):
         try:
             self.rollback(ctx)
         except Exception as rb_exc:
             LOG.exception('rollback of %s failed', ctx.source.spec.name)
-            raise exception.RollbackFailed(
-                guest=ctx.source.spec.name, mover=self.name, phase=phase,
-                reason=exc, rollback=rb_exc,
-                pid=ctx.source.pid) from rb_exc
+            if ctx.destination is None or ctx.destination_reaped:
+                where = ('No destination QEMU runs; the source QEMU (pid %s) '
+                         'holds the guest.' % self._pid(ctx.source))
+            else:
+                where = ('Source QEMU: pid %s; destination QEMU: pid %s, '
+                         'still there.' % (self._pid(ctx.source),
+                                           self._pid(ctx.destination)))
+            raise self._rollback_failed(ctx, phase, exc, rb_exc,
+                                        where) from rb_exc

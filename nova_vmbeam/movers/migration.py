@@ -169,13 +169,18 @@ class QmpMigrationMover(base.Mover):
                 (ctx.destination.exit_reason() or 'no reason given'))
 
     def switchover(self, ctx):
-        if ctx.source.status() == 'running':
+        if self._source_resumed(ctx):
             # A source that runs again (someone resumed it) has moved on
             # from the state the destination holds.
             raise exception.VerificationFailed(
                 guest=ctx.source.spec.name,
                 reason='source is running again after the migration')
-        ctx.destination.resume()
+        if ctx.on_switchover is not None:
+            ctx.on_switchover()
+        ctx.resume_sent = True
+        if ctx.source_was_running:
+            ctx.destination.resume()
+        # else: the guest was paused before the move and stays paused.
         ctx.destination_resumed = True
         ctx.mark('resumed')
         # Keep the source's events (its STOP gives the downtime) before
@@ -185,14 +190,34 @@ class QmpMigrationMover(base.Mover):
         ctx.source.retire()
         ctx.mark('retired')
 
+    @staticmethod
+    def _source_resumed(ctx):
+        """True if the source emitted RESUME after the migration stopped it.
+
+        Read from the events already received, so the guest's pause does
+        not wait for another monitor round trip.
+        """
+        stopped = False
+        for event in ctx.source.events():
+            if monitor_mod.event_time(event) < ctx.wall_start:
+                continue
+            if event['event'] == 'STOP':
+                stopped = True
+            elif event['event'] == 'RESUME' and stopped:
+                return True
+        return not stopped and ctx.source.status() == 'running'
+
     def rollback(self, ctx):
         source, dest = ctx.source, ctx.destination
+        if not source.alive():
+            # Then the destination may hold the only copy of the guest:
+            # leave it be for the operator.
+            raise RuntimeError('source QEMU is gone')
         if dest is not None:
             # Reaped before the source may run again: never two QEMUs
             # running on one RAM.
             dest.destroy()
-        if not source.alive():
-            raise RuntimeError('source QEMU is gone')
+            ctx.destination_reaped = True
         status = source.execute('query-migrate').get('status')
         if status not in (None,) + _FINISHED:
             try:

@@ -26,14 +26,22 @@ class ZeroCopyMover(migration.QmpMigrationMover):
                     % (' or cpr' if spec.ram.kind == guest_mod.RAM_MEMFD
                        else ''))
 
+    def prepare(self, ctx):
+        # The source must map the pool file it claims; checked before the
+        # move, so the guest's pause only pays for the destination's check.
+        self._check_maps(ctx, ctx.source, 'source')
+        super().prepare(ctx)
+
     def verify_ram(self, ctx):
+        self._check_maps(ctx, ctx.destination, 'destination')
+
+    @staticmethod
+    def _check_maps(ctx, endpoint, role):
+        """``endpoint`` must map the source's RAM file, whatever it says."""
         spec = ctx.source.spec
         identity = procfs.file_identity(spec.ram.path)
-        for role, endpoint in (('source', ctx.source),
-                               ('destination', ctx.destination)):
-            if not procfs.maps_identity(endpoint.pid, identity,
-                                        spec.ram_bytes):
-                raise exception.VerificationFailed(
-                    guest=spec.name,
-                    reason='%s QEMU (pid %d) does not map the RAM file %s' %
-                    (role, endpoint.pid, spec.ram.path))
+        if not procfs.maps_identity(endpoint.pid, identity, spec.ram_bytes):
+            raise exception.VerificationFailed(
+                guest=spec.name,
+                reason='%s QEMU (pid %d) does not map the RAM file %s' %
+                (role, endpoint.pid, spec.ram.path))

@@ -15,10 +15,12 @@ import weakref
 from oslo_log import log as logging
 from qemu import qmp
 
+from nova_vmbeam import exception
+
 LOG = logging.getLogger(__name__)
 
 
-class MonitorError(Exception):
+class MonitorError(exception.VMBeamError):
     """The monitor refused a command, or could not be reached."""
 
 

@@ -23,7 +23,6 @@ from nova_vmbeam import movers as movers_mod
 from nova_vmbeam.movers import base as movers_base
 from nova_vmbeam.rejuvenation import journal as journal_mod
 from nova_vmbeam import siblings as siblings_mod
-from nova_vmbeam.siblings import base as sibling_base
 
 LOG = logging.getLogger(__name__)
 
@@ -152,15 +151,29 @@ class Orchestrator:
     def _settle(self, mover, name, entry, source_host, target_host):
         """Decide where an in-flight guest lives; return its journal state.
 
-        Never two running: a destination that already runs owns the guest
-        (the source is destroyed); one that never ran is destroyed first
-        and only then is the source resumed, exactly as in a rollback.
+        Never two running, never the stale one: once the switchover began
+        (``switching``) the destination may have run and written the shared
+        RAM, so it owns the guest and the source is destroyed. Before that,
+        a destination that runs anyway owns it too; any other destination
+        is destroyed first and only then is the source resumed, exactly as
+        in a rollback.
         """
         src = source_host.guest(name)
         dst = target_host.guest(name)
-        if dst is not None and dst.status() == 'running':
+        if dst is not None and not dst.alive():
+            dst = None
+        dst_state = dst.status() if dst is not None else None
+        if entry.get('switching') or dst_state == 'running':
+            if dst is None:
+                raise exception.VMBeamError(
+                    'guest %s: its destination on %s was told to run and '
+                    'is gone; the stopped source on %s is stale and must '
+                    'not be resumed. Check the guest by hand.' %
+                    (name, target_host.name, source_host.name))
             if src is not None:
                 src.destroy()
+            if dst_state != 'running' and entry.get('was_running', True):
+                dst.resume()
             dst.persist()
             return journal_mod.MOVED
         if src is None:
@@ -181,7 +194,7 @@ class Orchestrator:
             return
         self._ensure_running(self.active(state))
         run = state['run']
-        if not run or run['state'] != 'running':
+        if not run or run['state'] == 'completed':
             return
         source = self.sibling(run['from'], state)
         target = self.sibling(run['to'], state)
@@ -192,11 +205,17 @@ class Orchestrator:
             for name, entry in run['guests'].items():
                 if entry['state'] != journal_mod.MOVING:
                     continue
-                settled = self._settle(mover, name, entry, source_host,
-                                       target_host)
+                try:
+                    settled = self._settle(mover, name, entry, source_host,
+                                           target_host)
+                except Exception as exc:
+                    # Left "moving" for the operator; the others go on.
+                    LOG.error('cannot settle %s: %s', name, exc)
+                    self._set_guest(name, error=str(exc))
+                    continue
                 LOG.warning('recovered %s after an interrupted move: %s',
                             name, settled)
-                self._set_guest(name, state=settled)
+                self._set_guest(name, state=settled, switching=False)
         finally:
             source_host.close()
             target_host.close()
@@ -215,7 +234,7 @@ class Orchestrator:
         try:
             new.start(seed_from=old)
             new.wait_ready(self.conf.vmbeam.sibling_start_timeout)
-        except (sibling_base.SiblingStartFailed, OSError) as exc:
+        except Exception as exc:
             try:
                 new.retire()
             except Exception:
@@ -244,7 +263,8 @@ class Orchestrator:
         self._set_guest(name, state=journal_mod.MOVING,
                         was_running=src.status() == 'running')
         try:
-            result = mover.move(src, target_host)
+            result = mover.move(src, target_host, on_switchover=lambda:
+                                self._set_guest(name, switching=True))
         except exception.RollbackFailed as exc:
             # Where the guest is is unknown: it stays "moving", so the next
             # run's recovery settles it from what the daemons say.
@@ -264,7 +284,7 @@ class Orchestrator:
                         target_host.name, exc)
         figures = result.as_dict()
         self._set_guest(name, state=journal_mod.MOVED, result=figures,
-                        error=None)
+                        error=None, switching=False)
         return figures
 
     def _finish(self, run_id):
@@ -321,6 +341,9 @@ class Orchestrator:
         mover_name = mover_name or self.conf.vmbeam.default_mover
         mover = movers_mod.load(mover_name, self.conf)
         concurrency = concurrency or self.conf.vmbeam.rejuvenation_concurrency
+        if concurrency < 1:
+            raise exception.InvalidInput(
+                reason='concurrency must be 1 or more, not %d' % concurrency)
         with self.journal.locked():
             self.recover()
             state = self.journal.load()
@@ -331,22 +354,30 @@ class Orchestrator:
                 else self.active(state)
             source_host = source.host()
             try:
-                on_source = {g.name: g for g in source_host.guests()}
+                # Live QEMUs only: libvirt lists a quit domain a little
+                # longer while it tidies up.
+                on_source = {g.name: g for g in source_host.guests()
+                             if g.alive()}
                 self._check_movable(mover, on_source, names, run)
                 if run is None:
                     run = self._begin_run(state, mover_name, on_source)
                 else:
                     with self.journal.update() as st:
                         st['run']['state'] = 'running'
+                        guests = st['run']['guests']
                         for name in on_source:
-                            st['run']['guests'][name] = {
-                                'state': journal_mod.PENDING}
+                            entry = guests.setdefault(name, {})
+                            if entry.get('state') in (None,
+                                                      journal_mod.FAILED):
+                                entry['state'] = journal_mod.PENDING
                     run = self.journal.load()['run']
                 target = self.sibling(run['to'])
                 self._ensure_running(target)
                 target_host = target.host()
                 pending = [n for n in sorted(on_source)
-                           if names is None or n in names]
+                           if run['guests'][n]['state'] ==
+                           journal_mod.PENDING and
+                           (names is None or n in names)]
                 started = time.monotonic()
                 try:
                     with concurrent.futures.ThreadPoolExecutor(

@@ -7,9 +7,11 @@ every guest onto it and retires N once it is empty.
 
 import abc
 
+from nova_vmbeam import exception
 
-class SiblingStartFailed(Exception):
-    pass
+
+class SiblingStartFailed(exception.VMBeamError):
+    """A sibling's daemons did not come up (the message says why)."""
 
 
 class Sibling(metaclass=abc.ABCMeta):

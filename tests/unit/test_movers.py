@@ -6,6 +6,7 @@ from nova_vmbeam import exception
 from nova_vmbeam import guest
 from nova_vmbeam import movers
 from nova_vmbeam.movers import base
+from nova_vmbeam.qemu import monitor
 from nova_vmbeam.qemu import version
 from tests.unit import fakes
 
@@ -183,3 +184,48 @@ class TestMoveSafety(testtools.TestCase):
         exc = self.assertRaises(exception.RollbackFailed, self.mover.move,
                                 self.source, self.target)
         self.assertIn('pid 1000', str(exc))
+
+    def test_resume_that_failed_but_ran_moves_forward(self):
+        def cont_runs_then_errors(dest):
+            original = dest.execute
+
+            def execute(command, **kw):
+                result = original(command, **kw)
+                if command == 'cont':
+                    raise monitor.MonitorError('reply lost')
+                return result
+            dest.execute = execute
+        self.target.on_launch = cont_runs_then_errors
+        result = self.mover.move(self.source, self.target)
+        self.assertTrue(result.ok)
+        self.assertEqual('running', result.destination.state)
+        self.assertNotIn(('dest', 'destroy'), self.journal)
+        self.assertNotIn(('source', 'cont'), self.journal)
+
+    def test_switchover_is_journalled_before_the_resume(self):
+        calls = []
+        result = self.mover.move(
+            self.source, self.target,
+            on_switchover=lambda: calls.append(list(self.journal)))
+        self.assertTrue(result.ok)
+        self.assertEqual(1, len(calls))
+        self.assertNotIn(('dest', 'cont'), calls[0])
+
+    def test_destination_is_kept_when_the_source_died(self):
+        def source_dies_after_migrate(dest):
+            original = self.source.execute
+
+            def execute(command, **kw):
+                result = original(command, **kw)
+                if command == 'migrate':
+                    self.source.is_alive = False
+                    self.source.fail = {
+                        'query-status': monitor.MonitorError('gone')}
+                return result
+            self.source.execute = execute
+        self.target.on_launch = source_dies_after_migrate
+        exc = self.assertRaises(exception.RollbackFailed, self.mover.move,
+                                self.source, self.target)
+        self.assertIn('still there', str(exc))
+        self.assertNotIn(('dest', 'destroy'), self.journal)
+        self.assertNotIn(('dest', 'cont'), self.journal)
