@@ -234,6 +234,8 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     logging.register_options(CONF)
+    # stdout is for results (tables, --json lines); logs go to stderr.
+    CONF.set_default('use_stderr', True)
     logging.set_defaults(default_log_levels=logging.get_default_log_levels()
                          + ['nova_vmbeam=WARN', 'qemu.qmp=CRITICAL',
                             'stevedore=ERROR'])

@@ -12,6 +12,7 @@ from oslo_log import log as logging
 from nova_vmbeam import exception
 from nova_vmbeam.movers import base
 from nova_vmbeam.qemu import monitor as monitor_mod
+from nova_vmbeam.qemu import procfs
 
 LOG = logging.getLogger(__name__)
 
@@ -52,9 +53,13 @@ class QmpMigrationMover(base.Mover):
         """Raise VerificationFailed unless the destination maps our RAM."""
 
     def wait_listening(self, ctx, path):
-        """Wait until the destination listens on ``path``."""
+        """Wait until the destination listens on ``path``.
+
+        Probing with a connection would use up the destination's only
+        accept; the kernel's socket table says it without touching it.
+        """
         deadline = time.monotonic() + self.conf.vmbeam.qmp_timeout
-        while not os.path.exists(path):
+        while not procfs.listening(ctx.destination.pid, path):
             if not ctx.destination.alive():
                 ctx.destination.connect()   # raises QemuStartFailed
             if time.monotonic() > deadline:

@@ -120,3 +120,24 @@ def qemu_pids(*markers):
                 alive(int(entry)):
             pids.append(int(entry))
     return pids
+
+
+_SO_ACCEPTCON = 0x10000
+
+
+def listening(pid, path):
+    """True once a unix socket listens at ``path`` (seen from ``pid``).
+
+    QEMU binds a socket a moment before it listens on it.
+    """
+    try:
+        with open('/proc/%d/net/unix' % pid) as table:
+            next(table)   # header
+            for line in table:
+                fields = line.split()
+                if len(fields) >= 8 and fields[7] == path and \
+                        int(fields[3], 16) & _SO_ACCEPTCON:
+                    return True
+    except (OSError, ValueError):
+        pass
+    return False
