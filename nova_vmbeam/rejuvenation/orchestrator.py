@@ -307,14 +307,15 @@ class Orchestrator:
                 st['run']['state'] = 'incomplete'
                 st['run']['left'] = sorted(set(left) | set(remaining))
             return self.journal.load()['run']
+        emptied = time.time()   # every guest runs on the target now
         aging_after = self.health(target)
         source.retire()
         with self.journal.update() as st:
             st['siblings'][str(run['from'])]['state'] = 'retired'
             st['siblings'][str(run['to'])]['state'] = 'active'
             st['active'] = run['to']
-            st['run'].update(state='completed', finished=time.time(),
-                             aging_after=aging_after)
+            st['run'].update(state='completed', emptied=emptied,
+                             finished=time.time(), aging_after=aging_after)
             st['history'] = (st['history'] + [st['run']])[-_HISTORY:]
         return self.journal.load()['run']
 
