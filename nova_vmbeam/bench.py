@@ -208,6 +208,11 @@ def run_host(conf, counts=(4, 8), ram_mib=512, dirty_mib_s=16, emit=None):
                 else:
                     old = orch.active()
                     new = orch._new_sibling(old.generation + 1)
+                    # In the journal first, so cleanup stops it whatever
+                    # happens next.
+                    with orch.journal.update() as st:
+                        st['siblings'][str(new.generation)] = dict(
+                            new.record(), state='active')
                     new.start(seed_from=old)
                     new.wait_ready(conf.vmbeam.sibling_start_timeout)
                     ready_ms = (time.monotonic() - started) * 1000.0
@@ -224,9 +229,6 @@ def run_host(conf, counts=(4, 8), ram_mib=512, dirty_mib_s=16, emit=None):
                     end_to_end = (time.monotonic() - started) * 1000.0
                     source_host.close()
                     target_host.close()
-                    with orch.journal.update() as st:
-                        st['siblings'][str(new.generation)] = dict(
-                            new.record(), state='active')
                 ok = all(r.get('ok') for r in per_guest)
                 for guest in guests:
                     testbed.locate(guest)
