@@ -54,6 +54,7 @@ LOG = logging.getLogger(__name__)
 HERE = os.path.dirname(os.path.abspath(__file__))
 MEMWORKER_SRC = os.path.join(HERE, 'memworker.c')
 DISKWORKER_SRC = os.path.join(HERE, 'diskworker.c')
+WORKER_HEADER = os.path.join(HERE, 'worker.h')   # included by both
 INIT_SRC = os.path.join(HERE, 'init.sh')
 RESPONDER_SRC = os.path.join(HERE, 'tcp-responder.sh')
 
@@ -512,8 +513,8 @@ def _cache_key(kernel_id, busybox, modules):
     h = hashlib.sha256()
     h.update(('format=%s\nkernel=%s\nmodules=%s\n' % (
         FORMAT_VERSION, kernel_id, ','.join(modules))).encode())
-    for path in (MEMWORKER_SRC, DISKWORKER_SRC, INIT_SRC, RESPONDER_SRC,
-                 busybox):
+    for path in (MEMWORKER_SRC, DISKWORKER_SRC, WORKER_HEADER, INIT_SRC,
+                 RESPONDER_SRC, busybox):
         with open(path, 'rb') as f:
             h.update(hashlib.sha256(f.read()).digest())
     return h.hexdigest()[:16]

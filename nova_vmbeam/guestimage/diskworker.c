@@ -41,6 +41,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "worker.h"
+
 #define RECORD_SIZE 4096
 #define MAX_SLOTS 256u /* 1 MiB */
 #define MAGIC 0x4b444d4145424d56ull /* "VMBEAMDK" */
@@ -66,38 +68,9 @@ static uint64_t *slot_seq; /* seq each slot holds; 0: not written by us */
 static uint64_t errors, retries, error_lines;
 static uint8_t *wbuf, *rbuf; /* O_DIRECT wants aligned buffers */
 
-/* splitmix64 finaliser, as in memworker. */
-static inline uint64_t mix(uint64_t x)
-{
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ull;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebull;
-    x ^= x >> 31;
-    return x;
-}
-
 static inline uint64_t header_checksum(uint64_t seq, uint64_t slot)
 {
     return mix(MAGIC ^ mix(slot) ^ (seq * 0x9e3779b97f4a7c15ull));
-}
-
-static void say(const char *fmt, ...)
-{
-    char buf[256];
-    va_list ap;
-    int n;
-
-    va_start(ap, fmt);
-    n = vsnprintf(buf, sizeof(buf) - 1, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        return;
-    if (n > (int)sizeof(buf) - 2)
-        n = sizeof(buf) - 2;
-    buf[n++] = '\n';
-    if (write(STDOUT_FILENO, buf, n) < 0)
-        return;
 }
 
 /* An ERROR line for record 'seq', and one more error counted. */
@@ -113,14 +86,6 @@ static void fail(uint64_t seq, const char *fmt, ...)
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     say("VMBEAM-DISK seq=%llu ERROR %s", (unsigned long long)seq, msg);
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
 static void sleep_ms(unsigned ms)

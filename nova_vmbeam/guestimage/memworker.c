@@ -18,7 +18,7 @@
  * Single threaded on purpose: dirtying and verifying never race, so any
  * mismatch is a real memory error, not a test artefact.
  *
- * Built with: gcc -static -O2 -o memworker memworker.c
+ * Built with: gcc -static -O2 -o memworker memworker.c (with worker.h)
  */
 #define _GNU_SOURCE
 #include <stdarg.h>
@@ -29,6 +29,8 @@
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "worker.h"
 
 #define PAGE_SIZE 4096u
 #define PAGES_PER_MIB (1024u * 1024u / PAGE_SIZE)
@@ -52,17 +54,6 @@ static uint32_t *expected_seq; /* outside 'mem', what each page must hold */
 static uint64_t npages;
 static uint64_t errors;
 
-/* splitmix64 finaliser: cheap, and every input bit affects the output. */
-static inline uint64_t mix(uint64_t x)
-{
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ull;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebull;
-    x ^= x >> 31;
-    return x;
-}
-
 static inline uint64_t header_checksum(uint64_t index, uint64_t seq)
 {
     return mix(MAGIC ^ mix(index) ^ (seq * 0x9e3779b97f4a7c15ull));
@@ -72,33 +63,6 @@ static inline uint64_t header_checksum(uint64_t index, uint64_t seq)
 static inline uint64_t fill_seed(uint64_t index, uint64_t seq)
 {
     return mix((index << 32) ^ seq ^ 0x5555aaaa5555aaaaull);
-}
-
-/* Print one line with a single write(2): unbuffered and never interleaved. */
-static void say(const char *fmt, ...)
-{
-    char buf[256];
-    va_list ap;
-    int n;
-
-    va_start(ap, fmt);
-    n = vsnprintf(buf, sizeof(buf) - 1, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        return;
-    if (n > (int)sizeof(buf) - 2)
-        n = sizeof(buf) - 2;
-    buf[n++] = '\n';
-    if (write(STDOUT_FILENO, buf, n) < 0)
-        return;
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
 /*
