@@ -104,16 +104,6 @@ def _run_report(run):
     return '\n'.join(lines)
 
 
-def _aging_lines(label, report):
-    daemon = report.get('libvirtd', {})
-    guests = report.get('guests', {})
-    overhead = sum(g['overhead_kib'] for g in guests.values())
-    return ('%s: libvirtd RSS %d KiB, %d open fds; %d guests, QEMU '
-            'overhead beyond guest RAM %d KiB in all' %
-            (label, daemon.get('rss_kib', 0), daemon.get('fds', 0),
-             len(guests), overhead))
-
-
 def cmd_init(args):
     sibling = orchestrator_mod.Orchestrator(CONF).init()
     print('generation %d active at %s' % (sibling.generation, sibling.uri))
@@ -124,7 +114,8 @@ def cmd_status(args):
     print('active generation: %s' % status['active'])
     for gen, record in sorted(status['generations'].items()):
         print('  gen%s %-8s %s' % (gen, record['state'], record['uri']))
-        print('    ' + _aging_lines('health', record['health']))
+        print('    health: ' + orchestrator_mod.describe_health(
+            record['health']))
         for name in sorted(record['health']['guests']):
             print('    guest %s' % name)
     if status['run']:
@@ -136,8 +127,10 @@ def cmd_rejuvenate(args):
         mover_name=args.mover, concurrency=args.concurrency)
     print(_run_report(run))
     if run.get('aging_after'):
-        print(_aging_lines('before', run['aging_before']))
-        print(_aging_lines('after ', run['aging_after']))
+        print('before: ' + orchestrator_mod.describe_health(
+            run['aging_before']))
+        print('after:  ' + orchestrator_mod.describe_health(
+            run['aging_after']))
     return 0 if run['state'] == 'completed' else 1
 
 

@@ -14,17 +14,8 @@ import os
 import shutil
 
 from nova_vmbeam import movers as movers_mod
+from nova_vmbeam.rejuvenation import orchestrator as orchestrator_mod
 from nova_vmbeam import testbed as testbed_mod
-
-
-def _aging(label, report):
-    daemon = report.get('libvirtd', {})
-    guests = report.get('guests', {})
-    return ('  %s: libvirtd pid %s, RSS %d KiB, %d open fds; QEMU '
-            'overhead beyond guest RAM %s KiB\n' %
-            (label, daemon.get('pid'), daemon.get('rss_kib', 0),
-             daemon.get('fds', 0),
-             sum(g['overhead_kib'] for g in guests.values())))
 
 
 def run(conf, out, guests=3, ram_mib=512, dirty_mib_s=16, mover=None,
@@ -77,11 +68,12 @@ def run(conf, out, guests=3, ram_mib=512, dirty_mib_s=16, mover=None,
                                     record['sibling_ready_ms'],
                                     record['moves_ms'], record['state']))
         say('Hypervisor resources (aging evidence):\n')
-        say(_aging('before (gen%d)' % record['from'],
-                   record['aging_before']))
-        if record.get('aging_after'):
-            say(_aging('after  (gen%d)' % record['to'],
-                       record['aging_after']))
+        for label, gen, key in (('before', 'from', 'aging_before'),
+                                ('after ', 'to', 'aging_after')):
+            if record.get(key):
+                say('  %s (gen%d): %s\n' % (
+                    label, record[gen],
+                    orchestrator_mod.describe_health(record[key])))
 
         say('\nGuests after the rejuvenation:\n')
         for guest in booted:

@@ -48,26 +48,14 @@ class LibvirtGuest(hypervisor.GuestEndpoint):
         return self.host.events(self.spec.uuid)
 
     def wait_event(self, name, timeout, since=0.0):
-        deadline = time.monotonic() + timeout
-        while True:
-            for event in self.events():
-                if event['event'] == name and \
-                        monitor_mod.event_time(event) >= since:
-                    return event
-            if time.monotonic() > deadline:
-                raise monitor_mod.MonitorError('%s: no %s event within '
-                                               '%.1f s' % (self.name, name,
-                                                           timeout))
-            time.sleep(0.0005)
+        return monitor_mod.wait_event(self.events, self.name, name, timeout,
+                                      since)
 
     def alive(self):
         try:
             return procfs.alive(self.pid)
         except exception.VMBeamError:
             return False   # no pid file: libvirt has no QEMU for it
-
-    def status(self):
-        return self.execute('query-status')['status']
 
     def exit_reason(self):
         log = os.path.join(self.host.log_dir or '', 'qemu',

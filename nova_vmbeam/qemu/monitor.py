@@ -60,6 +60,23 @@ def _run(coro, timeout):
     return future.result()
 
 
+def wait_event(events, who, name, timeout, since=0.0):
+    """The first event ``name`` emitted at or after ``since``.
+
+    ``events`` returns the events received so far (a monitor's, or those
+    libvirt relayed for a domain); ``who`` names them in the error.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        for event in events():
+            if event['event'] == name and event_time(event) >= since:
+                return event
+        if time.monotonic() >= deadline:
+            raise MonitorError('%s: no %s event within %.1f s' %
+                               (who, name, timeout))
+        time.sleep(0.0005)
+
+
 def event_time(event):
     """Wall-clock time (seconds) at which QEMU emitted ``event``."""
     stamp = event['timestamp']
@@ -136,16 +153,7 @@ class Monitor:
             return list(self._events)
 
     def wait_event(self, name, timeout, since=0.0):
-        """Return the first event ``name`` emitted at or after ``since``."""
-        deadline = time.monotonic() + timeout
-        while True:
-            for event in self.events():
-                if event['event'] == name and event_time(event) >= since:
-                    return event
-            if time.monotonic() >= deadline:
-                raise MonitorError('%s: no %s event within %.1f s' %
-                                   (self.name, name, timeout))
-            time.sleep(0.0005)
+        return wait_event(self.events, self.name, name, timeout, since)
 
     def close(self):
         if self._client is None:

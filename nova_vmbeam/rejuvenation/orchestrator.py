@@ -51,6 +51,17 @@ def _qemu_overhead_kib(pid):
     return 0
 
 
+def describe_health(report):
+    """One line on a generation's resource use (aging evidence)."""
+    daemon = report.get('libvirtd', {})
+    guests = report.get('guests', {})
+    return ('libvirtd pid %s, RSS %d KiB, %d open fds; %d guests, QEMU '
+            'overhead beyond guest RAM %d KiB in all' %
+            (daemon.get('pid'), daemon.get('rss_kib', 0),
+             daemon.get('fds', 0), len(guests),
+             sum(g['overhead_kib'] for g in guests.values())))
+
+
 class Orchestrator:
 
     def __init__(self, conf, journal=None):
