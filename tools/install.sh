@@ -33,8 +33,9 @@ done
 qemu_major=$(qemu-system-x86_64 --version 2>/dev/null \
     | sed -n 's/.*version \([0-9]*\)\..*/\1/p' || true)
 if [ -n "$missing" ] || [ "${qemu_major:-0}" -lt 10 ]; then
-    apt-get update -q
-    apt-get install -y -q -t bookworm-backports $packages
+    apt-get -o DPkg::Lock::Timeout=600 update -q
+    apt-get -o DPkg::Lock::Timeout=600 install -y -q -t bookworm-backports \
+        $packages
 fi
 
 # pip's build chatter goes to a log, shown only if something fails.
