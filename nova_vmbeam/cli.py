@@ -96,8 +96,10 @@ def _run_report(run):
             res.get('transferred_bytes', '-')))
         if entry.get('error'):
             lines.append('    %s' % entry['error'])
-    lines.append('sibling ready in %.0f ms; moves took %.0f ms' % (
-        run.get('sibling_ready_ms', 0), run.get('moves_ms', 0)))
+    lines.append('sibling ready in %.0f ms%s; moves took %.0f ms' % (
+        run.get('sibling_ready_ms', 0),
+        ' (standby, destinations prepared ahead)' if run.get('standby')
+        else '', run.get('moves_ms', 0)))
     if run.get('left'):
         lines.append('not moved: %s (run "vmbeam rejuvenate" again)' %
                      ', '.join(run['left']))
@@ -132,6 +134,24 @@ def cmd_rejuvenate(args):
         print('after:  ' + orchestrator_mod.describe_health(
             run['aging_after']))
     return 0 if run['state'] == 'completed' else 1
+
+
+def cmd_standby(args):
+    orch = orchestrator_mod.Orchestrator(CONF)
+    if args.discard:
+        count = orch.discard_standby()
+        print('standby discarded (%d prepared destinations destroyed)' %
+              count)
+        return 0
+    record = orch.standby(mover_name=args.mover)
+    shells = record.get('shells', {})
+    print('standby generation at %s: ready in %.0f ms, %d prepared '
+          'destinations' % (record['uri'], record.get('ready_ms', 0),
+                            len(shells)))
+    for name, shell in sorted(shells.items()):
+        print('  %s: %s, prepared in %.0f ms' % (
+            name, shell['mover'], shell.get('prepare_ms', 0)))
+    return 0
 
 
 def cmd_move(args):
@@ -204,6 +224,16 @@ def build_parser():
                    help='guests moved at once (default: [vmbeam] '
                         'rejuvenation_concurrency)')
     p.set_defaults(func=cmd_rejuvenate)
+
+    p = sub.add_parser('standby', help='start the next generation ahead '
+                                       'of time, with a paused destination '
+                                       'prepared for every guest; the next '
+                                       'rejuvenate only switches guests')
+    p.add_argument('--mover', help='default: [vmbeam] default_mover')
+    p.add_argument('--discard', action='store_true',
+                   help='instead: stop the standby generation and its '
+                        'prepared destinations')
+    p.set_defaults(func=cmd_standby)
 
     p = sub.add_parser('move', help='move one guest onto the next '
                                     'generation')

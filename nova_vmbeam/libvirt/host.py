@@ -5,6 +5,7 @@ implementation before opening connections and keeps running it; that loop
 runs in one daemon thread here, shared by all connections (as in Nova).
 """
 
+import collections
 import json
 import os
 import threading
@@ -23,6 +24,9 @@ from nova_vmbeam.qemu import monitor as monitor_mod
 from nova_vmbeam.qemu import procfs
 
 LOG = logging.getLogger(__name__)
+
+# QMP events kept per domain (a move needs the last few dozen).
+_EVENTS_KEPT = 1024
 
 _loop_lock = threading.Lock()
 _loop_started = False
@@ -87,11 +91,19 @@ class Host(hypervisor.Hypervisor):
         return conn
 
     def _on_event(self, conn, dom, event, seconds, micros, details, opaque):
+        if isinstance(details, str):
+            # libvirt relays the event's "data" as JSON text.
+            try:
+                details = json.loads(details)
+            except ValueError:
+                details = {'raw': details}
         record = {'event': event, 'data': details or {},
                   'timestamp': {'seconds': seconds,
                                 'microseconds': micros}}
         with self._lock:
-            self._events.setdefault(dom.UUIDString(), []).append(record)
+            # Bounded: a long-lived connection must not grow with time.
+            self._events.setdefault(dom.UUIDString(), collections.deque(
+                maxlen=_EVENTS_KEPT)).append(record)
 
     def events(self, uuid):
         with self._lock:
@@ -173,16 +185,26 @@ class Host(hypervisor.Hypervisor):
             raise
 
     def running_qemus(self):
-        """Names of domains whose QEMU process still exists.
+        """Names of this daemon's guests whose QEMU process still exists.
 
+        Read from libvirt's pid files and /proc, not asked of the daemon:
         libvirt lists a domain as active for a second or more after its
-        QEMU has exited, while it tidies up; for "is this daemon empty"
-        only live QEMUs count.
+        QEMU has exited, while it tidies up, and "is this daemon empty"
+        only cares about live QEMUs. Only a pid file whose process is the
+        QEMU of that domain counts (libvirt keeps its driver.pid there).
         """
         names = []
-        for name in self.domains():
+        qemu_dir = os.path.join(self.pid_dir, 'qemu')
+        try:
+            entries = os.listdir(qemu_dir)
+        except FileNotFoundError:
+            return names
+        for entry in entries:
+            if not entry.endswith('.pid'):
+                continue
+            name = entry[:-len('.pid')]
             pid = self.qemu_pid(name, timeout=0)
-            if pid is not None and procfs.alive(pid):
+            if pid is not None and procfs.is_libvirt_qemu(pid, name):
                 names.append(name)
         return sorted(names)
 

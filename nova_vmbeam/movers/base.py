@@ -127,38 +127,44 @@ class Mover(metaclass=abc.ABCMeta):
         now. Raises InvalidInput (nothing changed), MoveFailed (rolled back,
         guest runs on the source) or RollbackFailed (operator needed).
         """
-        spec = source.spec
-        self.check(spec)
+        return self.finish(self.begin(source, target), on_switchover)
+
+    def begin(self, source, target):
+        """Check and prepare: the destination waits, the source runs on.
+
+        Returns the MoveContext to hand to finish() or abort(). On failure
+        the destination is gone again and MoveFailed is raised.
+        """
+        self.check(source.spec)
         ctx = MoveContext(source, target)
-        ctx.on_switchover = on_switchover
-        phase = 'prepare'
         try:
-            for phase, step in (('prepare', self.prepare),
-                                ('transfer', self.transfer),
+            self.prepare(ctx)
+        except Exception as exc:
+            self._fail(ctx, 'prepare', exc)
+        return ctx
+
+    def adopt(self, source, target, destination):
+        """A MoveContext for a destination prepared earlier (a standby).
+
+        Raises InvalidInput if this mover cannot take over ``destination``;
+        the caller then discards it and prepares a new one with begin().
+        """
+        raise exception.InvalidInput(
+            reason='mover %s cannot adopt a prepared destination' %
+            self.name)
+
+    def finish(self, ctx, on_switchover=None):
+        """Transfer, verify and switch over a prepared move."""
+        ctx.on_switchover = on_switchover
+        phase = 'transfer'
+        try:
+            for phase, step in (('transfer', self.transfer),
                                 ('verify', self.verify),
                                 ('switchover', self.switchover)):
                 step(ctx)
         except Exception as exc:
-            if ctx.resume_sent and not ctx.destination_resumed:
-                self._settle_failed_resume(ctx, phase, exc)
-            if ctx.destination_resumed:
-                # The destination runs the guest: the move has happened and
-                # only retiring the source failed. Never resume the source.
-                LOG.exception('retiring the source of %s failed; killing '
-                              'it', spec.name)
-                try:
-                    ctx.source.destroy()
-                except Exception:
-                    LOG.exception('killing the old source of %s failed; it '
-                                  'is stopped and must never be resumed',
-                                  spec.name)
-                ctx.mark('retired')
-            else:
-                LOG.warning('move of %s with %s failed during %s: %s; '
-                            'rolling back', spec.name, self.name, phase, exc)
-                self._rollback(ctx, phase, exc)
-                raise exception.MoveFailed(guest=spec.name, mover=self.name,
-                                           phase=phase, reason=exc) from exc
+            self._fail(ctx, phase, exc)
+        spec = ctx.source.spec
         result = MoveResult(guest=spec.name, mover=self.name, ok=True,
                             destination=ctx.destination)
         try:
@@ -168,6 +174,44 @@ class Mover(metaclass=abc.ABCMeta):
             LOG.warning('figures of the move of %s: %s', spec.name, exc)
             result.error = 'figures incomplete: %s' % exc
         return result
+
+    def abort(self, ctx):
+        """Give up a prepared move that never transferred.
+
+        The destination is destroyed; the source, which never stopped,
+        runs on. Raises RollbackFailed if the destination cannot be reaped.
+        """
+        try:
+            self.rollback(ctx)
+        except Exception as exc:
+            raise self._rollback_failed(
+                ctx, 'prepare', 'aborted', exc,
+                'Destination QEMU: pid %s.' %
+                self._pid(ctx.destination)) from exc
+
+    def _fail(self, ctx, phase, exc):
+        """Roll back (or go forward) after ``exc``; re-raise as needed."""
+        spec = ctx.source.spec
+        if ctx.resume_sent and not ctx.destination_resumed:
+            self._settle_failed_resume(ctx, phase, exc)
+        if ctx.destination_resumed:
+            # The destination runs the guest: the move has happened and
+            # only retiring the source failed. Never resume the source.
+            LOG.exception('retiring the source of %s failed; killing '
+                          'it', spec.name)
+            try:
+                ctx.source.destroy()
+            except Exception:
+                LOG.exception('killing the old source of %s failed; it '
+                              'is stopped and must never be resumed',
+                              spec.name)
+            ctx.mark('retired')
+            return
+        LOG.warning('move of %s with %s failed during %s: %s; '
+                    'rolling back', spec.name, self.name, phase, exc)
+        self._rollback(ctx, phase, exc)
+        raise exception.MoveFailed(guest=spec.name, mover=self.name,
+                                   phase=phase, reason=exc) from exc
 
     def _settle_failed_resume(self, ctx, phase, exc):
         """The resume call failed: find out whether it ran all the same.

@@ -17,6 +17,9 @@ from nova_vmbeam.qemu import procfs
 LOG = logging.getLogger(__name__)
 
 _POLL_S = 0.0005
+# While waiting for a migration's MIGRATION event, query-migrate is asked
+# this often too, in case an event is lost.
+_QUERY_INTERVAL_S = 0.05
 _FINISHED = ('completed', 'failed', 'cancelled')
 # Thread names QEMU gives its outgoing migration threads (debug-threads=on).
 _MIGRATION_THREAD_PREFIX = 'mig/'
@@ -52,6 +55,9 @@ class QmpMigrationMover(base.Mover):
     def verify_ram(self, ctx):
         """Raise VerificationFailed unless the destination maps our RAM."""
 
+    def check_source(self, ctx):
+        """Raise VerificationFailed unless the source is fit to move."""
+
     def wait_listening(self, ctx, path):
         """Wait until the destination listens on ``path``.
 
@@ -80,16 +86,18 @@ class QmpMigrationMover(base.Mover):
                             (ctx.source.spec.name, kind))
 
     def _configure(self, endpoint):
-        if self.capabilities:
-            endpoint.execute('migrate-set-capabilities', capabilities=[
-                {'capability': cap, 'state': True}
-                for cap in self.capabilities])
+        # "events": QEMU reports each migration state change as a
+        # MIGRATION event, so nobody has to poll it while the guest pauses.
+        endpoint.execute('migrate-set-capabilities', capabilities=[
+            {'capability': cap, 'state': True}
+            for cap in ('events',) + tuple(self.capabilities)])
         if self.parameters:
             endpoint.execute('migrate-set-parameters', **self.parameters)
 
     def prepare(self, ctx):
         ctx.mark('prepare')
         ctx.source_was_running = ctx.source.status() == 'running'
+        self.check_source(ctx)
         os.makedirs(ctx.target.run_dir, exist_ok=True)
         for kind in ('main', 'cpr'):
             path = self._socket_path(ctx, kind)
@@ -105,6 +113,39 @@ class QmpMigrationMover(base.Mover):
         ctx.migrate_args = self.start_incoming(ctx)
         ctx.mark('prepared')
 
+    def adopt(self, source, target, destination):
+        """Take over a destination prepared earlier (a standby's).
+
+        It must still be alive, waiting for an incoming migration and
+        listening on this guest's socket: only then does it take exactly
+        this source's state. Otherwise InvalidInput, and nothing changed.
+        """
+        self.check(source.spec)
+        if not self.monitor_before_migrate:
+            return super().adopt(source, target, destination)
+        ctx = base.MoveContext(source, target)
+        ctx.mark('prepare')
+        path = self._socket_path(ctx, 'main')
+        try:
+            waiting = (destination.alive() and
+                       destination.status() == 'inmigrate' and
+                       procfs.listening(destination.pid, path))
+        except monitor_mod.MonitorError as exc:
+            waiting = False
+            LOG.warning('prepared destination of %s: %s',
+                        source.spec.name, exc)
+        if not waiting:
+            raise exception.InvalidInput(
+                reason='the prepared destination of %s is not waiting for '
+                       'a migration on %s' % (source.spec.name, path))
+        ctx.destination = destination
+        ctx.source_was_running = source.status() == 'running'
+        self.check_source(ctx)
+        self._configure(ctx.source)
+        ctx.migrate_args = {'uri': 'unix:%s' % path}
+        ctx.mark('prepared')
+        return ctx
+
     def transfer(self, ctx):
         ctx.mark('transfer')
         ctx.cpu_before = (ctx.destination.cpu_seconds() +
@@ -113,18 +154,13 @@ class QmpMigrationMover(base.Mover):
         ctx.source.execute('migrate', **ctx.migrate_args)
         if not self.monitor_before_migrate:
             ctx.destination.connect()
-        deadline = time.monotonic() + self.conf.vmbeam.migration_timeout
-        while True:
-            info = ctx.source.execute('query-migrate')
-            status = info.get('status')
-            if status in _FINISHED:
-                break
-            if time.monotonic() > deadline:
-                raise MigrationFailed('not completed within %.0f s '
-                                      '(status %s)' %
-                                      (self.conf.vmbeam.migration_timeout,
-                                       status))
-            time.sleep(_POLL_S)
+        info = self._wait_finished(ctx.source, ctx.wall_start,
+                                   self.conf.vmbeam.migration_timeout)
+        status = info.get('status')
+        if status not in _FINISHED:
+            raise MigrationFailed('not completed within %.0f s (status %s)'
+                                  % (self.conf.vmbeam.migration_timeout,
+                                     status))
         ctx.cpu_migration = ctx.source.cpu_seconds(_MIGRATION_THREAD_PREFIX)
         ctx.migration = info
         if status != 'completed':
@@ -138,25 +174,20 @@ class QmpMigrationMover(base.Mover):
         self._check_alive(ctx)
         # The source reports completed once it has sent everything; wait
         # until the destination has loaded it too.
-        deadline = time.monotonic() + self.conf.vmbeam.qmp_timeout
-        while True:
-            try:
-                incoming = dest.execute('query-migrate').get('status')
-            except monitor_mod.MonitorError:
-                if dest.alive():
-                    raise
-                raise exception.VerificationFailed(
-                    guest=name, reason='destination QEMU exited: %s' %
-                    (dest.exit_reason() or 'no reason given'))
-            if incoming == 'completed':
-                break
-            if incoming in ('failed', 'cancelled') or \
-                    time.monotonic() > deadline:
-                raise exception.VerificationFailed(
-                    guest=name,
-                    reason='destination did not load the state (%s)' %
-                    incoming)
-            time.sleep(_POLL_S)
+        try:
+            incoming = self._wait_finished(
+                dest, ctx.wall_start, self.conf.vmbeam.qmp_timeout).get(
+                    'status')
+        except monitor_mod.MonitorError:
+            if dest.alive():
+                raise
+            raise exception.VerificationFailed(
+                guest=name, reason='destination QEMU exited: %s' %
+                (dest.exit_reason() or 'no reason given'))
+        if incoming != 'completed':
+            raise exception.VerificationFailed(
+                guest=name,
+                reason='destination did not load the state (%s)' % incoming)
         state = dest.status()
         if state != 'paused':
             raise exception.VerificationFailed(
@@ -165,6 +196,32 @@ class QmpMigrationMover(base.Mover):
         self.verify_ram(ctx)
         self._check_alive(ctx)
         ctx.mark('verified')
+
+    @staticmethod
+    def _wait_finished(endpoint, since, timeout):
+        """query-migrate of ``endpoint`` once its migration has finished.
+
+        Waits for QEMU's MIGRATION event rather than asking the monitor
+        over and over: on a busy host every round trip competes for CPU
+        with the guests, while the guest being moved is paused. The event
+        only says when; query-migrate, asked then, is the authority.
+        Returns the last answer, finished or not, at the deadline.
+        """
+        deadline = time.monotonic() + timeout
+        next_query = 0.0
+        while True:
+            now = time.monotonic()
+            finished = any(
+                event['event'] == 'MIGRATION' and
+                monitor_mod.event_time(event) >= since and
+                event['data'].get('status') in _FINISHED
+                for event in endpoint.events())
+            if finished or now >= next_query or now >= deadline:
+                info = endpoint.execute('query-migrate')
+                if info.get('status') in _FINISHED or now >= deadline:
+                    return info
+                next_query = now + _QUERY_INTERVAL_S
+            time.sleep(_POLL_S)
 
     def _check_alive(self, ctx):
         if not ctx.destination.alive():

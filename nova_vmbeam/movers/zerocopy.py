@@ -26,11 +26,10 @@ class ZeroCopyMover(migration.QmpMigrationMover):
                     % (' or cpr' if spec.ram.kind == guest_mod.RAM_MEMFD
                        else ''))
 
-    def prepare(self, ctx):
+    def check_source(self, ctx):
         # The source must map the pool file it claims; checked before the
         # move, so the guest's pause only pays for the destination's check.
         self._check_maps(ctx, ctx.source, 'source')
-        super().prepare(ctx)
 
     def verify_ram(self, ctx):
         self._check_maps(ctx, ctx.destination, 'destination')

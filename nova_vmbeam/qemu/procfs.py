@@ -103,23 +103,45 @@ def alive(pid):
         return False
 
 
+def _qemu_argv(pid):
+    """The command line of ``pid`` if it is a live QEMU, else None."""
+    try:
+        with open('/proc/%d/cmdline' % pid, 'rb') as f:
+            argv = f.read().split(b'\0')
+    except OSError:
+        return None
+    if not os.path.basename(argv[0]).startswith(b'qemu-system') or \
+            not alive(pid):
+        return None
+    return argv
+
+
 def qemu_pids(*markers):
     """Pids of live QEMU processes whose command line has every marker."""
     pids = []
     for entry in os.listdir('/proc'):
         if not entry.isdigit():
             continue
-        try:
-            with open('/proc/%s/cmdline' % entry, 'rb') as f:
-                argv = f.read().split(b'\0')
-        except OSError:
-            continue
-        joined = b' '.join(argv)
-        if os.path.basename(argv[0]).startswith(b'qemu-system') and \
-                all(m.encode() in joined for m in markers) and \
-                alive(int(entry)):
+        argv = _qemu_argv(int(entry))
+        if argv is not None and all(m.encode() in b' '.join(argv)
+                                    for m in markers):
             pids.append(int(entry))
     return pids
+
+
+def is_libvirt_qemu(pid, name):
+    """True if ``pid`` is the live QEMU libvirt started for domain ``name``.
+
+    libvirt names its QEMUs with ``-name guest=<name>,...``.
+    """
+    argv = _qemu_argv(pid)
+    if argv is None:
+        return False
+    try:
+        value = argv[argv.index(b'-name') + 1]
+    except (ValueError, IndexError):
+        return False
+    return value.split(b',')[0] == b'guest=' + name.encode()
 
 
 _SO_ACCEPTCON = 0x10000

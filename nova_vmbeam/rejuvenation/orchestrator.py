@@ -10,6 +10,7 @@ run goes on. Exactly one generation is active; a guest runs exactly once.
 """
 
 import concurrent.futures
+import hashlib
 import os
 import threading
 import time
@@ -27,6 +28,11 @@ from nova_vmbeam import siblings as siblings_mod
 LOG = logging.getLogger(__name__)
 
 _HISTORY = 10
+
+# A generation started ahead of a rejuvenation (see standby()).
+STANDBY = 'standby'
+# A standby's destination QEMU that waits for its guest.
+SHELL_READY = 'ready'
 
 
 class RejuvenationAborted(exception.VMBeamError):
@@ -233,10 +239,9 @@ class Orchestrator:
 
     # --- rejuvenation -------------------------------------------------------
 
-    def _begin_run(self, state, mover_name, guests):
-        """Start generation N+1 and open a run (nothing moved yet)."""
+    def _start_sibling(self, state, generation, journal_state):
+        """Start generation ``generation``; abort cleanly if it fails."""
         old = self.active(state)
-        generation = max(int(g) for g in state['siblings']) + 1
         new = self._new_sibling(generation)
         with self.journal.update() as st:
             st['siblings'][str(generation)] = dict(new.record(),
@@ -253,32 +258,157 @@ class Orchestrator:
             with self.journal.update() as st:
                 st['siblings'][str(generation)]['state'] = 'failed'
             raise RejuvenationAborted(reason=exc, active=old.name)
+        ready_ms = (time.monotonic() - started) * 1000.0
+        with self.journal.update() as st:
+            st['siblings'][str(generation)].update(state=journal_state,
+                                                   ready_ms=ready_ms)
+        return new, ready_ms
+
+    @staticmethod
+    def _standby_generation(state):
+        for gen, record in state['siblings'].items():
+            if record['state'] == STANDBY:
+                return int(gen)
+        return None
+
+    def _begin_run(self, state, mover_name, guests):
+        """Open a run onto N+1 (nothing moved yet).
+
+        A standby generation, started ahead by standby(), is taken over
+        with the destinations it prepared; otherwise N+1 starts now.
+        """
+        old = self.active(state)
+        begun = time.time()
+        aging_before = self.health(old)
+        generation = self._standby_generation(state)
+        shells = {}
+        if generation is not None:
+            # A standby whose daemon died still has its prepared QEMUs:
+            # restarted, the daemon finds them again.
+            self._ensure_running(self.sibling(generation, state))
+            ready_ms = 0.0
+            shells = state['siblings'][str(generation)].get('shells', {})
+            LOG.info('taking over standby generation %d with %d prepared '
+                     'destinations', generation, len(shells))
+        else:
+            generation = max(int(g) for g in state['siblings']) + 1
+            _new, ready_ms = self._start_sibling(state, generation, 'ready')
         run = {'id': str(uuid.uuid4()), 'from': old.generation,
                'to': generation, 'state': 'running', 'mover': mover_name,
-               'started': time.time(),
-               'sibling_ready_ms': (time.monotonic() - started) * 1000.0,
+               'begun': begun, 'started': time.time(),
+               'sibling_ready_ms': ready_ms, 'standby': bool(shells),
                'guests': {g: {'state': journal_mod.PENDING}
                           for g in guests},
-               'aging_before': self.health(old)}
+               'aging_before': aging_before}
         with self.journal.update() as st:
-            st['siblings'][str(generation)]['state'] = 'ready'
+            record = st['siblings'][str(generation)]
+            record['state'] = 'ready'
+            record.pop('shells', None)
+            for name, shell in shells.items():
+                if name in run['guests']:
+                    run['guests'][name]['shell'] = shell
             st['run'] = run
         return run
 
-    def _move_one(self, mover, name, source_host, target_host):
+    def discard_standby(self, names=None):
+        """Discard the standby generation, or some prepared destinations.
+
+        With ``names``, only the destinations prepared for those guests
+        (guests about to be deleted, whose RAM they map). Returns the
+        number of prepared destinations destroyed.
+        """
+        with self.journal.locked():
+            state = self.journal.load()
+            generation = self._standby_generation(state)
+            if generation is None:
+                return 0
+            sibling = self.sibling(generation, state)
+            self._ensure_running(sibling)
+            host = sibling.host()
+            count = 0
+            try:
+                for endpoint in host.guests():
+                    if names is None or endpoint.name in names:
+                        self._discard_shell(endpoint)
+                        self._set_shell(generation, endpoint.name, None)
+                        count += 1
+            finally:
+                host.close()
+            if names is None:
+                sibling.retire()
+                with self.journal.update() as st:
+                    record = st['siblings'][str(generation)]
+                    record['state'] = 'retired'
+                    record.pop('shells', None)
+            return count
+
+    @staticmethod
+    def _discard_shell(endpoint):
+        """Destroy a prepared destination that never received a guest.
+
+        Only a QEMU still waiting for its migration is a shell; anything
+        else may hold a guest and is left for the operator.
+        """
+        state = endpoint.status() if endpoint.alive() else None
+        if state not in (None, 'inmigrate', 'prelaunch'):
+            raise exception.VMBeamError(
+                'domain %s on %s is %s, not a prepared destination; '
+                'check it by hand' % (endpoint.name, endpoint.host.name,
+                                      state))
+        endpoint.destroy()
+
+    @staticmethod
+    def _xml_digest(endpoint):
+        return hashlib.sha256(
+            endpoint.spec.domain_xml.encode()).hexdigest()
+
+    def _prepare_one(self, mover, name, source_host, target_host):
+        """Journal the move, then get its destination ready (paused).
+
+        A standby's destination is adopted when it was prepared by this
+        mover from the very same domain XML; otherwise it is discarded
+        and a new one started. Returns the MoveContext, or None.
+        """
         src = source_host.guest(name)
         if src is None:
             self._set_guest(name, state=journal_mod.FAILED,
                             error='not running on %s' % source_host.name)
             return None
-        self._set_guest(name, state=journal_mod.MOVING,
+        shell = self.journal.load()['run']['guests'][name].pop('shell', None)
+        self._set_guest(name, state=journal_mod.MOVING, shell=None,
                         was_running=src.status() == 'running')
         try:
-            result = mover.move(src, target_host, on_switchover=lambda:
-                                self._set_guest(name, switching=True))
+            ctx = None
+            dest = target_host.guest(name) if shell else None
+            if dest is not None:
+                if shell.get('state') == SHELL_READY and \
+                        shell.get('mover') == mover.name and \
+                        shell.get('digest') == self._xml_digest(src):
+                    try:
+                        ctx = mover.adopt(src, target_host, dest)
+                    except exception.InvalidInput as exc:
+                        LOG.warning('%s; preparing a new one', exc)
+                if ctx is None:
+                    self._discard_shell(dest)
+            if ctx is None:
+                ctx = mover.begin(src, target_host)
+            ctx.adopted = dest is not None and ctx.destination is dest
+            return ctx
         except exception.RollbackFailed as exc:
             # Where the guest is is unknown: it stays "moving", so the next
             # run's recovery settles it from what the daemons say.
+            self._set_guest(name, error=str(exc))
+            LOG.error('%s', exc)
+        except exception.VMBeamError as exc:
+            self._set_guest(name, state=journal_mod.FAILED, error=str(exc))
+            LOG.error('%s', exc)
+        return None
+
+    def _finish_one(self, mover, name, ctx, target_host):
+        try:
+            result = mover.finish(ctx, on_switchover=lambda:
+                                  self._set_guest(name, switching=True))
+        except exception.RollbackFailed as exc:
             self._set_guest(name, error=str(exc))
             LOG.error('%s', exc)
             return None
@@ -293,10 +423,117 @@ class Orchestrator:
             # transient domain there until defined again.
             LOG.warning('defining %s on %s failed: %s', name,
                         target_host.name, exc)
-        figures = result.as_dict()
+        figures = dict(result.as_dict(), standby=ctx.adopted)
         self._set_guest(name, state=journal_mod.MOVED, result=figures,
                         error=None, switching=False)
         return figures
+
+    def _move_all(self, mover, pending, source_host, target_host,
+                  concurrency):
+        """Prepare every destination first, then switch the guests over.
+
+        Starting a destination QEMU through libvirt costs a few hundred
+        milliseconds of CPU; done before any guest pauses, it does not
+        compete with the switchovers, which stay short.
+        """
+        def pmap(fn, items):
+            with concurrent.futures.ThreadPoolExecutor(
+                    max_workers=concurrency) as pool:
+                return list(pool.map(fn, items))
+
+        contexts = pmap(lambda n: self._prepare_one(
+            mover, n, source_host, target_host), pending)
+        ready = [(n, c) for n, c in zip(pending, contexts) if c is not None]
+        pmap(lambda item: self._finish_one(mover, item[0], item[1],
+                                           target_host), ready)
+
+    def standby(self, mover_name=None):
+        """Start generation N+1 ahead of time, destinations prepared.
+
+        Every guest of the active generation gets a destination QEMU in
+        N+1, paused and waiting for its migration; the next rejuvenate()
+        takes them over and only switches the guests. Guests that left or
+        changed since are prepared again; run it again to refresh.
+        Returns the standby generation's journal record.
+        """
+        mover_name = mover_name or self.conf.vmbeam.default_mover
+        mover = movers_mod.load(mover_name, self.conf)
+        with self.journal.locked():
+            self.recover()
+            state = self.journal.load()
+            run = state['run']
+            if run and run['state'] != 'completed':
+                raise exception.InvalidInput(
+                    reason='a rejuvenation run from generation %s to %s is '
+                           'open; finish it with "vmbeam rejuvenate" '
+                           'first' % (run['from'], run['to']))
+            generation = self._standby_generation(state)
+            if generation is None:
+                generation = max(int(g) for g in state['siblings']) + 1
+                self._start_sibling(state, generation, STANDBY)
+            else:
+                self._ensure_running(self.sibling(generation, state))
+            self._prepare_shells(mover, generation)
+            return self.journal.load()['siblings'][str(generation)]
+
+    def _set_shell(self, generation, name, shell):
+        with self._journal_lock, self.journal.update() as st:
+            shells = st['siblings'][str(generation)].setdefault('shells', {})
+            if shell is None:
+                shells.pop(name, None)
+            else:
+                shells[name] = shell
+
+    def _prepare_shells(self, mover, generation):
+        source_host = self.active().host()
+        target_host = self.sibling(generation).host()
+        try:
+            on_source = {g.name: g for g in source_host.guests()
+                         if g.alive()}
+            record = self.journal.load()['siblings'][str(generation)]
+            shells = record.get('shells', {})
+            for endpoint in target_host.guests():
+                shell = shells.get(endpoint.name)
+                src = on_source.get(endpoint.name)
+                if shell and shell['state'] == SHELL_READY and src and \
+                        shell['mover'] == mover.name and \
+                        shell['digest'] == self._xml_digest(src):
+                    continue
+                LOG.info('discarding the stale prepared destination of %s',
+                         endpoint.name)
+                self._discard_shell(endpoint)
+                self._set_shell(generation, endpoint.name, None)
+            shells = self.journal.load()['siblings'][str(generation)].get(
+                'shells', {})
+            for name, src in sorted(on_source.items()):
+                if name in shells:
+                    continue
+                try:
+                    mover.check(src.spec)
+                except exception.InvalidInput as exc:
+                    LOG.warning('no prepared destination for %s: %s', name,
+                                exc)
+                    continue
+                shell = {'mover': mover.name,
+                         'digest': self._xml_digest(src),
+                         'state': 'preparing'}
+                # Journalled first: a shell of a killed standby() is
+                # found and discarded by the next one.
+                self._set_shell(generation, name, shell)
+                started = time.monotonic()
+                try:
+                    mover.begin(src, target_host)
+                except exception.VMBeamError as exc:
+                    LOG.error('preparing a destination for %s: %s', name,
+                              exc)
+                    self._set_shell(generation, name, None)
+                    continue
+                self._set_shell(generation, name, dict(
+                    shell, state=SHELL_READY,
+                    prepare_ms=(time.monotonic() - started) * 1000.0))
+        finally:
+            source_host.close()
+            target_host.close()
 
     def _finish(self, run_id):
         """Activate the target and retire the source once it is empty."""
@@ -392,10 +629,8 @@ class Orchestrator:
                            (names is None or n in names)]
                 started = time.monotonic()
                 try:
-                    with concurrent.futures.ThreadPoolExecutor(
-                            max_workers=concurrency) as pool:
-                        list(pool.map(lambda n: self._move_one(
-                            mover, n, source_host, target_host), pending))
+                    self._move_all(mover, pending, source_host, target_host,
+                                   concurrency)
                 finally:
                     target_host.close()
             finally:
