@@ -73,6 +73,14 @@ class Hypervisor(metaclass=abc.ABCMeta):
     def run_dir(self):
         """Directory for sockets of incoming migrations."""
 
+    def control_pids(self):
+        """Pids of the daemons that relay this hypervisor's monitors.
+
+        They carry a switchover's monitor commands, so they share its
+        CPU priority boost (nova_vmbeam.qemu.sched). None by default.
+        """
+        return []
+
     @abc.abstractmethod
     def launch(self, spec, incoming=(), paused=False):
         """Start QEMU for ``spec`` and return its GuestEndpoint.

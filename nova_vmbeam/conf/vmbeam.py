@@ -91,6 +91,18 @@ sibling_opts = [
                help='Network namespace (from "ip netns add") the sibling '
                     'daemons run in, so guest taps join bridges there. '
                     'Unset: the host\'s own network namespace.'),
+    cfg.IntOpt('switchover_nice',
+               default=-10,
+               min=-20,
+               max=0,
+               help='Nice value given, for the length of each guest\'s '
+                    'migration and switchover, to the threads that carry '
+                    'it: the non-vCPU threads of the source and '
+                    'destination QEMU, the hypervisor daemons relaying '
+                    'their monitors and the mover itself. On a host whose '
+                    'cores are busy with other guests this keeps the '
+                    'guest\'s pause short. 0 turns it off; it needs '
+                    'CAP_SYS_NICE (nova-compute runs as root).'),
     cfg.IntOpt('rejuvenation_concurrency',
                default=1,
                min=1,

@@ -62,8 +62,10 @@ class Host(hypervisor.Hypervisor):
     """
 
     def __init__(self, name, uri, run_dir, pid_dir='/run/libvirt',
-                 log_dir='/var/log/libvirt'):
+                 log_dir='/var/log/libvirt',
+                 daemon_pid_file='/run/libvirtd.pid'):
         self.name = name
+        self.daemon_pid_file = daemon_pid_file
         self.uri = uri
         self._run_dir = run_dir
         self.pid_dir = pid_dir
@@ -128,6 +130,13 @@ class Host(hypervisor.Hypervisor):
     @property
     def run_dir(self):
         return self._run_dir
+
+    def control_pids(self):
+        try:
+            with open(self.daemon_pid_file) as f:
+                return [int(f.read().strip())]
+        except (OSError, ValueError):
+            return []
 
     def launch(self, spec, incoming=(), paused=False):
         """Create the domain of ``spec`` (from its XML) in this daemon."""

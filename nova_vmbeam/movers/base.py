@@ -17,12 +17,14 @@ resumed. Two QEMUs never run on one RAM.
 
 import abc
 import dataclasses
+import os
 import time
 import typing
 
 from oslo_log import log as logging
 
 from nova_vmbeam import exception
+from nova_vmbeam.qemu import sched
 
 LOG = logging.getLogger(__name__)
 
@@ -158,10 +160,11 @@ class Mover(metaclass=abc.ABCMeta):
         ctx.on_switchover = on_switchover
         phase = 'transfer'
         try:
-            for phase, step in (('transfer', self.transfer),
-                                ('verify', self.verify),
-                                ('switchover', self.switchover)):
-                step(ctx)
+            with self._boost(ctx):
+                for phase, step in (('transfer', self.transfer),
+                                    ('verify', self.verify),
+                                    ('switchover', self.switchover)):
+                    step(ctx)
         except Exception as exc:
             self._fail(ctx, phase, exc)
         spec = ctx.source.spec
@@ -174,6 +177,18 @@ class Mover(metaclass=abc.ABCMeta):
             LOG.warning('figures of the move of %s: %s', spec.name, exc)
             result.error = 'figures incomplete: %s' % exc
         return result
+
+    def _boost(self, ctx):
+        """Priority for the threads this move's pause waits on."""
+        pids = [os.getpid()]
+        for endpoint in (ctx.source, ctx.destination):
+            try:
+                pids.append(endpoint.pid)
+            except Exception:
+                pass   # a gone QEMU fails the move in its own phase
+        for hypervisor in (getattr(ctx.source, 'host', None), ctx.target):
+            pids.extend(getattr(hypervisor, 'control_pids', list)())
+        return sched.Boost(pids, self.conf.vmbeam.switchover_nice)
 
     def abort(self, ctx):
         """Give up a prepared move that never transferred.

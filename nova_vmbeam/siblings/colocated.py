@@ -97,7 +97,9 @@ class ColocatedSibling(base.Sibling):
     def host(self):
         return host_mod.Host(self.name, self.uri, self.migrate_dir,
                              pid_dir=self._path('run'),
-                             log_dir=self._path('log'))
+                             log_dir=self._path('log'),
+                             daemon_pid_file=self._path('run',
+                                                        'libvirtd.pid'))
 
     def _prepare_dirs(self, seed_cache=None):
         for private, _target in PRIVATE_DIRS:
