@@ -75,7 +75,7 @@ def cmd_image(args):
 
 
 def cmd_pool(args):
-    pool = pool_mod.RamPool.from_conf(CONF)
+    pool = pool_mod.load(CONF)
     fstype = pool.ensure() if args.action == 'init' else pool.check()
     print('RAM pool %s: %s, ok' % (pool.path, fstype))
 
