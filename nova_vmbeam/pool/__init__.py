@@ -43,6 +43,7 @@ def load(conf):
                                                    ', '.join(available())))
     return manager.driver.from_conf(conf)
 
+
 TMPFS = 'tmpfs'
 HUGETLBFS = 'hugetlbfs'
 _FS_FIX = ('Mount tmpfs there (mount -t tmpfs -o mode=0711 vmbeam-ram '

@@ -12,11 +12,13 @@ import time
 
 from nova_vmbeam import exception
 from nova_vmbeam import guest as guest_mod
+from nova_vmbeam import guestimage
 from nova_vmbeam import movers
 from nova_vmbeam import pool as pool_mod
 from nova_vmbeam.pool import daemon
 from nova_vmbeam.pool import pagemoverd
 from nova_vmbeam.pool import protocol
+from nova_vmbeam.qemu import monitor as monitor_mod
 from nova_vmbeam.qemu import procfs
 from tests.functional import base
 
@@ -123,7 +125,8 @@ class TestPoolDaemon(base.PrivateStateTestCase):
     def test_malformed_messages_leave_the_daemon_running(self):
         self.pool.ensure()
         info = self.pool.daemon_info()
-        for junk in (b'\x00' * 12, b'VBPM\x01\x00\x00\x00\x00\x00\x00\x05{"op"',
+        for junk in (b'\x00' * 12,
+                     b'VBPM\x01\x00\x00\x00\x00\x00\x00\x05{"op"',
                      b'VBPM\x09\x00\x00\x00\x00\x00\x00\x02{}',
                      os.urandom(4096)):
             with socket.socket(socket.AF_UNIX) as sock:
@@ -228,3 +231,98 @@ class TestPoolsOfRunningGuests(base.GuestTestCase):
         self.assert_runs_intact(guest, guest.moved_at)
         self.assertTrue(self.pool.verify(uuid, guest.endpoint.pid))
         self.assertEqual(daemon.socket_path(self.conf), self.pool.socket)
+
+
+class TestIvshmemAttach(base.PrivateStateTestCase):
+    """A pool attached to a hypervisor VM (nested sibling) and detached."""
+
+    POOL_MIB = 16
+
+    def _hypervisor_vm(self):
+        """A small VM booted from the test image, with two QMP sockets.
+
+        The daemon attaches through one; the test watches through the
+        other (a QMP socket serves one client at a time).
+        """
+        image = base.image()
+        run = os.path.join(self.conf.vmbeam.state_path, 'l1')
+        os.makedirs(run)
+        self.daemon_qmp = os.path.join(run, 'qmp-daemon.sock')
+        self.test_qmp = os.path.join(run, 'qmp-test.sock')
+        console = os.path.join(run, 'console.log')
+        argv = [self.conf.vmbeam.qemu_binary, '-machine', 'pc',
+                '-accel', 'tcg', '-m', '160', '-nodefaults',
+                '-display', 'none', '-no-user-config',
+                '-qmp', 'unix:%s,server=on,wait=off' % self.daemon_qmp,
+                '-qmp', 'unix:%s,server=on,wait=off' % self.test_qmp,
+                '-kernel', image.kernel, '-initrd', image.initrd,
+                '-append', guestimage.kernel_cmdline(
+                    8, 0, report_ms=2000, verify_mib_s=8, hostname='l1'),
+                '-chardev', 'file,id=serial0,path=%s' % console,
+                '-serial', 'chardev:serial0']
+        vm = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE,
+                              start_new_session=True)
+        self.addCleanup(vm.wait)
+        self.addCleanup(vm.kill)
+        # Its guest must be up to eject the device on detach.
+        guestimage.ConsoleLog(console).wait_for(
+            guestimage.console.READY_RE, 300.0)
+        self.monitor = monitor_mod.Monitor(self.test_qmp, 'l1')
+        self.monitor.connect()
+        self.addCleanup(self.monitor.close)
+        return vm
+
+    def _ivshmem_devices(self):
+        found = {}
+        for bus in self.monitor.execute('query-pci'):
+            for dev in bus['devices']:
+                if dev.get('qdev_id', '').startswith('pool'):
+                    bars = {r['bar']: r['size'] for r in dev['regions']}
+                    found[dev['qdev_id']] = bars
+        return found
+
+    def test_attach_shows_the_pool_as_a_bar_then_detach_removes_it(self):
+        pool = pool_mod.load(self.conf)
+        pool.ensure()
+        path = pool.allocate('l2guest', self.POOL_MIB * MIB)
+        with open(path, 'r+b') as f:
+            f.write(b'written by L0')
+        self._hypervisor_vm()
+        self.assertEqual({}, self._ivshmem_devices())
+
+        pool.attach('l2guest', self.daemon_qmp, 'pool0')
+        # ivshmem-plain: BAR 2 is the shared memory, exactly the pool.
+        self.assertEqual(self.POOL_MIB * MIB,
+                         self._ivshmem_devices()['pool0'][2])
+        self.assertTrue(self.monitor.execute(
+            'qom-get', path='/objects/pool0-mem', property='share'))
+        self.assertEqual(path, self.monitor.execute(
+            'qom-get', path='/objects/pool0-mem', property='mem-path'))
+        # The hypervisor VM maps the pool: it cannot be released now.
+        self.assertRaises(exception.PoolError, pool.release, 'l2guest')
+
+        # Bad requests change nothing.
+        exc = self.assertRaises(protocol.DaemonError, pool.attach,
+                                'l2guest', self.daemon_qmp, 'pool0')
+        self.assertEqual(protocol.QMP_ERROR, exc.code)
+        exc = self.assertRaises(protocol.DaemonError, pool.attach,
+                                'l2guest', '/nonexistent.sock', 'pool1')
+        self.assertIn('cannot connect', str(exc))
+        exc = self.assertRaises(protocol.DaemonError, pool.attach,
+                                'nope', self.daemon_qmp, 'pool1')
+        self.assertEqual(protocol.UNKNOWN_POOL, exc.code)
+        self.assertEqual(['pool0'], list(self._ivshmem_devices()))
+
+        pool.detach('l2guest', self.daemon_qmp, 'pool0', timeout=60)
+        self.assertEqual({}, self._ivshmem_devices())
+        with open(path, 'rb') as f:
+            self.assertEqual(b'written by L0', f.read(13))
+        # QEMU unmaps a deleted backend a moment later (RCU); until then
+        # the pool stays, then it may go.
+        deadline = time.monotonic() + 10
+        while pool.mapped_by('l2guest'):
+            self.assertLess(time.monotonic(), deadline)
+            time.sleep(0.05)
+        self.assertTrue(pool.release('l2guest'))
