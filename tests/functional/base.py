@@ -42,9 +42,11 @@ class PrivateStateTestCase(testtools.TestCase):
         # The pool itself is created owned by [vmbeam] qemu_user.
         self.conf = fakes.make_conf(
             state_path=state, ram_pool_path=os.path.join(pool_parent, 'ram'),
-            migration_timeout=60.0)
-        # The pool's daemon (one per pool directory) stops before the pool
-        # directory is removed.
+            migration_timeout=60.0,
+            # The test's own pool daemon, its socket, pid file and log in
+            # the test's state directory; stopped before the pool
+            # directory is removed.
+            pagemoverd_socket=os.path.join(state, 'pagemoverd.sock'))
         self.addCleanup(pool_daemon.stop, self.conf)
 
     def qemu_pids(self, *markers):

@@ -100,14 +100,16 @@ class TestPoolDaemon(base.PrivateStateTestCase):
                 'from nova_vmbeam.pool import pagemoverd\n'
                 'from tests.unit import fakes\n'
                 'conf = fakes.make_conf(ram_pool_path=sys.argv[1],\n'
-                '                       state_path=sys.argv[2])\n'
+                '                       state_path=sys.argv[2],\n'
+                '                       pagemoverd_socket=sys.argv[3])\n'
                 'pool = pagemoverd.PagemoverdPool(conf)\n'
                 'pool.ensure()\n'
                 'print(pool.daemon_info()["pid"], flush=True)\n'
                 'import time; time.sleep(60)\n')
         starter = subprocess.Popen(
             [sys.executable, '-c', code, self.conf.vmbeam.ram_pool_path,
-             self.conf.vmbeam.state_path], stdout=subprocess.PIPE,
+             self.conf.vmbeam.state_path,
+             self.conf.vmbeam.pagemoverd_socket], stdout=subprocess.PIPE,
             text=True, start_new_session=True,
             cwd=os.path.dirname(os.path.dirname(os.path.dirname(
                 os.path.abspath(__file__)))))
