@@ -55,7 +55,7 @@ class Testbed:
     def __init__(self, conf, name='testbed', image=None):
         self.conf = conf
         self.run_dir = os.path.join(conf.vmbeam.state_path, name)
-        self.pool = pool_mod.RamPool.from_conf(conf)
+        self.pool = pool_mod.load(conf)
         self.accel = version.resolve_accel(conf.vmbeam.accel)
         self._image = image
         self.generation = 0

@@ -38,6 +38,10 @@ if [ -n "$missing" ] || [ "${qemu_major:-0}" -lt 10 ]; then
         $packages
 fi
 
+# The native pool daemon (vmbeam-pagemoverd) and its client library, built
+# in the tree (native/build); the pool client finds the daemon there.
+make -s -C native
+
 # pip's build chatter goes to a log, shown only if something fails.
 log=.venv-install.log
 quiet() { "$@" >"$log" 2>&1 || { cat "$log" >&2; exit 1; }; }

@@ -6,8 +6,12 @@ cd "$top"
 ./tools/install.sh || exit 1
 
 log=$(mktemp)
-.venv/bin/tox -e py3,functional,pep8 "$@" 2>&1 | tee "$log"
+# C unit tests, daemon tests and the protocol fuzz run of native/.
+make -s -C native check 2>&1 | tee "$log"
+native_rc=${PIPESTATUS[0]}
+.venv/bin/tox -e py3,functional,pep8 "$@" 2>&1 | tee -a "$log"
 rc=${PIPESTATUS[0]}
+[ "$rc" = 0 ] && rc=$native_rc
 # One closing line for CI, summed over the stestr runs above.
 awk '/^ - Passed: /{p+=$3} /^ - Failed: /{f+=$3} /^ - Skipped: /{s+=$3}
      END {printf "tests: %d passed, %d failed, %d skipped\n", p, f, s}' "$log"

@@ -22,6 +22,34 @@ pool_opts = [
                min=0,
                help='Free space, in MiB, that must remain on the RAM pool '
                     'filesystem after a guest RAM file is allocated.'),
+    cfg.StrOpt('ram_pool_backend',
+               default='pagemoverd',
+               help='Who owns the guest RAM pools: a plugin in the '
+                    'nova_vmbeam.pools namespace. pagemoverd: the native '
+                    'vmbeam-pagemoverd daemon creates, hands out, verifies '
+                    'and releases them and keeps a descriptor to each, so '
+                    'guest RAM outlives hypervisor generations, crashed '
+                    'QEMUs and accidental unlinks; it is started on first '
+                    'use. file: nova-vmbeam manages the pool files itself, '
+                    'in the calling process.'),
+    cfg.IntOpt('ram_pool_budget_mib',
+               default=0,
+               min=0,
+               help='Most MiB all guest RAM pools together may take '
+                    '(pagemoverd backend); an allocation past it is '
+                    'refused. 0: only the free space of the pool '
+                    'filesystem (minus ram_pool_reserve_mib) limits it.'),
+    cfg.StrOpt('pagemoverd_socket',
+               help='Unix socket of vmbeam-pagemoverd. Unset: '
+                    '/run/nova-vmbeam/pagemoverd-<hash of ram_pool_path>'
+                    '.sock, one daemon per pool directory; its pid file '
+                    'and log are next to it (.pid, .log). The daemon is '
+                    'started there on first use if nothing answers.'),
+    cfg.StrOpt('pagemoverd_binary',
+               default='vmbeam-pagemoverd',
+               help='The vmbeam-pagemoverd binary: an absolute path, or a '
+                    'name looked up on PATH and then in the source tree\'s '
+                    'native/build (make -C native).'),
 ]
 
 qemu_opts = [

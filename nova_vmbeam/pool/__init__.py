@@ -2,19 +2,47 @@
 
 The pool owns creating, sizing, permissions and releasing of RAM files, one
 per guest, keyed by the guest's UUID. Its interface is deliberately narrow
-(check, allocate, path, release, mapped_by) so that the native pagemover
-daemon can take its place behind the same calls.
+(check, ensure, allocate, file_path, release, mapped_by). Two backends,
+plugins in the ``nova_vmbeam.pools`` namespace, chosen by [vmbeam]
+ram_pool_backend: ``pagemoverd`` (the native daemon owns the pools and
+keeps them alive across hypervisor generations) and ``file`` (RamPool
+below: this process manages the files itself). Every caller gets its pool
+from load().
 """
 
 import os
 import pwd
 
 from oslo_log import log as logging
+from stevedore import driver
+from stevedore import exception as stevedore_exc
+from stevedore import extension
 
 from nova_vmbeam import exception
 from nova_vmbeam.qemu import procfs
 
 LOG = logging.getLogger(__name__)
+
+NAMESPACE = 'nova_vmbeam.pools'
+
+
+def available():
+    """Names of the installed pool backends, sorted."""
+    return sorted(extension.ExtensionManager(NAMESPACE).names())
+
+
+def load(conf):
+    """The guest RAM pool of [vmbeam] ram_pool_backend."""
+    name = conf.vmbeam.ram_pool_backend
+    try:
+        manager = driver.DriverManager(NAMESPACE, name)
+    except stevedore_exc.NoMatches:
+        raise exception.InvalidInput(
+            reason='unknown RAM pool backend %r; installed: %s. Fix '
+                   '[vmbeam] ram_pool_backend.' % (name,
+                                                   ', '.join(available())))
+    return manager.driver.from_conf(conf)
+
 
 TMPFS = 'tmpfs'
 HUGETLBFS = 'hugetlbfs'
@@ -50,7 +78,7 @@ def _hugepage_size(super_opts):
 
 
 class RamPool:
-    """A directory of guest RAM files on tmpfs or hugetlbfs."""
+    """A directory of guest RAM files on tmpfs or hugetlbfs (``file``)."""
 
     def __init__(self, path, owner=None, reserve_mib=0):
         self.path = os.path.abspath(path)

@@ -7,6 +7,7 @@ import tempfile
 import testtools
 
 from nova_vmbeam import guestimage
+from nova_vmbeam.pool import daemon as pool_daemon
 from nova_vmbeam.qemu import procfs
 from nova_vmbeam import testbed as testbed_mod
 from tests.unit import fakes
@@ -41,7 +42,12 @@ class PrivateStateTestCase(testtools.TestCase):
         # The pool itself is created owned by [vmbeam] qemu_user.
         self.conf = fakes.make_conf(
             state_path=state, ram_pool_path=os.path.join(pool_parent, 'ram'),
-            migration_timeout=60.0)
+            migration_timeout=60.0,
+            # The test's own pool daemon, its socket, pid file and log in
+            # the test's state directory; stopped before the pool
+            # directory is removed.
+            pagemoverd_socket=os.path.join(state, 'pagemoverd.sock'))
+        self.addCleanup(pool_daemon.stop, self.conf)
 
     def qemu_pids(self, *markers):
         """Pids of the QEMU processes started from this test's state."""

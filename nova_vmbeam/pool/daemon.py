@@ -1,0 +1,167 @@
+"""Finding, starting and stopping vmbeam-pagemoverd.
+
+The daemon is started on first use, the way libvirtd starts virtlogd: when
+its socket does not answer, the client runs ``vmbeam-pagemoverd --daemon``,
+which returns once the daemon listens. The daemon double-forks into a
+session of its own, so neither the orchestrator's death nor a signal to
+its process group ends it. It is started from the host-side caller
+(orchestrator, testbed, CLI), never from inside a sibling's mount
+namespace, so it sees the host's pool directory.
+
+There is one daemon per pool directory, whatever the state directory of
+its callers (a demo or bench run uses a state directory of its own and
+removes it afterwards): by default its socket, pid file and log are
+``/run/nova-vmbeam/pagemoverd-<hash of the pool path>.{sock,pid,log}``.
+"""
+
+import fcntl
+import hashlib
+import os
+import shutil
+import subprocess
+import threading
+import time
+
+from oslo_log import log as logging
+
+from nova_vmbeam import exception
+from nova_vmbeam.pool import protocol
+from nova_vmbeam.qemu import procfs
+
+LOG = logging.getLogger(__name__)
+
+BINARY = 'vmbeam-pagemoverd'
+RUN_DIR = '/run/nova-vmbeam'
+START_TIMEOUT = 30.0
+_spawn_lock = threading.Lock()
+
+
+class DaemonNotFound(exception.VMBeamError):
+    msg_fmt = ('%(binary)s not found (looked at %(looked)s). Build it with '
+               '"make -C native" (tools/install.sh does), or set [vmbeam] '
+               'pagemoverd_binary, or use [vmbeam] ram_pool_backend = file.')
+
+
+class DaemonStartFailed(exception.VMBeamError):
+    msg_fmt = 'vmbeam-pagemoverd did not start: %(detail)s'
+
+
+def socket_path(conf):
+    if conf.vmbeam.pagemoverd_socket:
+        return conf.vmbeam.pagemoverd_socket
+    pool_dir = os.path.abspath(conf.vmbeam.ram_pool_path)
+    digest = hashlib.sha256(pool_dir.encode()).hexdigest()[:16]
+    return os.path.join(RUN_DIR, 'pagemoverd-%s.sock' % digest)
+
+
+def find_binary(conf):
+    """The daemon binary: the option, then PATH, then this source tree."""
+    configured = conf.vmbeam.pagemoverd_binary
+    looked = [configured]
+    if os.path.isabs(configured):
+        if os.access(configured, os.X_OK):
+            return configured
+    else:
+        found = shutil.which(configured)
+        if found:
+            return found
+        # A development install (pip -e, tox): the tree's own build.
+        tree = os.path.join(os.path.dirname(os.path.dirname(
+            os.path.dirname(os.path.abspath(__file__)))), 'native', 'build',
+            BINARY)
+        looked.append(tree)
+        if os.access(tree, os.X_OK):
+            return tree
+    raise DaemonNotFound(binary=BINARY, looked=', '.join(looked))
+
+
+def _answers(path):
+    try:
+        return protocol.call(path, {'op': 'hello'}, timeout=5.0)[0]
+    except (FileNotFoundError, ConnectionRefusedError):
+        return None
+
+
+def hello(conf, pool_dir, start=True):
+    """The running daemon's hello reply, starting it first if ``start``.
+
+    Refuses a daemon that serves another pool directory: two pools on one
+    socket would hand out the wrong RAM.
+    """
+    path = socket_path(conf)
+    info = _answers(path)
+    if info is None and start:
+        info = _start(conf, path, pool_dir)
+    if info is not None and info.get('pool_dir') != pool_dir:
+        raise exception.PoolError(
+            path=pool_dir,
+            reason='the vmbeam-pagemoverd at %s serves %s' % (
+                path, info.get('pool_dir')),
+            fix='Point [vmbeam] pagemoverd_socket at a socket of its own '
+                'for this pool, or ram_pool_path at %s.' %
+                info.get('pool_dir'))
+    return info
+
+
+def _start(conf, path, pool_dir):
+    run_dir = os.path.dirname(path)
+    base = os.path.splitext(path)[0]
+    os.makedirs(run_dir, mode=0o700, exist_ok=True)
+    # One starter at a time, across threads and processes.
+    with _spawn_lock, open(base + '.start-lock', 'w') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        info = _answers(path)
+        if info is not None:
+            return info
+        argv = [find_binary(conf), '--daemon', '--socket', path,
+                '--pool-dir', pool_dir,
+                '--owner', conf.vmbeam.qemu_user,
+                '--budget-mib', str(conf.vmbeam.ram_pool_budget_mib),
+                '--reserve-mib', str(conf.vmbeam.ram_pool_reserve_mib),
+                '--pidfile', base + '.pid', '--log', base + '.log']
+        started = time.monotonic()
+        try:
+            result = subprocess.run(argv, stdin=subprocess.DEVNULL,
+                                    capture_output=True, text=True,
+                                    timeout=START_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            raise DaemonStartFailed(detail='no answer within %.0f s' %
+                                    START_TIMEOUT)
+        if result.returncode:
+            raise DaemonStartFailed(detail=(result.stderr or result.stdout or
+                                            'exit status %d' %
+                                            result.returncode).strip())
+        info = _answers(path)
+        if info is None:
+            raise DaemonStartFailed(detail='it exited right after start; '
+                                    'see %s.log' % base)
+        LOG.info('started vmbeam-pagemoverd %d on %s in %.0f ms (%d pools '
+                 'recovered, %d in use, %d orphans collected)', info['pid'],
+                 path, (time.monotonic() - started) * 1000,
+                 info.get('recovered', 0), info.get('in_use', 0),
+                 info.get('collected', 0))
+        return info
+
+
+def stop(conf, timeout=10.0):
+    """Ask the daemon to exit (pools stay for the next one); True if it ran.
+
+    Pool files and the daemon's private links outlive it; a daemon started
+    later recovers them.
+    """
+    path = socket_path(conf)
+    info = _answers(path)
+    if info is None:
+        return False
+    try:
+        protocol.call(path, {'op': 'shutdown'})
+    except OSError:
+        pass
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        # Exited is enough: whoever adopted it reaps it in its own time.
+        if not procfs.alive(info['pid']):
+            return True
+        time.sleep(0.01)
+    raise DaemonStartFailed(detail='pid %d did not exit after shutdown' %
+                            info['pid'])

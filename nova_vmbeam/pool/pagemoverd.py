@@ -1,0 +1,115 @@
+"""Guest RAM pools owned by vmbeam-pagemoverd (backend ``pagemoverd``).
+
+The same calls as the ``file`` backend (check, ensure, allocate,
+file_path, mapped_by, release), answered by the daemon, which keeps a
+descriptor to every pool so guest RAM outlives any hypervisor generation,
+a crashed QEMU and an accidental unlink. Beyond those: hand a pool over as
+a descriptor, verify that a QEMU maps exactly that pool, report how much
+of it is resident, attach it to a hypervisor VM as ivshmem-plain.
+"""
+
+import os
+
+from nova_vmbeam import exception
+from nova_vmbeam.pool import daemon
+from nova_vmbeam.pool import protocol
+
+
+class PagemoverdPool:
+    """A RAM pool directory, through vmbeam-pagemoverd."""
+
+    def __init__(self, conf):
+        self.conf = conf
+        self.path = os.path.abspath(conf.vmbeam.ram_pool_path)
+        self.owner = conf.vmbeam.qemu_user
+        self.socket = daemon.socket_path(conf)
+        self._seen = False
+
+    @classmethod
+    def from_conf(cls, conf):
+        return cls(conf)
+
+    def _call(self, op, **args):
+        """One request, the daemon started first if it is not running."""
+        if not self._seen:
+            daemon.hello(self.conf, self.path)
+            self._seen = True
+        request = dict(op=op, version=protocol.VERSION, **args)
+        try:
+            return protocol.call(self.socket, request)
+        except (FileNotFoundError, ConnectionRefusedError):
+            # The daemon is gone (killed, host rebooted): start it again;
+            # it recovers the pools from their private links.
+            daemon.hello(self.conf, self.path)
+            return protocol.call(self.socket, request)
+
+    def daemon_info(self):
+        return daemon.hello(self.conf, self.path)
+
+    def ensure(self):
+        """Create the pool directory if missing (mode 0711), then check."""
+        return self._call('ensure')[0]['fstype']
+
+    def check(self):
+        """Refuse a pool that cannot hold shareable guest RAM."""
+        return self._call('check')[0]['fstype']
+
+    def file_path(self, guest_uuid):
+        if not guest_uuid or '/' in guest_uuid or guest_uuid.startswith('.'):
+            raise exception.InvalidInput(reason='bad guest UUID %r' %
+                                         guest_uuid)
+        return os.path.join(self.path, '%s.ram' % guest_uuid)
+
+    def allocate(self, guest_uuid, size_bytes):
+        """Create (or reuse, if the size matches) a guest's pool; its path."""
+        self.file_path(guest_uuid)
+        return self._call('allocate', uuid=guest_uuid,
+                          size=size_bytes)[0]['path']
+
+    def mapped_by(self, guest_uuid):
+        """Pids of processes that map the guest's pool."""
+        try:
+            return self._call('mapped_by', uuid=guest_uuid)[0]['pids']
+        except protocol.DaemonError as exc:
+            if exc.code == protocol.UNKNOWN_POOL:
+                return []
+            raise
+
+    def release(self, guest_uuid):
+        """Free a guest's RAM; refused while any process maps it."""
+        try:
+            self._call('release', uuid=guest_uuid)
+        except protocol.DaemonError as exc:
+            if exc.code == protocol.UNKNOWN_POOL:
+                return False
+            raise
+        return True
+
+    def fd(self, guest_uuid):
+        """A descriptor of the guest's pool (SCM_RIGHTS); caller closes it."""
+        reply, fd = self._call('fd', uuid=guest_uuid)
+        if fd is None:
+            raise protocol.ProtocolError(socket=self.socket,
+                                         version=protocol.VERSION,
+                                         detail='no descriptor in reply')
+        return fd
+
+    def verify(self, guest_uuid, pid):
+        """True if ``pid`` maps exactly this pool, shared, over its size."""
+        return self._call('verify', uuid=guest_uuid, pid=pid)[0]['maps']
+
+    def residency(self, guest_uuid):
+        """size, resident_bytes (SEEK_DATA) and allocated_bytes."""
+        reply = self._call('residency', uuid=guest_uuid)[0]
+        return {k: reply[k] for k in ('size', 'resident_bytes',
+                                      'allocated_bytes')}
+
+    def attach(self, guest_uuid, qmp_socket, device, timeout=10):
+        """Attach the pool to a hypervisor VM as ivshmem-plain ``device``."""
+        self._call('attach', uuid=guest_uuid, qmp=qmp_socket, device=device,
+                   timeout=timeout)
+
+    def detach(self, guest_uuid, qmp_socket, device, timeout=10):
+        """Detach ``device`` again (the VM's guest must eject it)."""
+        self._call('detach', uuid=guest_uuid, qmp=qmp_socket, device=device,
+                   timeout=timeout)
