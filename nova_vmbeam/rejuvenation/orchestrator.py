@@ -290,6 +290,7 @@ class Orchestrator:
             shells = state['siblings'][str(generation)].get('shells', {})
             LOG.info('taking over standby generation %d with %d prepared '
                      'destinations', generation, len(shells))
+            self._discard_shells_except(generation, set(guests))
         else:
             generation = max(int(g) for g in state['siblings']) + 1
             _new, ready_ms = self._start_sibling(state, generation, 'ready')
@@ -341,6 +342,22 @@ class Orchestrator:
                     record['state'] = 'retired'
                     record.pop('shells', None)
             return count
+
+    def _discard_shells_except(self, generation, names):
+        """Destroy the prepared destinations of guests not in ``names``.
+
+        A guest deleted (or stopped) after standby() left its destination
+        behind, mapping RAM that must be freed.
+        """
+        host = self.sibling(generation).host()
+        try:
+            for endpoint in host.guests():
+                if endpoint.name not in names:
+                    LOG.info('discarding the prepared destination of %s: '
+                             'the guest is gone', endpoint.name)
+                    self._discard_shell(endpoint)
+        finally:
+            host.close()
 
     @staticmethod
     def _discard_shell(endpoint):

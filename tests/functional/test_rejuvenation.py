@@ -143,6 +143,56 @@ class TestRejuvenation(RejuvenationTestCase):
         self.assertEqual(3, self.journal()['active'])
         self.assert_each_runs_once_intact(guests, marks, 3)
 
+    def test_standby_destinations_are_taken_over(self):
+        guests = self.boot_many(3)
+        record = self.orchestrator.standby()
+        self.assertEqual('standby', record['state'])
+        self.assertEqual(['g0', 'g1', 'g2'], sorted(record['shells']))
+        standby = self.orchestrator.sibling(2)
+        self.assertEqual(['g0', 'g1', 'g2'],
+                         sorted(standby.host().domains()))
+        # Run again: nothing changed, nothing is prepared twice.
+        pids = sorted(self.qemu_pids('guest=g1,'))
+        self.orchestrator.standby()
+        self.assertEqual(pids, sorted(self.qemu_pids('guest=g1,')))
+        self.assertEqual(1, self.journal()['active'])
+        # g2 goes away after the standby was prepared: its prepared
+        # destination maps RAM that must not stay mapped. (Its RAM file
+        # cannot be released while that destination maps it.)
+        guests.pop().endpoint.destroy()
+        marks = self.marks(guests)
+        run = self.orchestrator.rejuvenate()
+        self.assertEqual('completed', run['state'])
+        self.assertEqual(0.0, run['sibling_ready_ms'])
+        self.assertTrue(run['standby'])
+        for name in ('g0', 'g1'):
+            result = run['guests'][name]['result']
+            self.assertTrue(result['standby'], name)
+        self.assertEqual(2, self.journal()['active'])
+        self.assertEqual(['g0', 'g1'],
+                         sorted(self.orchestrator.active().host().domains()))
+        self.assertEqual([], self.qemu_pids('guest=g2,'))
+        self.assert_each_runs_once_intact(guests, marks, 2)
+
+    def test_stale_standby_destination_is_replaced(self):
+        guests = self.boot_many(1)
+        self.orchestrator.standby()
+        old_shell = self.qemu_pids('guest=g0,', '-incoming')
+        self.assertEqual(1, len(old_shell))
+        # The prepared destination dies (or was made from other XML):
+        # the rejuvenation starts a new one instead of using it.
+        os.kill(old_shell[0], signal.SIGKILL)
+        marks = self.marks(guests)
+        run = self.orchestrator.rejuvenate()
+        self.assertEqual('completed', run['state'])
+        self.assertFalse(run['guests']['g0']['result']['standby'])
+        self.assert_each_runs_once_intact(guests, marks, 2)
+        # And a standby can be discarded, leaving nothing behind.
+        self.orchestrator.standby()
+        self.assertEqual(1, self.orchestrator.discard_standby())
+        self.assertEqual('retired', self.journal()['siblings']['3']['state'])
+        self.assertEqual(1, len(self.qemu_pids('guest=g0,')))
+
     def test_move_one_guest_then_finish(self):
         guests = self.boot_many(2)
         marks = self.marks(guests)
@@ -194,22 +244,22 @@ class TestRejuvenationFaults(RejuvenationTestCase):
     def test_new_sibling_daemon_killed_mid_run(self):
         guests = self.boot_many(2)
         marks = self.marks(guests)
-        original = self.orchestrator._move_one
+        original = self.orchestrator._finish_one
         moved = []
 
-        def move_then_kill_daemon(mover, name, source_host, target_host):
-            result = original(mover, name, source_host, target_host)
+        def move_then_kill_daemon(mover, name, ctx, target_host):
+            result = original(mover, name, ctx, target_host)
             if not moved:
                 self.orchestrator.sibling(2).kill_daemon(signal.SIGKILL)
             moved.append(name)
             return result
-        self.orchestrator._move_one = move_then_kill_daemon
+        self.orchestrator._finish_one = move_then_kill_daemon
         run = self.orchestrator.rejuvenate()
         self.assertEqual('incomplete', run['state'])
         self.assertEqual(['failed', 'moved'],
                          sorted(g['state'] for g in run['guests'].values()))
         self.assertEqual(1, self.journal()['active'])
-        self.orchestrator._move_one = original
+        self.orchestrator._finish_one = original
         # Run again: the dead daemon is restarted, finds its guest again,
         # and the rest moves.
         run = self.orchestrator.rejuvenate()
