@@ -80,8 +80,10 @@ class Probe(metaclass=abc.ABCMeta):
 
     @abc.abstractmethod
     def sample(self, context):
-        """A Sample, or None when there is nothing to measure right now
-        (no active generation, no guests)."""
+        """A Sample, or None when there is nothing to measure now.
+
+        Nothing to measure: no active generation, no guests.
+        """
 
     def describe(self):
         return {'unit': self.unit, 'direction': self.direction}

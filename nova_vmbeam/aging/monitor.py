@@ -245,8 +245,11 @@ class AgingMonitor:
             self._stopped.wait(interval)
 
     def start(self):
-        """Start the sampling thread (nothing if [vmbeam_aging] enabled is
-        false or it runs already)."""
+        """Start the sampling thread.
+
+        Nothing happens if [vmbeam_aging] enabled is false or the thread
+        runs already.
+        """
         if not self.conf.vmbeam_aging.enabled:
             LOG.info('aging monitor disabled ([vmbeam_aging] enabled)')
             return
@@ -273,8 +276,11 @@ class AgingMonitor:
         return self._thread is not None and self._thread.is_alive()
 
     def status(self):
-        """Per-probe latest value, trend, slope and predicted exhaustion;
-        the last decision and why; the last rejuvenation."""
+        """What the monitor knows, as a dict.
+
+        Per probe the latest value, trend, slope and predicted exhaustion;
+        the last decision and why; the last rejuvenation.
+        """
         probes = {}
         for probe in self.probes:
             entry = dict(probe.describe())

@@ -35,8 +35,11 @@ class Policy:
                    opts.emergency_horizon)
 
     def decide(self, trends, now, last_rejuvenation=None):
-        """A Decision from ``trends`` ({probe: Trend}) at ``now`` (epoch
-        seconds); ``last_rejuvenation`` is when the last one ended."""
+        """A Decision from ``trends`` ({probe: Trend}) at ``now``.
+
+        Times are epoch seconds; ``last_rejuvenation`` is when the last
+        rejuvenation of this host ended.
+        """
         due = sorted((t.eta_s, name) for name, t in trends.items()
                      if t.significant and t.eta_s is not None and
                      t.eta_s <= self.horizon)

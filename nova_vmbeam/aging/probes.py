@@ -25,8 +25,10 @@ def mem_available_kib(path='/proc/meminfo'):
 
 
 class HostFreeMemory(base.Probe):
-    """MemAvailable of the host; exhausted at [vmbeam_aging]
-    min_free_memory_mib."""
+    """MemAvailable of the host.
+
+    Exhausted at [vmbeam_aging] min_free_memory_mib.
+    """
 
     name = 'host_free_memory'
     unit = 'MiB'
@@ -53,8 +55,11 @@ class DaemonRss(base.Probe):
 
 
 class DaemonFds(base.Probe):
-    """Open descriptors of the active generation's libvirtd; exhausted at
-    its RLIMIT_NOFILE unless [vmbeam_aging] daemon_fds_limit is set."""
+    """Open descriptors of the active generation's libvirtd.
+
+    Exhausted at its RLIMIT_NOFILE unless [vmbeam_aging] daemon_fds_limit
+    is set.
+    """
 
     name = 'daemon_fds'
     unit = 'fds'

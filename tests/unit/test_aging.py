@@ -49,8 +49,10 @@ class Clock:
 
 
 class TraceProbe(base.Probe):
-    """Replays ``trace(seconds since the last cure)``; a rejuvenation
-    cures the leak, as it does on a real host."""
+    """Replays ``trace(seconds since the last cure)``.
+
+    A rejuvenation cures the leak, as it does on a real host.
+    """
 
     name = 'trace'
     unit = 'MiB'
