@@ -72,6 +72,19 @@ class TestProbes(AgingTestCase):
                                 fds.value + 20)
 
 
+    def test_sampling_does_not_age_the_daemon(self):
+        # The monitor looks at the daemon every interval for months: its
+        # own connections must not leak descriptors there.
+        self.boot('g1')
+        probes = aging_mod.load_all(aging_mod.available(), self.conf)
+        before = self.sample('daemon_fds').value
+        for _ in range(15):
+            context = aging_base.ProbeContext(self.conf, self.orchestrator)
+            for probe in probes:
+                probe.sample(context)
+        self.assertLessEqual(self.sample('daemon_fds').value, before + 2)
+
+
 class TestMonitorRejuvenates(AgingTestCase):
 
     def test_descriptor_leak_triggers_rejuvenation_before_exhaustion(self):
