@@ -104,11 +104,22 @@ function configure_nova_vmbeam {
     fi
 }
 
+# The vmbeam command by its full path: sudo's secure_path does not know
+# devstack's venv.
+function nova_vmbeam_cmd {
+    local cmd
+    cmd=$(command -v "$NOVA_VMBEAM_BIN") || die "$LINENO" \
+        "nova-vmbeam: $NOVA_VMBEAM_BIN not found; did stack install run?"
+    echo "$cmd"
+}
+
 # The state directory and the RAM pool, created and checked by the
 # engine itself (tmpfs, owned by the QEMU user).
 function prepare_nova_vmbeam_pool {
+    local cmd
+    cmd=$(nova_vmbeam_cmd)
     sudo install -d -m 0711 "$NOVA_VMBEAM_STATE_PATH"
-    sudo "$NOVA_VMBEAM_BIN" --config-file "$NOVA_CPU_CONF" pool init
+    sudo "$cmd" --config-file "$NOVA_CPU_CONF" pool init
 }
 
 function start_nova_vmbeam_pagemover {
@@ -128,8 +139,10 @@ function start_nova_vmbeam_pagemover {
 }
 
 function check_nova_vmbeam {
-    "$NOVA_VMBEAM_BIN" --config-file "$NOVA_CPU_CONF" movers
-    sudo "$NOVA_VMBEAM_BIN" --config-file "$NOVA_CPU_CONF" pool check
+    local cmd
+    cmd=$(nova_vmbeam_cmd)
+    "$cmd" --config-file "$NOVA_CPU_CONF" movers
+    sudo "$cmd" --config-file "$NOVA_CPU_CONF" pool check
 }
 
 function cleanup_nova_vmbeam {

@@ -6,6 +6,7 @@ the policy, the monitor, tooz's file backend) is the real thing.
 """
 
 import datetime
+import json
 import os
 import random
 import subprocess
@@ -14,6 +15,7 @@ import tempfile
 import textwrap
 import time
 
+import fixtures
 import testtools
 
 from nova_vmbeam import aging as aging_mod
@@ -467,3 +469,34 @@ class TestSlots(testtools.TestCase):
         conf = make_conf('/var/lib/x')
         self.assertEqual('file:///var/lib/x/coordination',
                          slots_mod.backend_url(conf))
+
+
+class TestCommand(testtools.TestCase):
+    """vmbeam aging status|watch, run as the command."""
+
+    def vmbeam(self, *args):
+        state = self.useFixture(fixtures.TempDir()).path
+        conf = os.path.join(state, 'vmbeam.conf')
+        with open(conf, 'w') as f:
+            f.write('[vmbeam]\nstate_path = %s\n[vmbeam_aging]\n'
+                    'instances_path = %s\ninterval = 1\n' % (state, state))
+        return subprocess.run(
+            [sys.executable, '-m', 'nova_vmbeam.cli', '--config-file', conf,
+             'aging'] + list(args), capture_output=True, text=True,
+            timeout=120)
+
+    def test_status_without_a_monitor_samples_once(self):
+        out = self.vmbeam('status', '--json')
+        self.assertEqual(0, out.returncode, out.stderr)
+        status = json.loads(out.stdout)
+        self.assertEqual(1, status['samples'])
+        self.assertGreater(status['probes']['host_free_memory']['value'], 0)
+        self.assertIn('value', status['probes']['instances_disk_free'])
+        self.assertEqual('none', status['decision']['action'])
+
+    def test_watch_reports_every_round(self):
+        out = self.vmbeam('watch', '--rounds', '2')
+        self.assertEqual(0, out.returncode, out.stderr)
+        self.assertEqual(2, out.stdout.count('aging monitor of'))
+        self.assertIn('| host_free_memory |', out.stdout)
+        self.assertIn('2 samples', out.stdout)

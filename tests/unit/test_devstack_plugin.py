@@ -284,6 +284,14 @@ class TestPostConfig(DevstackPluginTestCase):
         self.assertFalse(os.path.exists(self.conf))
         self.assertFalse([c for c in self.calls() if c.startswith('iniset')])
 
+    def test_missing_vmbeam_command_names_the_fix(self):
+        self.add_shim()
+        out = self.run_phase('stack', 'post-config',
+                             NOVA_VMBEAM_BIN='no-such-vmbeam')
+        self.assertNotEqual(0, out.returncode)
+        self.assertIn('no-such-vmbeam not found; did stack install run?',
+                      out.stderr)
+
     def test_pagemover_service_runs_the_installed_daemon(self):
         self.add_shim()
         daemon = self.add_file('usr/local/sbin/vmbeam-pagemoverd')
