@@ -71,7 +71,6 @@ class TestProbes(AgingTestCase):
         self.assertGreaterEqual(self.sample('daemon_fds').value,
                                 fds.value + 20)
 
-
     def test_sampling_does_not_age_the_daemon(self):
         # The monitor looks at the daemon every interval for months: its
         # own connections must not leak descriptors there.
