@@ -10,7 +10,6 @@ and redis let it expire once the heartbeat stops.
 import os
 
 from oslo_log import log as logging
-from tooz import coordination
 
 LOG = logging.getLogger(__name__)
 
@@ -38,6 +37,12 @@ class Slots:
 
     def start(self):
         if self._coordinator is None:
+            # tooz imports futurist, which probes for the green-thread
+            # library that Nova installs. Imported here, that probe runs in
+            # nova-compute's init_host, after Nova chose its threading mode
+            # (which makes the probe fail quietly), never at module import
+            # time, before it.
+            from tooz import coordination
             if self.url.startswith('file://'):
                 os.makedirs(self.url[len('file://'):], exist_ok=True)
             coordinator = coordination.get_coordinator(

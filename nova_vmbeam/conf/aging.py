@@ -40,7 +40,10 @@ monitor_opts = [
                help='Samples kept per probe and tested for a trend (a '
                     'ring buffer; 360 samples at a 60 s interval are six '
                     'hours). The history starts afresh with every '
-                    'hypervisor generation.'),
+                    'hypervisor generation. A drift counts once it holds '
+                    'over both halves of the window, so it is acted on '
+                    'about half a window after it began at the '
+                    'earliest.'),
     cfg.IntOpt('min_samples',
                default=30,
                min=8,

@@ -395,6 +395,15 @@ _HOLDER = textwrap.dedent('''
 class TestSlots(testtools.TestCase):
     """The cluster limit on tooz's real file backend."""
 
+    def test_importing_the_monitor_does_not_import_tooz(self):
+        # tooz (through futurist) must load only when the monitor starts.
+        code = ('import sys; import nova_vmbeam.aging.monitor; '
+                'print(sorted(m for m in ("tooz", "futurist") '
+                'if m in sys.modules))')
+        out = subprocess.run([sys.executable, '-c', code],
+                             capture_output=True, text=True, check=True)
+        self.assertEqual('[]', out.stdout.strip())
+
     def setUp(self):
         super().setUp()
         self.dir = tempfile.mkdtemp(prefix='vmbeam-slots-')
