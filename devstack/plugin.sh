@@ -33,6 +33,11 @@ function install_nova_vmbeam {
     fi
     install_package gcc make pkg-config
     make -C "$NOVA_VMBEAM_DIR/native"
+    if ! grep -q '^install:' "$NOVA_VMBEAM_DIR/native/Makefile"; then
+        echo "nova-vmbeam: native/Makefile has no install target;" \
+            "vmbeam-pagemoverd is built but not installed"
+        return
+    fi
     sudo make -C "$NOVA_VMBEAM_DIR/native" install \
         PREFIX="$NOVA_VMBEAM_NATIVE_PREFIX"
 }

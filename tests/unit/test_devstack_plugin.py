@@ -167,7 +167,8 @@ class DevstackPluginTestCase(testtools.TestCase):
 class TestInstall(DevstackPluginTestCase):
 
     def test_installs_package_and_builds_native_parts(self):
-        self.add_file('opt/stack/nova-vmbeam/native/Makefile')
+        self.add_file('opt/stack/nova-vmbeam/native/Makefile',
+                      'all:\n\ttrue\ninstall: all\n\ttrue\n')
         out = self.run_phase('stack', 'install')
         self.assertEqual(0, out.returncode, out.stderr)
         calls = self.calls()
@@ -179,6 +180,15 @@ class TestInstall(DevstackPluginTestCase):
         self.assertLess(calls.index('make -C %s' % native),
                         calls.index('sudo make -C %s install PREFIX=%s' %
                                     (native, self.prefix)))
+
+    def test_native_makefile_without_install_target_builds_only(self):
+        self.add_file('opt/stack/nova-vmbeam/native/Makefile', 'all:\n')
+        out = self.run_phase('stack', 'install')
+        self.assertEqual(0, out.returncode, out.stderr)
+        self.assertIn('has no install target', out.stdout)
+        native = os.path.join(self.project, 'native')
+        self.assertEqual(['make -C %s' % native],
+                         [c for c in self.calls() if ' -C ' in c])
 
     def test_without_native_sources_installs_the_package_only(self):
         out = self.run_phase('stack', 'install')
