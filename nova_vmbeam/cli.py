@@ -1,10 +1,15 @@
 """The `vmbeam` command: the engine without any OpenStack service."""
 
 import argparse
+import json
+import socket
 import sys
+import time
 
 from oslo_log import log as logging
 
+from nova_vmbeam.aging import monitor as aging_monitor
+from nova_vmbeam.aging import report as aging_report
 from nova_vmbeam import bench
 from nova_vmbeam.conf import CONF
 from nova_vmbeam import demo
@@ -166,6 +171,47 @@ def cmd_move(args):
     return 0 if entry.get('state') == 'moved' else 1
 
 
+def cmd_aging(args):
+    if args.action == 'status':
+        status = aging_monitor.read_status(CONF)
+        if status is None:
+            # No monitor has run here: one sample now, without a trend.
+            monitor = aging_monitor.AgingMonitor(
+                CONF, socket.gethostname(), None, persist=False)
+            monitor.run_once()
+            status = monitor.status()
+        print(json.dumps(status, indent=1, sort_keys=True) if args.json
+              else aging_report.format_status(status))
+        return
+    orchestrator = orchestrator_mod.Orchestrator(CONF)
+
+    def rejuvenate():
+        run = orchestrator.rejuvenate()
+        print(_run_report(run), flush=True)
+        if run['state'] != 'completed':
+            raise exception.VMBeamError('rejuvenation ended %s' %
+                                        run['state'])
+
+    if not args.rejuvenate:
+        CONF.set_override('action', 'report', 'vmbeam_aging')
+    # Only a monitor that acts keeps the host's history and status.
+    monitor = aging_monitor.AgingMonitor(
+        CONF, socket.gethostname(), rejuvenate, persist=args.rejuvenate,
+        orchestrator=orchestrator)
+    rounds = 0
+    try:
+        while True:
+            monitor.run_once()
+            print(aging_report.format_status(monitor.status()) + '\n',
+                  flush=True)
+            rounds += 1
+            if args.rounds and rounds >= args.rounds:
+                return
+            time.sleep(CONF.vmbeam_aging.interval)
+    finally:
+        monitor.slots.stop()
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog='vmbeam',
@@ -244,6 +290,20 @@ def build_parser():
     p.add_argument('guest')
     p.add_argument('--mover', help='default: [vmbeam] default_mover')
     p.set_defaults(func=cmd_move)
+
+    p = sub.add_parser('aging', help='the aging monitor: its last status, '
+                                     'or watch the probes in the '
+                                     'foreground')
+    p.add_argument('action', choices=('status', 'watch'))
+    p.add_argument('--json', action='store_true',
+                   help='status: the whole status as JSON')
+    p.add_argument('--rounds', type=int, default=0,
+                   help='watch: stop after this many samples (default: '
+                        'until interrupted)')
+    p.add_argument('--rejuvenate', action='store_true',
+                   help='watch: rejuvenate when the policy says so '
+                        '(default: only report what it would do)')
+    p.set_defaults(func=cmd_aging)
 
     p = sub.add_parser('movers', help='list the installed movers')
     p.set_defaults(func=cmd_movers)

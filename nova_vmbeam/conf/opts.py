@@ -1,7 +1,10 @@
 """Entry point for oslo-config-generator (oslo.config.opts)."""
 
+from nova_vmbeam.conf import aging
 from nova_vmbeam.conf import vmbeam
 
 
 def list_opts():
-    return [(group, opts) for group, opts in vmbeam.list_opts().items()]
+    groups = dict(vmbeam.list_opts())
+    groups.update(aging.list_opts())
+    return [(group, opts) for group, opts in groups.items()]

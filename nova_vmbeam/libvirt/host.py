@@ -71,6 +71,7 @@ class Host(hypervisor.Hypervisor):
         self.pid_dir = pid_dir
         self.log_dir = log_dir
         self._conn = None
+        self._callback = None
         self._lock = threading.Lock()
         self._events = {}
 
@@ -88,8 +89,8 @@ class Host(hypervisor.Hypervisor):
         except libvirt.libvirtError as exc:
             raise exception.VMBeamError(
                 'cannot connect to libvirt at %s: %s' % (self.uri, exc))
-        libvirt_qemu.qemuMonitorEventRegister(conn, None, None,
-                                              self._on_event, None, 0)
+        self._callback = libvirt_qemu.qemuMonitorEventRegister(
+            conn, None, None, self._on_event, None, 0)
         return conn
 
     def _on_event(self, conn, dom, event, seconds, micros, details, opaque):
@@ -114,6 +115,14 @@ class Host(hypervisor.Hypervisor):
     def close(self):
         with self._lock:
             if self._conn is not None:
+                try:
+                    # The registered callback holds a reference to the
+                    # connection: without this, close() leaves the socket
+                    # and the daemon's descriptor for it open.
+                    libvirt_qemu.qemuMonitorEventDeregister(self._conn,
+                                                            self._callback)
+                except libvirt.libvirtError:
+                    pass
                 try:
                     self._conn.close()
                 except libvirt.libvirtError:

@@ -163,3 +163,20 @@ def listening(pid, path):
     except (OSError, ValueError):
         pass
     return False
+
+
+def open_files_limit(pid):
+    """The soft RLIMIT_NOFILE of ``pid`` (None if unreadable or unlimited).
+
+    Read from /proc/<pid>/limits: a daemon's own limit is what its open
+    descriptors run into, whatever ours is.
+    """
+    try:
+        with open('/proc/%d/limits' % pid) as f:
+            for line in f:
+                if line.startswith('Max open files'):
+                    soft = line[len('Max open files'):].split()[0]
+                    return None if soft == 'unlimited' else int(soft)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None

@@ -1,5 +1,6 @@
 import testtools
 
+from nova_vmbeam.conf import aging
 from nova_vmbeam.conf import opts
 from nova_vmbeam.conf import vmbeam
 from tests.unit import fakes
@@ -8,18 +9,19 @@ from tests.unit import fakes
 class TestOptions(testtools.TestCase):
 
     def test_every_option_has_help(self):
-        (group, options), = opts.list_opts()
-        self.assertEqual('vmbeam', group.name)
-        names = [o.name for o in options]
+        groups = {group.name: options for group, options in opts.list_opts()}
+        names = [o.name for o in groups['vmbeam']]
         self.assertIn('ram_pool_path', names)
         self.assertIn('default_mover', names)
-        for option in options:
-            self.assertTrue(option.help and len(option.help) > 20,
-                            option.name)
+        for group, options in groups.items():
+            for option in options:
+                self.assertTrue(option.help and len(option.help) > 20,
+                                '%s.%s' % (group, option.name))
 
     def test_entry_point_lists_all_options(self):
-        self.assertEqual(len(vmbeam.ALL_OPTS),
-                         len(opts.list_opts()[0][1]))
+        groups = {group.name: options for group, options in opts.list_opts()}
+        self.assertEqual(len(vmbeam.ALL_OPTS), len(groups['vmbeam']))
+        self.assertEqual(len(aging.ALL_OPTS), len(groups['vmbeam_aging']))
 
 
 class TestIsolation(testtools.TestCase):

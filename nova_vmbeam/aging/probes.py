@@ -1,0 +1,148 @@
+"""The aging probes shipped with nova-vmbeam (``nova_vmbeam.aging``).
+
+Daemon and QEMU figures come from the orchestrator's health report of the
+active generation (``ProbeContext.health``), host figures from /proc and
+statvfs. Values are in the probe's ``unit``.
+"""
+
+import os
+import statistics
+import time
+
+import libvirt
+
+from nova_vmbeam.aging import base
+from nova_vmbeam.qemu import procfs
+
+
+def mem_available_kib(path='/proc/meminfo'):
+    """The kernel's estimate of memory available without swapping."""
+    with open(path) as f:
+        for line in f:
+            if line.startswith('MemAvailable:'):
+                return int(line.split()[1])
+    raise ValueError('%s has no MemAvailable line' % path)
+
+
+class HostFreeMemory(base.Probe):
+    """MemAvailable of the host.
+
+    Exhausted at [vmbeam_aging] min_free_memory_mib.
+    """
+
+    name = 'host_free_memory'
+    unit = 'MiB'
+    direction = base.FALLING
+
+    def sample(self, context):
+        return base.Sample(mem_available_kib() / 1024.0,
+                           float(self.conf.vmbeam_aging.min_free_memory_mib))
+
+
+class DaemonRss(base.Probe):
+    """Resident size of the active generation's libvirtd."""
+
+    name = 'daemon_rss'
+    unit = 'MiB'
+    direction = base.RISING
+
+    def sample(self, context):
+        health = context.health
+        if not health or not health['libvirtd'].get('rss_kib'):
+            return None
+        return base.Sample(health['libvirtd']['rss_kib'] / 1024.0,
+                           float(self.conf.vmbeam_aging.daemon_rss_limit_mib))
+
+
+class DaemonFds(base.Probe):
+    """Open descriptors of the active generation's libvirtd.
+
+    Exhausted at its RLIMIT_NOFILE unless [vmbeam_aging] daemon_fds_limit
+    is set.
+    """
+
+    name = 'daemon_fds'
+    unit = 'fds'
+    direction = base.RISING
+
+    def sample(self, context):
+        health = context.health
+        if not health or not health['libvirtd'].get('fds'):
+            return None
+        limit = self.conf.vmbeam_aging.daemon_fds_limit or \
+            procfs.open_files_limit(health['libvirtd']['pid'])
+        if not limit:
+            return None   # unlimited: descriptors cannot run out
+        return base.Sample(float(health['libvirtd']['fds']), float(limit))
+
+
+class QemuOverhead(base.Probe):
+    """The largest private memory beyond guest RAM over the guests' QEMUs.
+
+    A rejuvenation starts every guest's QEMU afresh, so a leaking QEMU is
+    cured by it too. The largest, not the sum: guests come and go, and the
+    sum would read every boot as growth.
+    """
+
+    name = 'qemu_overhead'
+    unit = 'MiB'
+    direction = base.RISING
+
+    def sample(self, context):
+        health = context.health
+        overheads = [g['overhead_kib'] for g in
+                     (health or {}).get('guests', {}).values()
+                     if g['overhead_kib']]
+        if not overheads:
+            return None
+        return base.Sample(
+            max(overheads) / 1024.0,
+            float(self.conf.vmbeam_aging.qemu_overhead_limit_mib))
+
+
+class InstancesDiskFree(base.Probe):
+    """Free space (for unprivileged users) under the instances path."""
+
+    name = 'instances_disk_free'
+    unit = 'MiB'
+    direction = base.FALLING
+
+    def sample(self, context):
+        try:
+            st = os.statvfs(self.conf.vmbeam_aging.instances_path)
+        except FileNotFoundError:
+            return None
+        return base.Sample(st.f_bavail * st.f_frsize / 2.0 ** 20,
+                           float(self.conf.vmbeam_aging.min_free_disk_mib))
+
+
+class LibvirtLatency(base.Probe):
+    """Milliseconds the active daemon takes to list its domains.
+
+    A connection of its own (no event registration), the median of three
+    calls so one scheduling hiccup does not count.
+    """
+
+    name = 'libvirt_latency'
+    unit = 'ms'
+    direction = base.RISING
+    CALLS = 3
+
+    def sample(self, context):
+        if context.sibling is None:
+            return None
+        try:
+            conn = libvirt.open(context.sibling.uri)
+        except libvirt.libvirtError:
+            return None
+        try:
+            times = []
+            for _ in range(self.CALLS):
+                start = time.perf_counter()
+                conn.listAllDomains(0)
+                times.append((time.perf_counter() - start) * 1000.0)
+        finally:
+            conn.close()
+        return base.Sample(
+            statistics.median(times),
+            float(self.conf.vmbeam_aging.libvirt_latency_limit_ms))

@@ -1,0 +1,179 @@
+"""Options of the [vmbeam_aging] group: the periodic aging monitor."""
+
+from oslo_config import cfg
+
+aging_group = cfg.OptGroup(
+    'vmbeam_aging',
+    title='VMBeam aging monitor options',
+    help='The aging monitor samples the hypervisor\'s resources '
+         'periodically, tests each series for a trend (Mann-Kendall) and '
+         'estimates when it reaches its limit (Sen\'s slope); it '
+         'rejuvenates the host before that time. It runs inside '
+         'nova-compute (started by the driver) or as "vmbeam aging '
+         'watch".')
+
+monitor_opts = [
+    cfg.BoolOpt('enabled',
+                default=True,
+                help='Run the aging monitor. When false the driver starts '
+                     'no monitor and nothing is sampled.'),
+    cfg.StrOpt('action',
+               default='rejuvenate',
+               choices=[('rejuvenate', 'rejuvenate the host when the '
+                                       'policy says so'),
+                        ('report', 'only log and record the decision')],
+               help='What the monitor does when the policy calls for a '
+                    'rejuvenation.'),
+    cfg.FloatOpt('interval',
+                 default=60.0,
+                 min=1.0,
+                 help='Seconds between two samples of every probe.'),
+    cfg.ListOpt('probes',
+                default=['host_free_memory', 'daemon_rss', 'daemon_fds',
+                         'qemu_overhead', 'instances_disk_free',
+                         'libvirt_latency'],
+                help='Probes to sample: plugins in the nova_vmbeam.aging '
+                     'namespace.'),
+    cfg.IntOpt('window',
+               default=360,
+               min=10,
+               help='Samples kept per probe and tested for a trend (a '
+                    'ring buffer; 360 samples at a 60 s interval are six '
+                    'hours). The history starts afresh with every '
+                    'hypervisor generation. A drift counts once it holds '
+                    'over both halves of the window, so it is acted on '
+                    'about half a window after it began at the '
+                    'earliest.'),
+    cfg.IntOpt('min_samples',
+               default=30,
+               min=8,
+               help='Samples a probe needs in the current generation '
+                    'before its trend is tested at all.'),
+    cfg.BoolOpt('persist',
+                default=True,
+                help='Keep the sample history and the last status in '
+                     '<[vmbeam] state_path>/aging/, so a restarted '
+                     'nova-compute goes on with its history and "vmbeam '
+                     'aging status" can show it.'),
+]
+
+trend_opts = [
+    cfg.StrOpt('trend_test',
+               default='hamed_rao',
+               choices=[('original', 'Mann-Kendall test (independent '
+                                     'samples)'),
+                        ('hamed_rao', 'Mann-Kendall test with the Hamed '
+                                      'and Rao variance correction for '
+                                      'autocorrelated samples')],
+               help='Trend test of pymannkendall applied to each probe\'s '
+                    'series. Resource series are usually autocorrelated; '
+                    'the corrected test does not mistake a slow wander '
+                    'for a trend.'),
+    cfg.FloatOpt('significance',
+                 default=0.01,
+                 min=1e-9,
+                 max=0.5,
+                 help='Significance level (alpha) of the trend test. A '
+                      'trend counts only if it is significant over the '
+                      'whole window and over each of its halves, so a '
+                      'single step change does not.'),
+]
+
+policy_opts = [
+    cfg.FloatOpt('horizon',
+                 default=21600.0,
+                 min=0.0,
+                 help='Seconds: rejuvenate when a probe\'s significant '
+                      'trend predicts it reaches its limit within this '
+                      'time.'),
+    cfg.FloatOpt('min_interval',
+                 default=43200.0,
+                 min=0.0,
+                 help='Seconds that must pass after a rejuvenation of '
+                      'this host (by the monitor or by hand, completed or '
+                      'failed) before the monitor starts another.'),
+    cfg.ListOpt('maintenance_windows',
+                default=[],
+                help='When the monitor may rejuvenate, in UTC. Each entry '
+                     'is "DAYS HH:MM-HH:MM": DAYS is "*" (every day), a '
+                     'day (Mon, Tue, Wed, Thu, Fri, Sat, Sun) or a range '
+                     'of days (Mon-Fri); a window whose end is before its '
+                     'start runs past midnight into the next day. '
+                     'Example: "Sat 02:00-04:00,Mon-Fri 23:30-00:30". '
+                     'Empty: any time.'),
+    cfg.FloatOpt('emergency_horizon',
+                 default=0.0,
+                 min=0.0,
+                 help='Seconds: exhaustion predicted sooner than this '
+                      'rejuvenates even outside the maintenance windows '
+                      '(the minimum interval still holds). 0 disables '
+                      'this.'),
+    cfg.IntOpt('max_concurrent',
+               default=1,
+               min=1,
+               help='Hosts of the cloud that may rejuvenate at the same '
+                    'time; enforced with one tooz lock per slot in '
+                    'backend_url.'),
+    cfg.StrOpt('backend_url',
+               help='tooz coordination backend shared by the hosts that '
+                    'max_concurrent counts, e.g. "etcd3+http://ctl:2379" '
+                    'or "redis://ctl:6379". Unset: '
+                    '"file://<[vmbeam] state_path>/coordination", which '
+                    'only counts the hosts that share that directory.'),
+]
+
+limit_opts = [
+    cfg.IntOpt('min_free_memory_mib',
+               default=512,
+               min=0,
+               help='host_free_memory: the host is exhausted when '
+                    'MemAvailable falls to this many MiB.'),
+    cfg.IntOpt('daemon_rss_limit_mib',
+               default=1024,
+               min=1,
+               help='daemon_rss: the hypervisor daemon (the active '
+                    'generation\'s libvirtd) is exhausted at this '
+                    'resident size in MiB.'),
+    cfg.IntOpt('daemon_fds_limit',
+               default=0,
+               min=0,
+               help='daemon_fds: the daemon is exhausted at this many '
+                    'open descriptors. 0: its own RLIMIT_NOFILE soft '
+                    'limit.'),
+    cfg.IntOpt('qemu_overhead_limit_mib',
+               default=512,
+               min=1,
+               help='qemu_overhead: a guest\'s QEMU is exhausted when its '
+                    'private memory beyond guest RAM reaches this many '
+                    'MiB (the largest over all guests is watched).'),
+    cfg.StrOpt('instances_path',
+               default='/var/lib/nova/instances',
+               help='instances_disk_free: directory whose filesystem is '
+                    'watched (Nova\'s instances_path; the driver sets it '
+                    'from [DEFAULT] instances_path).'),
+    cfg.IntOpt('min_free_disk_mib',
+               default=1024,
+               min=0,
+               help='instances_disk_free: exhausted when the free space '
+                    'for unprivileged users falls to this many MiB.'),
+    cfg.FloatOpt('libvirt_latency_limit_ms',
+                 default=2000.0,
+                 min=1.0,
+                 help='libvirt_latency: the daemon is exhausted when '
+                      'listing its domains takes this many milliseconds.'),
+]
+
+ALL_OPTS = monitor_opts + trend_opts + policy_opts + limit_opts
+
+
+def register_opts(conf):
+    # A group object per ConfigOpts, as for [vmbeam]: values and overrides
+    # live in the group.
+    group = cfg.OptGroup(aging_group.name, title=aging_group.title,
+                         help=aging_group.help)
+    conf.register_group(group)
+    conf.register_opts(ALL_OPTS, group=group)
+
+
+def list_opts():
+    return {aging_group: ALL_OPTS}
