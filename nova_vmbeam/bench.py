@@ -8,6 +8,7 @@ still passes afterwards.
 
 import json
 import os
+import shutil
 import platform
 import statistics
 import time
@@ -187,8 +188,15 @@ def run_host(conf, counts=(4, 8), ram_mib=512, dirty_mib_s=16, emit=None):
     rows = []
     for count in counts:
         for method in HOST_METHODS:
-            conf.set_override('state_path', os.path.join(
-                base_state, 'bench-host-%d-%s' % (count, method)), 'vmbeam')
+            state_path = os.path.join(
+                base_state, 'bench-host-%d-%s' % (count, method))
+            conf.set_override('state_path', state_path, 'vmbeam')
+            if os.path.isdir(state_path):
+                # What an interrupted earlier run left: stopped first (its
+                # journal says what runs), then removed, so every row
+                # starts from nothing.
+                testbed_mod.LibvirtTestbed(conf, name='bench').cleanup()
+                shutil.rmtree(state_path)
             testbed = testbed_mod.LibvirtTestbed(conf, name='bench')
             try:
                 orch = testbed.orchestrator

@@ -6,9 +6,11 @@ the libvirt daemons relaying monitor commands, and the mover itself. On a
 host whose cores are busy with other guests' vCPUs every wake-up of those
 threads waits for a time slice, and the guest's downtime grows with the
 number of guests. Raising their priority (nice) for the few milliseconds
-of the switchover lets them run at once. vCPU threads keep theirs: the
-moving guest's are stopped anyway, and the other guests' must not be
-starved by the destination's once it runs.
+of the switchover lets them run at once. The source's vCPU threads are
+raised too: QEMU stops the guest by waiting for each of them to leave the
+guest code, and a vCPU thread still waiting for a time slice stretches the
+pause. The destination's vCPU threads keep their priority: once it runs,
+they must not starve the other guests.
 """
 
 import os
@@ -22,7 +24,7 @@ LOG = logging.getLogger(__name__)
 _VCPU_PREFIX = 'CPU '
 
 
-def _threads(pid):
+def _threads(pid, vcpus=False):
     try:
         tids = os.listdir('/proc/%d/task' % pid)
     except OSError:
@@ -34,7 +36,7 @@ def _threads(pid):
                 comm = f.read().strip()
         except OSError:
             continue
-        if not comm.startswith(_VCPU_PREFIX):
+        if vcpus or not comm.startswith(_VCPU_PREFIX):
             found.append(int(tid))
     return found
 
@@ -49,13 +51,16 @@ _held_lock = threading.Lock()
 class Boost:
     """Context manager: raise the priority of ``pids``' threads, restore.
 
+    ``vcpu_pids``: processes whose vCPU threads are raised as well.
+
     ``nice`` 0 does nothing. Threads that cannot be changed (no
     CAP_SYS_NICE, or gone) are skipped: a boost is an optimisation, never
     a reason for a move to fail.
     """
 
-    def __init__(self, pids, nice):
+    def __init__(self, pids, nice, vcpu_pids=()):
         self.pids = sorted({p for p in pids if p})
+        self.vcpu_pids = {p for p in vcpu_pids if p}
         self.nice = nice
         self._tids = []
 
@@ -64,7 +69,7 @@ class Boost:
             return self
         with _held_lock:
             for pid in self.pids:
-                for tid in _threads(pid):
+                for tid in _threads(pid, vcpus=pid in self.vcpu_pids):
                     if tid in _held:
                         _held[tid][0] += 1
                         self._tids.append(tid)
