@@ -1,12 +1,13 @@
 #!/bin/bash
-# The whole test suite: unit, functional (real QEMU guests) and style.
+# The whole test suite: unit, functional (real QEMU guests), the Nova driver
+# (with Nova's fixtures; and on real libvirt + RabbitMQ) and style.
 set -uo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 ./tools/install.sh || exit 1
 
 log=$(mktemp)
-.venv/bin/tox -e py3,functional,pep8 "$@" 2>&1 | tee "$log"
+.venv/bin/tox -e py3,functional,nova,nova-functional,pep8 "$@" 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 # One closing line for CI, summed over the stestr runs above.
 awk '/^ - Passed: /{p+=$3} /^ - Failed: /{f+=$3} /^ - Skipped: /{s+=$3}

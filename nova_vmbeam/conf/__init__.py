@@ -2,8 +2,10 @@
 
 from oslo_config import cfg
 
+from nova_vmbeam.conf import driver
 from nova_vmbeam.conf import vmbeam
 
 CONF = cfg.CONF
 
 vmbeam.register_opts(CONF)
+driver.register_opts(CONF)

@@ -1,7 +1,10 @@
 """Entry point for oslo-config-generator (oslo.config.opts)."""
 
+from nova_vmbeam.conf import driver
 from nova_vmbeam.conf import vmbeam
 
 
 def list_opts():
-    return [(group, opts) for group, opts in vmbeam.list_opts().items()]
+    return [(group, opts + (driver.driver_opts if group.name == 'vmbeam'
+                            else []))
+            for group, opts in vmbeam.list_opts().items()]

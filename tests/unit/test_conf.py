@@ -1,5 +1,6 @@
 import testtools
 
+from nova_vmbeam.conf import driver
 from nova_vmbeam.conf import opts
 from nova_vmbeam.conf import vmbeam
 from tests.unit import fakes
@@ -18,7 +19,7 @@ class TestOptions(testtools.TestCase):
                             option.name)
 
     def test_entry_point_lists_all_options(self):
-        self.assertEqual(len(vmbeam.ALL_OPTS),
+        self.assertEqual(len(vmbeam.ALL_OPTS) + len(driver.driver_opts),
                          len(opts.list_opts()[0][1]))
 
 
