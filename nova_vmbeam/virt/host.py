@@ -108,20 +108,25 @@ class VMBeamHost(nova_host.Host):
             return [uri for uri, _conn in self._secondaries]
 
     def _release(self, conn):
-        with self._fence_lock:
-            self._released.append(_raw(conn))
         raw = _raw(conn)
+        with self._fence_lock:
+            self._released.append(raw)
         # Unregister first: the daemon's exit would otherwise fire Nova's
         # close callback, which disables the compute service.
-        for step in (raw.unregisterCloseCallback,
-                     lambda: [raw.domainEventDeregisterAny(cbid) for cbid in
-                              list(getattr(raw, 'domainEventCallbackID',
-                                           None) or ())],
-                     raw.close):
-            try:
-                step()
-            except Exception as exc:   # a daemon already gone, a fake
-                LOG.debug('releasing a libvirt connection: %s', exc)
+        self._quietly(raw, 'unregisterCloseCallback')
+        for cbid in list(getattr(raw, 'domainEventCallbackID', None) or ()):
+            self._quietly(raw, 'domainEventDeregisterAny', cbid)
+        self._quietly(raw, 'close')
+
+    @staticmethod
+    def _quietly(conn, method, *args):
+        call = getattr(conn, method, None)
+        if call is None:
+            return
+        try:
+            call(*args)
+        except Exception as exc:   # a daemon already gone
+            LOG.debug('releasing a libvirt connection: %s: %s', method, exc)
 
     # --- fencing guests in a move ------------------------------------------
 

@@ -95,9 +95,15 @@ def _send(context, host, event_type, payload, error):
     send(context, event_type, payload.obj_to_primitive())
 
 
-def notify(context, host, event_type, payload):
-    """Send one notification; a broken notifier never breaks a run."""
+def notify(context, host, event_type, run, state=None, error=None,
+           only=None):
+    """Announce ``run`` (a journal run record); ``only``: these guests.
+
+    A broken notifier or payload never breaks a run: it is logged.
+    """
     try:
+        payload = RejuvenationPayload.from_run(host, run, state=state,
+                                               error=error, only=only)
         _send(context, host, event_type, payload, event_type == ERROR)
     except Exception:
         LOG.exception('sending %s failed', event_type)

@@ -102,27 +102,31 @@ class HostRejuvenation(orchestrator_mod.RunListener):
                    for name, m in plan['movers'].items()}
         notifications.notify(
             context, self.host, notifications.START,
-            notifications.RejuvenationPayload.from_run(
-                self.host, {'id': run_id, 'from': plan['from'],
-                            'to': plan['to'], 'guests': pending,
-                            'mover': mover or
-                            self.conf.vmbeam.default_mover},
-                state='running'))
+            {'id': run_id, 'from': plan['from'], 'to': plan['to'],
+             'guests': pending,
+             'mover': mover or self.conf.vmbeam.default_mover},
+            state='running')
+        outcome = {'state': 'error', 'error': 'the run thread died'}
         try:
             run = self.orchestrator.rejuvenate(
                 mover, concurrency, fallback_mover=self._fallback(),
                 run_id=run_id)
+            outcome = {'state': run['state'], 'error': self._run_error(run)}
+            self._report(context, run)
         except Exception as exc:
             LOG.exception('rejuvenation %s failed', run_id)
+            outcome = {'state': 'error', 'error': str(exc)}
             notifications.notify(
                 context, self.host, notifications.ERROR,
-                notifications.RejuvenationPayload.from_run(
-                    self.host, self.orchestrator.journal.load()['run'],
-                    state='error', error=str(exc)))
-            self._release(state='error', error=str(exc))
-            return
-        self._report(context, run)
-        self._release(state=run['state'], error=self._run_error(run))
+                self._journal_run(), state='error', error=str(exc))
+        finally:
+            self._release(**outcome)
+
+    def _journal_run(self):
+        try:
+            return self.orchestrator.journal.load()['run']
+        except Exception:
+            return None
 
     @staticmethod
     def _run_error(run, only=None):
@@ -142,10 +146,8 @@ class HostRejuvenation(orchestrator_mod.RunListener):
             event, state = notifications.END, run['state']
         else:
             event, state = notifications.ERROR, run['state']
-        notifications.notify(
-            context, self.host, event,
-            notifications.RejuvenationPayload.from_run(
-                self.host, run, state=state, error=error, only=only))
+        notifications.notify(context, self.host, event, run, state=state,
+                             error=error, only=only)
 
     def _instance(self, context, instance_uuid):
         """The instance, checked to be Nova's and on this host."""
@@ -189,23 +191,18 @@ class HostRejuvenation(orchestrator_mod.RunListener):
         try:
             notifications.notify(
                 context, self.host, notifications.START,
-                notifications.RejuvenationPayload.from_run(
-                    self.host, {'id': run_id, 'from': plan['from'],
-                                'to': plan['to'],
-                                'mover': plan['movers'][name],
-                                'guests': {name: {
-                                    'state': journal_mod.PENDING,
-                                    'uuid': instance_uuid}}},
-                    state='running'))
+                {'id': run_id, 'from': plan['from'], 'to': plan['to'],
+                 'mover': plan['movers'][name],
+                 'guests': {name: {'state': journal_mod.PENDING,
+                                   'uuid': instance_uuid}}},
+                state='running')
             run = self.orchestrator.move(name, mover,
                                          fallback_mover=self._fallback(),
                                          run_id=run_id)
         except Exception as exc:
             notifications.notify(
-                context, self.host, notifications.ERROR,
-                notifications.RejuvenationPayload.from_run(
-                    self.host, self.orchestrator.journal.load()['run'],
-                    state='error', error=str(exc), only=[name]))
+                context, self.host, notifications.ERROR, self._journal_run(),
+                state='error', error=str(exc), only=[name])
             self._release(state='error', error=str(exc))
             raise
         self._report(context, run, only=[name])

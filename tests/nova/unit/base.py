@@ -14,6 +14,7 @@ from nova.virt import fake
 from oslo_utils import importutils
 
 from nova_vmbeam import conf as vmbeam_conf  # noqa: F401 ([vmbeam])
+from nova_vmbeam.rpc import api as rpc_api
 
 CONF = nova_conf.CONF
 
@@ -63,6 +64,11 @@ class DriverTestCase(nova_suite._FakeDriverBackendTestCase, test.TestCase):
         self.stub_out('os_vif.unplug', lambda a, kw: None)
         self.flags(instances_path=self.useFixture(fixtures.TempDir()).path)
         self.ctxt = test_utils.get_test_admin_context()
+        # The vmbeam RPC API on oslo.messaging's in-process transport, made
+        # the way clients make theirs (nova_vmbeam errors come through).
+        self.transport = rpc_api.get_transport(CONF, url='fake:/')
+        self.addCleanup(self.transport.cleanup)
+        self.stub_out('nova.rpc.TRANSPORT', self.transport)
         self.connection = importutils.import_object(DRIVER,
                                                     fake.FakeVirtAPI())
         self.connection.init_host('myhostname')
