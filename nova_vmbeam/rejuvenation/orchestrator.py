@@ -191,6 +191,9 @@ class Orchestrator:
                         continue
                     guests[name] = {'pid': pid,
                                     'overhead_kib': _qemu_overhead_kib(pid)}
+            except (exception.VMBeamError, libvirt.libvirtError) as exc:
+                # Retired (or died) while we looked: report, do not fail.
+                report['error'] = str(exc)
             finally:
                 host.close()
         report['guests'] = guests

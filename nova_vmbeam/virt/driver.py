@@ -87,6 +87,7 @@ class VMBeamDriver(libvirt_driver.LibvirtDriver):
         # Host.initialize() in super().init_host) serves the engine's
         # connections too.
         engine_host.use_external_event_loop()
+        self._host.initialize()   # the loop, before any connection opens
         primary, secondaries = self._start_generations()
         # No connection is open yet: the first one goes to the generation.
         self._host._uri = primary

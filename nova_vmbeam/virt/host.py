@@ -43,6 +43,7 @@ class VMBeamHost(nova_host.Host):
         self._released = []         # conns whose events are ignored
         self._moving = set()        # uuids in a move
         self._moved_away = set()    # uuids moved off the secondaries
+        self._stopping = threading.Event()
 
     @property
     def uri(self):
@@ -128,6 +129,17 @@ class VMBeamHost(nova_host.Host):
         except Exception as exc:   # a daemon already gone
             LOG.debug('releasing a libvirt connection: %s: %s', method, exc)
 
+    def _conn_event_thread(self):
+        # Nova's loops forever (nova-compute exits under it); this one ends
+        # at cleanup(), so a stopped driver leaves no thread behind.
+        while not self._stopping.is_set():
+            self._dispatch_conn_event()
+
+    def cleanup(self):
+        super().cleanup()
+        self._stopping.set()
+        self._conn_event_handler_queue.put(lambda: None)
+
     # --- fencing guests in a move ------------------------------------------
 
     def begin_move(self, uuid):
@@ -157,7 +169,8 @@ class VMBeamHost(nova_host.Host):
     @staticmethod
     def _event_lifecycle_callback(conn, dom, event, detail, opaque):
         self = opaque
-        if self._drop_event(conn, dom.UUIDString()):
+        if self._stopping.is_set() or \
+                self._drop_event(conn, dom.UUIDString()):
             return
         nova_host.Host._event_lifecycle_callback(conn, dom, event, detail,
                                                  opaque)

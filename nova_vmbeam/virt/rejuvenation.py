@@ -219,10 +219,12 @@ class HostRejuvenation(orchestrator_mod.RunListener):
                     generation=run['to'])
 
     def status(self, context=None):
-        state = self.orchestrator.status()
+        # Requests first: a request is done only once the journal says
+        # so, hence "not running" here means the journal below is final.
         with self._lock:
             busy = dict(self._busy) if self._busy else None
             last = dict(self._last) if self._last else None
+        state = self.orchestrator.status()
         return {'host': self.host,
                 'active_generation': state['active'],
                 'connection': self.driver._host.uri,

@@ -224,7 +224,7 @@ class TestMoveFencing(base.DriverTestCase):
             pass
         action = [a for a in objects.InstanceActionList.get_by_instance_uuid(
             self.ctxt, instance.uuid) if a.action == rejuvenation.ACTION][0]
-        event, = objects.InstanceActionEventList.get_by_action(self.ctxt,
-                                                                action.id)
+        event, = objects.InstanceActionEventList.get_by_action(
+            self.ctxt, action.id)
         self.assertEqual('Error', event.result)
         self.assertIn('boom', event.details)
