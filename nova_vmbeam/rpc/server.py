@@ -12,6 +12,12 @@ from nova_vmbeam import exception
 from nova_vmbeam import rpc
 
 
+# Errors of the caller's making go back to it; the server logs them quietly.
+_expected = messaging.expected_exceptions(exception.InvalidInput,
+                                          exception.RejuvenationRunning,
+                                          exception.InstanceMoveFailed)
+
+
 class VMBeamEndpoint:
     """RPC methods of a compute host running VMBeamDriver (version 1.0)."""
 
@@ -20,6 +26,7 @@ class VMBeamEndpoint:
     def __init__(self, manager):
         self.manager = manager
 
+    @_expected
     def rejuvenate_host(self, context, concurrency=None, mover=None):
         if concurrency is not None and (
                 isinstance(concurrency, bool) or
@@ -30,6 +37,7 @@ class VMBeamEndpoint:
         return self.manager.rejuvenate_host(context, concurrency=concurrency,
                                             mover=mover)
 
+    @_expected
     def rejuvenate_instance(self, context, instance_uuid, mover=None):
         return self.manager.rejuvenate_instance(context, instance_uuid,
                                                 mover=mover)

@@ -294,6 +294,24 @@ class TestDriverRejuvenation(DriverOnLibvirtTestCase):
         self.assertRaises(exception.UnknownMover, self.api.rejuvenate_host,
                           self.ctxt, HOST, mover='warp')
 
+        # An instance without VMBeam-ready RAM, with plain_ram_policy =
+        # refuse: it cannot be moved alone, nor can the host be
+        # rejuvenated while it runs; nothing changes.
+        plain, plain_meta = self.make_instance(vmbeam_ram=False)
+        self.spawn(plain, plain_meta)
+        self.assertFalse(os.path.exists(self.pool.file_path(plain.uuid)))
+        exc = self.assertRaises(exception.NotVMBeamReady,
+                                self.api.rejuvenate_instance, self.ctxt,
+                                HOST, plain.uuid)
+        self.assertIn(plain.uuid, str(exc))
+        exc = self.assertRaises(exception.RamNotShareable,
+                                self.api.rejuvenate_host, self.ctxt, HOST)
+        self.assertIn(plain.name, str(exc))
+        self.assertEqual(before['generations'].keys(), self.api.status(
+            self.ctxt, HOST)['generations'].keys())
+        self.assertIsNone(self.api.status(self.ctxt, HOST)['run'])
+        self.driver.destroy(self.ctxt, plain, [])
+
         mark = console.offset()
         started = self.api.rejuvenate_host(self.ctxt, HOST)
         self.assertEqual('running', started['state'])
