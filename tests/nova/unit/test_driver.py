@@ -4,6 +4,8 @@ import os
 from unittest import mock
 
 from lxml import etree
+from nova.api.validation.extra_specs import validators
+from nova import exception as nova_exception
 from nova import objects
 from nova.virt.libvirt import blockinfo
 from nova.virt.libvirt import config as vconfig
@@ -12,6 +14,7 @@ from nova_vmbeam import exception
 from nova_vmbeam import guest as guest_mod
 from nova_vmbeam.libvirt import config as engine_config
 from nova_vmbeam.virt import config as vmbeam_config
+from nova_vmbeam.virt import extra_specs
 from nova_vmbeam.virt import ram
 from tests.nova.unit import base
 
@@ -182,3 +185,14 @@ class TestPoolLifecycle(base.DriverTestCase):
         self.flags(live_migration_uri='qemu+ssh://%s/x', group='libvirt')
         self.assertEqual('qemu+ssh://dest/x',
                          self.connection._live_migration_uri('dest'))
+
+
+class TestExtraSpecValidation(base.DriverTestCase):
+
+    def test_nova_api_validates_vmbeam_ram(self):
+        for validator in extra_specs.register():
+            validators.VALIDATORS[validator.name] = validator
+        self.addCleanup(validators.VALIDATORS.pop, ram.EXTRA_SPEC)
+        validators.validate('vmbeam:ram', 'true')
+        self.assertRaises(nova_exception.ValidationError,
+                          validators.validate, 'vmbeam:ram', 'maybe')
