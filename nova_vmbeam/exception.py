@@ -72,3 +72,60 @@ class RollbackFailed(VMBeamError):
 
 class VerificationFailed(VMBeamError):
     msg_fmt = 'Destination of %(guest)s refused: %(reason)s'
+
+
+class RejuvenationRunning(VMBeamError):
+    msg_fmt = ('A rejuvenation is already running on this host (pid '
+               '%(pid)s, journal %(path)s). Wait for it to finish; if that '
+               'process is gone the lock is released by itself.')
+
+
+class RejuvenationAborted(VMBeamError):
+    msg_fmt = ('Rejuvenation aborted before any guest moved: %(reason)s. '
+               'Generation %(active)s stays active; nothing changed.')
+
+
+class NotInitialized(VMBeamError):
+    msg_fmt = ('No hypervisor generation is active on this host (journal '
+               '%(path)s). Run "vmbeam init" first.')
+
+
+# --- errors of the Nova driver's RPC API (raised on the compute host and
+# re-raised by the client, so they must live in this module) ---------------
+
+class InstanceNotFound(InvalidInput):
+    msg_fmt = ('Instance %(uuid)s does not exist. Check the UUID with '
+               '"openstack server show".')
+
+
+class InstanceNotOnHost(InvalidInput):
+    msg_fmt = ('Instance %(uuid)s runs on host %(where)s, not on '
+               '%(host)s. Send the request to %(where)s.')
+
+
+class InstanceNotRunning(InvalidInput):
+    msg_fmt = ('Instance %(uuid)s has no running guest on %(host)s '
+               '(%(state)s): only a running instance can be moved. Start '
+               'it first.')
+
+
+class NotVMBeamReady(InvalidInput):
+    msg_fmt = ('Instance %(uuid)s cannot be moved by the %(mover)s mover: '
+               '%(reason)s. Rebuild or resize it to a flavor with '
+               'vmbeam:ram=true (or an image with vmbeam_ram=true) and hard '
+               'reboot it, or move it with mover=precopy.')
+
+
+class HostNotReady(VMBeamError):
+    msg_fmt = ('The VMBeam driver on %(host)s is not ready: %(reason)s')
+
+
+class RamConflict(InvalidInput):
+    msg_fmt = ('Instance %(uuid)s asks for VMBeam-ready RAM (%(source)s), '
+               'but %(reason)s: QEMU cannot put such a guest\'s RAM into '
+               'one shared file. Use a flavor without it, or set the '
+               'flavor extra spec vmbeam:ram=false.')
+
+
+class InstanceMoveFailed(VMBeamError):
+    msg_fmt = ('Instance %(uuid)s was not moved: %(reason)s')

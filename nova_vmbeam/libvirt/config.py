@@ -100,16 +100,27 @@ def _set_args(domain, args):
         domain.remove(element)
 
 
-def set_ram_backend(domain, ram, ram_mib):
+def ram_backend_args(ram, ram_mib):
+    """<qemu:commandline> arguments that put guest RAM on ``ram``.
+
+    Empty for anonymous RAM; the Nova driver adds the same ones to the
+    domains it defines.
+    """
     if ram.kind == guest_mod.RAM_ANONYMOUS:
-        return
+        return []
     if ram.kind != guest_mod.RAM_FILE:
         raise ValueError('under libvirt guest RAM is anonymous or a pool '
                          'file, not %s' % ram.kind)
     spec_args, machine = cmdline.ram_args(
         guest_mod.GuestSpec(name='x', uuid='x', ram_mib=ram_mib, ram=ram))
     # ram_args() gives "-m SIZE -object ..."; libvirt sets -m itself.
-    _set_args(domain, _args(domain) + spec_args[2:] + ['-machine', machine])
+    return spec_args[2:] + ['-machine', machine]
+
+
+def set_ram_backend(domain, ram, ram_mib):
+    args = ram_backend_args(ram, ram_mib)
+    if args:
+        _set_args(domain, _args(domain) + args)
 
 
 def ram_backing(xml):
@@ -145,13 +156,17 @@ def for_destination(xml, incoming):
 
     ``incoming`` is added, and tap names are dropped: the source's taps
     still exist while the destination starts, so libvirt must pick new
-    ones (on the same bridges).
+    ones (on the same bridges). Console logs are appended to.
     """
     domain = ET.fromstring(with_incoming(xml, incoming))
     for nic in domain.findall('devices/interface'):
         target = nic.find('target')
         if target is not None:
             nic.remove(target)
+    # A console log that the source's virtlogd kept writing: the new
+    # generation's virtlogd would truncate it (Nova sets append='off').
+    for log in domain.findall('devices/*/log'):
+        log.set('append', 'on')
     return ET.tostring(domain, encoding='unicode')
 
 

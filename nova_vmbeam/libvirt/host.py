@@ -32,6 +32,18 @@ _loop_lock = threading.Lock()
 _loop_started = False
 
 
+def use_external_event_loop():
+    """Another part of this process runs libvirt's event loop.
+
+    libvirt has one default event loop per process; Nova's libvirt driver
+    registers and runs it itself. Call this before any connection is
+    opened here, so that this module never starts a second loop thread.
+    """
+    global _loop_started
+    with _loop_lock:
+        _loop_started = True
+
+
 def _ensure_event_loop():
     global _loop_started
     with _loop_lock:

@@ -133,6 +133,12 @@ class RamPool:
                        'Run: chown %s %s' % (self.owner or uid, self.path))
         return fstype
 
+    def page_size(self):
+        """Bytes per page of the pool's filesystem (huge pages or 4 KiB)."""
+        _mount_point, fstype, opts = _mount_of(self.path)
+        return _hugepage_size(opts) if fstype == HUGETLBFS else os.sysconf(
+            'SC_PAGE_SIZE')
+
     def file_path(self, guest_uuid):
         if not guest_uuid or '/' in guest_uuid or guest_uuid.startswith('.'):
             raise exception.InvalidInput(reason='bad guest UUID %r' %

@@ -24,12 +24,10 @@ PENDING = 'pending'     # still on the source generation
 MOVING = 'moving'       # a move has begun: resolve from the daemons
 MOVED = 'moved'         # runs on the target generation
 FAILED = 'failed'       # the move failed and was rolled back
+GONE = 'gone'           # no longer on the source (deleted): nothing to move
 
 
-class AlreadyRunning(exception.VMBeamError):
-    msg_fmt = ('A rejuvenation is already running on this host (pid '
-               '%(pid)s, journal %(path)s). Wait for it to finish; if that '
-               'process is gone the lock is released by itself.')
+AlreadyRunning = exception.RejuvenationRunning
 
 
 def _empty():

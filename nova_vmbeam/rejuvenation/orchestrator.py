@@ -10,6 +10,7 @@ run goes on. Exactly one generation is active; a guest runs exactly once.
 """
 
 import concurrent.futures
+import contextlib
 import hashlib
 import os
 import threading
@@ -35,14 +36,8 @@ STANDBY = 'standby'
 SHELL_READY = 'ready'
 
 
-class RejuvenationAborted(exception.VMBeamError):
-    msg_fmt = ('Rejuvenation aborted before any guest moved: %(reason)s. '
-               'Generation %(active)s stays active; nothing changed.')
-
-
-class NotInitialized(exception.VMBeamError):
-    msg_fmt = ('No hypervisor generation is active on this host (journal '
-               '%(path)s). Run "vmbeam init" first.')
+RejuvenationAborted = exception.RejuvenationAborted
+NotInitialized = exception.NotInitialized
 
 
 def _qemu_overhead_kib(pid):
@@ -68,12 +63,50 @@ def describe_health(report):
              sum(g['overhead_kib'] for g in guests.values())))
 
 
+class RunListener:
+    """What a program embedding the orchestrator hears of a run.
+
+    The Nova driver follows the generations with it: new guests go to the
+    target as soon as it is ready, a guest is fenced from Nova's own
+    operations while it moves, and the old daemon's connection is let go
+    before that daemon is retired. Every method may be left out.
+    """
+
+    def run_started(self, run, source, target):
+        """``target`` (a Sibling) accepts guests; none moved yet.
+
+        Also called when an open run is taken up again.
+        """
+
+    @contextlib.contextmanager
+    def moving(self, name, uuid):
+        """Held around one guest's move (from lookup to persist)."""
+        yield
+
+    def guest_done(self, name, uuid, entry):
+        """A move ended; ``entry`` is the guest's journal entry."""
+
+    def retiring(self, source, target):
+        """Every guest runs on ``target``; ``source`` is retired next."""
+
+    def run_finished(self, run):
+        """The run's journal record, after it completed or stopped."""
+
+
 class Orchestrator:
 
-    def __init__(self, conf, journal=None):
+    #: where the active generation's libvirt socket is always found (a
+    #: symlink replaced atomically on every switch), for clients that
+    #: cannot know the generation: other hosts' live migrations
+    ACTIVE_SOCKET = 'active-libvirt-sock'
+
+    def __init__(self, conf, journal=None, listener=None):
         self.conf = conf
         self.journal = journal or journal_mod.Journal(
             os.path.join(conf.vmbeam.state_path, 'journal.json'))
+        self.listener = listener or RunListener()
+        # Set by abort(): the run stops between guests.
+        self._abort = threading.Event()
         # Moves run in threads; each journal update is load-change-save.
         self._journal_lock = threading.Lock()
 
@@ -114,6 +147,21 @@ class Orchestrator:
             sibling.start()
             sibling.wait_ready(self.conf.vmbeam.sibling_start_timeout)
 
+    def active_socket(self):
+        return os.path.join(self.conf.vmbeam.state_path, self.ACTIVE_SOCKET)
+
+    def _link_active(self, sibling):
+        """Point the active-socket symlink at ``sibling`` (atomically)."""
+        socket_path = getattr(sibling, 'socket_path', None)
+        if not socket_path:
+            return
+        link = self.active_socket()
+        tmp = '%s.%d.tmp' % (link, os.getpid())
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        os.symlink(socket_path, tmp)
+        os.replace(tmp, link)
+
     def init(self):
         """Start generation 1 if no generation is active yet."""
         with self.journal.locked():
@@ -121,6 +169,7 @@ class Orchestrator:
             if state['active'] is not None:
                 sibling = self.active(state)
                 self._ensure_running(sibling)
+                self._link_active(sibling)
                 return sibling
             sibling = self._new_sibling(1)
             sibling.start()
@@ -129,6 +178,7 @@ class Orchestrator:
                 state['siblings']['1'] = dict(sibling.record(),
                                               state='active')
                 state['active'] = 1
+            self._link_active(sibling)
             return sibling
 
     # --- status -------------------------------------------------------------
@@ -147,6 +197,9 @@ class Orchestrator:
                         continue
                     guests[name] = {'pid': pid,
                                     'overhead_kib': _qemu_overhead_kib(pid)}
+            except (exception.VMBeamError, libvirt.libvirtError) as exc:
+                # Retired (or died) while we looked: report, do not fail.
+                report['error'] = str(exc)
             finally:
                 host.close()
         report['guests'] = guests
@@ -217,12 +270,13 @@ class Orchestrator:
         target = self.sibling(run['to'], state)
         self._ensure_running(target)
         source_host, target_host = source.host(), target.host()
-        mover = movers_mod.load(run['mover'], self.conf)
         try:
             for name, entry in run['guests'].items():
                 if entry['state'] != journal_mod.MOVING:
                     continue
                 try:
+                    mover = movers_mod.load(
+                        entry.get('mover') or run['mover'], self.conf)
                     settled = self._settle(mover, name, entry, source_host,
                                            target_host)
                 except Exception as exc:
@@ -257,7 +311,7 @@ class Orchestrator:
                 LOG.exception('stopping the failed sibling %s', new.name)
             with self.journal.update() as st:
                 st['siblings'][str(generation)]['state'] = 'failed'
-            raise RejuvenationAborted(reason=exc, active=old.name)
+            raise RejuvenationAborted(reason=str(exc), active=old.name)
         ready_ms = (time.monotonic() - started) * 1000.0
         with self.journal.update() as st:
             st['siblings'][str(generation)].update(state=journal_state,
@@ -271,7 +325,7 @@ class Orchestrator:
                 return int(gen)
         return None
 
-    def _begin_run(self, state, mover_name, guests):
+    def _begin_run(self, state, mover_name, guests, run_id=None):
         """Open a run onto N+1 (nothing moved yet).
 
         A standby generation, started ahead by standby(), is taken over
@@ -294,12 +348,13 @@ class Orchestrator:
         else:
             generation = max(int(g) for g in state['siblings']) + 1
             _new, ready_ms = self._start_sibling(state, generation, 'ready')
-        run = {'id': str(uuid.uuid4()), 'from': old.generation,
+        run = {'id': run_id or str(uuid.uuid4()), 'from': old.generation,
                'to': generation, 'state': 'running', 'mover': mover_name,
                'begun': begun, 'started': time.time(),
                'sibling_ready_ms': ready_ms, 'standby': bool(shells),
-               'guests': {g: {'state': journal_mod.PENDING}
-                          for g in guests},
+               'guests': {name: {'state': journal_mod.PENDING,
+                                 'uuid': guest.spec.uuid}
+                          for name, guest in guests.items()},
                'aging_before': aging_before}
         with self.journal.update() as st:
             record = st['siblings'][str(generation)]
@@ -310,6 +365,14 @@ class Orchestrator:
                     run['guests'][name]['shell'] = shell
             st['run'] = run
         return run
+
+    def abort(self):
+        """Stop the run in progress after the moves under way.
+
+        Guests not moved yet stay on the source; the run is left
+        incomplete, and the next rejuvenate() takes it up again.
+        """
+        self._abort.set()
 
     def discard_standby(self, names=None):
         """Discard the standby generation, or some prepared destinations.
@@ -388,11 +451,14 @@ class Orchestrator:
         """
         src = source_host.guest(name)
         if src is None:
-            self._set_guest(name, state=journal_mod.FAILED,
-                            error='not running on %s' % source_host.name)
+            # Deleted (or stopped) meanwhile: nothing left to move.
+            self._set_guest(name, state=journal_mod.GONE,
+                            error='not running on %s any more' %
+                            source_host.name)
             return None
         shell = self.journal.load()['run']['guests'][name].pop('shell', None)
         self._set_guest(name, state=journal_mod.MOVING, shell=None,
+                        mover=mover.name,
                         was_running=src.status() == 'running')
         try:
             ctx = None
@@ -445,24 +511,77 @@ class Orchestrator:
                         error=None, switching=False)
         return figures
 
-    def _move_all(self, mover, pending, source_host, target_host,
-                  concurrency):
+    def _move_all(self, movers, pending, on_source, source_host,
+                  target_host, concurrency):
         """Prepare every destination first, then switch the guests over.
 
         Starting a destination QEMU through libvirt costs a few hundred
         milliseconds of CPU; done before any guest pauses, it does not
-        compete with the switchovers, which stay short.
+        compete with the switchovers, which stay short. Each guest is
+        fenced (the run listener's ``moving``) from its prepare until its
+        move has ended; abort() stops the run between guests and gives up
+        the destinations prepared for the rest.
         """
         def pmap(fn, items):
             with concurrent.futures.ThreadPoolExecutor(
                     max_workers=concurrency) as pool:
                 return list(pool.map(fn, items))
 
-        contexts = pmap(lambda n: self._prepare_one(
-            mover, n, source_host, target_host), pending)
-        ready = [(n, c) for n, c in zip(pending, contexts) if c is not None]
-        pmap(lambda item: self._finish_one(mover, item[0], item[1],
-                                           target_host), ready)
+        fences = {}
+
+        def release(name):
+            fence = fences.pop(name, None)
+            if fence is None:
+                return
+            fence.close()
+            entry = self.journal.load()['run']['guests'].get(name, {})
+            try:
+                self.listener.guest_done(name, on_source[name].spec.uuid,
+                                         entry)
+            except Exception:
+                LOG.exception('run listener failed after moving %s', name)
+
+        def prepare(name):
+            if self._abort.is_set():
+                return None
+            fence = contextlib.ExitStack()
+            fence.enter_context(self.listener.moving(
+                name, on_source[name].spec.uuid))
+            fences[name] = fence
+            ctx = self._prepare_one(movers[name], name, source_host,
+                                    target_host)
+            if ctx is None:
+                release(name)
+            return ctx
+
+        def finish(item):
+            name, ctx = item
+            try:
+                if self._abort.is_set():
+                    self._give_up(movers[name], name, ctx)
+                    return None
+                return self._finish_one(movers[name], name, ctx,
+                                        target_host)
+            finally:
+                release(name)
+
+        try:
+            contexts = pmap(prepare, pending)
+            pmap(finish, [(n, c) for n, c in zip(pending, contexts)
+                          if c is not None])
+        finally:
+            for name in list(fences):
+                release(name)
+
+    def _give_up(self, mover, name, ctx):
+        """An aborted run: destroy a prepared destination, keep the guest."""
+        try:
+            mover.abort(ctx)
+        except exception.RollbackFailed as exc:
+            self._set_guest(name, error=str(exc))
+            LOG.error('%s', exc)
+            return
+        self._set_guest(name, state=journal_mod.PENDING, was_running=None)
 
     def standby(self, mover_name=None):
         """Start generation N+1 ahead of time, destinations prepared.
@@ -561,7 +680,7 @@ class Orchestrator:
         source = self.sibling(run['from'], state)
         target = self.sibling(run['to'], state)
         left = [n for n, g in run['guests'].items()
-                if g['state'] != journal_mod.MOVED]
+                if g['state'] not in (journal_mod.MOVED, journal_mod.GONE)]
         host = source.host()
         try:
             remaining = host.running_qemus()
@@ -574,6 +693,8 @@ class Orchestrator:
             return self.journal.load()['run']
         emptied = time.time()   # every guest runs on the target now
         aging_after = self.health(target)
+        self.listener.retiring(source, target)
+        self._link_active(target)
         source.retire()
         with self.journal.update() as st:
             st['siblings'][str(run['from'])]['state'] = 'retired'
@@ -584,8 +705,12 @@ class Orchestrator:
             st['history'] = (st['history'] + [st['run']])[-_HISTORY:]
         return self.journal.load()['run']
 
-    def _check_movable(self, mover, on_source, names, run):
-        """Refuse, before anything changes, what this run cannot move."""
+    def _check_movable(self, mover, fallback, on_source, names, run):
+        """Refuse, before anything changes, what this run cannot move.
+
+        Returns the mover of each guest: ``mover``, or ``fallback`` for a
+        guest whose RAM ``mover`` cannot move.
+        """
         moved = {n for n, g in (run or {}).get('guests', {}).items()
                  if g['state'] == journal_mod.MOVED}
         unknown = [n for n in names or () if n not in on_source and
@@ -594,22 +719,82 @@ class Orchestrator:
             raise exception.GuestNotFound(
                 guest=', '.join(unknown),
                 known=', '.join(sorted(on_source)) or 'none')
+        chosen = {}
         for name in names or sorted(on_source):
-            if name in on_source:
-                mover.check(on_source[name].spec)
+            if name not in on_source:
+                continue
+            spec = on_source[name].spec
+            try:
+                mover.check(spec)
+                chosen[name] = mover
+            except exception.RamNotShareable:
+                if fallback is None:
+                    raise
+                fallback.check(spec)
+                chosen[name] = fallback
+        return chosen
 
-    def rejuvenate(self, mover_name=None, concurrency=None, names=None):
-        """Move every guest (or ``names``) onto a fresh generation.
-
-        An interrupted or incomplete run is taken up again instead of
-        starting yet another generation. Returns the run's journal record.
-        """
+    def _movers(self, mover_name, fallback_mover, concurrency):
         mover_name = mover_name or self.conf.vmbeam.default_mover
         mover = movers_mod.load(mover_name, self.conf)
+        fallback = (movers_mod.load(fallback_mover, self.conf)
+                    if fallback_mover and fallback_mover != mover_name
+                    else None)
         concurrency = concurrency or self.conf.vmbeam.rejuvenation_concurrency
-        if concurrency < 1:
+        if not isinstance(concurrency, int) or concurrency < 1:
             raise exception.InvalidInput(
-                reason='concurrency must be 1 or more, not %d' % concurrency)
+                reason='concurrency must be a whole number, 1 or more, not '
+                       '%r' % (concurrency,))
+        return mover_name, mover, fallback, concurrency
+
+    def preflight(self, mover_name=None, concurrency=None, names=None,
+                  fallback_mover=None):
+        """Check what rejuvenate() would do, changing nothing.
+
+        Raises what rejuvenate() would raise before moving anything (a
+        rejuvenation already running, unknown mover or guest, a guest the
+        mover cannot move). Returns the run it would work on: its id
+        (None for a new run), source and target generation, and each
+        guest's mover.
+        """
+        _name, mover, fallback, _conc = self._movers(
+            mover_name, fallback_mover, concurrency)
+        with self.journal.locked():
+            state = self.journal.load()
+            run = state['run']
+            if run and run['state'] == 'completed':
+                run = None
+            source = self.sibling(run['from'], state) if run \
+                else self.active(state)
+            source_host = source.host()
+            try:
+                on_source = {g.name: g for g in source_host.guests()
+                             if g.alive()}
+                chosen = self._check_movable(mover, fallback, on_source,
+                                             names, run)
+            finally:
+                source_host.close()
+        return {'run_id': run['id'] if run else None,
+                'from': source.generation,
+                'to': run['to'] if run else
+                (self._standby_generation(state) or
+                 max(int(g) for g in state['siblings']) + 1),
+                'movers': {n: m.name for n, m in chosen.items()},
+                'uuids': {n: g.spec.uuid for n, g in on_source.items()}}
+
+    def rejuvenate(self, mover_name=None, concurrency=None, names=None,
+                   fallback_mover=None, run_id=None):
+        """Move every guest (or ``names``) onto a fresh generation.
+
+        Guests whose RAM ``mover_name`` cannot move are refused (nothing
+        changes), or moved with ``fallback_mover`` when one is named. An
+        interrupted or incomplete run is taken up again instead of
+        starting yet another generation (``run_id`` names a new run).
+        Returns the run's journal record.
+        """
+        mover_name, mover, fallback, concurrency = self._movers(
+            mover_name, fallback_mover, concurrency)
+        self._abort.clear()
         with self.journal.locked():
             self.recover()
             state = self.journal.load()
@@ -624,21 +809,30 @@ class Orchestrator:
                 # longer while it tidies up.
                 on_source = {g.name: g for g in source_host.guests()
                              if g.alive()}
-                self._check_movable(mover, on_source, names, run)
+                chosen = self._check_movable(mover, fallback, on_source,
+                                             names, run)
                 if run is None:
-                    run = self._begin_run(state, mover_name, on_source)
+                    run = self._begin_run(state, mover_name, on_source,
+                                          run_id)
                 else:
                     with self.journal.update() as st:
                         st['run']['state'] = 'running'
                         guests = st['run']['guests']
                         for name in on_source:
-                            entry = guests.setdefault(name, {})
+                            entry = guests.setdefault(
+                                name, {'uuid': on_source[name].spec.uuid})
                             if entry.get('state') in (None,
                                                       journal_mod.FAILED):
                                 entry['state'] = journal_mod.PENDING
+                        for name, entry in guests.items():
+                            # Deleted since the last attempt.
+                            if name not in on_source and entry['state'] in (
+                                    journal_mod.PENDING, journal_mod.FAILED):
+                                entry['state'] = journal_mod.GONE
                     run = self.journal.load()['run']
                 target = self.sibling(run['to'])
                 self._ensure_running(target)
+                self.listener.run_started(run, source, target)
                 target_host = target.host()
                 pending = [n for n in sorted(on_source)
                            if run['guests'][n]['state'] ==
@@ -646,19 +840,22 @@ class Orchestrator:
                            (names is None or n in names)]
                 started = time.monotonic()
                 try:
-                    self._move_all(mover, pending, source_host, target_host,
-                                   concurrency)
+                    self._move_all(chosen, pending, on_source, source_host,
+                                   target_host, concurrency)
                 finally:
                     target_host.close()
             finally:
                 source_host.close()
             with self.journal.update() as st:
                 st['run']['moves_ms'] = (time.monotonic() - started) * 1e3
-            return self._finish(run['id'])
+            finished = self._finish(run['id'])
+            self.listener.run_finished(finished)
+            return finished
 
-    def move(self, name, mover_name=None):
+    def move(self, name, mover_name=None, fallback_mover=None, run_id=None):
         """Move one guest onto the open run's target generation.
 
         A new generation is started when no run is open.
         """
-        return self.rejuvenate(mover_name, concurrency=1, names=[name])
+        return self.rejuvenate(mover_name, concurrency=1, names=[name],
+                               fallback_mover=fallback_mover, run_id=run_id)

@@ -45,6 +45,9 @@ class Sibling(metaclass=abc.ABCMeta):
     def uri(self):
         """libvirt URI of this generation's daemon, usable from the host."""
 
+    #: path of the daemon's libvirt socket, if it has one on this host
+    socket_path = None
+
     @abc.abstractmethod
     def host(self):
         """A nova_vmbeam.libvirt.host.Host (a move target) for it."""

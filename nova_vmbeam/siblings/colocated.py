@@ -87,8 +87,12 @@ class ColocatedSibling(base.Sibling):
         return os.path.join(self.base, *parts)
 
     @property
+    def socket_path(self):
+        return self._path('run', 'libvirt-sock')
+
+    @property
     def uri(self):
-        return 'qemu:///system?socket=%s' % self._path('run', 'libvirt-sock')
+        return 'qemu:///system?socket=%s' % self.socket_path
 
     @property
     def migrate_dir(self):

@@ -1,5 +1,6 @@
 """Host rejuvenation on real libvirt daemons (colocated siblings)."""
 
+import contextlib
 import os
 import shutil
 import signal
@@ -239,6 +240,107 @@ class TestRejuvenation(RejuvenationTestCase):
         self.assert_each_runs_once_intact(guests, marks, 1)
 
 
+class TestRunListenerAndFallback(RejuvenationTestCase):
+    """What an embedding program (the Nova driver) relies on."""
+
+    def test_plain_ram_moves_with_the_fallback_and_the_listener_hears(self):
+        pooled = self.boot('pooled')
+        plain = self.boot('plain', ram_kind=guest_mod.RAM_ANONYMOUS)
+        heard = []
+
+        class Listener(orchestrator_mod.RunListener):
+            def run_started(self, run, source, target):
+                heard.append(('started', source.generation,
+                              target.generation, run['id']))
+
+            @contextlib.contextmanager
+            def moving(self, name, uuid):
+                heard.append(('moving', name, uuid))
+                yield
+                heard.append(('fenced until', name))
+
+            def guest_done(self, name, uuid, entry):
+                heard.append(('done', name, entry['state'], entry['mover']))
+
+            def retiring(self, source, target):
+                heard.append(('retiring', source.running()))
+
+            def run_finished(self, run):
+                heard.append(('finished', run['state']))
+
+        self.orchestrator.listener = Listener()
+        # Without a fallback the plain guest is refused, as before.
+        self.assertRaises(exception.RamNotShareable,
+                          self.orchestrator.preflight)
+        plan = self.orchestrator.preflight(fallback_mover='precopy')
+        self.assertEqual({'pooled': 'zerocopy', 'plain': 'precopy'},
+                         plan['movers'])
+        self.assertEqual((None, 1, 2),
+                         (plan['run_id'], plan['from'], plan['to']))
+        self.assertIsNone(self.journal()['run'])   # preflight: no change
+        marks = self.marks([pooled, plain])
+        run = self.orchestrator.rejuvenate(fallback_mover='precopy',
+                                           run_id='run-x')
+        self.assertEqual(('completed', 'run-x'), (run['state'], run['id']))
+        self.assertEqual('precopy', run['guests']['plain']['mover'])
+        self.assertEqual(plain.spec.uuid, run['guests']['plain']['uuid'])
+        self.assertLess(run['guests']['pooled']['result'][
+            'transferred_bytes'], 1 << 20)
+        self.assertGreater(run['guests']['plain']['result'][
+            'transferred_bytes'], self.WORK_MIB << 20)
+        self.assertEqual(('started', 1, 2, 'run-x'), heard[0])
+        for guest in (pooled, plain):
+            mover = 'zerocopy' if guest is pooled else 'precopy'
+            at = heard.index(('moving', guest.name, guest.spec.uuid))
+            self.assertEqual([('fenced until', guest.name),
+                              ('done', guest.name, 'moved', mover)],
+                             heard[at + 1:at + 3])
+        # The old daemon still runs when the listener hears of its end.
+        self.assertEqual([('retiring', True), ('finished', 'completed')],
+                         heard[-2:])
+        self.assert_each_runs_once_intact([pooled, plain], marks, 2)
+
+    def test_guest_deleted_during_an_open_run_does_not_hold_it_up(self):
+        guests = self.boot_many(2)
+        run = self.orchestrator.move('g1')
+        self.assertEqual('incomplete', run['state'])
+        self.testbed.locate(guests[0])
+        guests[0].endpoint.destroy()
+        run = self.orchestrator.rejuvenate()
+        self.assertEqual('completed', run['state'])
+        self.assertEqual('gone', run['guests']['g0']['state'])
+        self.assertEqual(2, self.journal()['active'])
+        marks = self.marks(guests[1:])
+        self.assert_each_runs_once_intact(guests[1:], marks, 2)
+
+    def test_abort_stops_between_guests(self):
+        guests = self.boot_many(2)
+        original = self.orchestrator._move_one
+
+        def move_then_abort(*args):
+            result = original(*args)
+            self.orchestrator.abort()
+            return result
+        self.orchestrator._move_one = move_then_abort
+        run = self.orchestrator.rejuvenate()
+        self.assertEqual('incomplete', run['state'])
+        self.assertEqual(['moved', 'pending'], sorted(
+            g['state'] for g in run['guests'].values()))
+        self.orchestrator._move_one = original
+        run = self.orchestrator.rejuvenate()
+        self.assertEqual('completed', run['state'])
+        self.assert_each_runs_once_intact(guests, self.marks(guests), 2)
+
+    def test_active_socket_follows_the_active_generation(self):
+        link = self.orchestrator.active_socket()
+        self.assertEqual(self.orchestrator.active().socket_path,
+                         os.readlink(link))
+        self.boot('g0')
+        self.orchestrator.rejuvenate()
+        self.assertIn('gen2', os.readlink(link))
+        self.assertTrue(os.path.exists(link))   # the daemon's socket
+
+
 class TestRejuvenationFaults(RejuvenationTestCase):
 
     def test_new_sibling_daemon_killed_mid_run(self):
@@ -247,8 +349,8 @@ class TestRejuvenationFaults(RejuvenationTestCase):
         original = self.orchestrator._finish_one
         moved = []
 
-        def move_then_kill_daemon(mover, name, ctx, target_host):
-            result = original(mover, name, ctx, target_host)
+        def move_then_kill_daemon(mover, name, *args):
+            result = original(mover, name, *args)
             if not moved:
                 self.orchestrator.sibling(2).kill_daemon(signal.SIGKILL)
             moved.append(name)

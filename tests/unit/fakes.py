@@ -2,6 +2,7 @@
 
 from oslo_config import cfg
 
+from nova_vmbeam.conf import driver
 from nova_vmbeam.conf import vmbeam
 from nova_vmbeam import hypervisor
 
@@ -9,6 +10,7 @@ from nova_vmbeam import hypervisor
 def make_conf(**overrides):
     conf = cfg.ConfigOpts()
     vmbeam.register_opts(conf)
+    driver.register_opts(conf)
     conf([])
     for name, value in overrides.items():
         conf.set_override(name, value, 'vmbeam')

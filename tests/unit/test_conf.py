@@ -1,6 +1,7 @@
 import testtools
 
 from nova_vmbeam.conf import aging
+from nova_vmbeam.conf import driver
 from nova_vmbeam.conf import opts
 from nova_vmbeam.conf import vmbeam
 from tests.unit import fakes
@@ -20,7 +21,8 @@ class TestOptions(testtools.TestCase):
 
     def test_entry_point_lists_all_options(self):
         groups = {group.name: options for group, options in opts.list_opts()}
-        self.assertEqual(len(vmbeam.ALL_OPTS), len(groups['vmbeam']))
+        self.assertEqual(len(vmbeam.ALL_OPTS) + len(driver.driver_opts),
+                         len(groups['vmbeam']))
         self.assertEqual(len(aging.ALL_OPTS), len(groups['vmbeam_aging']))
 
 

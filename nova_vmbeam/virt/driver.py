@@ -1,0 +1,244 @@
+"""VMBeamDriver: Nova's libvirt driver on rejuvenable hypervisor generations.
+
+A thin adapter: everything Nova does with an instance is LibvirtDriver's
+own code, pointed at the active hypervisor generation (a colocated libvirt
+daemon run by nova_vmbeam's orchestrator) through VMBeamHost. The driver
+adds
+
+* VMBeam-ready RAM: the guest XML keeps RAM in a pool file named after the
+  instance UUID (config.use_pool_ram), allocated before each guest is
+  created and freed when it is destroyed;
+* the generations: init_host starts (or finds) them and settles whatever
+  an interrupted run left; a run moves the connection to the new
+  generation without restarting nova-compute;
+* the vmbeam RPC server (topic "vmbeam", server = CONF.host), served from
+  init_host to cleanup_host;
+* a hook for the aging monitor.
+
+Load it with [DEFAULT] compute_driver = vmbeam.VMBeamDriver (the
+nova.virt.vmbeam shim package).
+"""
+
+import os
+import pwd
+
+from nova import rpc as nova_rpc
+from nova.virt.libvirt import driver as libvirt_driver
+from nova.virt.libvirt import utils as libvirt_utils
+from nova.virt.libvirt import vif as libvirt_vif
+from oslo_log import log as logging
+from oslo_utils import importutils
+
+from nova_vmbeam import conf as vmbeam_conf
+from nova_vmbeam import guest as guest_mod
+from nova_vmbeam.libvirt import config as engine_config
+from nova_vmbeam.libvirt import host as engine_host
+from nova_vmbeam.rejuvenation import orchestrator as orchestrator_mod
+from nova_vmbeam.rpc import server as rpc_server
+from nova_vmbeam.virt import config as vmbeam_config
+from nova_vmbeam.virt import host as vmbeam_host
+from nova_vmbeam.virt import ram
+from nova_vmbeam.virt import rejuvenation
+
+CONF = vmbeam_conf.CONF
+LOG = logging.getLogger(__name__)
+
+# Instance files QEMU never opens; they stay nova-compute's.
+_NOT_QEMUS = ('console.log', 'disk.info')
+
+
+class VMBeamDriver(libvirt_driver.LibvirtDriver):
+
+    def __init__(self, virtapi, read_only=False):
+        super().__init__(virtapi, read_only)
+        # The generation-aware Host in place of Nova's (nothing but the
+        # VIF driver holds on to the first one).
+        self._host = vmbeam_host.VMBeamHost(
+            self._uri(), read_only, lifecycle_event_handler=self.emit_event,
+            conn_event_handler=self._handle_conn_event)
+        self.vif_driver = libvirt_vif.LibvirtGenericVIFDriver(self._host)
+        self._rejuvenation = rejuvenation.HostRejuvenation(self, CONF,
+                                                           CONF.host)
+        self._rpc_server = None
+        self._aging_monitor = None
+
+    # --- start and stop ------------------------------------------------------
+
+    def _start_generations(self):
+        """Start (or find) the hypervisor generations; their URIs.
+
+        Returns (primary, secondaries): the generation new guests go to,
+        and an interrupted run's source, whose guests are still to move.
+        An interrupted move is settled first.
+        """
+        orchestrator = self._rejuvenation.orchestrator
+        orchestrator.init()
+        with orchestrator.journal.locked():
+            orchestrator.recover()
+        state = orchestrator.journal.load()
+        run = state['run']
+        if run and run['state'] != 'completed':
+            return (orchestrator.sibling(run['to'], state).uri,
+                    [orchestrator.sibling(run['from'], state).uri])
+        return orchestrator.active(state).uri, []
+
+    def init_host(self, host):
+        # One libvirt event loop per process: Nova's (started by
+        # Host.initialize() in super().init_host) serves the engine's
+        # connections too.
+        engine_host.use_external_event_loop()
+        self._host.initialize()   # the loop, before any connection opens
+        primary, secondaries = self._start_generations()
+        # No connection is open yet: the first one goes to the generation.
+        self._host._uri = primary
+        super().init_host(host)
+        for uri in secondaries:
+            self._host.add_secondary(uri)
+        self._start_rpc_server()
+        self._start_aging_monitor()
+
+    def cleanup_host(self, host):
+        self._stop_rpc_server()
+        self._stop_aging_monitor()
+        self._rejuvenation.stop(CONF.vmbeam.rejuvenation_stop_timeout)
+        super().cleanup_host(host)
+
+    def _start_rpc_server(self):
+        if nova_rpc.TRANSPORT is None:
+            LOG.warning('no RPC transport: the vmbeam RPC API is not served')
+            return
+        self._rpc_server = rpc_server.start(
+            nova_rpc.TRANSPORT, CONF.host, self._rejuvenation,
+            serializer=nova_rpc.RequestContextSerializer(None))
+        LOG.info('serving the vmbeam RPC API as %s', CONF.host)
+
+    def _stop_rpc_server(self):
+        server, self._rpc_server = self._rpc_server, None
+        if server is not None:
+            rpc_server.stop(server)
+
+    def _start_aging_monitor(self):
+        """Start nova_vmbeam.aging's monitor, when that package is there.
+
+        Hook for the aging monitor (wired at merge): it gets the
+        configuration and this host's HostRejuvenation.
+        """
+        aging = importutils.try_import('nova_vmbeam.aging')
+        start = getattr(aging, 'start_monitor', None)
+        if start is None:
+            return
+        self._aging_monitor = start(CONF, self._rejuvenation)
+
+    def _stop_aging_monitor(self):
+        monitor, self._aging_monitor = self._aging_monitor, None
+        stop = getattr(monitor, 'stop', None)
+        if stop is not None:
+            stop()
+
+    def _aging_status(self):
+        status = getattr(self._aging_monitor, 'status', None)
+        return status() if status is not None else None
+
+    def follow_generations(self, primary, secondary):
+        """New guests go to ``primary``; guests on ``secondary`` stay found.
+
+        Called when a run's target generation is ready, before any guest
+        moves.
+        """
+        if self._host.uri != primary:
+            self._host.switch_uri(primary, keep_old=True)
+        if secondary != primary and secondary not in \
+                self._host.secondary_uris():
+            self._host.add_secondary(secondary)
+
+    # --- VMBeam-ready RAM ----------------------------------------------------
+
+    def _get_guest_config(self, instance, network_info, image_meta,
+                          disk_info, *args, **kwargs):
+        guest = super()._get_guest_config(instance, network_info, image_meta,
+                                          disk_info, *args, **kwargs)
+        if guest.virt_type in ('qemu', 'kvm'):
+            ram_plan = ram.plan(instance, CONF)
+            if ram_plan is not None:
+                vmbeam_config.use_pool_ram(guest, ram_plan.path(
+                    instance.uuid))
+        return guest
+
+    def _grant_qemu_access(self, instance):
+        """Hand the instance's files to the generations' QEMU user.
+
+        Generations never chown (two of them share the files during a
+        move), so what QEMU opens must be its own beforehand.
+        """
+        path = libvirt_utils.get_instance_path(instance)
+        try:
+            pw = pwd.getpwnam(CONF.vmbeam.qemu_user)
+        except KeyError:
+            return
+        if not os.path.isdir(path):
+            return
+        for name in os.listdir(path):
+            file_path = os.path.join(path, name)
+            if name in _NOT_QEMUS or not os.path.isfile(file_path):
+                continue
+            os.chown(file_path, pw.pw_uid, pw.pw_gid)
+
+    def _create_guest(self, context, xml, instance, *args, **kwargs):
+        spec = engine_config.guest_spec(xml)
+        if spec.ram.kind == guest_mod.RAM_FILE:
+            ram_plan = ram.plan(instance, CONF)
+            if ram_plan is not None and \
+                    ram_plan.path(instance.uuid) == spec.ram.path:
+                ram.allocate(ram_plan, instance.uuid)
+            else:   # XML of an earlier configuration: as it says
+                ram.allocate_path(CONF, spec.ram.path, instance.uuid,
+                                  spec.ram_mib << 20)
+        self._grant_qemu_access(instance)
+        return super()._create_guest(context, xml, instance, *args,
+                                     **kwargs)
+
+    def _release_ram(self, instance):
+        if self._host.is_moving(instance.uuid):
+            return
+        ram.release(CONF, instance.uuid)
+
+    def _destroy(self, instance, *args, **kwargs):
+        result = super()._destroy(instance, *args, **kwargs)
+        self._release_ram(instance)
+        return result
+
+    def cleanup(self, context, instance, *args, **kwargs):
+        result = super().cleanup(context, instance, *args, **kwargs)
+        self._release_ram(instance)
+        return result
+
+    def pre_live_migration(self, context, instance, *args, **kwargs):
+        ram_plan = ram.plan(instance, CONF)
+        if ram_plan is not None:
+            # The incoming QEMU maps the same pool path as the source.
+            ram.allocate(ram_plan, instance.uuid)
+        return super().pre_live_migration(context, instance, *args,
+                                          **kwargs)
+
+    def post_live_migration_at_source(self, context, instance, *args,
+                                      **kwargs):
+        result = super().post_live_migration_at_source(context, instance,
+                                                       *args, **kwargs)
+        self._release_ram(instance)
+        return result
+
+    @staticmethod
+    def _live_migration_uri(dest):
+        """Reach the destination's *active* generation over ssh.
+
+        The source cannot know the destination's generation, so the URI
+        names its active-socket symlink, which the destination swaps on
+        every switch. An explicit [libvirt] live_migration_uri wins.
+        """
+        uri = libvirt_driver.LibvirtDriver._live_migration_uri(dest)
+        if CONF.libvirt.live_migration_uri or '?' in uri or \
+                not uri.startswith('qemu+ssh://'):
+            return uri
+        return '%s?socket=%s' % (uri, os.path.join(
+            CONF.vmbeam.state_path, orchestrator_mod.Orchestrator.
+            ACTIVE_SOCKET))

@@ -1,0 +1,225 @@
+"""VMBeamHost: Nova's libvirt Host that follows hypervisor generations.
+
+Nova's Host keeps one connection to one URI. Here the URI is the active
+generation's daemon, and it changes at run time without restarting
+nova-compute:
+
+* switch_uri() opens the new primary connection under Nova's own lock and
+  keeps the old one as a *secondary* while guests still live on it (a run
+  moves them one by one): instance lookups and listings cover both.
+* release_secondaries() lets the old daemon's connection go before that
+  daemon is retired, with its close callback unregistered first, so that
+  Nova never sees "connection lost" and never disables the compute service.
+* Lifecycle events are dropped when they come from a released connection,
+  concern a guest that is being moved, or come from the generation a guest
+  has left: a move pauses and quits the source QEMU, which Nova must not
+  take for the instance being paused or shut down.
+
+The event callbacks run on libvirt's event loop thread: they only look at
+a set under a short lock and never block.
+"""
+
+import threading
+
+from nova import exception as nova_exception
+from nova.virt.libvirt import guest as libvirt_guest
+from nova.virt.libvirt import host as nova_host
+from oslo_log import log as logging
+
+LOG = logging.getLogger(__name__)
+
+
+def _raw(conn):
+    """The virConnect behind a (possibly proxied) connection."""
+    return getattr(conn, '_obj', conn)
+
+
+class VMBeamHost(nova_host.Host):
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._fence_lock = threading.Lock()
+        self._secondaries = []      # [(uri, conn)], newest first
+        self._released = []         # conns whose events are ignored
+        self._moving = set()        # uuids in a move
+        self._moved_away = set()    # uuids moved off the secondaries
+        self._stopping = threading.Event()
+
+    @property
+    def uri(self):
+        return self._uri
+
+    # --- switching generations ---------------------------------------------
+
+    def switch_uri(self, uri, keep_old=True):
+        """Make ``uri`` the primary connection, at once.
+
+        Nova's callbacks are registered on the new connection before it
+        is used; no connection up/down event is queued, so the compute
+        service's state does not flicker. With ``keep_old`` the previous
+        connection stays as a secondary (guests still run there);
+        otherwise it is released. Raises (keeping the old connection) if
+        the new daemon cannot be reached.
+        """
+        with self._wrapped_conn_lock:
+            if uri == self._uri and self._wrapped_conn is not None:
+                return
+            old_uri, old = self._uri, self._wrapped_conn
+            self._uri = uri
+            try:
+                new = self._get_new_connection()
+            except Exception:
+                self._uri = old_uri
+                raise
+            self._wrapped_conn = new
+            self._initial_connection = False
+        LOG.info('libvirt connection switched from %s to %s', old_uri, uri)
+        if old is None:
+            return
+        if keep_old:
+            with self._fence_lock:
+                self._secondaries.insert(0, (old_uri, old))
+        else:
+            self._release(old)
+
+    def add_secondary(self, uri):
+        """Also look up guests on ``uri`` (an open run's source)."""
+        if uri == self._uri or any(u == uri for u, _c in self._secondaries):
+            return
+        with self._wrapped_conn_lock:
+            saved = self._uri
+            self._uri = uri
+            try:
+                conn = self._get_new_connection()
+            finally:
+                self._uri = saved
+        with self._fence_lock:
+            self._secondaries.append((uri, conn))
+
+    def release_secondaries(self):
+        """Drop every secondary connection (their daemon is retired next)."""
+        with self._fence_lock:
+            olds, self._secondaries = self._secondaries, []
+            self._moved_away.clear()
+        for _uri, conn in olds:
+            self._release(conn)
+
+    def secondary_uris(self):
+        with self._fence_lock:
+            return [uri for uri, _conn in self._secondaries]
+
+    def _release(self, conn):
+        raw = _raw(conn)
+        with self._fence_lock:
+            self._released.append(raw)
+        # Unregister first: the daemon's exit would otherwise fire Nova's
+        # close callback, which disables the compute service.
+        self._quietly(raw, 'unregisterCloseCallback')
+        for cbid in list(getattr(raw, 'domainEventCallbackID', None) or ()):
+            self._quietly(raw, 'domainEventDeregisterAny', cbid)
+        self._quietly(raw, 'close')
+
+    @staticmethod
+    def _quietly(conn, method, *args):
+        call = getattr(conn, method, None)
+        if call is None:
+            return
+        try:
+            call(*args)
+        except Exception as exc:   # a daemon already gone
+            LOG.debug('releasing a libvirt connection: %s: %s', method, exc)
+
+    def _conn_event_thread(self):
+        # Nova's loops forever (nova-compute exits under it); this one ends
+        # at cleanup(), so a stopped driver leaves no thread behind.
+        while not self._stopping.is_set():
+            self._dispatch_conn_event()
+
+    def cleanup(self):
+        super().cleanup()
+        self._stopping.set()
+        self._conn_event_handler_queue.put(lambda: None)
+
+    # --- fencing guests in a move ------------------------------------------
+
+    def begin_move(self, uuid):
+        with self._fence_lock:
+            self._moving.add(uuid)
+
+    def end_move(self, uuid, moved):
+        with self._fence_lock:
+            self._moving.discard(uuid)
+            if moved:
+                self._moved_away.add(uuid)
+
+    def is_moving(self, uuid):
+        with self._fence_lock:
+            return uuid in self._moving
+
+    def _drop_event(self, conn, uuid):
+        raw = _raw(conn)
+        with self._fence_lock:
+            if any(raw is c for c in self._released):
+                return True
+            if uuid in self._moving:
+                return True
+            primary = _raw(self._wrapped_conn)
+            return uuid in self._moved_away and raw is not primary
+
+    @staticmethod
+    def _event_lifecycle_callback(conn, dom, event, detail, opaque):
+        self = opaque
+        if self._stopping.is_set() or \
+                self._drop_event(conn, dom.UUIDString()):
+            return
+        nova_host.Host._event_lifecycle_callback(conn, dom, event, detail,
+                                                 opaque)
+
+    def _close_callback(self, conn, reason, opaque):
+        # Only the primary connection's loss means the hypervisor is gone;
+        # a secondary closes when its generation is retired.
+        if _raw(conn) is not _raw(self._wrapped_conn):
+            return
+        super()._close_callback(conn, reason, opaque)
+
+    # --- generation-aware lookups --------------------------------------------
+
+    def _get_domain(self, instance):
+        try:
+            return super()._get_domain(instance)
+        except nova_exception.InstanceNotFound:
+            with self._fence_lock:
+                secondaries = list(self._secondaries)
+            for _uri, conn in secondaries:
+                try:
+                    return conn.lookupByUUIDString(instance.uuid)
+                except Exception:
+                    continue
+            raise
+
+    def get_guest(self, instance):
+        return libvirt_guest.Guest(self._get_domain(instance))
+
+    def list_instance_domains(self, only_running=True):
+        domains = super().list_instance_domains(only_running=only_running)
+        with self._fence_lock:
+            secondaries = list(self._secondaries)
+        if not secondaries:
+            return domains
+        seen = {dom.UUIDString() for dom in domains}
+        flags = nova_host.libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE
+        if not only_running:
+            flags |= nova_host.libvirt.VIR_CONNECT_LIST_DOMAINS_INACTIVE
+        for _uri, conn in secondaries:
+            try:
+                others = conn.listAllDomains(flags)
+            except Exception as exc:
+                LOG.warning('listing domains of a previous generation: %s',
+                            exc)
+                continue
+            for dom in others:
+                uuid = dom.UUIDString()
+                if uuid not in seen:
+                    seen.add(uuid)
+                    domains.append(self._wrap_libvirt_proxy(dom))
+        return domains

@@ -1,0 +1,109 @@
+"""Versioned notifications vmbeam.rejuvenate.start / .end / .error.
+
+Nova's own notification classes take only Nova's closed set of event
+types, so the payload is an oslo.versionedobjects object of its own (in
+the nova_vmbeam namespace, serialised with Nova's "nova_object." keys) and
+goes out through Nova's versioned notifier: same transport, topics and
+switches ([notifications] notification_format) as Nova's notifications.
+"""
+
+from nova import rpc
+from oslo_log import log as logging
+from oslo_versionedobjects import base
+from oslo_versionedobjects import fields
+
+LOG = logging.getLogger(__name__)
+
+START = 'vmbeam.rejuvenate.start'
+END = 'vmbeam.rejuvenate.end'
+ERROR = 'vmbeam.rejuvenate.error'
+
+
+class _Payload(base.VersionedObject):
+    OBJ_SERIAL_NAMESPACE = 'nova_object'
+    OBJ_PROJECT_NAMESPACE = 'nova_vmbeam'
+
+
+@base.VersionedObjectRegistry.register
+class GuestMovePayload(_Payload):
+    """One guest of a run: where it is and what its move cost."""
+
+    VERSION = '1.0'
+    fields = {
+        'instance_uuid': fields.UUIDField(nullable=True),
+        'name': fields.StringField(),
+        'state': fields.StringField(),
+        'mover': fields.StringField(nullable=True),
+        'total_ms': fields.FloatField(nullable=True),
+        'downtime_ms': fields.FloatField(nullable=True),
+        'prepare_ms': fields.FloatField(nullable=True),
+        'retire_ms': fields.FloatField(nullable=True),
+        'transferred_bytes': fields.IntegerField(nullable=True),
+        'cpu_s': fields.FloatField(nullable=True),
+        'error': fields.StringField(nullable=True),
+    }
+
+    @classmethod
+    def from_entry(cls, name, entry):
+        result = entry.get('result') or {}
+        return cls(instance_uuid=entry.get('uuid'), name=name,
+                   state=entry.get('state', 'pending'),
+                   mover=result.get('mover', entry.get('mover')),
+                   total_ms=result.get('total_ms'),
+                   downtime_ms=result.get('downtime_ms'),
+                   prepare_ms=result.get('prepare_ms'),
+                   retire_ms=result.get('retire_ms'),
+                   transferred_bytes=result.get('transferred_bytes'),
+                   cpu_s=result.get('cpu_s'),
+                   error=entry.get('error'))
+
+
+@base.VersionedObjectRegistry.register
+class RejuvenationPayload(_Payload):
+    """A rejuvenation run on one host."""
+
+    VERSION = '1.0'
+    fields = {
+        'host': fields.StringField(),
+        'run_id': fields.StringField(nullable=True),
+        'state': fields.StringField(),
+        'from_generation': fields.IntegerField(nullable=True),
+        'to_generation': fields.IntegerField(nullable=True),
+        'mover': fields.StringField(nullable=True),
+        'guests': fields.ListOfObjectsField('GuestMovePayload'),
+        'error': fields.StringField(nullable=True),
+    }
+
+    @classmethod
+    def from_run(cls, host, run, state=None, error=None, only=None):
+        """From a journal run record; ``only``: these guest names."""
+        run = run or {}
+        guests = [GuestMovePayload.from_entry(name, entry)
+                  for name, entry in sorted(run.get('guests', {}).items())
+                  if only is None or name in only]
+        return cls(host=host, run_id=run.get('id'),
+                   state=state or run.get('state', 'unknown'),
+                   from_generation=run.get('from'),
+                   to_generation=run.get('to'), mover=run.get('mover'),
+                   guests=guests, error=error)
+
+
+@rpc.if_notifications_enabled
+def _send(context, host, event_type, payload, error):
+    notifier = rpc.get_versioned_notifier('nova-compute:%s' % host)
+    send = notifier.error if error else notifier.info
+    send(context, event_type, payload.obj_to_primitive())
+
+
+def notify(context, host, event_type, run, state=None, error=None,
+           only=None):
+    """Announce ``run`` (a journal run record); ``only``: these guests.
+
+    A broken notifier or payload never breaks a run: it is logged.
+    """
+    try:
+        payload = RejuvenationPayload.from_run(host, run, state=state,
+                                               error=error, only=only)
+        _send(context, host, event_type, payload, event_type == ERROR)
+    except Exception:
+        LOG.exception('sending %s failed', event_type)

@@ -1,0 +1,104 @@
+"""A private RabbitMQ broker for tests: Debian's rabbitmq-server.
+
+Its own node name, ports (AMQP, Erlang distribution and epmd), Erlang
+cookie, mnesia and log directories, so it neither meets nor disturbs a
+broker of the machine. Stopped (with its epmd) at cleanup.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+import fixtures
+
+SERVER = '/usr/lib/rabbitmq/bin/rabbitmq-server'
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def installed():
+    return os.access(SERVER, os.X_OK) and bool(shutil.which('epmd'))
+
+
+class RabbitMQ(fixtures.Fixture):
+    """``url`` is the oslo.messaging transport URL of the started broker."""
+
+    START_TIMEOUT = 120.0
+
+    def _setUp(self):
+        self.base = tempfile.mkdtemp(prefix='vmbeam-rabbit-')
+        self.addCleanup(shutil.rmtree, self.base, True)
+        self.port = free_port()
+        self.epmd_port = free_port()
+        node = 'vmbeam%d@localhost' % os.getpid()
+        with open(os.path.join(self.base, '.erlang.cookie'), 'w') as f:
+            f.write('VMBEAMTEST%d' % os.getpid())
+        os.chmod(os.path.join(self.base, '.erlang.cookie'), 0o400)
+        plugins = os.path.join(self.base, 'enabled_plugins')
+        with open(plugins, 'w') as f:
+            f.write('[].\n')
+        self.env = dict(
+            os.environ, HOME=self.base, RABBITMQ_NODENAME=node,
+            RABBITMQ_NODE_IP_ADDRESS='127.0.0.1',
+            RABBITMQ_NODE_PORT=str(self.port),
+            RABBITMQ_DIST_PORT=str(free_port()),
+            RABBITMQ_MNESIA_BASE=os.path.join(self.base, 'mnesia'),
+            RABBITMQ_LOG_BASE=os.path.join(self.base, 'log'),
+            RABBITMQ_PID_FILE=os.path.join(self.base, 'rabbit.pid'),
+            RABBITMQ_ENABLED_PLUGINS_FILE=plugins,
+            RABBITMQ_CONF_ENV_FILE=os.path.join(self.base, 'none.conf'),
+            RABBITMQ_CONFIG_FILE=os.path.join(self.base, 'rabbitmq'),
+            ERL_EPMD_PORT=str(self.epmd_port))
+        self.log = open(os.path.join(self.base, 'server.out'), 'wb')
+        self.addCleanup(self.log.close)
+        self.process = subprocess.Popen(
+            [SERVER], env=self.env, cwd=self.base, stdin=subprocess.DEVNULL,
+            stdout=self.log, stderr=subprocess.STDOUT,
+            start_new_session=True)
+        self.addCleanup(self._stop)
+        self._wait_ready()
+        self.url = 'rabbit://guest:guest@127.0.0.1:%d/' % self.port
+
+    def _tail(self):
+        with open(os.path.join(self.base, 'server.out'), 'rb') as f:
+            return f.read()[-2000:].decode(errors='replace')
+
+    def _wait_ready(self):
+        deadline = time.monotonic() + self.START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError('rabbitmq-server exited with %s:\n%s' %
+                                   (self.process.returncode, self._tail()))
+            try:
+                with socket.create_connection(('127.0.0.1', self.port), 1):
+                    pass
+                # The port opens before the broker takes logins.
+                if b'Starting broker... completed' in open(
+                        os.path.join(self.base, 'server.out'), 'rb').read():
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError('rabbitmq-server not ready within %.0f s:\n%s' %
+                           (self.START_TIMEOUT, self._tail()))
+
+    def _stop(self):
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        # The broker's own epmd (on its private port) outlives it.
+        subprocess.run(['epmd', '-port', str(self.epmd_port), '-kill'],
+                       env=self.env, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, check=False)

@@ -1,0 +1,375 @@
+"""VMBeamDriver on real libvirt daemons, rejuvenated over a real RabbitMQ.
+
+The driver spawns a TCG guest from Nova objects (the test guest's kernel
+and initrd as Glance images, served by Nova's in-process Glance fixture:
+there is no Glance here), the host is rejuvenated through the vmbeam RPC
+API on a private rabbitmq-server, and the guest is then hard rebooted and
+deleted through the driver. Nova's database is its sqlite fixture; the
+notifications go through the broker too and are read back from it.
+"""
+
+import io
+import os
+import threading
+import time
+
+import fixtures
+from nova.compute import power_state
+from nova import context as nova_context
+from nova import objects
+from nova.objects import fields as obj_fields
+from nova import privsep
+from nova import rpc as nova_rpc
+from nova.tests import fixtures as nova_fixtures
+from nova.virt import fake
+import oslo_messaging as messaging
+from oslo_messaging import conffixture as messaging_conffixture
+from oslo_utils import importutils
+from oslo_utils import uuidutils
+
+from nova_vmbeam import conf as vmbeam_conf
+from nova_vmbeam import exception
+from nova_vmbeam import guestimage
+from nova_vmbeam.guestimage import console as guestimage_console
+from nova_vmbeam.rpc import api as rpc_api
+from nova_vmbeam import testbed as testbed_mod
+from nova_vmbeam.virt import notifications
+from nova_vmbeam.virt import rejuvenation
+from tests.functional import base as ft_base
+from tests.functional import rabbitmq
+
+CONF = vmbeam_conf.CONF
+HOST = 'vmbeam-ft-compute'
+RAM_MIB = 256
+WORK_MIB = 64
+DIRTY_MIB_S = 16
+
+
+class _Notifications:
+    """Versioned notifications, as a consumer on the broker gets them."""
+
+    def __init__(self):
+        self.received = []
+        self._cond = threading.Condition()
+
+    def _got(self, priority, event_type, payload):
+        with self._cond:
+            self.received.append((priority, event_type, payload))
+            self._cond.notify_all()
+
+    def info(self, ctxt, publisher_id, event_type, payload, metadata):
+        self._got('INFO', event_type, payload)
+
+    def error(self, ctxt, publisher_id, event_type, payload, metadata):
+        self._got('ERROR', event_type, payload)
+
+    def wait_for(self, event_type, timeout=30.0):
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for item in self.received:
+                    if item[1] == event_type:
+                        return item
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError('no %s notification; got %s' % (
+                        event_type, [r[1] for r in self.received]))
+                self._cond.wait(left)
+
+
+class DriverOnLibvirtTestCase(ft_base.PrivateStateTestCase):
+
+    REQUIRED = ('qemu-system-x86_64', 'unshare', '/usr/sbin/libvirtd',
+                'qemu-img')
+
+    def stub_out(self, target, value):
+        self.useFixture(fixtures.MonkeyPatch(target, value))
+
+    def setUp(self):
+        super().setUp()
+        if not rabbitmq.installed():
+            self.skipTest('rabbitmq-server is not installed (it is in '
+                          'bindep.txt; run tools/install.sh)')
+        self.broker = self.useFixture(rabbitmq.RabbitMQ())
+        state = self.conf.vmbeam.state_path
+        os.chmod(state, 0o711)
+        self.useFixture(nova_fixtures.ConfFixture(CONF))
+        self.useFixture(nova_fixtures.Database())
+        self.useFixture(nova_fixtures.Database(database='api'))
+        self.glance = self.useFixture(nova_fixtures.GlanceFixture(self))
+        nova_state = os.path.join(state, 'nova')
+        instances = os.path.join(nova_state, 'instances')
+        os.makedirs(instances)
+        os.chmod(nova_state, 0o711)
+        os.chmod(instances, 0o711)
+        flags = {
+            None: dict(host=HOST, state_path=nova_state,
+                       instances_path=instances,
+                       transport_url=self.broker.url,
+                       compute_driver='vmbeam.VMBeamDriver'),
+            'libvirt': dict(virt_type='qemu'),
+            'vnc': dict(enabled=False),
+            'oslo_messaging_notifications': dict(driver=['messaging']),
+            'notifications': dict(notification_format='versioned'),
+            'vmbeam': dict(state_path=state,
+                           ram_pool_path=self.conf.vmbeam.ram_pool_path,
+                           ram_default=False, migration_timeout=60.0,
+                           plain_ram_policy='refuse'),
+        }
+        # oslo.messaging's options (transport_url, notifications).
+        self.useFixture(messaging_conffixture.ConfFixture(CONF))
+        for group, values in flags.items():
+            for name, value in values.items():
+                CONF.set_override(name, value, group)
+        self.addCleanup(CONF.reset)
+        # Nova's privileged helpers run in this (root) process.
+        privsep.sys_admin_pctxt.set_client_mode(False)
+        self.addCleanup(privsep.sys_admin_pctxt.set_client_mode, True)
+        nova_rpc.init(CONF)
+        self.addCleanup(nova_rpc.cleanup)
+        self.ctxt = nova_context.get_admin_context()
+        self.notifications = _Notifications()
+        self.client_transport = rpc_api.get_transport(CONF)
+        self.addCleanup(self.client_transport.cleanup)
+        listener = messaging.get_notification_listener(
+            nova_rpc.NOTIFICATION_TRANSPORT,
+            [messaging.Target(topic='versioned_notifications')],
+            [self.notifications])
+        listener.start()
+        self.addCleanup(listener.wait)
+        self.addCleanup(listener.stop)
+        self.api = rpc_api.VMBeamAPI(self.client_transport, timeout=120)
+        self.image = self._images()
+        self.pool = testbed_mod.Testbed(self.conf, name='ft-driver',
+                                        image=ft_base.image()).pool
+        self.pool.ensure()
+        # As nova-compute loads it: compute_driver = vmbeam.VMBeamDriver.
+        self.driver = importutils.import_object(
+            'nova.virt.%s' % CONF.compute_driver, fake.FakeVirtAPI())
+        self.addCleanup(self._kill_strays)
+        self.addCleanup(self._retire_generations)
+        self.driver.init_host(HOST)
+        self.addCleanup(self.driver.cleanup_host, HOST)
+
+    # --- set-up helpers ------------------------------------------------------
+
+    def _images(self):
+        """The test guest as Glance images: kernel, initrd, a tiny disk."""
+        built = ft_base.image()
+        ids = {}
+        for key, path, fmt in (('kernel', built.kernel, 'aki'),
+                               ('ramdisk', built.initrd, 'ari')):
+            with open(path, 'rb') as f:
+                data = f.read()
+            ids[key] = self.glance.create(None, {
+                'name': key, 'disk_format': fmt, 'container_format': fmt,
+                'size': len(data), 'properties': {}},
+                data=io.BytesIO(data))['id']
+        disk = b'\0' * (1 << 20)
+        ids['root'] = self.glance.create(None, {
+            'name': 'vmbeam-test-guest', 'disk_format': 'raw',
+            'container_format': 'bare', 'size': len(disk),
+            'properties': {
+                'kernel_id': ids['kernel'], 'ramdisk_id': ids['ramdisk'],
+                'os_command_line': guestimage.kernel_cmdline(
+                    WORK_MIB, DIRTY_MIB_S, 500, verify_mib_s=2 * WORK_MIB,
+                    hostname='nova-guest')}},
+            data=io.BytesIO(disk))['id']
+        return ids
+
+    def _retire_generations(self):
+        orchestrator = self.driver._rejuvenation.orchestrator
+        state = orchestrator.journal.load()
+        for gen in state['siblings']:
+            sibling = orchestrator.sibling(int(gen), state)
+            if sibling.running():
+                host = sibling.host()
+                try:
+                    for endpoint in host.guests():
+                        endpoint.destroy()
+                except exception.VMBeamError:
+                    pass   # retired meanwhile
+                finally:
+                    host.close()
+                sibling.retire()
+
+    def _kill_strays(self):
+        for pid in self.qemu_pids():
+            os.kill(pid, 9)
+
+    def make_instance(self, vmbeam_ram=True):
+        flavor = objects.Flavor(
+            id=1, flavorid='vmbeam-ft', name='vmbeam-ft', memory_mb=RAM_MIB,
+            vcpus=1, root_gb=1, ephemeral_gb=0, swap=0, rxtx_factor=1.0,
+            vcpu_weight=None, disabled=False, is_public=True,
+            extra_specs={'vmbeam:ram': 'true' if vmbeam_ram else 'false'},
+            description=None)
+        image = self.glance.show(self.ctxt, self.image['root'])
+        instance = objects.Instance(
+            context=self.ctxt, uuid=uuidutils.generate_uuid(),
+            project_id='p', user_id='u', host=HOST,
+            image_ref=self.image['root'], kernel_id=self.image['kernel'],
+            ramdisk_id=self.image['ramdisk'], memory_mb=RAM_MIB, vcpus=1,
+            root_gb=1, ephemeral_gb=0, flavor=flavor, old_flavor=None,
+            new_flavor=None, instance_type_id=1,
+            vm_state='building', power_state=power_state.NOSTATE,
+            system_metadata={}, os_type=None, config_drive='',
+            numa_topology=None, pci_requests=None, resources=None,
+            ephemeral_key_uuid=None, launched_at=None, trusted_certs=None,
+            root_device_name=None, key_data=None, user_data=None,
+            architecture=obj_fields.Architecture.X86_64, hidden=False)
+        instance.create()
+        image_meta = objects.ImageMeta.from_dict(image)
+        return instance, image_meta
+
+    def spawn(self, instance, image_meta):
+        self.driver.spawn(self.ctxt, instance, image_meta, [], 'pw', {},
+                          network_info=[])
+        console = guestimage.ConsoleLog(os.path.join(
+            CONF.instances_path, instance.uuid, 'console.log'))
+        return console
+
+    def wait_ready(self, console, since=0):
+        console.wait_for(guestimage_console.READY_RE, 300,
+                         after_offset=since)
+
+    def assert_intact(self, console, since):
+        """Two full memory checks begun after ``since``, no bad page."""
+        guest = type('G', (), {'name': 'nova-guest', 'console': console})
+        status = testbed_mod.Testbed.check_integrity(None, guest, since,
+                                                     passes=2)
+        self.assertEqual(0, status['errors'])
+
+    def wait_idle(self, timeout=300):
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.api.status(self.ctxt, HOST)
+            if status['running'] is None:
+                return status
+            if time.monotonic() > deadline:
+                self.fail('rejuvenation still running: %s' % status)
+            time.sleep(0.5)
+
+    def qemus_of(self, instance):
+        return self.qemu_pids('guest=%s,' % instance.name)
+
+    def generation_of(self, instance):
+        """The generation whose daemon holds the instance's domain."""
+        orchestrator = self.driver._rejuvenation.orchestrator
+        state = orchestrator.journal.load()
+        found = []
+        for gen, record in state['siblings'].items():
+            sibling = orchestrator.sibling(int(gen), state)
+            if record['state'] in ('retired', 'failed') or \
+                    not sibling.running():
+                continue
+            host = sibling.host()
+            try:
+                if host.guest(instance.name) is not None:
+                    found.append(int(gen))
+            finally:
+                host.close()
+        return found
+
+
+class TestDriverRejuvenation(DriverOnLibvirtTestCase):
+
+    def test_spawn_rejuvenate_over_rpc_reboot_delete(self):
+        instance, image_meta = self.make_instance()
+        console = self.spawn(instance, image_meta)
+        ram_file = self.pool.file_path(instance.uuid)
+        self.assertTrue(os.path.exists(ram_file))
+        self.wait_ready(console)
+        self.assertEqual(power_state.RUNNING,
+                         self.driver.get_info(instance).state)
+        self.assertEqual([1], self.generation_of(instance))
+        self.assertEqual(1, len(self.qemus_of(instance)))
+        before = self.api.status(self.ctxt, HOST)
+        self.assertEqual(1, before['active_generation'])
+
+        # Bad input over RPC: clear errors, nothing changes.
+        self.assertRaises(exception.InstanceNotFound,
+                          self.api.rejuvenate_instance, self.ctxt, HOST,
+                          uuidutils.generate_uuid())
+        self.assertRaises(exception.UnknownMover, self.api.rejuvenate_host,
+                          self.ctxt, HOST, mover='warp')
+
+        # An instance without VMBeam-ready RAM, with plain_ram_policy =
+        # refuse: it cannot be moved alone, nor can the host be
+        # rejuvenated while it runs; nothing changes.
+        plain, plain_meta = self.make_instance(vmbeam_ram=False)
+        self.spawn(plain, plain_meta)
+        self.assertFalse(os.path.exists(self.pool.file_path(plain.uuid)))
+        exc = self.assertRaises(exception.NotVMBeamReady,
+                                self.api.rejuvenate_instance, self.ctxt,
+                                HOST, plain.uuid)
+        self.assertIn(plain.uuid, str(exc))
+        exc = self.assertRaises(exception.RamNotShareable,
+                                self.api.rejuvenate_host, self.ctxt, HOST)
+        self.assertIn(plain.name, str(exc))
+        self.assertEqual(before['generations'].keys(), self.api.status(
+            self.ctxt, HOST)['generations'].keys())
+        self.assertIsNone(self.api.status(self.ctxt, HOST)['run'])
+        self.driver.destroy(self.ctxt, plain, [])
+
+        mark = console.offset()
+        started = self.api.rejuvenate_host(self.ctxt, HOST)
+        self.assertEqual('running', started['state'])
+        self.assertEqual(2, started['generation'])
+        # One at a time: a second request while it runs is refused.
+        try:
+            self.api.rejuvenate_host(self.ctxt, HOST)
+        except exception.RejuvenationRunning:
+            pass
+        status = self.wait_idle()
+        self.assertEqual('completed', status['last_request']['state'],
+                         status)
+        self.assertEqual(2, status['active_generation'])
+        entry = status['run']['guests'][instance.name]
+        self.assertEqual('moved', entry['state'])
+        self.assertEqual(instance.uuid, entry['uuid'])
+        self.assertEqual('zerocopy', entry['result']['mover'])
+        self.assertGreater(entry['result']['downtime_ms'], 0)
+        self.assertLess(entry['result']['transferred_bytes'], 64 << 20)
+
+        # The guest runs once, on generation 2, with its memory intact;
+        # the driver followed it without restarting.
+        self.assertEqual([2], self.generation_of(instance))
+        self.assertEqual(1, len(self.qemus_of(instance)))
+        self.assertIn('gen2', self.driver._host.uri)
+        self.assertEqual([], self.driver._host.secondary_uris())
+        self.assertEqual(power_state.RUNNING,
+                         self.driver.get_info(instance).state)
+        self.assertEqual([instance.uuid], self.driver.list_instance_uuids())
+        self.assert_intact(console, mark)
+        self.assertIn('VMBEAM', self.driver.get_console_output(
+            self.ctxt, instance).decode(errors='replace'))
+
+        # openstack server event list shows the move.
+        actions = objects.InstanceActionList.get_by_instance_uuid(
+            self.ctxt, instance.uuid)
+        action = [a for a in actions if a.action == rejuvenation.ACTION][0]
+        events = objects.InstanceActionEventList.get_by_action(
+            self.ctxt, action.id)
+        self.assertEqual([(rejuvenation.EVENT, 'Success')],
+                         [(e.event, e.result) for e in events])
+        # The notifications went through the broker.
+        self.notifications.wait_for(notifications.START)
+        _prio, _type, payload = self.notifications.wait_for(
+            notifications.END)
+        guests = payload['nova_object.data']['guests']
+        self.assertEqual(instance.uuid,
+                         guests[0]['nova_object.data']['instance_uuid'])
+
+        # Nova's own operations on the moved guest, through the driver.
+        mark = console.offset()
+        self.driver.reboot(self.ctxt, instance, [], 'HARD')
+        self.wait_ready(console, since=mark)
+        self.assertEqual([2], self.generation_of(instance))
+        self.assertEqual(1, len(self.qemus_of(instance)))
+        self.assertTrue(os.path.exists(ram_file))
+        self.driver.destroy(self.ctxt, instance, [])
+        self.assertEqual([], self.qemus_of(instance))
+        self.assertFalse(self.driver.instance_exists(instance))
+        self.assertFalse(os.path.exists(ram_file))
+        self.assertEqual([], self.generation_of(instance))

@@ -1,0 +1,198 @@
+"""VMBeamDriver on Nova's fake libvirt: RAM opt-in, XML hook, pool files."""
+
+import os
+from unittest import mock
+
+from lxml import etree
+from nova.api.validation.extra_specs import validators
+from nova import exception as nova_exception
+from nova import objects
+from nova.virt.libvirt import blockinfo
+from nova.virt.libvirt import config as vconfig
+
+from nova_vmbeam import exception
+from nova_vmbeam import guest as guest_mod
+from nova_vmbeam.libvirt import config as engine_config
+from nova_vmbeam.virt import config as vmbeam_config
+from nova_vmbeam.virt import extra_specs
+from nova_vmbeam.virt import ram
+from tests.nova.unit import base
+
+QEMU = '{%s}' % vmbeam_config.QEMU_NS
+
+
+def numa(cells, pagesize=None, policy=None):
+    return objects.InstanceNUMATopology(cells=[
+        objects.InstanceNUMACell(id=i, cpuset=set([i]), pcpuset=set(),
+                                 memory=512, pagesize=pagesize,
+                                 cpu_policy=policy)
+        for i in range(cells)])
+
+
+class TestRamPolicy(base.DriverTestCase):
+
+    RAM_DEFAULT = False
+
+    def test_extra_spec_wins_over_image_property_over_default(self):
+        instance = self.make_instance()
+        self.assertIsNone(ram.plan(instance, base.CONF))
+        instance.system_metadata['image_vmbeam_ram'] = 'true'
+        self.assertEqual((True, 'image'),
+                         ram.requested(instance, base.CONF))
+        instance.flavor.extra_specs = {'vmbeam:ram': 'false'}
+        self.assertIsNone(ram.plan(instance, base.CONF))
+        instance.flavor.extra_specs = {'vmbeam:ram': 'true'}
+        plan = ram.plan(instance, base.CONF)
+        self.assertEqual(self.pool_file(instance), plan.path(instance.uuid))
+        self.assertEqual(instance.flavor.memory_mb << 20, plan.size_bytes)
+
+    def test_bad_flag_is_refused_with_its_fix(self):
+        instance = self.make_instance(extra_specs={'vmbeam:ram': 'maybe'})
+        exc = self.assertRaises(exception.InvalidInput, ram.plan, instance,
+                                base.CONF)
+        self.assertIn('vmbeam:ram', str(exc))
+        self.assertIn('true or false', str(exc))
+
+    def test_instance_without_vmbeam_ram_keeps_plain_libvirt_ram(self):
+        instance = self.make_instance()
+        self.spawn(instance)
+        self.assertTrue(self.connection.instance_exists(instance))
+        self.assertFalse(os.path.exists(self.pool_file(instance)))
+        xml = self.connection._host.get_guest(instance).get_xml_desc()
+        self.assertEqual(guest_mod.RAM_ANONYMOUS,
+                         engine_config.guest_spec(xml).ram.kind)
+
+    def test_numa_topologies_that_one_backend_cannot_hold(self):
+        instance = self.make_instance(extra_specs={'vmbeam:ram': 'true'})
+        instance.numa_topology = numa(2)
+        exc = self.assertRaises(exception.RamConflict, ram.plan, instance,
+                                base.CONF)
+        self.assertIn('2 guest NUMA nodes', str(exc))
+        self.assertIn('vmbeam:ram=false', str(exc))
+        instance.numa_topology = numa(1, policy='dedicated')
+        self.assertRaises(exception.RamConflict, ram.plan, instance,
+                          base.CONF)
+        # Asked for by the default only: plain RAM instead of a failure.
+        self.flags(ram_default=True, group='vmbeam')
+        instance.flavor.extra_specs = {}
+        self.assertIsNone(ram.plan(instance, base.CONF))
+
+    def test_flavor_huge_pages_use_the_hugetlbfs_pool(self):
+        self.flags(hugepage_pool_path='/dev/hugepages/x', group='vmbeam')
+        instance = self.make_instance(extra_specs={'vmbeam:ram': 'true'})
+        instance.numa_topology = numa(1, pagesize=2048)
+        plan = ram.plan(instance, base.CONF)
+        self.assertTrue(plan.hugepages)
+        self.assertEqual('/dev/hugepages/x/%s.ram' % instance.uuid,
+                         plan.path(instance.uuid))
+
+
+class TestGuestXml(base.DriverTestCase):
+
+    def guest_xml(self, instance):
+        image_meta = objects.ImageMeta.from_dict({'disk_format': 'raw'})
+        disk_info = blockinfo.get_disk_info('qemu', instance, image_meta)
+        return self.connection._get_guest_xml(self.ctxt, instance, [],
+                                              disk_info, image_meta)
+
+    def test_domain_keeps_ram_in_the_instance_pool_file(self):
+        instance = self.make_instance()
+        xml = self.guest_xml(instance)
+        root = etree.fromstring(xml)
+        self.assertEqual(vmbeam_config.QEMU_NS, root.nsmap['qemu'])
+        args = [a.get('value') for a in root.iter(QEMU + 'arg')]
+        backend = args[args.index('-object') + 1]
+        self.assertIn('mem-path=%s' % self.pool_file(instance), backend)
+        self.assertIn('size=%dM' % instance.flavor.memory_mb, backend)
+        self.assertIn('share=on', backend)
+        self.assertEqual('memory-backend=vmbeam-ram',
+                         args[args.index('-machine') + 1])
+        # The engine reads the same backing back: the guest is movable.
+        spec = engine_config.guest_spec(xml)
+        self.assertEqual(guest_mod.RamBacking(guest_mod.RAM_FILE,
+                                              self.pool_file(instance)),
+                         spec.ram)
+        # Nova reads the XML back without tripping over the extension.
+        parsed = vconfig.LibvirtConfigGuest()
+        parsed.parse_str(xml)
+        self.assertEqual(instance.uuid, parsed.uuid)
+
+    def test_numa_cells_and_nova_hugepages_are_dropped(self):
+        guest = vconfig.LibvirtConfigGuest()
+        guest.virt_type = 'kvm'
+        guest.memory = 1024 * 1024
+        guest.cpu = vconfig.LibvirtConfigGuestCPU()
+        guest.cpu.numa = vconfig.LibvirtConfigGuestCPUNUMA()
+        guest.numatune = vconfig.LibvirtConfigGuestNUMATune()
+        guest.membacking = vconfig.LibvirtConfigGuestMemoryBacking()
+        guest.membacking.hugepages = [
+            vconfig.LibvirtConfigGuestMemoryBackingPage()]
+        guest.membacking.locked = True
+        vmbeam_config.use_pool_ram(guest, '/dev/hugepages/p/u.ram')
+        self.assertIsNone(guest.cpu.numa)
+        self.assertIsNone(guest.numatune)
+        self.assertEqual([], guest.membacking.hugepages)
+        self.assertTrue(guest.membacking.locked)
+        xml = guest.to_xml()
+        self.assertNotIn('<hugepages', xml)
+        self.assertIn('size=1024M,mem-path=/dev/hugepages/p/u.ram', xml)
+
+
+class TestPoolLifecycle(base.DriverTestCase):
+
+    def test_spawn_allocates_reboot_renews_destroy_releases(self):
+        instance = self.make_instance()
+        network_info = self.spawn(instance)
+        path = self.pool_file(instance)
+        self.assertEqual(instance.flavor.memory_mb << 20,
+                         os.stat(path).st_size)
+        # The domain the fake daemon got names that very file.
+        xml = self.connection._host.get_guest(instance).get_xml_desc()
+        with open(path, 'wb') as f:
+            f.truncate(instance.flavor.memory_mb << 20)
+            f.write(b'old contents')
+        self.connection.reboot(self.ctxt, instance, network_info, 'HARD')
+        with open(path, 'rb') as f:
+            self.assertEqual(b'\0' * 12, f.read(12))   # a fresh file
+        self.assertTrue(xml)
+        self.connection.destroy(self.ctxt, instance, network_info)
+        self.assertFalse(os.path.exists(path))
+
+    def test_mapped_ram_is_never_released(self):
+        instance = self.make_instance()
+        network_info = self.spawn(instance)
+        with mock.patch('nova_vmbeam.pool.RamPool.mapped_by',
+                        return_value=[4242]):
+            self.connection.destroy(self.ctxt, instance, network_info)
+        self.assertTrue(os.path.exists(self.pool_file(instance)))
+
+    def test_no_release_while_the_instance_moves(self):
+        instance = self.make_instance()
+        self.spawn(instance)
+        self.connection._host.begin_move(instance.uuid)
+        self.connection._destroy(instance)
+        self.assertTrue(os.path.exists(self.pool_file(instance)))
+        self.connection._host.end_move(instance.uuid, moved=False)
+        self.connection._destroy(instance)
+        self.assertFalse(os.path.exists(self.pool_file(instance)))
+
+    def test_live_migration_uri_reaches_the_active_generation(self):
+        self.flags(live_migration_scheme='ssh', group='libvirt')
+        uri = self.connection._live_migration_uri('dest')
+        self.assertEqual(
+            'qemu+ssh://dest/system?socket=%s/active-libvirt-sock' %
+            base.CONF.vmbeam.state_path, uri)
+        self.flags(live_migration_uri='qemu+ssh://%s/x', group='libvirt')
+        self.assertEqual('qemu+ssh://dest/x',
+                         self.connection._live_migration_uri('dest'))
+
+
+class TestExtraSpecValidation(base.DriverTestCase):
+
+    def test_nova_api_validates_vmbeam_ram(self):
+        for validator in extra_specs.register():
+            validators.VALIDATORS[validator.name] = validator
+        self.addCleanup(validators.VALIDATORS.pop, ram.EXTRA_SPEC)
+        validators.validate('vmbeam:ram', 'true')
+        self.assertRaises(nova_exception.ValidationError,
+                          validators.validate, 'vmbeam:ram', 'maybe')

@@ -1,0 +1,230 @@
+"""The vmbeam RPC API: client, endpoint and driver, over oslo.messaging.
+
+Bad input gets a clear error of its own class back and changes nothing.
+"""
+
+import os
+import time
+from unittest import mock
+
+from nova import objects
+from nova.tests import fixtures as nova_fixtures
+
+from nova_vmbeam import exception
+from nova_vmbeam.rejuvenation import journal as journal_mod
+from nova_vmbeam.rpc import api as rpc_api
+from nova_vmbeam.virt import notifications
+from nova_vmbeam.virt import rejuvenation
+from tests.nova.unit import base
+
+U1 = '6f1c2a4e-3b5d-4e7f-8a9b-0c1d2e3f4a5b'
+
+
+def completed_run(run_id, name, uuid, state=journal_mod.MOVED):
+    return {'id': run_id, 'from': 1, 'to': 2, 'state': 'completed',
+            'mover': 'zerocopy',
+            'guests': {name: {'state': state, 'uuid': uuid,
+                              'error': None if state == journal_mod.MOVED
+                              else 'boom',
+                              'result': {'mover': 'zerocopy',
+                                         'total_ms': 12.5,
+                                         'downtime_ms': 3.25,
+                                         'transferred_bytes': 4096}}}}
+
+
+class TestRpc(base.DriverTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.notifier = self.useFixture(
+            nova_fixtures.NotificationFixture(self))
+        self.api = rpc_api.VMBeamAPI(self.transport, timeout=30)
+        self.service = self.connection._rejuvenation
+        self.journal = self.service.orchestrator.journal.path
+
+    def assert_nothing_changed(self, instance=None):
+        self.assertFalse(os.path.exists(self.journal))
+        self.assertIsNone(self.service._busy)
+        if instance is not None:
+            self.assertEqual([], objects.InstanceActionList.
+                             get_by_instance_uuid(self.ctxt, instance.uuid)
+                             .objects[1:])
+
+    def test_status(self):
+        status = self.api.status(self.ctxt, base.CONF.host)
+        self.assertEqual(base.CONF.host, status['host'])
+        self.assertIsNone(status['active_generation'])
+        self.assertEqual(base.PRIMARY, status['connection'])
+        self.assertIsNone(status['running'])
+        self.assertIsNone(status['run'])
+
+    def test_unknown_instance(self):
+        for bad in ('3b4e1f2a-0000-4000-8000-000000000000', 'nonsense'):
+            exc = self.assertRaises(exception.InstanceNotFound,
+                                    self.api.rejuvenate_instance, self.ctxt,
+                                    base.CONF.host, bad)
+            self.assertIn(bad, str(exc))
+            self.assertIn('openstack server show', str(exc))
+        self.assert_nothing_changed()
+
+    def test_instance_on_another_host(self):
+        instance = self.make_instance(host='compute-7')
+        exc = self.assertRaises(exception.InstanceNotOnHost,
+                                self.api.rejuvenate_instance, self.ctxt,
+                                base.CONF.host, instance.uuid)
+        self.assertIn('compute-7', str(exc))
+        self.assertIn('Send the request to compute-7', str(exc))
+        self.assert_nothing_changed(instance)
+
+    def test_instance_without_a_guest(self):
+        instance = self.make_instance()
+        exc = self.assertRaises(exception.InstanceNotRunning,
+                                self.api.rejuvenate_instance, self.ctxt,
+                                base.CONF.host, instance.uuid)
+        self.assertIn('Start it first', str(exc))
+        self.assert_nothing_changed(instance)
+
+    def test_instance_not_vmbeam_ready(self):
+        self.flags(plain_ram_policy='refuse', group='vmbeam')
+        instance = self.make_instance()
+        self.spawn(instance)
+        # The preflight needs a real generation (see the functional test
+        # for the whole path); here it says what zerocopy says.
+        with mock.patch.object(
+                self.service.orchestrator, 'preflight',
+                side_effect=exception.RamNotShareable(
+                    guest=instance.name, mover='zerocopy',
+                    reason='its RAM is anonymous, not a file in the RAM '
+                           'pool', fix='')):
+            exc = self.assertRaises(exception.NotVMBeamReady,
+                                    self.api.rejuvenate_instance, self.ctxt,
+                                    base.CONF.host, instance.uuid)
+        self.assertIn(instance.uuid, str(exc))
+        self.assertIn('vmbeam:ram=true', str(exc))
+        self.assert_nothing_changed(instance)
+
+    def test_bad_mover_and_concurrency(self):
+        exc = self.assertRaises(exception.UnknownMover,
+                                self.api.rejuvenate_host, self.ctxt,
+                                base.CONF.host, mover='warp')
+        self.assertIn('zerocopy', str(exc))
+        for bad in (0, 'two', True):
+            exc = self.assertRaises(exception.InvalidInput,
+                                    self.api.rejuvenate_host, self.ctxt,
+                                    base.CONF.host, concurrency=bad)
+            self.assertIn('concurrency', str(exc))
+        self.assert_nothing_changed()
+
+    def test_one_rejuvenation_at_a_time(self):
+        instance = self.make_instance()
+        with self.service._claim('host'):
+            self.assertRaises(exception.RejuvenationRunning,
+                              self.api.rejuvenate_host, self.ctxt,
+                              base.CONF.host)
+            exc = self.assertRaises(exception.RejuvenationRunning,
+                                    self.api.rejuvenate_instance, self.ctxt,
+                                    base.CONF.host, instance.uuid)
+            self.assertIn('already running', str(exc))
+            self.assertEqual('host', self.api.status(
+                self.ctxt, base.CONF.host)['running']['kind'])
+
+    def test_rejuvenate_host_runs_in_the_background(self):
+        run = completed_run('r-1', 'instance-00000001', U1)
+        plan = {'run_id': None, 'from': 1, 'to': 2,
+                'movers': {'instance-00000001': 'zerocopy'},
+                'uuids': {'instance-00000001': U1}}
+        orchestrator = self.service.orchestrator
+        with mock.patch.object(orchestrator, 'preflight',
+                               return_value=plan), \
+                mock.patch.object(orchestrator, 'rejuvenate',
+                                  return_value=run) as rejuvenate:
+            started = self.api.rejuvenate_host(self.ctxt, base.CONF.host,
+                                               concurrency=2)
+            self.assertEqual({'state': 'running', 'generation': 2},
+                             {k: started[k] for k in ('state',
+                                                      'generation')})
+            self.service._thread.join(10)
+        rejuvenate.assert_called_once_with(
+            None, 2, fallback_mover='precopy', run_id=started['run_id'])
+        events = self.notifier.wait_for_versioned_notifications(
+            notifications.END)
+        payload = events[0]['payload']['nova_object.data']
+        guest = payload['guests'][0]['nova_object.data']
+        self.assertEqual(3.25, guest['downtime_ms'])
+        self.assertEqual('moved', guest['state'])
+        self.assertEqual(
+            [notifications.START, notifications.END],
+            [n['event_type'] for n in self.notifier.versioned_notifications])
+        last = self.api.status(self.ctxt, base.CONF.host)['last_request']
+        self.assertEqual('completed', last['state'])
+
+    def test_failed_run_sends_the_error_notification(self):
+        orchestrator = self.service.orchestrator
+        plan = {'run_id': 'r-2', 'from': 1, 'to': 2, 'movers': {},
+                'uuids': {}}
+        with mock.patch.object(orchestrator, 'preflight',
+                               return_value=plan), \
+                mock.patch.object(orchestrator, 'rejuvenate',
+                                  side_effect=exception.RejuvenationAborted(
+                                      reason='no daemon', active='gen1')):
+            self.api.rejuvenate_host(self.ctxt, base.CONF.host)
+            self.service._thread.join(10)
+        event = self.notifier.wait_for_versioned_notifications(
+            notifications.ERROR)[0]
+        self.assertEqual('ERROR', event['priority'])
+        self.assertIn('no daemon',
+                      event['payload']['nova_object.data']['error'])
+        deadline = time.monotonic() + 5
+        while self.service._busy and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.assertIsNone(self.service._busy)
+
+
+class TestMoveFencing(base.DriverTestCase):
+    """What the run listener does around one guest's move."""
+
+    def test_move_is_fenced_recorded_and_announced(self):
+        instance = self.make_instance()
+        self.spawn(instance)
+        service = self.connection._rejuvenation
+        events = []
+        self.connection.register_event_listener(events.append)
+        run = completed_run('r-3', instance.name, instance.uuid)
+        service.orchestrator.journal.save(dict(
+            journal_mod._empty(), run=run))
+        host = self.connection._host
+        lock = rejuvenation.lockutils.internal_lock(instance.uuid)
+        with service.moving(instance.name, instance.uuid):
+            self.assertTrue(host.is_moving(instance.uuid))
+            # Nova's per-instance lock is held: its operations wait.
+            self.assertFalse(lock.acquire(blocking=False))
+        self.assertTrue(lock.acquire(blocking=False))
+        lock.release()
+        self.assertFalse(host.is_moving(instance.uuid))
+        service.guest_done(instance.name, instance.uuid,
+                           run['guests'][instance.name])
+        self.assertEqual([(instance.uuid, 'Resumed')],
+                         [(e.uuid, e.get_name()) for e in events])
+        actions = objects.InstanceActionList.get_by_instance_uuid(
+            self.ctxt, instance.uuid)
+        action = [a for a in actions if a.action == rejuvenation.ACTION][0]
+        action_events = objects.InstanceActionEventList.get_by_action(
+            self.ctxt, action.id)
+        self.assertEqual([(rejuvenation.EVENT, 'Success')],
+                         [(e.event, e.result) for e in action_events])
+
+    def test_failed_move_is_recorded_as_an_error(self):
+        instance = self.make_instance()
+        service = self.connection._rejuvenation
+        run = completed_run('r-4', instance.name, instance.uuid,
+                            state=journal_mod.FAILED)
+        service.orchestrator.journal.save(dict(
+            journal_mod._empty(), run=run))
+        with service.moving(instance.name, instance.uuid):
+            pass
+        action = [a for a in objects.InstanceActionList.get_by_instance_uuid(
+            self.ctxt, instance.uuid) if a.action == rejuvenation.ACTION][0]
+        event, = objects.InstanceActionEventList.get_by_action(
+            self.ctxt, action.id)
+        self.assertEqual('Error', event.result)
+        self.assertIn('boom', event.details)
