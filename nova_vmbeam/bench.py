@@ -8,8 +8,8 @@ still passes afterwards.
 
 import json
 import os
-import shutil
 import platform
+import shutil
 import statistics
 import time
 
