@@ -361,7 +361,17 @@ class TestDriverRejuvenation(DriverOnLibvirtTestCase):
         self.assertEqual(instance.uuid,
                          guests[0]['nova_object.data']['instance_uuid'])
 
-        # Nova's own operations on the moved guest, through the driver.
+        # Nova's own operations on the moved guest, through the driver:
+        # stop (the RAM is freed), start, hard reboot, delete.
+        self.driver.power_off(instance, timeout=0)
+        self.assertEqual(power_state.SHUTDOWN,
+                         self.driver.get_info(instance).state)
+        self.assertEqual([], self.qemus_of(instance))
+        self.assertFalse(os.path.exists(ram_file))
+        mark = console.offset()
+        self.driver.power_on(self.ctxt, instance, [])
+        self.wait_ready(console, since=mark)
+        self.assertTrue(os.path.exists(ram_file))
         mark = console.offset()
         self.driver.reboot(self.ctxt, instance, [], 'HARD')
         self.wait_ready(console, since=mark)
