@@ -367,7 +367,26 @@ class TestDriverRejuvenation(DriverOnLibvirtTestCase):
                          guests[0]['nova_object.data']['instance_uuid'])
 
         # Nova's own operations on the moved guest, through the driver:
-        # stop (the RAM is freed), start, hard reboot, delete.
+        # snapshot, stop (the RAM is freed), start, hard reboot, delete.
+        snapshot = self.glance.create(self.ctxt, {
+            'name': 'snap', 'disk_format': 'qcow2',
+            'container_format': 'bare', 'properties': {}})
+        uploaded = {}
+        glance_update = self.glance.update
+
+        def update(context, image_id, metadata, data=None, **kwargs):
+            if data is not None:   # Nova's fixture drops the data
+                uploaded[image_id] = (metadata.get('disk_format'),
+                                      data.read())
+            return glance_update(context, image_id, metadata, **kwargs)
+        self.glance.update = update
+        self.driver.snapshot(self.ctxt, instance, snapshot['id'],
+                             lambda *args, **kwargs: None)
+        disk_format, data = uploaded[snapshot['id']]
+        self.assertEqual('qcow2', disk_format)
+        self.assertEqual(b'QFI\xfb', data[:4])   # a live qcow2 snapshot
+        self.assertEqual(power_state.RUNNING,
+                         self.driver.get_info(instance).state)
         self.driver.power_off(instance, timeout=0)
         self.assertEqual(power_state.SHUTDOWN,
                          self.driver.get_info(instance).state)
