@@ -203,6 +203,33 @@ class VMBeamDriver(libvirt_driver.LibvirtDriver):
         return super()._live_snapshot(context, instance, guest, disk_path,
                                       out_path, *args, **kwargs)
 
+    def _connect_volume(self, context, connection_info, instance,
+                        *args, **kwargs):
+        super()._connect_volume(context, connection_info, instance, *args,
+                                **kwargs)
+        # What libvirt's DAC driver would do with dynamic_ownership: the
+        # volume becomes QEMU's, its owner is remembered (Nova keeps
+        # connection_info with the attachment) and restored on detach.
+        data = connection_info.get('data') or {}
+        path = data.get('device_path')
+        ids = self._qemu_ids()
+        if not path or ids is None or not os.path.exists(path):
+            return
+        if 'vmbeam_owner' not in data:
+            st = os.stat(path)
+            data['vmbeam_owner'] = [st.st_uid, st.st_gid]
+        os.chown(path, *ids)
+
+    def _disconnect_volume(self, context, connection_info, instance,
+                           *args, **kwargs):
+        data = connection_info.get('data') or {}
+        path, owner = data.get('device_path'), data.get('vmbeam_owner')
+        if path and owner and os.path.exists(path):
+            os.chown(path, *owner)
+            del data['vmbeam_owner']
+        super()._disconnect_volume(context, connection_info, instance,
+                                   *args, **kwargs)
+
     def _create_guest(self, context, xml, instance, *args, **kwargs):
         spec = engine_config.guest_spec(xml)
         if spec.ram.kind == guest_mod.RAM_FILE:

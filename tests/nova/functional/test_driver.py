@@ -10,6 +10,8 @@ notifications go through the broker too and are read back from it.
 
 import io
 import os
+import shutil
+import subprocess
 import threading
 import time
 
@@ -255,6 +257,37 @@ class DriverOnLibvirtTestCase(ft_base.PrivateStateTestCase):
                 self.fail('rejuvenation still running: %s' % status)
             time.sleep(0.5)
 
+    def attach_and_detach_volume(self, instance):
+        """A block device volume (a loop device) into the running guest."""
+        if not shutil.which('losetup'):
+            self.skipTest('losetup is not installed')
+        image = os.path.join(self.conf.vmbeam.state_path, 'volume.img')
+        with open(image, 'wb') as f:
+            f.truncate(16 << 20)
+        device = subprocess.run(['losetup', '--find', '--show', image],
+                                capture_output=True, text=True,
+                                check=True).stdout.strip()
+        self.addCleanup(subprocess.run, ['losetup', '-d', device])
+        before = os.stat(device)
+        connection_info = {'driver_volume_type': 'local',
+                           'serial': uuidutils.generate_uuid(),
+                           'data': {'device_path': device}}
+        self.driver.attach_volume(self.ctxt, connection_info, instance,
+                                  '/dev/vdb')
+        xml = self.driver._host.get_guest(instance).get_xml_desc()
+        self.assertIn("<source dev='%s'" % device, xml)
+        qemu, = self.qemus_of(instance)
+        opened = {os.path.realpath('/proc/%d/fd/%s' % (qemu, fd))
+                  for fd in os.listdir('/proc/%d/fd' % qemu)}
+        self.assertIn(device, opened)
+        self.driver.detach_volume(self.ctxt, connection_info, instance,
+                                  '/dev/vdb')
+        xml = self.driver._host.get_guest(instance).get_xml_desc()
+        self.assertNotIn(device, xml)
+        # Its owner is back to what it was before the attach.
+        self.assertEqual((before.st_uid, before.st_gid),
+                         (os.stat(device).st_uid, os.stat(device).st_gid))
+
     def qemus_of(self, instance):
         return self.qemu_pids('guest=%s,' % instance.name)
 
@@ -367,7 +400,9 @@ class TestDriverRejuvenation(DriverOnLibvirtTestCase):
                          guests[0]['nova_object.data']['instance_uuid'])
 
         # Nova's own operations on the moved guest, through the driver:
-        # snapshot, stop (the RAM is freed), start, hard reboot, delete.
+        # volume attach and detach, snapshot, stop (the RAM is freed),
+        # start, hard reboot, delete.
+        self.attach_and_detach_volume(instance)
         snapshot = self.glance.create(self.ctxt, {
             'name': 'snap', 'disk_format': 'qcow2',
             'container_format': 'bare', 'properties': {}})
