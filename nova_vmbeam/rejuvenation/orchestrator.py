@@ -307,6 +307,7 @@ class Orchestrator:
             with self.journal.update() as st:
                 st['siblings'][str(generation)]['state'] = 'failed'
             raise RejuvenationAborted(reason=str(exc), active=old.name)
+        self._carry_secrets(old, new)
         run = {'id': run_id or str(uuid.uuid4()), 'from': old.generation,
                'to': generation, 'state': 'running', 'mover': mover_name,
                'started': time.time(),
@@ -327,6 +328,29 @@ class Orchestrator:
         incomplete, and the next rejuvenate() takes it up again.
         """
         self._abort.set()
+
+    def _carry_secrets(self, old, new):
+        """Define the old generation's libvirt secrets in the new one.
+
+        Secrets (Ceph keys, LUKS passphrases, vTPM) live in one daemon;
+        guests moved without them would fail at their next attach or
+        start. Private secrets cannot be read out and are left behind.
+        """
+        source, target = old.host(), new.host()
+        try:
+            for secret in source.conn.listAllSecrets():
+                try:
+                    value = secret.value()
+                except libvirt.libvirtError:
+                    LOG.warning('secret %s of %s is private; not carried '
+                                'over to %s', secret.UUIDString(), old.name,
+                                new.name)
+                    continue
+                copy = target.conn.secretDefineXML(secret.XMLDesc())
+                copy.setValue(value)
+        finally:
+            source.close()
+            target.close()
 
     def _move_one(self, mover, name, uuid, source_host, target_host):
         if self._abort.is_set():
