@@ -264,8 +264,11 @@ class VMBeamDriver(libvirt_driver.LibvirtDriver):
         if ram_plan is not None:
             # The incoming QEMU maps the same pool path as the source.
             ram.allocate(ram_plan, instance.uuid)
-        return super().pre_live_migration(context, instance, *args,
-                                          **kwargs)
+        result = super().pre_live_migration(context, instance, *args,
+                                            **kwargs)
+        # The disks Nova just made here are opened by the incoming QEMU.
+        self._grant_qemu_access(instance)
+        return result
 
     def post_live_migration_at_source(self, context, instance, *args,
                                       **kwargs):
