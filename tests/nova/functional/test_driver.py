@@ -29,6 +29,7 @@ import oslo_messaging as messaging
 from oslo_messaging import conffixture as messaging_conffixture
 from oslo_utils import importutils
 from oslo_utils import uuidutils
+import testtools.content
 
 from nova_vmbeam import conf as vmbeam_conf
 from nova_vmbeam import exception
@@ -185,16 +186,21 @@ class DriverOnLibvirtTestCase(ft_base.PrivateStateTestCase):
         state = orchestrator.journal.load()
         for gen in state['siblings']:
             sibling = orchestrator.sibling(int(gen), state)
-            if sibling.running():
-                host = sibling.host()
-                try:
-                    for endpoint in host.guests():
-                        endpoint.destroy()
-                except exception.VMBeamError:
-                    pass   # retired meanwhile
-                finally:
-                    host.close()
+            if not sibling.running():
+                continue
+            host = sibling.host()
+            try:
+                for endpoint in host.guests():
+                    endpoint.destroy()
+            except exception.VMBeamError:
+                pass   # retired meanwhile
+            finally:
+                host.close()
+            try:
                 sibling.retire()
+            except Exception as exc:   # the others must still go
+                self.addDetail('retire-%s' % gen,
+                               testtools.content.text_content(str(exc)))
 
     def _kill_strays(self):
         for pid in self.qemu_pids():
