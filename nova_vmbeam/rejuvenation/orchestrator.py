@@ -312,6 +312,7 @@ class Orchestrator:
             with self.journal.update() as st:
                 st['siblings'][str(generation)]['state'] = 'failed'
             raise RejuvenationAborted(reason=str(exc), active=old.name)
+        self._carry_secrets(old, new)
         ready_ms = (time.monotonic() - started) * 1000.0
         with self.journal.update() as st:
             st['siblings'][str(generation)].update(state=journal_state,
@@ -373,6 +374,29 @@ class Orchestrator:
         incomplete, and the next rejuvenate() takes it up again.
         """
         self._abort.set()
+
+    def _carry_secrets(self, old, new):
+        """Define the old generation's libvirt secrets in the new one.
+
+        Secrets (Ceph keys, LUKS passphrases, vTPM) live in one daemon;
+        guests moved without them would fail at their next attach or
+        start. Private secrets cannot be read out and are left behind.
+        """
+        source, target = old.host(), new.host()
+        try:
+            for secret in source.conn.listAllSecrets():
+                try:
+                    value = secret.value()
+                except libvirt.libvirtError:
+                    LOG.warning('secret %s of %s is private; not carried '
+                                'over to %s', secret.UUIDString(), old.name,
+                                new.name)
+                    continue
+                copy = target.conn.secretDefineXML(secret.XMLDesc())
+                copy.setValue(value)
+        finally:
+            source.close()
+            target.close()
 
     def discard_standby(self, names=None):
         """Discard the standby generation, or some prepared destinations.

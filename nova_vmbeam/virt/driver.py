@@ -164,6 +164,14 @@ class VMBeamDriver(libvirt_driver.LibvirtDriver):
                     instance.uuid))
         return guest
 
+    @staticmethod
+    def _qemu_ids():
+        try:
+            pw = pwd.getpwnam(CONF.vmbeam.qemu_user)
+        except KeyError:
+            return None
+        return pw.pw_uid, pw.pw_gid
+
     def _grant_qemu_access(self, instance):
         """Hand the instance's files to the generations' QEMU user.
 
@@ -171,17 +179,56 @@ class VMBeamDriver(libvirt_driver.LibvirtDriver):
         move), so what QEMU opens must be its own beforehand.
         """
         path = libvirt_utils.get_instance_path(instance)
-        try:
-            pw = pwd.getpwnam(CONF.vmbeam.qemu_user)
-        except KeyError:
-            return
-        if not os.path.isdir(path):
+        ids = self._qemu_ids()
+        if ids is None or not os.path.isdir(path):
             return
         for name in os.listdir(path):
             file_path = os.path.join(path, name)
             if name in _NOT_QEMUS or not os.path.isfile(file_path):
                 continue
-            os.chown(file_path, pw.pw_uid, pw.pw_gid)
+            os.chown(file_path, *ids)
+
+    def _live_snapshot(self, context, instance, guest, disk_path, out_path,
+                       *args, **kwargs):
+        # QEMU copies the root disk into out_path.delta, which Nova creates
+        # as root and libvirt would chown: created here as QEMU's own
+        # instead (qemu-img keeps the file's owner when it writes it).
+        ids = self._qemu_ids()
+        if ids is not None:
+            fd = os.open(out_path + '.delta', os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                os.fchown(fd, *ids)
+            finally:
+                os.close(fd)
+        return super()._live_snapshot(context, instance, guest, disk_path,
+                                      out_path, *args, **kwargs)
+
+    def _connect_volume(self, context, connection_info, instance,
+                        *args, **kwargs):
+        super()._connect_volume(context, connection_info, instance, *args,
+                                **kwargs)
+        # What libvirt's DAC driver would do with dynamic_ownership: the
+        # volume becomes QEMU's, its owner is remembered (Nova keeps
+        # connection_info with the attachment) and restored on detach.
+        data = connection_info.get('data') or {}
+        path = data.get('device_path')
+        ids = self._qemu_ids()
+        if not path or ids is None or not os.path.exists(path):
+            return
+        if 'vmbeam_owner' not in data:
+            st = os.stat(path)
+            data['vmbeam_owner'] = [st.st_uid, st.st_gid]
+        os.chown(path, *ids)
+
+    def _disconnect_volume(self, context, connection_info, instance,
+                           *args, **kwargs):
+        data = connection_info.get('data') or {}
+        path, owner = data.get('device_path'), data.get('vmbeam_owner')
+        if path and owner and os.path.exists(path):
+            os.chown(path, *owner)
+            del data['vmbeam_owner']
+        super()._disconnect_volume(context, connection_info, instance,
+                                   *args, **kwargs)
 
     def _create_guest(self, context, xml, instance, *args, **kwargs):
         spec = engine_config.guest_spec(xml)
@@ -217,8 +264,11 @@ class VMBeamDriver(libvirt_driver.LibvirtDriver):
         if ram_plan is not None:
             # The incoming QEMU maps the same pool path as the source.
             ram.allocate(ram_plan, instance.uuid)
-        return super().pre_live_migration(context, instance, *args,
-                                          **kwargs)
+        result = super().pre_live_migration(context, instance, *args,
+                                            **kwargs)
+        # The disks Nova just made here are opened by the incoming QEMU.
+        self._grant_qemu_access(instance)
+        return result
 
     def post_live_migration_at_source(self, context, instance, *args,
                                       **kwargs):

@@ -50,7 +50,6 @@ class HostRejuvenation(orchestrator_mod.RunListener):
         self._busy = None           # what runs now: a dict, or None
         self._last = None           # how the last request ended
         self._thread = None
-        self._actions = {}          # uuid -> context of its action
 
     # --- requests (from the RPC endpoint) ------------------------------------
 

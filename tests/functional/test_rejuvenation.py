@@ -331,6 +331,24 @@ class TestRunListenerAndFallback(RejuvenationTestCase):
         self.assertEqual('completed', run['state'])
         self.assert_each_runs_once_intact(guests, self.marks(guests), 2)
 
+    def test_libvirt_secrets_are_carried_to_the_next_generation(self):
+        conn = self.orchestrator.active().host().conn
+        secret = conn.secretDefineXML(
+            "<secret ephemeral='no' private='no'><usage type='volume'>"
+            "<volume>/vmbeam/test</volume></usage></secret>")
+        secret.setValue(b'sesame')
+        private = conn.secretDefineXML(
+            "<secret ephemeral='no' private='yes'><usage type='volume'>"
+            "<volume>/vmbeam/private</volume></usage></secret>")
+        private.setValue(b'hidden')
+        run = self.orchestrator.rejuvenate()
+        self.assertEqual('completed', run['state'])
+        new = self.orchestrator.active().host().conn
+        self.assertEqual(b'sesame', new.secretLookupByUUIDString(
+            secret.UUIDString()).value())
+        self.assertEqual([secret.UUIDString()],
+                         [s.UUIDString() for s in new.listAllSecrets()])
+
     def test_active_socket_follows_the_active_generation(self):
         link = self.orchestrator.active_socket()
         self.assertEqual(self.orchestrator.active().socket_path,

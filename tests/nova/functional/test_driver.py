@@ -10,6 +10,8 @@ notifications go through the broker too and are read back from it.
 
 import io
 import os
+import shutil
+import subprocess
 import threading
 import time
 
@@ -21,11 +23,13 @@ from nova.objects import fields as obj_fields
 from nova import privsep
 from nova import rpc as nova_rpc
 from nova.tests import fixtures as nova_fixtures
+from nova import utils as nova_utils
 from nova.virt import fake
 import oslo_messaging as messaging
 from oslo_messaging import conffixture as messaging_conffixture
 from oslo_utils import importutils
 from oslo_utils import uuidutils
+import testtools.content
 
 from nova_vmbeam import conf as vmbeam_conf
 from nova_vmbeam import exception
@@ -182,16 +186,21 @@ class DriverOnLibvirtTestCase(ft_base.PrivateStateTestCase):
         state = orchestrator.journal.load()
         for gen in state['siblings']:
             sibling = orchestrator.sibling(int(gen), state)
-            if sibling.running():
-                host = sibling.host()
-                try:
-                    for endpoint in host.guests():
-                        endpoint.destroy()
-                except exception.VMBeamError:
-                    pass   # retired meanwhile
-                finally:
-                    host.close()
+            if not sibling.running():
+                continue
+            host = sibling.host()
+            try:
+                for endpoint in host.guests():
+                    endpoint.destroy()
+            except exception.VMBeamError:
+                pass   # retired meanwhile
+            finally:
+                host.close()
+            try:
                 sibling.retire()
+            except Exception as exc:   # the others must still go
+                self.addDetail('retire-%s' % gen,
+                               testtools.content.text_content(str(exc)))
 
     def _kill_strays(self):
         for pid in self.qemu_pids():
@@ -213,7 +222,11 @@ class DriverOnLibvirtTestCase(ft_base.PrivateStateTestCase):
             root_gb=1, ephemeral_gb=0, flavor=flavor, old_flavor=None,
             new_flavor=None, instance_type_id=1,
             vm_state='building', power_state=power_state.NOSTATE,
-            system_metadata={}, os_type=None, config_drive='',
+            # As the compute manager keeps them: the image properties that
+            # hard reboot and start rebuild the guest from.
+            system_metadata=nova_utils.get_system_metadata_from_image(
+                image, flavor),
+            os_type=None, config_drive='',
             numa_topology=None, pci_requests=None, resources=None,
             ephemeral_key_uuid=None, launched_at=None, trusted_certs=None,
             root_device_name=None, key_data=None, user_data=None,
@@ -249,6 +262,37 @@ class DriverOnLibvirtTestCase(ft_base.PrivateStateTestCase):
             if time.monotonic() > deadline:
                 self.fail('rejuvenation still running: %s' % status)
             time.sleep(0.5)
+
+    def attach_and_detach_volume(self, instance):
+        """A block device volume (a loop device) into the running guest."""
+        if not shutil.which('losetup'):
+            self.skipTest('losetup is not installed')
+        image = os.path.join(self.conf.vmbeam.state_path, 'volume.img')
+        with open(image, 'wb') as f:
+            f.truncate(16 << 20)
+        device = subprocess.run(['losetup', '--find', '--show', image],
+                                capture_output=True, text=True,
+                                check=True).stdout.strip()
+        self.addCleanup(subprocess.run, ['losetup', '-d', device])
+        before = os.stat(device)
+        connection_info = {'driver_volume_type': 'local',
+                           'serial': uuidutils.generate_uuid(),
+                           'data': {'device_path': device}}
+        self.driver.attach_volume(self.ctxt, connection_info, instance,
+                                  '/dev/vdb')
+        xml = self.driver._host.get_guest(instance).get_xml_desc()
+        self.assertIn("<source dev='%s'" % device, xml)
+        qemu, = self.qemus_of(instance)
+        opened = {os.path.realpath('/proc/%d/fd/%s' % (qemu, fd))
+                  for fd in os.listdir('/proc/%d/fd' % qemu)}
+        self.assertIn(device, opened)
+        self.driver.detach_volume(self.ctxt, connection_info, instance,
+                                  '/dev/vdb')
+        xml = self.driver._host.get_guest(instance).get_xml_desc()
+        self.assertNotIn(device, xml)
+        # Its owner is back to what it was before the attach.
+        self.assertEqual((before.st_uid, before.st_gid),
+                         (os.stat(device).st_uid, os.stat(device).st_gid))
 
     def qemus_of(self, instance):
         return self.qemu_pids('guest=%s,' % instance.name)
@@ -361,10 +405,42 @@ class TestDriverRejuvenation(DriverOnLibvirtTestCase):
         self.assertEqual(instance.uuid,
                          guests[0]['nova_object.data']['instance_uuid'])
 
-        # Nova's own operations on the moved guest, through the driver.
-        mark = console.offset()
+        # Nova's own operations on the moved guest, through the driver:
+        # volume attach and detach, snapshot, stop (the RAM is freed),
+        # start, hard reboot, delete.
+        self.attach_and_detach_volume(instance)
+        snapshot = self.glance.create(self.ctxt, {
+            'name': 'snap', 'disk_format': 'qcow2',
+            'container_format': 'bare', 'properties': {}})
+        uploaded = {}
+        glance_update = self.glance.update
+
+        def update(context, image_id, metadata, data=None, **kwargs):
+            if data is not None:   # Nova's fixture drops the data
+                uploaded[image_id] = (metadata.get('disk_format'),
+                                      data.read())
+            return glance_update(context, image_id, metadata, **kwargs)
+        self.glance.update = update
+        self.driver.snapshot(self.ctxt, instance, snapshot['id'],
+                             lambda *args, **kwargs: None)
+        disk_format, data = uploaded[snapshot['id']]
+        self.assertEqual('qcow2', disk_format)
+        self.assertEqual(b'QFI\xfb', data[:4])   # a live qcow2 snapshot
+        self.assertEqual(power_state.RUNNING,
+                         self.driver.get_info(instance).state)
+        self.driver.power_off(instance, timeout=0)
+        self.assertEqual(power_state.SHUTDOWN,
+                         self.driver.get_info(instance).state)
+        self.assertEqual([], self.qemus_of(instance))
+        self.assertFalse(os.path.exists(ram_file))
+        # Each start rewrites the console log (Nova's append='off'): the
+        # new QEMU has truncated it by the time the driver returns.
+        self.driver.power_on(self.ctxt, instance, [])
+        self.wait_ready(console)
+        self.assertTrue(os.path.exists(ram_file))
         self.driver.reboot(self.ctxt, instance, [], 'HARD')
-        self.wait_ready(console, since=mark)
+        self.wait_ready(console)
+        self.assert_intact(console, 0)
         self.assertEqual([2], self.generation_of(instance))
         self.assertEqual(1, len(self.qemus_of(instance)))
         self.assertTrue(os.path.exists(ram_file))

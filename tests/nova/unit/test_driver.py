@@ -13,7 +13,10 @@ from nova.virt.libvirt import config as vconfig
 from nova_vmbeam import exception
 from nova_vmbeam import guest as guest_mod
 from nova_vmbeam.libvirt import config as engine_config
+from nova_vmbeam.rejuvenation import journal as journal_mod
+from nova_vmbeam.siblings import colocated
 from nova_vmbeam.virt import config as vmbeam_config
+from nova_vmbeam.virt import driver as driver_mod
 from nova_vmbeam.virt import extra_specs
 from nova_vmbeam.virt import ram
 from tests.nova.unit import base
@@ -196,3 +199,35 @@ class TestExtraSpecValidation(base.DriverTestCase):
         validators.validate('vmbeam:ram', 'true')
         self.assertRaises(nova_exception.ValidationError,
                           validators.validate, 'vmbeam:ram', 'maybe')
+
+
+_START_GENERATIONS = driver_mod.VMBeamDriver._start_generations
+
+
+class TestStartGenerations(base.DriverTestCase):
+    """Which daemons nova-compute talks to when it starts."""
+
+    def journal(self, run_state):
+        orchestrator = self.connection._rejuvenation.orchestrator
+        siblings = {
+            str(n): dict(colocated.ColocatedSibling(base.CONF, n).record(),
+                         state=state)
+            for n, state in ((1, 'active'), (2, 'ready'))}
+        run = {'id': 'r', 'from': 1, 'to': 2, 'state': run_state,
+               'mover': 'zerocopy', 'guests': {}} if run_state else None
+        orchestrator.journal.save(dict(journal_mod._empty(), active=1,
+                                       siblings=siblings, run=run))
+        self.useFixture(base.fixtures.MockPatchObject(orchestrator, 'init'))
+        self.useFixture(base.fixtures.MockPatchObject(orchestrator,
+                                                      'recover'))
+        return {n: colocated.ColocatedSibling(base.CONF, n).uri
+                for n in (1, 2)}
+
+    def test_an_open_run_is_followed_on_both_generations(self):
+        uris = self.journal('incomplete')
+        self.assertEqual((uris[2], [uris[1]]),
+                         _START_GENERATIONS(self.connection))
+
+    def test_otherwise_the_active_generation_alone(self):
+        uris = self.journal(None)
+        self.assertEqual((uris[1], []), _START_GENERATIONS(self.connection))
