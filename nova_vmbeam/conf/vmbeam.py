@@ -135,11 +135,9 @@ sibling_opts = [
                default=2,
                min=1,
                help='Guests moved at the same time during a host '
-                    'rejuvenation (destinations are prepared, then guests '
-                    'switched, this many at a time). Much of a switch is '
-                    'waiting on monitor round trips, so two overlap well '
-                    'even on a 2-core host; each guest still pauses '
-                    'alone.'),
+                    'rejuvenation. Guests are still paused one at a time; '
+                    'what overlaps is the rest of each move (starting '
+                    'destinations, retiring sources, bookkeeping).'),
 ]
 
 ALL_OPTS = pool_opts + qemu_opts + move_opts + sibling_opts

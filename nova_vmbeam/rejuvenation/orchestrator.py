@@ -421,10 +421,11 @@ class Orchestrator:
             LOG.error('%s', exc)
         return None
 
-    def _finish_one(self, mover, name, ctx, target_host):
+    def _finish_one(self, mover, name, ctx, target_host, pause_lock=None):
         try:
             result = mover.finish(ctx, on_switchover=lambda:
-                                  self._set_guest(name, switching=True))
+                                  self._set_guest(name, switching=True),
+                                  pause_lock=pause_lock)
         except exception.RollbackFailed as exc:
             self._set_guest(name, error=str(exc))
             LOG.error('%s', exc)
@@ -461,8 +462,10 @@ class Orchestrator:
         contexts = pmap(lambda n: self._prepare_one(
             mover, n, source_host, target_host), pending)
         ready = [(n, c) for n, c in zip(pending, contexts) if c is not None]
+        # One guest paused at a time; the rest of the moves overlap.
+        pause_lock = threading.Lock()
         pmap(lambda item: self._finish_one(mover, item[0], item[1],
-                                           target_host), ready)
+                                           target_host, pause_lock), ready)
 
     def standby(self, mover_name=None):
         """Start generation N+1 ahead of time, destinations prepared.
