@@ -230,7 +230,9 @@ def build_parser():
     p.add_argument('--ram-mib', type=int, default=512)
     p.add_argument('--dirty-mib-s', type=int, default=16)
     p.add_argument('--mover', help='default: [vmbeam] default_mover')
-    p.add_argument('--concurrency', type=int, default=1)
+    p.add_argument('--concurrency', type=int,
+                   help='guests moved at once (default: [vmbeam] '
+                        'rejuvenation_concurrency)')
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser('bench', help='measure every mover on the same '

@@ -19,7 +19,7 @@ from nova_vmbeam import testbed as testbed_mod
 
 
 def run(conf, out, guests=3, ram_mib=512, dirty_mib_s=16, mover=None,
-        concurrency=1):
+        concurrency=None):
     mover_name = mover or conf.vmbeam.default_mover
     mover_obj = movers_mod.load(mover_name, conf)
     state = os.path.join(conf.vmbeam.state_path, 'demo')

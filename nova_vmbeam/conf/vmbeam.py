@@ -132,10 +132,12 @@ sibling_opts = [
                     'guest\'s pause short. 0 turns it off; it needs '
                     'CAP_SYS_NICE (nova-compute runs as root).'),
     cfg.IntOpt('rejuvenation_concurrency',
-               default=1,
+               default=2,
                min=1,
                help='Guests moved at the same time during a host '
-                    'rejuvenation.'),
+                    'rejuvenation. Guests are still paused one at a time; '
+                    'what overlaps is the rest of each move (starting '
+                    'destinations, retiring sources, bookkeeping).'),
 ]
 
 ALL_OPTS = pool_opts + qemu_opts + move_opts + sibling_opts

@@ -70,6 +70,9 @@ class MoveContext:
         #: called (no arguments) just before the destination is resumed,
         #: so a journal can record that the source may be stale from now on
         self.on_switchover = None
+        #: called (no arguments) once the destination runs, before the
+        #: source is retired: the guest's pause is over
+        self.on_resumed = None
 
     def mark(self, name):
         self.marks[name] = time.monotonic()
@@ -155,9 +158,25 @@ class Mover(metaclass=abc.ABCMeta):
             reason='mover %s cannot adopt a prepared destination' %
             self.name)
 
-    def finish(self, ctx, on_switchover=None):
-        """Transfer, verify and switch over a prepared move."""
+    def finish(self, ctx, on_switchover=None, pause_lock=None):
+        """Transfer, verify and switch over a prepared move.
+
+        ``pause_lock``, shared by moves that run at the same time, is held
+        from the migration's start until the destination runs: guests
+        then pause one at a time, each with the host's full attention,
+        while the rest of their moves (retiring sources, bookkeeping)
+        overlaps.
+        """
         ctx.on_switchover = on_switchover
+        held = []
+        if pause_lock is not None:
+            pause_lock.acquire()
+            held.append(pause_lock)
+
+        def unpause():
+            while held:
+                held.pop().release()
+        ctx.on_resumed = unpause
         phase = 'transfer'
         try:
             with self._boost(ctx):
@@ -166,7 +185,10 @@ class Mover(metaclass=abc.ABCMeta):
                                     ('switchover', self.switchover)):
                     step(ctx)
         except Exception as exc:
+            unpause()
             self._fail(ctx, phase, exc)
+        finally:
+            unpause()
         spec = ctx.source.spec
         result = MoveResult(guest=spec.name, mover=self.name, ok=True,
                             destination=ctx.destination)

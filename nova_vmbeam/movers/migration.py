@@ -245,6 +245,8 @@ class QmpMigrationMover(base.Mover):
         # else: the guest was paused before the move and stays paused.
         ctx.destination_resumed = True
         ctx.mark('resumed')
+        if ctx.on_resumed is not None:
+            ctx.on_resumed()
         # Keep the source's events (its STOP gives the downtime) before
         # its monitor goes away with it.
         ctx.source.events()

@@ -511,10 +511,11 @@ class Orchestrator:
             LOG.error('%s', exc)
         return None
 
-    def _finish_one(self, mover, name, ctx, target_host):
+    def _finish_one(self, mover, name, ctx, target_host, pause_lock=None):
         try:
             result = mover.finish(ctx, on_switchover=lambda:
-                                  self._set_guest(name, switching=True))
+                                  self._set_guest(name, switching=True),
+                                  pause_lock=pause_lock)
         except exception.RollbackFailed as exc:
             self._set_guest(name, error=str(exc))
             LOG.error('%s', exc)
@@ -552,6 +553,8 @@ class Orchestrator:
                 return list(pool.map(fn, items))
 
         fences = {}
+        # One guest paused at a time; the rest of the moves overlap.
+        pause_lock = threading.Lock()
 
         def release(name):
             fence = fences.pop(name, None)
@@ -585,7 +588,7 @@ class Orchestrator:
                     self._give_up(movers[name], name, ctx)
                     return None
                 return self._finish_one(movers[name], name, ctx,
-                                        target_host)
+                                        target_host, pause_lock)
             finally:
                 release(name)
 
