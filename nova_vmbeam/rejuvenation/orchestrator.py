@@ -405,6 +405,8 @@ class Orchestrator:
         (guests about to be deleted, whose RAM they map). Returns the
         number of prepared destinations destroyed.
         """
+        if self._standby_generation(self.journal.load()) is None:
+            return 0   # the common case, without waiting for a run's lock
         with self.journal.locked():
             state = self.journal.load()
             generation = self._standby_generation(state)

@@ -27,9 +27,10 @@ from nova.virt.libvirt import driver as libvirt_driver
 from nova.virt.libvirt import utils as libvirt_utils
 from nova.virt.libvirt import vif as libvirt_vif
 from oslo_log import log as logging
-from oslo_utils import importutils
 
+from nova_vmbeam.aging import monitor as aging_monitor
 from nova_vmbeam import conf as vmbeam_conf
+from nova_vmbeam import exception
 from nova_vmbeam import guest as guest_mod
 from nova_vmbeam.libvirt import config as engine_config
 from nova_vmbeam.libvirt import host as engine_host
@@ -118,16 +119,22 @@ class VMBeamDriver(libvirt_driver.LibvirtDriver):
             rpc_server.stop(server)
 
     def _start_aging_monitor(self):
-        """Start nova_vmbeam.aging's monitor, when that package is there.
+        """The aging monitor ([vmbeam_aging]): rejuvenates in time.
 
-        Hook for the aging monitor (wired at merge): it gets the
-        configuration and this host's HostRejuvenation.
+        It watches the active generation's resources and, when one of
+        them trends towards exhaustion, rejuvenates this host the way an
+        RPC request would (notifications and instance actions included).
         """
-        aging = importutils.try_import('nova_vmbeam.aging')
-        start = getattr(aging, 'start_monitor', None)
-        if start is None:
+        if not CONF.vmbeam_aging.enabled:
             return
-        self._aging_monitor = start(CONF, self._rejuvenation)
+        if not CONF.vmbeam_aging.instances_path:
+            # Nova's instance directory is the disk that fills up.
+            CONF.set_override('instances_path', CONF.instances_path,
+                              'vmbeam_aging')
+        self._aging_monitor = aging_monitor.AgingMonitor(
+            CONF, CONF.host, self._rejuvenation.rejuvenate_and_wait,
+            orchestrator=self._rejuvenation.orchestrator)
+        self._aging_monitor.start()
 
     def _stop_aging_monitor(self):
         monitor, self._aging_monitor = self._aging_monitor, None
@@ -247,6 +254,14 @@ class VMBeamDriver(libvirt_driver.LibvirtDriver):
     def _release_ram(self, instance):
         if self._host.is_moving(instance.uuid):
             return
+        # A standby generation ("vmbeam standby") may hold a destination
+        # prepared for this guest: it maps the RAM, so it goes first.
+        try:
+            self._rejuvenation.orchestrator.discard_standby(
+                names=[instance.name])
+        except exception.VMBeamError as exc:
+            LOG.warning('prepared destination of %s: %s', instance.uuid,
+                        exc)
         ram.release(CONF, instance.uuid)
 
     def _destroy(self, instance, *args, **kwargs):

@@ -28,7 +28,7 @@ _SMALL_PAGE_KIB = 4
 class RamPlan:
     """Where one instance's RAM goes."""
 
-    pool: pool_mod.RamPool
+    pool: object   # a RAM pool (nova_vmbeam.pool)
     size_bytes: int
     #: flavor huge pages: the pool is on hugetlbfs
     hugepages: bool = False
@@ -89,10 +89,22 @@ def plan(instance, conf):
     hugepages = page_kib > _SMALL_PAGE_KIB
     path = conf.vmbeam.hugepage_pool_path if hugepages \
         else conf.vmbeam.ram_pool_path
-    pool = pool_mod.RamPool(path, conf.vmbeam.qemu_user,
-                            conf.vmbeam.ram_pool_reserve_mib)
+    pool = pool_at(conf, path)
     return RamPlan(pool=pool, size_bytes=instance.flavor.memory_mb << 20,
                    hugepages=hugepages, page_size_kib=page_kib)
+
+
+def pool_at(conf, path):
+    """The RAM pool in directory ``path``.
+
+    [vmbeam] ram_pool_path is served by [vmbeam] ram_pool_backend (the
+    pagemover daemon by default), like every other user of that pool; the
+    huge-page pool is a plain directory of files.
+    """
+    if os.path.abspath(path) == os.path.abspath(conf.vmbeam.ram_pool_path):
+        return pool_mod.load(conf)
+    return pool_mod.RamPool(path, conf.vmbeam.qemu_user,
+                            conf.vmbeam.ram_pool_reserve_mib)
 
 
 def allocate(ram_plan, instance_uuid):
@@ -118,7 +130,7 @@ def allocate(ram_plan, instance_uuid):
 def release(conf, instance_uuid):
     """Free an instance's RAM file in either pool, unless still mapped."""
     for path in (conf.vmbeam.ram_pool_path, conf.vmbeam.hugepage_pool_path):
-        pool = pool_mod.RamPool(path, conf.vmbeam.qemu_user)
+        pool = pool_at(conf, path)
         try:
             pool.release(instance_uuid)
         except exception.PoolError as exc:
@@ -129,8 +141,7 @@ def release(conf, instance_uuid):
 
 def allocate_path(conf, path, instance_uuid, size_bytes):
     """A fresh RAM file at ``path``, as a domain's XML names it."""
-    pool = pool_mod.RamPool(os.path.dirname(path), conf.vmbeam.qemu_user,
-                            conf.vmbeam.ram_pool_reserve_mib)
+    pool = pool_at(conf, os.path.dirname(path))
     if pool.file_path(instance_uuid) != path:
         raise exception.PoolError(
             path=pool.path, reason='the guest XML names RAM file %s, not '

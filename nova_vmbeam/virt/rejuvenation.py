@@ -95,6 +95,24 @@ class HostRejuvenation(orchestrator_mod.RunListener):
         return {'run_id': run_id, 'state': 'running',
                 'generation': plan['to']}
 
+    def rejuvenate_and_wait(self):
+        """Rejuvenate this host now and return when the run has ended.
+
+        For the aging monitor; raises if the run could not start or did
+        not complete.
+        """
+        started = self.rejuvenate_host(nova_context.get_admin_context())
+        thread = self._thread
+        if thread is not None:
+            thread.join()
+        run = self._journal_run() or {}
+        if run.get('id') != started['run_id'] or \
+                run.get('state') != 'completed':
+            raise exception.VMBeamError(
+                'rejuvenation %s ended %s' % (started['run_id'],
+                                              run.get('state', 'unknown')))
+        return run
+
     def _run_host(self, context, run_id, plan, concurrency, mover):
         pending = {name: {'state': journal_mod.PENDING,
                           'uuid': plan['uuids'][name], 'mover': m}

@@ -36,8 +36,11 @@ def use_vmbeam(test, ram_default=True):
     user = pwd.getpwuid(os.getuid()).pw_name
     pool = os.path.join(parent, 'ram')
     os.mkdir(pool, 0o711)
+    # Pool files directly: the pagemover daemon is covered by the
+    # functional tests, which run it for real.
     test.flags(ram_pool_path=pool, hugepage_pool_path=pool, qemu_user=user,
-               state_path=state, ram_default=ram_default, group='vmbeam')
+               state_path=state, ram_default=ram_default,
+               ram_pool_backend='file', group='vmbeam')
     test.useFixture(fixtures.MonkeyPatch(
         'nova_vmbeam.virt.driver.VMBeamDriver._start_generations',
         lambda self: (PRIMARY, [])))
