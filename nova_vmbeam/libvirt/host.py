@@ -180,9 +180,16 @@ class Host(hypervisor.Hypervisor):
     def guest(self, name):
         """The running guest ``name`` here, or None."""
         dom = self.lookup(name)
-        if dom is None or not dom.isActive():
-            return None
-        xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE)
+        try:
+            if dom is None or not dom.isActive():
+                return None
+            xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE)
+        except libvirt.libvirtError as exc:
+            # Gone between the lookup and now (a retired source that
+            # libvirt has just tidied away).
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return None
+            raise
         return guest_mod.LibvirtGuest(self, dom, config.guest_spec(xml))
 
     def guests(self):
