@@ -117,6 +117,10 @@ class DriverOnLibvirtTestCase(ft_base.PrivateStateTestCase):
             'notifications': dict(notification_format='versioned'),
             'vmbeam': dict(state_path=state,
                            ram_pool_path=self.conf.vmbeam.ram_pool_path,
+                           # The test's own pagemover daemon, the one
+                           # that owns this pool.
+                           pagemoverd_socket=(
+                               self.conf.vmbeam.pagemoverd_socket),
                            ram_default=False, migration_timeout=60.0,
                            plain_ram_policy='refuse'),
         }
