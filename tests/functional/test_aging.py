@@ -66,10 +66,12 @@ class TestProbes(AgingTestCase):
         free = self.sample('host_free_memory')
         self.assertGreater(free.value, 256.0)
         self.assertIsNotNone(self.sample('instances_disk_free'))
-        # A leaking client shows in the daemon's descriptors.
+        # A leaking client shows in the daemon's descriptors: 20 more,
+        # give or take a couple that the probes' own short-lived
+        # connections held at the first sample.
         self.leak(20)
         self.assertGreaterEqual(self.sample('daemon_fds').value,
-                                fds.value + 20)
+                                fds.value + 17)
 
     def test_sampling_does_not_age_the_daemon(self):
         # The monitor looks at the daemon every interval for months: its
