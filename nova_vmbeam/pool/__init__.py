@@ -44,6 +44,14 @@ def load(conf):
     return manager.driver.from_conf(conf)
 
 
+def guest_file_path(pool_path, guest_uuid):
+    """The RAM file of ``guest_uuid`` in the pool at ``pool_path``."""
+    if not guest_uuid or '/' in guest_uuid or guest_uuid.startswith('.'):
+        raise exception.InvalidInput(reason='bad guest UUID %r' %
+                                     guest_uuid)
+    return os.path.join(pool_path, '%s.ram' % guest_uuid)
+
+
 TMPFS = 'tmpfs'
 HUGETLBFS = 'hugetlbfs'
 _FS_FIX = ('Mount tmpfs there (mount -t tmpfs -o mode=0711 vmbeam-ram '
@@ -140,10 +148,7 @@ class RamPool:
             'SC_PAGE_SIZE')
 
     def file_path(self, guest_uuid):
-        if not guest_uuid or '/' in guest_uuid or guest_uuid.startswith('.'):
-            raise exception.InvalidInput(reason='bad guest UUID %r' %
-                                         guest_uuid)
-        return os.path.join(self.path, '%s.ram' % guest_uuid)
+        return guest_file_path(self.path, guest_uuid)
 
     def allocate(self, guest_uuid, size_bytes):
         """Create (or reuse, if the size matches) the RAM file of a guest.

@@ -10,7 +10,7 @@ of it is resident, attach it to a hypervisor VM as ivshmem-plain.
 
 import os
 
-from nova_vmbeam import exception
+from nova_vmbeam import pool as pool_mod
 from nova_vmbeam.pool import daemon
 from nova_vmbeam.pool import protocol
 
@@ -55,10 +55,7 @@ class PagemoverdPool:
         return self._call('check')[0]['fstype']
 
     def file_path(self, guest_uuid):
-        if not guest_uuid or '/' in guest_uuid or guest_uuid.startswith('.'):
-            raise exception.InvalidInput(reason='bad guest UUID %r' %
-                                         guest_uuid)
-        return os.path.join(self.path, '%s.ram' % guest_uuid)
+        return pool_mod.guest_file_path(self.path, guest_uuid)
 
     def allocate(self, guest_uuid, size_bytes):
         """Create (or reuse, if the size matches) a guest's pool; its path."""

@@ -482,7 +482,7 @@ class Orchestrator:
                             error='not running on %s any more' %
                             source_host.name)
             return None
-        shell = self.journal.load()['run']['guests'][name].pop('shell', None)
+        shell = self.journal.load()['run']['guests'][name].get('shell')
         self._set_guest(name, state=journal_mod.MOVING, shell=None,
                         mover=mover.name,
                         was_running=src.status() == 'running')
@@ -653,8 +653,7 @@ class Orchestrator:
         source_host = self.active().host()
         target_host = self.sibling(generation).host()
         try:
-            on_source = {g.name: g for g in source_host.guests()
-                         if g.alive()}
+            on_source = self._live_guests(source_host)
             record = self.journal.load()['siblings'][str(generation)]
             shells = record.get('shells', {})
             for endpoint in target_host.guests():
@@ -776,6 +775,23 @@ class Orchestrator:
                        '%r' % (concurrency,))
         return mover_name, mover, fallback, concurrency
 
+    def _open_run(self, state):
+        """(the run to take up or None, the generation guests move from)."""
+        run = state['run']
+        if run and run['state'] == 'completed':
+            run = None
+        source = self.sibling(run['from'], state) if run \
+            else self.active(state)
+        return run, source
+
+    @staticmethod
+    def _live_guests(host):
+        """Guests of ``host`` by name, live QEMUs only.
+
+        libvirt lists a quit domain a little longer while it tidies up.
+        """
+        return {g.name: g for g in host.guests() if g.alive()}
+
     def preflight(self, mover_name=None, concurrency=None, names=None,
                   fallback_mover=None):
         """Check what rejuvenate() would do, changing nothing.
@@ -790,15 +806,10 @@ class Orchestrator:
             mover_name, fallback_mover, concurrency)
         with self.journal.locked():
             state = self.journal.load()
-            run = state['run']
-            if run and run['state'] == 'completed':
-                run = None
-            source = self.sibling(run['from'], state) if run \
-                else self.active(state)
+            run, source = self._open_run(state)
             source_host = source.host()
             try:
-                on_source = {g.name: g for g in source_host.guests()
-                             if g.alive()}
+                on_source = self._live_guests(source_host)
                 chosen = self._check_movable(mover, fallback, on_source,
                                              names, run)
             finally:
@@ -827,17 +838,10 @@ class Orchestrator:
         with self.journal.locked():
             self.recover()
             state = self.journal.load()
-            run = state['run']
-            if run and run['state'] == 'completed':
-                run = None
-            source = self.sibling(run['from'], state) if run \
-                else self.active(state)
+            run, source = self._open_run(state)
             source_host = source.host()
             try:
-                # Live QEMUs only: libvirt lists a quit domain a little
-                # longer while it tidies up.
-                on_source = {g.name: g for g in source_host.guests()
-                             if g.alive()}
+                on_source = self._live_guests(source_host)
                 chosen = self._check_movable(mover, fallback, on_source,
                                              names, run)
                 if run is None:
