@@ -44,6 +44,9 @@ class MoveResult:
     transferred_bytes: int = 0
     cpu_s: float = 0.0
     retire_ms: float = 0.0
+    #: where the guest's pause went, in ms, in order (see the mover's
+    #: measure()); empty when a mover does not break it down
+    pause_ms: dict = dataclasses.field(default_factory=dict)
     error: typing.Optional[str] = None
     destination: typing.Any = dataclasses.field(default=None, repr=False)
 
@@ -66,6 +69,9 @@ class MoveContext:
         self.destination_resumed = False
         self.destination_reaped = False
         self.marks = {}
+        # The same marks by the wall clock, to line them up with QEMU's
+        # event timestamps.
+        self.wall_marks = {}
         self.migration = {}
         #: called (no arguments) just before the destination is resumed,
         #: so a journal can record that the source may be stale from now on
@@ -76,6 +82,7 @@ class MoveContext:
 
     def mark(self, name):
         self.marks[name] = time.monotonic()
+        self.wall_marks[name] = time.time()
 
     def ms(self, start, end):
         return (self.marks[end] - self.marks[start]) * 1000.0

@@ -20,6 +20,8 @@ class CprMover(migration.QmpMigrationMover):
     ram_backing = guest_mod.RAM_MEMFD
     parameters = {'mode': 'cpr-transfer'}
     monitor_before_migrate = False
+    # The destination receives the memfd over the cpr channel.
+    ram_mapped_at_start = False
 
     def check(self, spec):
         version.require(self.conf.vmbeam.qemu_binary, MIN_QEMU,

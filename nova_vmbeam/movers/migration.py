@@ -39,6 +39,10 @@ class QmpMigrationMover(base.Mover):
     #: False where the destination's monitor only answers once migration
     #: has begun (cpr-transfer: after it has read the cpr channel)
     monitor_before_migrate = True
+    #: True where the destination maps the guest's RAM when it starts
+    #: (then verify_ram runs before the guest pauses); False where it
+    #: receives the RAM during the migration (cpr-transfer's memfd)
+    ram_mapped_at_start = True
 
     # --- hooks for the concrete movers -----------------------------------
 
@@ -111,6 +115,7 @@ class QmpMigrationMover(base.Mover):
             ctx.destination.connect()
             self._configure(ctx.destination)
         ctx.migrate_args = self.start_incoming(ctx)
+        self._verify_ram_early(ctx)
         ctx.mark('prepared')
 
     def adopt(self, source, target, destination):
@@ -143,8 +148,21 @@ class QmpMigrationMover(base.Mover):
         self.check_source(ctx)
         self._configure(ctx.source)
         ctx.migrate_args = {'uri': 'unix:%s' % path}
+        try:
+            self._verify_ram_early(ctx)
+        except exception.VerificationFailed as exc:
+            # Not this guest's RAM: discarded, and a new one prepared.
+            raise exception.InvalidInput(reason=str(exc)) from exc
         ctx.mark('prepared')
         return ctx
+
+    def _verify_ram_early(self, ctx):
+        # Nothing remaps a destination's RAM once it has started, so it is
+        # checked while it is prepared, long before the guest pauses;
+        # after the pause only the destination's identity is checked again
+        # (_check_alive).
+        if self.ram_mapped_at_start:
+            self.verify_ram(ctx)
 
     def transfer(self, ctx):
         ctx.mark('transfer')
@@ -164,6 +182,8 @@ class QmpMigrationMover(base.Mover):
         ctx.cpu_migration = ctx.source.cpu_seconds(_MIGRATION_THREAD_PREFIX)
         ctx.migration = info
         if status != 'completed':
+            if 'error-desc' not in info:
+                info = ctx.source.execute('query-migrate')
             raise MigrationFailed('migration %s: %s' %
                                   (status, info.get('error-desc', '')))
         ctx.mark('transferred')
@@ -175,48 +195,72 @@ class QmpMigrationMover(base.Mover):
         # The source reports completed once it has sent everything; wait
         # until the destination has loaded it too.
         try:
-            incoming = self._wait_finished(
-                dest, ctx.wall_start, self.conf.vmbeam.qmp_timeout).get(
-                    'status')
+            loaded = self._wait_finished(
+                dest, ctx.wall_start, self.conf.vmbeam.qmp_timeout)
         except monitor_mod.MonitorError:
             if dest.alive():
                 raise
             raise exception.VerificationFailed(
                 guest=name, reason='destination QEMU exited: %s' %
                 (dest.exit_reason() or 'no reason given'))
-        if incoming != 'completed':
+        ctx.mark('loaded')
+        if loaded.get('status') != 'completed':
             raise exception.VerificationFailed(
                 guest=name,
-                reason='destination did not load the state (%s)' % incoming)
-        state = dest.status()
-        if state != 'paused':
+                reason='destination did not load the state (%s)' %
+                loaded.get('status'))
+        if self._ran_early(ctx, loaded):
+            # Someone else resumed it: it may have written the shared RAM
+            # already, so it owns the guest and the source must never run
+            # again. The failure handling settles it as a resume that was
+            # sent (and the move goes forward if it does run).
+            ctx.resume_sent = True
             raise exception.VerificationFailed(
-                guest=name, reason='destination is %r, expected paused '
-                'before switchover' % state)
-        self.verify_ram(ctx)
+                guest=name, reason='destination runs before switchover')
+        if not self.ram_mapped_at_start:
+            self.verify_ram(ctx)
         self._check_alive(ctx)
         ctx.mark('verified')
 
     @staticmethod
+    def _ran_early(ctx, loaded):
+        """True if the destination runs although we never resumed it.
+
+        When its MIGRATION event said it loaded the state, its events say
+        this too (a RESUME since the move began) without another round
+        trip through the daemon while the guest is paused; otherwise
+        query-status is asked.
+        """
+        if loaded.get('event'):
+            return any(event['event'] == 'RESUME' and
+                       monitor_mod.event_time(event) >= ctx.wall_start
+                       for event in ctx.destination.events())
+        return ctx.destination.status() != 'paused'
+
+    @staticmethod
     def _wait_finished(endpoint, since, timeout):
-        """query-migrate of ``endpoint`` once its migration has finished.
+        """How ``endpoint``'s migration ended, or where it is at timeout.
 
         Waits for QEMU's MIGRATION event rather than asking the monitor
         over and over: on a busy host every round trip competes for CPU
         with the guests, while the guest being moved is paused. The event
-        only says when; query-migrate, asked then, is the authority.
-        Returns the last answer, finished or not, at the deadline.
+        carries the very state query-migrate would report (QEMU emits it
+        on every change of that state), so a finished state read from it
+        is final; its answer is then ``{'status': ..., 'event': True}``.
+        query-migrate is still asked every _QUERY_INTERVAL_S in case an
+        event is lost, and at the deadline.
         """
         deadline = time.monotonic() + timeout
-        next_query = 0.0
+        next_query = time.monotonic() + _QUERY_INTERVAL_S
         while True:
             now = time.monotonic()
-            finished = any(
-                event['event'] == 'MIGRATION' and
-                monitor_mod.event_time(event) >= since and
-                event['data'].get('status') in _FINISHED
-                for event in endpoint.events())
-            if finished or now >= next_query or now >= deadline:
+            for event in endpoint.events():
+                status = event['data'].get('status') \
+                    if event['event'] == 'MIGRATION' else None
+                if status in _FINISHED and \
+                        monitor_mod.event_time(event) >= since:
+                    return {'status': status, 'event': True}
+            if now >= next_query or now >= deadline:
                 info = endpoint.execute('query-migrate')
                 if info.get('status') in _FINISHED or now >= deadline:
                     return info
@@ -239,6 +283,7 @@ class QmpMigrationMover(base.Mover):
                 reason='source is running again after the migration')
         if ctx.on_switchover is not None:
             ctx.on_switchover()
+        ctx.mark('resume')
         ctx.resume_sent = True
         if ctx.source_was_running:
             ctx.destination.resume()
@@ -247,6 +292,14 @@ class QmpMigrationMover(base.Mover):
         ctx.mark('resumed')
         if ctx.on_resumed is not None:
             ctx.on_resumed()
+        if 'ram' not in ctx.migration:
+            # The figures of a migration whose end came as an event:
+            # asked now that the guest runs again.
+            try:
+                ctx.migration = ctx.source.execute('query-migrate')
+            except monitor_mod.MonitorError as exc:
+                LOG.warning('migration figures of %s: %s',
+                            ctx.source.spec.name, exc)
         # Keep the source's events (its STOP gives the downtime) before
         # its monitor goes away with it.
         ctx.source.events()
@@ -308,6 +361,41 @@ class QmpMigrationMover(base.Mover):
         result.cpu_s = round(ctx.cpu_after + ctx.cpu_migration -
                              ctx.cpu_before, 4)
         result.downtime_ms = self._downtime_ms(ctx)
+        result.pause_ms = self._pause_ms(ctx)
+
+    @staticmethod
+    def _pause_ms(ctx):
+        """Where the pause (source STOP to destination RESUME) went.
+
+        device_state: the source sends its device state (STOP to its
+        migration completed), load: the destination loads it, notice: we
+        learn of it, verify: our checks, switch: journal and last checks,
+        resume: the resume command until the destination runs. QEMU's
+        event times and ours are on the same wall clock.
+        """
+        def event_at(endpoint, name, status=None):
+            for event in endpoint.events():
+                if (event['event'] == name and
+                        monitor_mod.event_time(event) >= ctx.wall_start and
+                        (status is None or
+                         event['data'].get('status') == status)):
+                    return monitor_mod.event_time(event)
+            return None
+
+        marks = ctx.wall_marks
+        points = [('stop', event_at(ctx.source, 'STOP')),
+                  ('device_state', event_at(ctx.source, 'MIGRATION',
+                                            'completed')),
+                  ('load', event_at(ctx.destination, 'MIGRATION',
+                                    'completed')),
+                  ('notice', marks.get('loaded')),
+                  ('verify', marks.get('verified')),
+                  ('switch', marks.get('resume')),
+                  ('resume', event_at(ctx.destination, 'RESUME'))]
+        if any(at is None for _, at in points):
+            return {}
+        return {name: round((at - points[i][1]) * 1000.0, 3)
+                for i, (name, at) in enumerate(points[1:])}
 
     def _downtime_ms(self, ctx):
         """Source STOP to destination RESUME, by QEMU's own clocks."""

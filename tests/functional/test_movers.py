@@ -5,6 +5,7 @@ import shutil
 import signal
 import threading
 
+from nova_vmbeam import bench
 from nova_vmbeam import exception
 from nova_vmbeam import guest as guest_mod
 from nova_vmbeam import movers
@@ -27,6 +28,11 @@ class TestMoves(base.GuestTestCase):
         # The source is gone: the guest runs exactly once.
         self.assertEqual([guest.endpoint.pid], self.qemu_pids())
         self.assertGreater(result.downtime_ms, 0)
+        if result.pause_ms:
+            # The breakdown runs from the same STOP to the same RESUME.
+            self.assertEqual(list(bench.PAUSE_PHASES), list(result.pause_ms))
+            self.assertAlmostEqual(result.downtime_ms,
+                                   sum(result.pause_ms.values()), delta=0.01)
         self.assert_runs_intact(guest, guest.moved_at)
         # And it can move again, back to the first generation.
         again = self.testbed.move(guest, mover, self.gen1)
@@ -36,6 +42,7 @@ class TestMoves(base.GuestTestCase):
 
     def test_zerocopy_sends_no_ram(self):
         result = self._move_and_check('zerocopy')
+        self.assertTrue(result.pause_ms)
         self.assertLess(result.transferred_bytes, 1 * MIB)
 
     def test_cpr_sends_no_ram(self):
@@ -110,7 +117,8 @@ class TestFaults(base.GuestTestCase):
 
         exc = self.assertRaises(exception.MoveFailed, self.testbed.move,
                                 guest, StaleCopy(self.conf), self.gen2)
-        self.assertIn('verify', str(exc))
+        # Found while the destination is prepared, before the guest pauses.
+        self.assertIn('prepare', str(exc))
         self.assertIn('does not map the RAM file', str(exc))
         self.assertEqual([source.pid], self.qemu_pids())
         self.assert_runs_intact(guest, guest.console.offset())

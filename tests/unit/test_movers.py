@@ -1,3 +1,5 @@
+import time
+
 import fixtures
 import testtools
 from unittest import mock
@@ -229,3 +231,52 @@ class TestMoveSafety(testtools.TestCase):
         self.assertIn('still there', str(exc))
         self.assertNotIn(('dest', 'destroy'), self.journal)
         self.assertNotIn(('dest', 'cont'), self.journal)
+
+    def _emits_migration_events(self, endpoint, extra=()):
+        """``endpoint`` reports a completed migration as QEMU does."""
+        def events():
+            if endpoint.migration != 'completed':
+                return []
+            now = time.time()
+            stamp = {'seconds': int(now), 'microseconds': int(
+                now % 1 * 1e6)}
+            return [dict(event='MIGRATION', timestamp=stamp,
+                         data={'status': 'completed'})] + [
+                dict(event=name, timestamp=stamp, data={})
+                for name in extra]
+        endpoint.events = events
+
+    def test_pause_asks_nothing_that_events_answered(self):
+        self._emits_migration_events(self.source, extra=('STOP',))
+        self.target.on_launch = self._emits_migration_events
+        result = self.mover.move(self.source, self.target)
+        self.assertTrue(result.ok)
+        pause = self.journal[self._index(('source', 'migrate')):
+                             self._index(('dest', 'cont'))]
+        self.assertEqual([], [e for e in pause
+                              if e[1] in ('query-migrate', 'query-status')])
+        # The figures are asked for once the guest runs again.
+        self.assertLess(self._index(('dest', 'cont')),
+                        self._index(('source', 'query-migrate')))
+
+    def test_destination_resumed_by_someone_else_owns_the_guest(self):
+        self._emits_migration_events(self.source)
+
+        def resumed_behind_our_back(dest):
+            self._emits_migration_events(dest, extra=('RESUME',))
+            original = dest.execute
+
+            def execute(command, **kw):
+                result = original(command, **kw)
+                if command == 'migrate-incoming':
+                    dest.state = 'running'
+                return result
+            dest.execute = execute
+        self.target.on_launch = resumed_behind_our_back
+        result = self.mover.move(self.source, self.target)
+        # It may have written the shared RAM: the source is stale and
+        # is killed, never resumed; the destination is kept.
+        self.assertTrue(result.ok)
+        self.assertIn(('source', 'destroy'), self.journal)
+        self.assertNotIn(('source', 'cont'), self.journal)
+        self.assertNotIn(('dest', 'destroy'), self.journal)
