@@ -51,7 +51,15 @@ def cmd_bench(args):
 
     started = bench.timestamp()
     if args.host:
-        rows = bench.run_host(CONF, counts=args.host, emit=emit)
+        unknown = set(args.host_methods) - set(bench.HOST_METHODS)
+        if unknown:
+            print('unknown --host-methods %s; choose from %s' % (
+                ','.join(sorted(unknown)), ','.join(bench.HOST_METHODS)),
+                file=sys.stderr)
+            return 2
+        rows = bench.run_host(CONF, counts=args.host,
+                              rounds=args.host_rounds,
+                              methods=args.host_methods, emit=emit)
         if not args.json:
             print('Machine: %s' % bench.machine_description(CONF))
             print('Run: %s\n' % started)
@@ -258,6 +266,14 @@ def build_parser():
                         'guests (e.g. 4,8), against libvirt\'s own precopy '
                         'migration of the same guests between the two '
                         'siblings')
+    p.add_argument('--host-rounds', type=int, default=3,
+                   help='with --host: rejuvenations in a row per row of '
+                        'the table, each moving every guest (default '
+                        '%(default)s)')
+    p.add_argument('--host-methods', type=_name_list,
+                   default=list(bench.HOST_METHODS),
+                   help='with --host: the methods to run (default: %s)' %
+                        ','.join(bench.HOST_METHODS))
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser('init', help='start hypervisor generation 1 (a '

@@ -5,6 +5,16 @@ last run and each guest's progress in it, so that an orchestrator killed at
 any point can be run again and either finish or roll back every guest.
 A lock file held for the length of a run keeps two orchestrators apart; the
 kernel drops it when its holder dies.
+
+One fact is kept beside the file instead: that a guest's switchover has
+begun (its destination is told to run). It is written while the guest is
+paused, where rewriting the whole journal and waiting for the disk
+(milliseconds, tens of them on a busy disk) would lengthen the pause. It is
+a small file per guest, created without fsync: it guards against this
+process dying between the resume and the next journal write, and a dead
+process leaves the page cache behind, so recovery reads it. A host crash
+takes every QEMU and the RAM pool (tmpfs, hugetlbfs) with it, so there is
+then no guest left for the mark to protect.
 """
 
 import contextlib
@@ -14,6 +24,7 @@ import fcntl
 import json
 import os
 import tempfile
+import urllib.parse
 
 from nova_vmbeam import exception
 
@@ -40,7 +51,38 @@ class Journal:
     def __init__(self, path):
         self.path = path
         self.lock_path = path + '.lock'
+        self.switching_dir = path + '.switching'
         self._lock_fd = None
+
+    # --- switchover marks (see the module's docstring) ---------------------
+
+    def _switching_path(self, name):
+        return os.path.join(self.switching_dir,
+                            urllib.parse.quote(name, safe=''))
+
+    def mark_switching(self, name):
+        """Guest ``name``'s destination is about to run: never its source."""
+        os.makedirs(self.switching_dir, exist_ok=True)
+        with open(self._switching_path(name), 'w'):
+            pass
+
+    def is_switching(self, name):
+        return os.path.exists(self._switching_path(name))
+
+    def clear_switching(self, name=None):
+        """Drop the mark of ``name`` (all marks: None) once it is settled."""
+        if name is None:
+            try:
+                names = os.listdir(self.switching_dir)
+            except FileNotFoundError:
+                return
+            for entry in names:
+                self.clear_switching(urllib.parse.unquote(entry))
+            return
+        try:
+            os.unlink(self._switching_path(name))
+        except FileNotFoundError:
+            pass
 
     def load(self):
         try:

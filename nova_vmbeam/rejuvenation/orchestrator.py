@@ -233,7 +233,7 @@ class Orchestrator:
         if dst is not None and not dst.alive():
             dst = None
         dst_state = dst.status() if dst is not None else None
-        if entry.get('switching') or dst_state == 'running':
+        if self.journal.is_switching(name) or dst_state == 'running':
             if dst is None:
                 raise exception.VMBeamError(
                     'guest %s: its destination on %s was told to run and '
@@ -286,7 +286,8 @@ class Orchestrator:
                     continue
                 LOG.warning('recovered %s after an interrupted move: %s',
                             name, settled)
-                self._set_guest(name, state=settled, switching=False)
+                self._set_guest(name, state=settled)
+                self.journal.clear_switching(name)
         finally:
             source_host.close()
             target_host.close()
@@ -357,6 +358,8 @@ class Orchestrator:
                                  'uuid': guest.spec.uuid}
                           for name, guest in guests.items()},
                'aging_before': aging_before}
+        # Marks a settled earlier run may have left (see Journal).
+        self.journal.clear_switching()
         with self.journal.update() as st:
             record = st['siblings'][str(generation)]
             record['state'] = 'ready'
@@ -514,16 +517,20 @@ class Orchestrator:
         return None
 
     def _finish_one(self, mover, name, ctx, target_host, pause_lock=None):
+        # Only this move's own switchover may leave a mark from here on.
+        self.journal.clear_switching(name)
         try:
             result = mover.finish(ctx, on_switchover=lambda:
-                                  self._set_guest(name, switching=True),
+                                  self.journal.mark_switching(name),
                                   pause_lock=pause_lock)
         except exception.RollbackFailed as exc:
             self._set_guest(name, error=str(exc))
             LOG.error('%s', exc)
             return None
         except exception.VMBeamError as exc:
+            # Rolled back: the source runs the guest again.
             self._set_guest(name, state=journal_mod.FAILED, error=str(exc))
+            self.journal.clear_switching(name)
             LOG.error('%s', exc)
             return None
         try:
@@ -535,7 +542,8 @@ class Orchestrator:
                         target_host.name, exc)
         figures = dict(result.as_dict(), standby=ctx.adopted)
         self._set_guest(name, state=journal_mod.MOVED, result=figures,
-                        error=None, switching=False)
+                        error=None)
+        self.journal.clear_switching(name)
         return figures
 
     def _move_all(self, movers, pending, on_source, source_host,
@@ -547,7 +555,8 @@ class Orchestrator:
         compete with the switchovers, which stay short. Each guest is
         fenced (the run listener's ``moving``) from its prepare until its
         move has ended; abort() stops the run between guests and gives up
-        the destinations prepared for the rest.
+        the destinations prepared for the rest. Returns how long the two
+        stages took: {'prepare_all_ms', 'switch_all_ms'}.
         """
         def pmap(fn, items):
             with concurrent.futures.ThreadPoolExecutor(
@@ -595,9 +604,13 @@ class Orchestrator:
                 release(name)
 
         try:
+            started = time.monotonic()
             contexts = pmap(prepare, pending)
+            prepared = time.monotonic()
             pmap(finish, [(n, c) for n, c in zip(pending, contexts)
                           if c is not None])
+            return {'prepare_all_ms': (prepared - started) * 1e3,
+                    'switch_all_ms': (time.monotonic() - prepared) * 1e3}
         finally:
             for name in list(fences):
                 release(name)
@@ -873,14 +886,16 @@ class Orchestrator:
                            (names is None or n in names)]
                 started = time.monotonic()
                 try:
-                    self._move_all(chosen, pending, on_source, source_host,
-                                   target_host, concurrency)
+                    stages = self._move_all(chosen, pending, on_source,
+                                            source_host, target_host,
+                                            concurrency)
                 finally:
                     target_host.close()
             finally:
                 source_host.close()
             with self.journal.update() as st:
                 st['run']['moves_ms'] = (time.monotonic() - started) * 1e3
+                st['run'].update(stages)
             finished = self._finish(run['id'])
             self.listener.run_finished(finished)
             return finished

@@ -30,6 +30,12 @@ def wait_for_incoming_qemu(scope, name, timeout=60.0):
     raise AssertionError('no incoming QEMU for %s' % name)
 
 
+def _process_state(pid):
+    """The state letter in /proc/<pid>/stat (R, S, T for stopped...)."""
+    with open('/proc/%d/stat' % pid) as f:
+        return f.read().rsplit(')', 1)[1].split()[0]
+
+
 class RejuvenationTestCase(base.PrivateStateTestCase):
     """Guests under colocated sibling daemons run by the orchestrator."""
 
@@ -415,19 +421,31 @@ class TestRejuvenationFaults(RejuvenationTestCase):
         self.assertEqual('completed', run['state'])
         self.assert_each_runs_once_intact(guests, self.marks(guests), 2)
 
-    def test_orchestrator_killed_mid_move_then_run_again(self):
-        guests = self.boot_many(2)
-        marks = self.marks(guests)
+    def _orchestrator_process(self, *python):
+        """``vmbeam rejuvenate`` in a process of its own, to be killed.
+
+        ``python``: lines run in that process before the command.
+        """
         config = os.path.join(self.conf.vmbeam.state_path, 'vmbeam.conf')
         with open(config, 'w') as f:
             f.write('[vmbeam]\nstate_path = %s\nram_pool_path = %s\n' %
                     (self.conf.vmbeam.state_path,
                      self.conf.vmbeam.ram_pool_path))
+        script = '\n'.join(python + (
+            'import sys',
+            'from nova_vmbeam import cli',
+            'sys.exit(cli.main(["--config-file", %r, "rejuvenate"]))' %
+            config,))
         orchestrator = subprocess.Popen(
-            [sys.executable, '-m', 'nova_vmbeam.cli', '--config-file',
-             config, 'rejuvenate'], stdout=subprocess.DEVNULL,
+            [sys.executable, '-c', script], stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL)
         self.addCleanup(orchestrator.wait)
+        return orchestrator
+
+    def test_orchestrator_killed_mid_move_then_run_again(self):
+        guests = self.boot_many(2)
+        marks = self.marks(guests)
+        orchestrator = self._orchestrator_process()
         # Freeze the first destination so the move cannot finish, then
         # kill the orchestrator in the middle of it.
         destination = wait_for_incoming_qemu(self.conf.vmbeam.state_path, 'g0')
@@ -446,6 +464,45 @@ class TestRejuvenationFaults(RejuvenationTestCase):
         # Run again: the guest in flight is settled, the run completes.
         run = self.orchestrator.rejuvenate()
         self.assertEqual('completed', run['state'])
+        self.assertEqual(2, self.journal()['active'])
+        self.assert_each_runs_once_intact(guests, marks, 2)
+
+    def test_orchestrator_killed_as_the_switchover_begins(self):
+        # The worst moment: the switchover mark is written, the source is
+        # stopped and the destination may be about to run. The process
+        # stops itself right after writing the mark; it is killed there.
+        guests = self.boot_many(2)
+        marks = self.marks(guests)
+        orchestrator = self._orchestrator_process(
+            'import os, signal',
+            'from nova_vmbeam.rejuvenation import journal',
+            'mark = journal.Journal.mark_switching',
+            'def mark_and_stop(self, name):',
+            '    mark(self, name)',
+            '    os.kill(os.getpid(), signal.SIGSTOP)',
+            'journal.Journal.mark_switching = mark_and_stop')
+        deadline = time.monotonic() + 120
+        while _process_state(orchestrator.pid) != 'T':
+            self.assertLess(time.monotonic(), deadline)
+            self.assertIsNone(orchestrator.poll())
+            time.sleep(0.01)
+        orchestrator.kill()
+        orchestrator.wait()
+        journal = self.orchestrator.journal
+        marked = [g.name for g in guests if journal.is_switching(g.name)]
+        self.assertEqual(1, len(marked))
+        self.assertEqual(journal_mod.MOVING,
+                         self.journal()['run']['guests'][marked[0]]['state'])
+        destination = wait_for_incoming_qemu(self.conf.vmbeam.state_path,
+                                             marked[0])
+        # Run again: the marked guest goes forward onto that very
+        # destination (its stopped source is destroyed, never resumed;
+        # without the mark it would be rolled back and moved anew).
+        run = self.orchestrator.rejuvenate()
+        self.assertEqual('completed', run['state'])
+        self.assertFalse(journal.is_switching(marked[0]))
+        self.assertEqual([destination],
+                         self.qemu_pids('guest=%s,' % marked[0]))
         self.assertEqual(2, self.journal()['active'])
         self.assert_each_runs_once_intact(guests, marks, 2)
 

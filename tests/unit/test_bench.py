@@ -31,6 +31,27 @@ class TestSummary(testtools.TestCase):
         self.assertIn('150x', table)
 
 
+class TestHostTable(testtools.TestCase):
+
+    def test_budget_rounds_and_pause_breakdown(self):
+        pause = dict(zip(bench.PAUSE_PHASES, (1.0, 2.0, 0.5, 3.0, 0.25, 9.0)))
+        row = {'method': 'zerocopy', 'guests': 8, 'rounds': 3, 'moves': 24,
+               'standby_ms': 0.0, 'sibling_ready_ms': 7000.0,
+               'end_to_end_ms': 8100.0, 'rounds_in_budget': 2,
+               'prepare_all_ms': 600.0, 'switch_all_ms': 300.0,
+               'old_daemon_stop_ms': 50.0, 'downtime_p50_ms': 15.0,
+               'downtime_p99_ms': 31.5, 'pause_p50_ms': pause,
+               'slowest_pause_ms': {}, 'transferred_bytes': 1000,
+               'ok': True}
+        table = bench.format_host_table([row])
+        # budget = ready + 100 ms per guest
+        self.assertIn('| zerocopy | 8 | 24 | 0 | 7000 | 8100 | 7800 | 600 | '
+                      '300 | 2/3 |', table)
+        self.assertIn('| zerocopy | 8 | p50 | 1.0 | 2.0 | 0.5 | 3.0 | 0.2 | '
+                      '9.0 |', table)
+        self.assertNotIn('slowest |', table)
+
+
 class TestCli(testtools.TestCase):
 
     def _vmbeam(self, *args):

@@ -22,6 +22,20 @@ class TestJournal(testtools.TestCase):
         self.assertIsNone(state['active'])
         self.assertEqual({}, state['siblings'])
 
+    def test_switchover_marks_per_guest(self):
+        self.assertFalse(self.journal.is_switching('g/1'))
+        self.journal.mark_switching('g/1')
+        self.journal.mark_switching('g2')
+        self.assertTrue(self.journal.is_switching('g/1'))
+        # Beside the journal, which itself is not rewritten for a mark.
+        self.assertFalse(os.path.exists(self.journal.path))
+        self.journal.clear_switching('g/1')
+        self.assertFalse(self.journal.is_switching('g/1'))
+        self.assertTrue(self.journal.is_switching('g2'))
+        self.journal.clear_switching()
+        self.assertFalse(self.journal.is_switching('g2'))
+        self.journal.clear_switching('never-marked')
+
     def test_update_saves_atomically_and_leaves_no_temp_files(self):
         with self.journal.update() as state:
             state['active'] = 3
