@@ -326,7 +326,9 @@ def _host_row(conf, testbed, method, count, ram_mib, dirty_mib_s, rounds):
             'transferred_bytes': sum(
                 r.get('transferred_bytes', 0) for r in per_guest) //
             len(done),
-            'ok': ok}
+            'ok': ok,
+            # Every move's own figures, for the raw rows (--json).
+            'per_guest': per_guest}
 
 
 def format_host_table(rows):

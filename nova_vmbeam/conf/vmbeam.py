@@ -119,18 +119,28 @@ sibling_opts = [
                help='Network namespace (from "ip netns add") the sibling '
                     'daemons run in, so guest taps join bridges there. '
                     'Unset: the host\'s own network namespace.'),
+    cfg.StrOpt('switchover_priority',
+               default='nice',
+               choices=[
+                   ('nice', 'raise them to switchover_nice'),
+                   ('realtime', 'run them SCHED_FIFO (priority 1): they '
+                                'preempt guest vCPUs at once'),
+                   ('off', 'leave priorities alone')],
+               help='CPU priority given, for the length of each guest\'s '
+                    'migration and switchover, to the threads that carry '
+                    'it: the source QEMU (its vCPUs too, because stopping '
+                    'the guest waits for them), the destination QEMU '
+                    'except its vCPUs, the hypervisor daemons relaying '
+                    'their monitors and the mover itself. On a host whose '
+                    'cores are busy with other guests this keeps the '
+                    'guest\'s pause short. Priorities are restored when '
+                    'the move ends. Needs CAP_SYS_NICE (nova-compute runs '
+                    'as root); without it the move goes on unboosted.'),
     cfg.IntOpt('switchover_nice',
                default=-10,
                min=-20,
                max=0,
-               help='Nice value given, for the length of each guest\'s '
-                    'migration and switchover, to the threads that carry '
-                    'it: the non-vCPU threads of the source and '
-                    'destination QEMU, the hypervisor daemons relaying '
-                    'their monitors and the mover itself. On a host whose '
-                    'cores are busy with other guests this keeps the '
-                    'guest\'s pause short. 0 turns it off; it needs '
-                    'CAP_SYS_NICE (nova-compute runs as root).'),
+               help='Nice value of switchover_priority = nice.'),
     cfg.IntOpt('rejuvenation_concurrency',
                default=2,
                min=1,

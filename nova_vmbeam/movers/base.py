@@ -217,7 +217,8 @@ class Mover(metaclass=abc.ABCMeta):
                 pass   # a gone QEMU fails the move in its own phase
         for hypervisor in (getattr(ctx.source, 'host', None), ctx.target):
             pids.extend(getattr(hypervisor, 'control_pids', list)())
-        return sched.Boost(pids, self.conf.vmbeam.switchover_nice,
+        return sched.Boost(pids, self.conf.vmbeam.switchover_priority,
+                           self.conf.vmbeam.switchover_nice,
                            vcpu_pids=pids[1:2])
 
     def abort(self, ctx):

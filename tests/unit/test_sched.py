@@ -1,0 +1,54 @@
+"""Switchover boosts change real thread priorities, then restore them."""
+
+import os
+import threading
+
+import testtools
+
+from nova_vmbeam.qemu import sched
+
+
+class TestBoost(testtools.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        if os.geteuid() != 0:
+            self.skipTest('changing priorities needs CAP_SYS_NICE')
+        self.stop = threading.Event()
+        ready = threading.Event()
+        self.tid = None
+
+        def worker():
+            self.tid = threading.get_native_id()
+            ready.set()
+            self.stop.wait()
+        thread = threading.Thread(target=worker)
+        thread.start()
+        self.addCleanup(thread.join)
+        self.addCleanup(self.stop.set)
+        ready.wait()
+
+    def test_realtime_boost_is_shared_and_restored(self):
+        self.assertEqual(os.SCHED_OTHER, os.sched_getscheduler(self.tid))
+        outer = sched.Boost([os.getpid()], 'realtime')
+        inner = sched.Boost([os.getpid()], 'realtime')
+        with outer:
+            self.assertEqual(os.SCHED_FIFO, os.sched_getscheduler(self.tid))
+            with inner:
+                self.assertEqual(os.SCHED_FIFO,
+                                 os.sched_getscheduler(self.tid))
+            # Still held by the outer move.
+            self.assertEqual(os.SCHED_FIFO, os.sched_getscheduler(self.tid))
+        self.assertEqual(os.SCHED_OTHER, os.sched_getscheduler(self.tid))
+        self.assertEqual(0, os.sched_getparam(self.tid).sched_priority)
+
+    def test_nice_boost_is_restored(self):
+        before = os.getpriority(os.PRIO_PROCESS, self.tid)
+        with sched.Boost([os.getpid()], 'nice', -5):
+            self.assertEqual(-5, os.getpriority(os.PRIO_PROCESS, self.tid))
+        self.assertEqual(before, os.getpriority(os.PRIO_PROCESS, self.tid))
+
+    def test_off_changes_nothing(self):
+        with sched.Boost([os.getpid()], 'off', -5):
+            self.assertEqual(os.SCHED_OTHER, os.sched_getscheduler(self.tid))
+            self.assertEqual(0, os.getpriority(os.PRIO_PROCESS, self.tid))
