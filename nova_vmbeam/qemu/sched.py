@@ -54,21 +54,33 @@ _held_lock = threading.Lock()
 _FIFO_PRIORITY = 1
 
 
+# A boosted thread may start a thread or a process meanwhile (libvirtd
+# starting a QEMU, QEMU an I/O worker): it must not pass the boost on for
+# good, so boosted threads carry SCHED_RESET_ON_FORK, which starts what
+# they create, threads included, at SCHED_OTHER and nice 0.
+_RESET = os.SCHED_RESET_ON_FORK
+
+
 def _raise_nice(tid, nice):
-    old = os.getpriority(os.PRIO_PROCESS, tid)
-    if old > nice:
+    old = (os.getpriority(os.PRIO_PROCESS, tid),
+           os.sched_getscheduler(tid), os.sched_getparam(tid))
+    if old[1] == os.SCHED_OTHER:
+        os.sched_setscheduler(tid, os.SCHED_OTHER | _RESET,
+                              os.sched_param(0))
+    if old[0] > nice:
         os.setpriority(os.PRIO_PROCESS, tid, nice)
     return old
 
 
 def _restore_nice(tid, old):
-    os.setpriority(os.PRIO_PROCESS, tid, old)
+    os.setpriority(os.PRIO_PROCESS, tid, old[0])
+    os.sched_setscheduler(tid, old[1], old[2])
 
 
 def _raise_fifo(tid, _nice):
     old = (os.sched_getscheduler(tid), os.sched_getparam(tid))
     if old[0] == os.SCHED_OTHER:
-        os.sched_setscheduler(tid, os.SCHED_FIFO,
+        os.sched_setscheduler(tid, os.SCHED_FIFO | _RESET,
                               os.sched_param(_FIFO_PRIORITY))
     return old
 
@@ -87,9 +99,9 @@ class Boost:
     ``policy``: 'nice' (to ``nice``), 'realtime' (SCHED_FIFO) or 'off'.
     ``vcpu_pids``: processes whose vCPU threads are raised as well.
 
-    Threads that cannot be changed (no CAP_SYS_NICE, or gone) are
-    skipped: a boost is an optimisation, never a reason for a move to
-    fail.
+    Threads started meanwhile are not raised (see _RESET). Threads that
+    cannot be changed (no CAP_SYS_NICE, or gone) are skipped: a boost is
+    an optimisation, never a reason for a move to fail.
     """
 
     def __init__(self, pids, policy, nice=0, vcpu_pids=()):

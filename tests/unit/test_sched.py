@@ -1,7 +1,9 @@
 """Switchover boosts change real thread priorities, then restore them."""
 
 import os
+import subprocess
 import threading
+import time
 
 import testtools
 
@@ -33,12 +35,14 @@ class TestBoost(testtools.TestCase):
         outer = sched.Boost([os.getpid()], 'realtime')
         inner = sched.Boost([os.getpid()], 'realtime')
         with outer:
-            self.assertEqual(os.SCHED_FIFO, os.sched_getscheduler(self.tid))
+            self.assertEqual(os.SCHED_FIFO | os.SCHED_RESET_ON_FORK,
+                             os.sched_getscheduler(self.tid))
             with inner:
-                self.assertEqual(os.SCHED_FIFO,
+                self.assertEqual(os.SCHED_FIFO | os.SCHED_RESET_ON_FORK,
                                  os.sched_getscheduler(self.tid))
             # Still held by the outer move.
-            self.assertEqual(os.SCHED_FIFO, os.sched_getscheduler(self.tid))
+            self.assertEqual(os.SCHED_FIFO | os.SCHED_RESET_ON_FORK,
+                             os.sched_getscheduler(self.tid))
         self.assertEqual(os.SCHED_OTHER, os.sched_getscheduler(self.tid))
         self.assertEqual(0, os.sched_getparam(self.tid).sched_priority)
 
@@ -52,3 +56,28 @@ class TestBoost(testtools.TestCase):
         with sched.Boost([os.getpid()], 'off', -5):
             self.assertEqual(os.SCHED_OTHER, os.sched_getscheduler(self.tid))
             self.assertEqual(0, os.getpriority(os.PRIO_PROCESS, self.tid))
+
+    def test_what_boosted_threads_start_is_not_boosted(self):
+        for policy in ('nice', 'realtime'):
+            stop = threading.Event()
+            born = []
+            with sched.Boost([os.getpid()], policy, -5):
+                # A thread (as QEMU starts workers) ...
+                thread = threading.Thread(target=lambda: (
+                    born.append(threading.get_native_id()), stop.wait()))
+                thread.start()
+                while not born:
+                    time.sleep(0.001)
+                # ... and a process (as libvirtd starts a QEMU).
+                child = subprocess.run(
+                    ['python3', '-c', 'import os; print('
+                     'os.sched_getscheduler(0), os.nice(0))'],
+                    capture_output=True, text=True).stdout.split()
+            try:
+                self.assertEqual(os.SCHED_OTHER,
+                                 os.sched_getscheduler(born[0]), policy)
+                self.assertEqual(0, os.getpriority(os.PRIO_PROCESS, born[0]))
+                self.assertEqual(['0', '0'], child, policy)
+            finally:
+                stop.set()
+                thread.join()
