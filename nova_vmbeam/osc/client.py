@@ -21,13 +21,12 @@ from oslo_messaging import opts as messaging_opts
 from oslo_utils import importutils
 
 from nova_vmbeam import exception
+from nova_vmbeam.osc import plugin
 from nova_vmbeam import rpc
 from nova_vmbeam.rpc import api as rpc_api
 
-#: nova.conf read for the message bus settings when none is given
-DEFAULT_CONFIG_FILE = '/etc/nova/nova.conf'
-#: seconds a host may take to answer before it counts as not answering
-DEFAULT_RPC_TIMEOUT = 60
+DEFAULT_CONFIG_FILE = plugin.DEFAULT_CONFIG_FILE
+DEFAULT_RPC_TIMEOUT = plugin.DEFAULT_RPC_TIMEOUT
 #: seconds a single move (server migrate --rejuvenate) may take
 MOVE_TIMEOUT = rpc_api.DEFAULT_TIMEOUT
 #: Nova's exchange on the bus (nova.rpc sets it as the default); a

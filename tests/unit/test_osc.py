@@ -340,6 +340,28 @@ class TestRejuvenationShow(OpenStackCommandTestCase):
         self.assertEqual('wait', shown['aging']['decision'])
         self.assertIsNone(shown['running'])
 
+    def test_bus_from_a_nova_conf(self):
+        self.serve()
+        path = os.path.join(self.useFixture(fixtures.TempDir()).path,
+                            'nova.conf')
+        with open(path, 'w') as f:
+            f.write('[DEFAULT]\ntransport_url = fake://\n')
+        rc, out, err = self.openstack(
+            'hypervisor', 'rejuvenation', 'show', self.host, '-f', 'value',
+            '-c', 'host', env={'OS_VMBEAM_TRANSPORT_URL': '',
+                               'OS_VMBEAM_CONFIG_FILE': path})
+        self.assertEqual(0, rc, err)
+        self.assertEqual(self.host, out.strip())
+        # Without any: the error names the ways to give it.
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_vmbeam.osc.client.DEFAULT_CONFIG_FILE', path + '.absent'))
+        rc, out, err = self.openstack(
+            'hypervisor', 'rejuvenation', 'show', self.host,
+            env={'OS_VMBEAM_TRANSPORT_URL': ''})
+        self.assertEqual(1, rc)
+        self.assertIn('No message bus address', err)
+        self.assertIn('--os-vmbeam-config-file', err)
+
     def test_show_before_any_run(self):
         self.serve()
         rc, out, err = self.openstack('hypervisor', 'rejuvenation', 'show',
