@@ -362,6 +362,33 @@ class TestRejuvenationShow(OpenStackCommandTestCase):
         self.assertIn('No message bus address', err)
         self.assertIn('--os-vmbeam-config-file', err)
 
+    def test_bus_from_clouds_yaml(self):
+        self.serve()
+        env = self.cloud.env()
+        path = os.path.join(self.useFixture(fixtures.TempDir()).path,
+                            'clouds.yaml')
+        with open(path, 'w') as f:
+            json.dump({'clouds': {'vmbeamtest': {
+                'auth_type': 'v3password',
+                'auth': {'auth_url': env['OS_AUTH_URL'],
+                         'username': 'admin',
+                         'password': fake_cloud.PASSWORD,
+                         'project_name': env['OS_PROJECT_NAME'],
+                         'user_domain_name': 'Default',
+                         'project_domain_name': 'Default'},
+                'region_name': 'RegionOne',
+                'vmbeam_transport_url': 'fake://'}}}, f)
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_vmbeam.osc.client.DEFAULT_CONFIG_FILE', path + '.absent'))
+        # Only the cloud's entry: no OS_* credentials, no bus variable.
+        env = {key: '' for key in env}
+        env.update(OS_CLIENT_CONFIG_FILE=path, OS_VMBEAM_TRANSPORT_URL='')
+        rc, out, err = self.openstack(
+            '--os-cloud', 'vmbeamtest', 'hypervisor', 'rejuvenation', 'show',
+            self.host, '-f', 'value', '-c', 'active_generation', env=env)
+        self.assertEqual(0, rc, err)
+        self.assertEqual('1', out.strip())
+
     def test_show_before_any_run(self):
         self.serve()
         rc, out, err = self.openstack('hypervisor', 'rejuvenation', 'show',
