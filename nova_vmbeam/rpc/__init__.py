@@ -6,3 +6,8 @@ nova-compute. The contract is in docs/design/rpc.md.
 
 TOPIC = 'vmbeam'
 VERSION = '1.0'
+
+#: The trait VMBeamDriver reports on its compute node's resource provider:
+#: what marks a host that serves this API (the openstack CLI checks it in
+#: Placement; flavors can require it to land guests on VMBeam hosts).
+HOST_TRAIT = 'CUSTOM_VMBEAM'

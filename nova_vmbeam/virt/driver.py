@@ -35,6 +35,7 @@ from nova_vmbeam import guest as guest_mod
 from nova_vmbeam.libvirt import config as engine_config
 from nova_vmbeam.libvirt import host as engine_host
 from nova_vmbeam.rejuvenation import orchestrator as orchestrator_mod
+from nova_vmbeam import rpc
 from nova_vmbeam.rpc import server as rpc_server
 from nova_vmbeam.virt import config as vmbeam_config
 from nova_vmbeam.virt import host as vmbeam_host
@@ -157,6 +158,13 @@ class VMBeamDriver(libvirt_driver.LibvirtDriver):
         if secondary != primary and secondary not in \
                 self._host.secondary_uris():
             self._host.add_secondary(secondary)
+
+    def update_provider_tree(self, provider_tree, nodename, allocations=None):
+        super().update_provider_tree(provider_tree, nodename,
+                                     allocations=allocations)
+        # Marks this compute node as one that serves the vmbeam RPC API:
+        # the openstack CLI checks for it before sending a request here.
+        provider_tree.add_traits(nodename, rpc.HOST_TRAIT)
 
     # --- VMBeam-ready RAM ----------------------------------------------------
 
