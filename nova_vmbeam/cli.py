@@ -10,6 +10,8 @@ from oslo_log import log as logging
 
 from nova_vmbeam.aging import monitor as aging_monitor
 from nova_vmbeam.aging import report as aging_report
+from nova_vmbeam import appliance as appliance_mod
+from nova_vmbeam.appliance import builder as appliance_builder
 from nova_vmbeam import bench
 from nova_vmbeam.conf import CONF
 from nova_vmbeam import demo
@@ -77,6 +79,18 @@ def cmd_movers(args):
 def cmd_image(args):
     image = guestimage.build()
     print('kernel %s\ninitrd %s' % (image.kernel, image.initrd))
+
+
+def cmd_appliance(args):
+    if args.action == 'lock':
+        pins = appliance_mod.write_lock()
+        print('pinned %d packages in %s' % (len(pins),
+                                            appliance_builder.LOCK_FILE))
+        return 0
+    image = appliance_mod.build()
+    print('kernel %s\ninitrd %s\nmanifest %s' % (
+        image.kernel, image.initrd, image.manifest))
+    return 0
 
 
 def cmd_pool(args):
@@ -312,6 +326,12 @@ def build_parser():
 
     p = sub.add_parser('image', help='build the test guest image')
     p.set_defaults(func=cmd_image)
+
+    p = sub.add_parser('appliance', help='the L1 appliance of the nested '
+                       'sibling: build it from the pinned Debian packages '
+                       '(cached), or pin the current versions (lock)')
+    p.add_argument('action', choices=('build', 'lock'))
+    p.set_defaults(func=cmd_appliance)
 
     p = sub.add_parser('pool', help='create or check the RAM pool '
                                     'directory')
