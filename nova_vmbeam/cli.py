@@ -18,6 +18,7 @@ from nova_vmbeam import demo
 from nova_vmbeam import exception
 from nova_vmbeam import guestimage
 from nova_vmbeam import movers as movers_mod
+from nova_vmbeam.nested import bench as nested_bench
 from nova_vmbeam import pool as pool_mod
 from nova_vmbeam.rejuvenation import orchestrator as orchestrator_mod
 
@@ -52,6 +53,21 @@ def cmd_bench(args):
             print(bench.json_line(record), flush=True)
 
     started = bench.timestamp()
+    if args.nested or args.nested_bandwidth:
+        if args.nested:
+            rows = nested_bench.run_nested(CONF, emit=emit)
+        else:
+            rows = nested_bench.run_bandwidth(CONF, emit=emit)
+        if not args.json:
+            print('Machine: %s' % bench.machine_description(CONF))
+            print('Run: %s\n' % started)
+            if args.nested:
+                print(nested_bench.format_nested_table(rows))
+            else:
+                for row in rows:
+                    print('%(target)s: write %(write_mb_s).0f MB/s, read '
+                          '%(read_mb_s).0f MB/s' % row)
+        return 0 if all(r.get('ok', True) for r in rows) else 1
     if args.host:
         rows = bench.run_host(CONF, counts=args.host, emit=emit)
         if not args.json:
@@ -272,6 +288,14 @@ def build_parser():
                         'guests (e.g. 4,8), against libvirt\'s own precopy '
                         'migration of the same guests between the two '
                         'siblings')
+    p.add_argument('--nested', action='store_true',
+                   help='instead: rejuvenate a nested generation (an L1 '
+                        'hypervisor VM) with one 128 MiB L2 guest, without '
+                        'and with a pre-warmed standby L1')
+    p.add_argument('--nested-bandwidth', action='store_true',
+                   help='instead: memory bandwidth inside an L1 of '
+                        'anonymous memory against the guest RAM BAR '
+                        '(resource2, resource2_wc)')
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser('init', help='start hypervisor generation 1 (a '

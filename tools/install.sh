@@ -59,3 +59,6 @@ quiet .venv/bin/pip install -r requirements.txt -e .
     apt-get update -q
     .venv/bin/vmbeam image >/dev/null
 }
+# The nested sibling's L1 appliance: the pinned Debian packages of
+# nova_vmbeam/appliance/packages.lock, downloaded and unpacked (cached).
+.venv/bin/vmbeam appliance build >/dev/null

@@ -60,7 +60,8 @@ FORMAT_VERSION = '1'
 
 #: what the appliance is for; their closure is pinned in packages.lock
 ROOT_PACKAGES = ('qemu-system-x86', 'libvirt-daemon',
-                 'libvirt-daemon-driver-qemu', 'libvirt-daemon-log',
+                 'libvirt-daemon-driver-qemu',
+                 'libvirt-daemon-driver-secret', 'libvirt-daemon-log',
                  'qemu-guest-agent')
 SUITE = 'bookworm-backports'
 KERNEL_PREFIX = 'linux-image-'
@@ -73,8 +74,10 @@ EXECUTABLES = ('usr/sbin/libvirtd', 'usr/sbin/virtlogd',
                'usr/bin/qemu-system-x86_64', 'usr/sbin/qemu-ga',
                # libvirtd reads the SMBIOS tables with it
                'usr/sbin/dmidecode')
-PLUGINS = ('usr/lib/x86_64-linux-gnu/libvirt/connection-driver/'
-           'libvirt_driver_qemu.so',)
+PLUGINS = tuple('usr/lib/x86_64-linux-gnu/libvirt/connection-driver/'
+                'libvirt_driver_%s.so' % name
+                # secret: guests' volume keys, carried into each generation
+                for name in ('qemu', 'secret'))
 #: data trees copied whole (firmware, CPU models, keymaps)
 DATA_TREES = ('usr/share/qemu', 'usr/share/seabios', 'usr/share/libvirt')
 LIBRARY_DIRS = ('lib/x86_64-linux-gnu', 'usr/lib/x86_64-linux-gnu',
@@ -359,7 +362,8 @@ def _cache_key(pins, guest_image):
                  guest_image.initrd):
         with open(path, 'rb') as f:
             h.update(hashlib.sha256(f.read()).digest())
-    h.update((LIBVIRTD_CONF + QEMU_CONF + ','.join(L1_MODULES)).encode())
+    h.update((LIBVIRTD_CONF + QEMU_CONF + ','.join(
+        L1_MODULES + EXECUTABLES + PLUGINS + DATA_TREES)).encode())
     return h.hexdigest()[:16]
 
 

@@ -23,6 +23,7 @@ import fcntl
 import os
 import pwd
 import shutil
+import subprocess
 import time
 import uuid
 import xml.etree.ElementTree as ET
@@ -401,9 +402,49 @@ class NestedSibling(base.Sibling):
                 raise base.SiblingStartFailed(
                     'not retiring %s: guests still run in it: %s' %
                     (self.name, ', '.join(remaining)))
-            try:
-                dom.destroy()
-            except libvirt.libvirtError as exc:
-                if exc.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID:
-                    raise
+            stop_l1(dom, self.address)
         LOG.info('retired nested sibling %s', self.name)
+
+
+def stop_l1(dom, address):
+    """Stop an L1 VM so that its clients notice.
+
+    libvirtd in the L1 is stopped first, through the guest agent: it
+    closes its TCP connections, so every connection this host (or any
+    other process here) holds to it ends at once. A VM destroyed with its
+    connections open leaves them waiting for minutes for a peer that is
+    gone (the VM sends no reset), and a libvirt connection released at
+    interpreter exit then hangs the process. Whatever connection survives
+    that (the agent did not answer) is reset here with ``ss -K``.
+    """
+    try:
+        agent.sh(dom, 'kill $(cat /run/libvirtd.pid 2>/dev/null || '
+                 'pidof libvirtd) 2>/dev/null; i=0; while pidof libvirtd '
+                 '>/dev/null && [ $i -lt 50 ]; do usleep 100000; '
+                 'i=$((i+1)); done; true', timeout=15)
+    except agent.AgentError as exc:
+        LOG.warning('stopping libvirtd in %s: %s', dom.name(), exc)
+    try:
+        dom.destroy()
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID:
+            raise
+    subprocess.run(['ss', '-K', 'dst', address], capture_output=True)
+
+
+def stop_all(conf):
+    """Stop every L1 VM and the L0 daemon (tests, bench, uninstall)."""
+    l0 = L0Daemon(conf)
+    if not l0.running():
+        return
+    host = l0.host()
+    try:
+        for name, dom in host.domains().items():
+            if name.startswith(DOMAIN_PREFIX):
+                generation = int(name[len(DOMAIN_PREFIX) + 3:])
+                stop_l1(dom, network.l1_address(conf, generation)[0])
+            else:
+                dom.destroy()
+    finally:
+        host.close()
+    l0.retire()

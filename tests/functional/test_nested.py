@@ -14,6 +14,7 @@ from nova_vmbeam.conf import nested as nested_conf
 from nova_vmbeam.movers import nested as nested_mover
 from nova_vmbeam.nested import network
 from nova_vmbeam.nested import testbed as nested_testbed
+from nova_vmbeam.rejuvenation import orchestrator as orchestrator_mod
 from nova_vmbeam.siblings import base as sibling_base
 from nova_vmbeam.siblings import nested as nested_sibling
 from tests.functional import base
@@ -41,15 +42,7 @@ class NestedTestCase(base.PrivateStateTestCase):
         self.addCleanup(self.testbed.cleanup)
 
     def _stop_l0(self):
-        l0 = nested_sibling.L0Daemon(self.conf)
-        if l0.running():
-            host = l0.host()
-            try:
-                for name, dom in host.domains().items():
-                    dom.destroy()
-            finally:
-                host.close()
-            l0.retire()
+        nested_sibling.stop_all(self.conf)
         # QEMUs of this test left behind by a failure (by pid).
         for pid in self.qemu_pids():
             os.kill(pid, 9)
@@ -97,4 +90,42 @@ class TestNestedSibling(NestedTestCase):
         self.assertFalse(gen1.running())
         self.assertEqual(['l2'], gen2.health()['guests'])
         tb.check_integrity(guest, guest.console.offset(), passes=1,
+                           timeout=300)
+
+
+class TestNestedRejuvenation(NestedTestCase):
+    """The orchestrator with sibling_kind nested: standby, then rejuvenate."""
+
+    def test_standby_l1_then_rejuvenate_switches_only(self):
+        self.conf.set_override('sibling_kind', 'nested', 'vmbeam')
+        self.conf.set_override('default_mover', 'nested', 'vmbeam')
+        orchestrator = orchestrator_mod.Orchestrator(self.conf)
+        tb = self.testbed
+        gen1 = orchestrator.init()
+        tb.siblings.append(gen1)
+        host1 = gen1.host()
+        self.addCleanup(host1.close)
+        guest = tb.boot(host1, tb.spec('l2', host1))
+
+        record = orchestrator.standby()
+        self.assertEqual('standby', record['state'])
+        self.assertEqual('ready', record['shells']['l2']['state'])
+        gen2 = orchestrator.sibling(2)
+        tb.siblings.append(gen2)
+        # The destination waits in the pre-warmed L1, paused.
+        host2 = gen2.host()
+        self.addCleanup(host2.close)
+        self.assertEqual(['l2'], host2.running_qemus())
+        self.assertEqual('inmigrate', host2.guest('l2').status())
+
+        run = orchestrator.rejuvenate()
+        self.assertEqual('completed', run['state'], run)
+        figures = run['guests']['l2']['result']
+        self.assertTrue(figures['standby'])
+        self.assertLess(figures['transferred_bytes'], 4 << 20)
+        self.assertFalse(gen1.running())
+        self.assertEqual(2, orchestrator.journal.load()['active'])
+        guest.endpoint = host2.guest('l2')
+        self.assertEqual('running', guest.endpoint.status())
+        tb.check_integrity(guest, guest.console.offset(), passes=2,
                            timeout=300)
