@@ -121,11 +121,11 @@ def run_bandwidth(conf, mib=64, emit=None):
     _isolated(conf, 'bench-nested-bw')
     tb = nested_testbed.NestedTestbed(conf, name='bench')
     rows = []
+    guest_uuid = str(uuid.uuid4())
     try:
         sibling = tb.start_sibling(1)
         host = sibling.host()
         try:
-            guest_uuid = str(uuid.uuid4())
             tb.pool.ensure()
             tb.pool.allocate(guest_uuid, mib << 20)
             bar = host.attach_pool(tb.pool, guest_uuid)
@@ -143,8 +143,6 @@ def run_bandwidth(conf, mib=64, emit=None):
                 rows.append(row)
                 if emit:
                     emit(row)
-            host.detach_pool(tb.pool, guest_uuid)
-            tb.pool.release(guest_uuid)
         finally:
             host.close()
     finally:
@@ -152,5 +150,7 @@ def run_bandwidth(conf, mib=64, emit=None):
             tb.cleanup()
         finally:
             _stop_l0(conf)
+            # Only now: the L1 QEMU has let go of the pool.
+            tb.pool.release(guest_uuid)
             conf.set_override('state_path', base_state, 'vmbeam')
     return rows
