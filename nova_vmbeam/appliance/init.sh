@@ -28,6 +28,8 @@ echo > "$out"
 
 ip=
 hostname=vmbeam-l1
+# Words, not lines: the command line is one line of words.
+# shellcheck disable=SC2013
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
         vmbeam.ip=*) ip="${arg#*=}" ;;
@@ -38,6 +40,7 @@ hostname "$hostname"
 echo "127.0.0.1 localhost $hostname" > /etc/hosts
 say "booted hostname=$hostname"
 
+# shellcheck disable=SC2013
 for module in $(cat /lib/modules/order); do
     insmod "/lib/modules/$module.ko" > "$out" 2>&1 ||
         say "ERROR insmod $module failed"

@@ -432,6 +432,15 @@ def stop_l1(dom, address):
     subprocess.run(['ss', '-K', 'dst', address], capture_output=True)
 
 
+def generation_of(domain_name):
+    """The generation an L1 VM's domain name says, or None."""
+    prefix = DOMAIN_PREFIX + 'gen'
+    if domain_name.startswith(prefix) and \
+            domain_name[len(prefix):].isdigit():
+        return int(domain_name[len(prefix):])
+    return None
+
+
 def stop_all(conf):
     """Stop every L1 VM and the L0 daemon (tests, bench, uninstall)."""
     l0 = L0Daemon(conf)
@@ -440,8 +449,8 @@ def stop_all(conf):
     host = l0.host()
     try:
         for name, dom in host.domains().items():
-            if name.startswith(DOMAIN_PREFIX):
-                generation = int(name[len(DOMAIN_PREFIX) + 3:])
+            generation = generation_of(name)
+            if generation is not None:
                 stop_l1(dom, network.l1_address(conf, generation)[0])
             else:
                 dom.destroy()

@@ -110,6 +110,13 @@ class TestL1Domain(testtools.TestCase):
                                                          sibling.record())
         self.assertEqual(sibling.record(), again.record())
 
+    def test_generation_of_domain_name(self):
+        sibling = nested_sibling.NestedSibling(make_conf(), 12)
+        self.assertEqual(12, nested_sibling.generation_of(
+            sibling.domain_name))
+        self.assertIsNone(nested_sibling.generation_of('vmbeam-l1-genx'))
+        self.assertIsNone(nested_sibling.generation_of('guest1'))
+
     def test_missing_appliance_dir_names_the_fix(self):
         conf = make_conf(appliance_dir='/nonexistent')
         exc = self.assertRaises(builder.ApplianceError,
