@@ -25,6 +25,10 @@ from nova_vmbeam import testbed
 
 LOG = logging.getLogger(__name__)
 
+# An L2 boots in about two minutes under TCG inside TCG on an idle 2-core
+# host; on a busy one several times that.
+L2_BOOT_TIMEOUT = 900.0
+
 
 class NestedTestbed(testbed.Testbed):
     """L1 siblings started directly (no orchestrator) and L2 guests."""
@@ -76,6 +80,9 @@ class NestedTestbed(testbed.Testbed):
             collector.address, collector.port)))
         return dataclasses.replace(
             spec, domain_xml=ET.tostring(domain, encoding='unicode'))
+
+    def wait_ready(self, guest, timeout=L2_BOOT_TIMEOUT):
+        super().wait_ready(guest, timeout)
 
     def move(self, guest, mover, target):
         result = mover.move(guest.endpoint, target)

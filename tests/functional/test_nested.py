@@ -78,7 +78,7 @@ class TestNestedSibling(NestedTestCase):
         self.assertGreater(result.downtime_ms, 0)
 
         status = tb.check_integrity(guest, guest.moved_at, passes=2,
-                                    timeout=300)
+                                    timeout=600)
         self.assertGreaterEqual(status['new_passes'], 2)
         self.assertEqual(['l2'], host2.running_qemus())
         self.assertEqual([], host1.running_qemus())
@@ -90,7 +90,7 @@ class TestNestedSibling(NestedTestCase):
         self.assertFalse(gen1.running())
         self.assertEqual(['l2'], gen2.health()['guests'])
         tb.check_integrity(guest, guest.console.offset(), passes=1,
-                           timeout=300)
+                           timeout=600)
 
 
 class TestNestedRejuvenation(NestedTestCase):
@@ -128,4 +128,4 @@ class TestNestedRejuvenation(NestedTestCase):
         guest.endpoint = host2.guest('l2')
         self.assertEqual('running', guest.endpoint.status())
         tb.check_integrity(guest, guest.console.offset(), passes=2,
-                           timeout=300)
+                           timeout=600)
