@@ -46,8 +46,13 @@ def run(conf, sizes=DEFAULT_SIZES, mover_names=None,
         dirty_rates=DEFAULT_DIRTY_RATES, repeat=5, work_fraction=0.25,
         emit=None):
     """Measure; call ``emit(record)`` per move; return all records."""
-    mover_names = mover_names or movers_mod.available()
-    movers = [movers_mod.load(name, conf) for name in mover_names]
+    if mover_names:
+        movers = [movers_mod.load(name, conf) for name in mover_names]
+    else:
+        # Every mover that works between plain QEMU processes.
+        movers = [mover for mover in (movers_mod.load(name, conf) for name
+                                      in movers_mod.available())
+                  if mover.sibling_kind is None]
     testbed = testbed_mod.Testbed(conf, name='bench')
     records = []
     try:

@@ -10,12 +10,15 @@ from oslo_log import log as logging
 
 from nova_vmbeam.aging import monitor as aging_monitor
 from nova_vmbeam.aging import report as aging_report
+from nova_vmbeam import appliance as appliance_mod
+from nova_vmbeam.appliance import builder as appliance_builder
 from nova_vmbeam import bench
 from nova_vmbeam.conf import CONF
 from nova_vmbeam import demo
 from nova_vmbeam import exception
 from nova_vmbeam import guestimage
 from nova_vmbeam import movers as movers_mod
+from nova_vmbeam.nested import bench as nested_bench
 from nova_vmbeam import pool as pool_mod
 from nova_vmbeam.rejuvenation import orchestrator as orchestrator_mod
 
@@ -50,6 +53,21 @@ def cmd_bench(args):
             print(bench.json_line(record), flush=True)
 
     started = bench.timestamp()
+    if args.nested or args.nested_bandwidth:
+        if args.nested:
+            rows = nested_bench.run_nested(CONF, emit=emit)
+        else:
+            rows = nested_bench.run_bandwidth(CONF, emit=emit)
+        if not args.json:
+            print('Machine: %s' % bench.machine_description(CONF))
+            print('Run: %s\n' % started)
+            if args.nested:
+                print(nested_bench.format_nested_table(rows))
+            else:
+                for row in rows:
+                    print('%(target)s: write %(write_mb_s).0f MB/s, read '
+                          '%(read_mb_s).0f MB/s' % row)
+        return 0 if all(r.get('ok', True) for r in rows) else 1
     if args.host:
         unknown = set(args.host_methods) - set(bench.HOST_METHODS)
         if unknown:
@@ -85,6 +103,18 @@ def cmd_movers(args):
 def cmd_image(args):
     image = guestimage.build()
     print('kernel %s\ninitrd %s' % (image.kernel, image.initrd))
+
+
+def cmd_appliance(args):
+    if args.action == 'lock':
+        pins = appliance_mod.write_lock()
+        print('pinned %d packages in %s' % (len(pins),
+                                            appliance_builder.LOCK_FILE))
+        return 0
+    image = appliance_mod.build()
+    print('kernel %s\ninitrd %s\nmanifest %s' % (
+        image.kernel, image.initrd, image.manifest))
+    return 0
 
 
 def cmd_pool(args):
@@ -274,6 +304,14 @@ def build_parser():
                    default=list(bench.HOST_METHODS),
                    help='with --host: the methods to run (default: %s)' %
                         ','.join(bench.HOST_METHODS))
+    p.add_argument('--nested', action='store_true',
+                   help='instead: rejuvenate a nested generation (an L1 '
+                        'hypervisor VM) with one 128 MiB L2 guest, without '
+                        'and with a pre-warmed standby L1')
+    p.add_argument('--nested-bandwidth', action='store_true',
+                   help='instead: memory bandwidth inside an L1 of '
+                        'anonymous memory against the guest RAM BAR '
+                        '(resource2, resource2_wc)')
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser('init', help='start hypervisor generation 1 (a '
@@ -328,6 +366,12 @@ def build_parser():
 
     p = sub.add_parser('image', help='build the test guest image')
     p.set_defaults(func=cmd_image)
+
+    p = sub.add_parser('appliance', help='the L1 appliance of the nested '
+                       'sibling: build it from the pinned Debian packages '
+                       '(cached), or pin the current versions (lock)')
+    p.add_argument('action', choices=('build', 'lock'))
+    p.set_defaults(func=cmd_appliance)
 
     p = sub.add_parser('pool', help='create or check the RAM pool '
                                     'directory')

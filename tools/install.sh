@@ -59,3 +59,13 @@ quiet .venv/bin/pip install -r requirements.txt -e .
     apt-get update -q
     .venv/bin/vmbeam image >/dev/null
 }
+# The nested sibling's L1 appliance: the pinned Debian packages of
+# nova_vmbeam/appliance/packages.lock, downloaded and unpacked (cached).
+# bookworm-backports keeps only its newest versions: when a pin has left
+# the archive, pin what is there now (the lock file changes; commit it).
+if ! .venv/bin/vmbeam appliance build >/dev/null 2>"$log"; then
+    cat "$log" >&2
+    echo "install.sh: re-pinning the L1 appliance packages" >&2
+    .venv/bin/vmbeam appliance lock >&2
+    .venv/bin/vmbeam appliance build >/dev/null
+fi

@@ -1,9 +1,10 @@
-"""Configuration of nova-vmbeam: the [vmbeam] and [vmbeam_aging] groups."""
+"""Configuration of nova-vmbeam: [vmbeam], [vmbeam_aging], [vmbeam_nested]."""
 
 from oslo_config import cfg
 
 from nova_vmbeam.conf import aging
 from nova_vmbeam.conf import driver
+from nova_vmbeam.conf import nested
 from nova_vmbeam.conf import vmbeam
 
 CONF = cfg.CONF
@@ -11,3 +12,4 @@ CONF = cfg.CONF
 vmbeam.register_opts(CONF)
 aging.register_opts(CONF)
 driver.register_opts(CONF)
+nested.register_opts(CONF)

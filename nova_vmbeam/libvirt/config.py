@@ -123,6 +123,26 @@ def set_ram_backend(domain, ram, ram_mib):
         _set_args(domain, _args(domain) + args)
 
 
+def with_ram(xml, ram, ram_mib):
+    """``xml`` with its guest RAM backend replaced by ``ram``."""
+    domain = ET.fromstring(xml)
+    args = _args(domain)
+    kept = []
+    skip = False
+    for flag, value in zip(args, args[1:] + [None]):
+        if skip:
+            skip = False
+            continue
+        if flag in ('-object', '-machine') and value is not None and (
+                'id=%s' % cmdline.RAM_OBJECT_ID in value or
+                'memory-backend=%s' % cmdline.RAM_OBJECT_ID in value):
+            skip = True
+            continue
+        kept.append(flag)
+    _set_args(domain, kept + ram_backend_args(ram, ram_mib))
+    return ET.tostring(domain, encoding='unicode')
+
+
 def ram_backing(xml):
     """The RamBacking a domain's XML gives its guest."""
     args = _args(ET.fromstring(xml))

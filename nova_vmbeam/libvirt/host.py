@@ -73,6 +73,9 @@ class Host(hypervisor.Hypervisor):
     must be reachable by the QEMU user of every generation.
     """
 
+    #: the endpoint class of this daemon's guests
+    guest_class = guest_mod.LibvirtGuest
+
     def __init__(self, name, uri, run_dir, pid_dir='/run/libvirt',
                  log_dir='/var/log/libvirt',
                  daemon_pid_file='/run/libvirtd.pid'):
@@ -169,7 +172,7 @@ class Host(hypervisor.Hypervisor):
             dom = self.conn.createXML(xml, flags)
         except libvirt.libvirtError as exc:
             raise exception.QemuStartFailed(guest=spec.name, detail=exc)
-        return guest_mod.LibvirtGuest(self, dom, spec)
+        return self.guest_class(self, dom, spec)
 
     def boot(self, spec):
         """Start ``spec`` here as a persistent, running domain."""
@@ -190,7 +193,7 @@ class Host(hypervisor.Hypervisor):
             if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 return None
             raise
-        return guest_mod.LibvirtGuest(self, dom, config.guest_spec(xml))
+        return self.guest_class(self, dom, config.guest_spec(xml))
 
     def guests(self):
         """The guests running here (skipping domains that stop meanwhile)."""

@@ -96,6 +96,9 @@ class Mover(metaclass=abc.ABCMeta):
     #: the RAM backing (nova_vmbeam.guest.RAM_*) guests need for this mover,
     #: or None when any RAM will do
     ram_backing = None
+    #: the sibling kind it moves between, or None for any hypervisor
+    #: (benchmarks of plain QEMU processes leave the others out)
+    sibling_kind = None
 
     def __init__(self, conf):
         self.conf = conf

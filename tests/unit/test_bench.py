@@ -63,7 +63,7 @@ class TestCli(testtools.TestCase):
         proc = self._vmbeam('bench', '--movers', 'teleport')
         self.assertEqual(2, proc.returncode)
         self.assertIn("Unknown mover 'teleport'", proc.stderr)
-        self.assertIn('cpr, precopy, zerocopy', proc.stderr)
+        self.assertIn('cpr, nested, precopy, zerocopy', proc.stderr)
 
     def test_movers_lists_plugins(self):
         proc = self._vmbeam('movers')

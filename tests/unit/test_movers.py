@@ -21,7 +21,8 @@ def _spec(kind, path=None):
 class TestLoading(testtools.TestCase):
 
     def test_all_movers_are_plugins(self):
-        self.assertEqual(['cpr', 'precopy', 'zerocopy'], movers.available())
+        self.assertEqual(['cpr', 'nested', 'precopy', 'zerocopy'],
+                         movers.available())
         conf = fakes.make_conf()
         for name in movers.available():
             mover = movers.load(name, conf)
@@ -32,7 +33,7 @@ class TestLoading(testtools.TestCase):
         exc = self.assertRaises(exception.UnknownMover, movers.load,
                                 'teleport', fakes.make_conf())
         self.assertIn("'teleport'", str(exc))
-        self.assertIn('cpr, precopy, zerocopy', str(exc))
+        self.assertIn('cpr, nested, precopy, zerocopy', str(exc))
 
 
 class TestChecks(testtools.TestCase):

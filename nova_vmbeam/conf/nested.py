@@ -1,0 +1,80 @@
+"""Options of the [vmbeam_nested] group: the nested sibling."""
+
+from oslo_config import cfg
+
+nested_group = cfg.OptGroup(
+    'vmbeam_nested',
+    title='VMBeam nested sibling options',
+    help='The nested sibling ([vmbeam] sibling_kind = nested) runs each '
+         'hypervisor generation as a VM (L1) on this host (L0), booted '
+         'from the L1 appliance ("vmbeam appliance build"). Guests (L2) '
+         'run inside the active L1 with their RAM in L0 pools attached to '
+         'the L1 as ivshmem-plain devices, so moving them to a fresh L1 '
+         'copies no RAM.')
+
+nested_opts = [
+    cfg.IntOpt('l1_memory_mib',
+               default=1536,
+               min=512,
+               help='RAM of each L1 VM, in MiB. Guest RAM is not part of '
+                    'it (it lives in L0 pools mapped through PCI BARs); it '
+                    'holds the appliance\'s root filesystem (about 190 '
+                    'MiB, in RAM), libvirtd and the guests\' QEMU '
+                    'processes.'),
+    cfg.IntOpt('l1_vcpus',
+               default=1,
+               min=1,
+               help='vCPUs of each L1 VM. Under TCG each vCPU is a host '
+                    'thread: on a small host one leaves room for the '
+                    'rest.'),
+    cfg.StrOpt('appliance_dir',
+               help='Directory of a built L1 appliance (holding '
+                    'manifest.json, from "vmbeam appliance build"). Unset: '
+                    'the appliance is built, or taken from the cache, on '
+                    'first use.'),
+    cfg.StrOpt('bridge',
+               default='vmbeam-nbr0',
+               help='Linux bridge of the private L0 network that joins the '
+                    'L1 VMs to each other and to the host; created (with '
+                    'the first address of network_cidr) when missing. '
+                    'Guests move between L1s over it and the host reaches '
+                    'each L1\'s libvirtd on it without authentication: do '
+                    'not add a physical interface to it.'),
+    cfg.StrOpt('network_cidr',
+               default='192.168.223.0/24',
+               help='Private L0 network of the L1 VMs. The host takes the '
+                    'first address; generation N takes address 10 + (N '
+                    'mod (size - 12)).'),
+    cfg.StrOpt('bar_mapping',
+               default='resource2',
+               choices=[('resource2', 'the BAR as sysfs maps it: uncached '
+                         'in the L1 page tables (under KVM, whether L2 RAM '
+                         'is really uncached depends on the CPU: see '
+                         'docs/design/nested.md)'),
+                        ('resource2_wc', 'the BAR mapped write-combining')],
+               help='Which sysfs file of the ivshmem BAR the guest\'s QEMU '
+                    'in the L1 maps as its RAM. Measure with "vmbeam bench '
+                    '--nested-bandwidth" before changing it.'),
+    cfg.IntOpt('l1_boot_timeout',
+               default=600,
+               min=10,
+               help='Seconds an L1 VM may take to boot and answer on '
+                    'libvirt and its guest agent (under TCG the appliance '
+                    'takes tens of seconds).'),
+    cfg.IntOpt('migration_port_base',
+               default=49152,
+               min=1024,
+               max=65000,
+               help='First TCP port of the range (500 ports) a guest\'s '
+                    'destination listens on in the target L1 during a '
+                    'move; the port is derived from the guest UUID.'),
+]
+
+
+def register_opts(conf):
+    conf.register_group(nested_group)
+    conf.register_opts(nested_opts, group=nested_group)
+
+
+def list_opts():
+    return {nested_group: nested_opts}

@@ -1,0 +1,183 @@
+"""nested: zerocopy between two L1 hypervisor VMs (the nested sibling).
+
+The guest's RAM is an L0 pool attached to both L1s as an ivshmem-plain
+device; in each L1 the guest's QEMU maps that device's BAR as its RAM
+(``memory-backend-file,mem-path=/sys/bus/pci/devices/<bdf>/resource2,
+share=on``). With x-ignore-shared only device state crosses, over TCP on
+the private L0 network. What differs from zerocopy:
+
+  prepare    the pool is attached to the target L1 first and its BAR
+             enabled; the destination maps the target's BAR path (the BDF
+             differs per L1), which is checked inside the L1
+  transfer   tcp:<target L1>:<port> instead of a unix socket
+  verify     at L0: vmbeam-pagemoverd confirms the target L1's QEMU maps
+             this very pool (device and inode), plus zerocopy's checks
+             of migration state and destination state
+  switchover as zerocopy; then the pool is detached from the source L1
+             (its QEMU for the guest is gone by then)
+
+A destination prepared ahead (``vmbeam standby``: the next L1 booted and
+every guest's destination waiting in it) is adopted when QEMU says it
+still listens on the guest's port.
+"""
+
+import dataclasses
+import uuid as uuid_mod
+
+from oslo_log import log as logging
+
+from nova_vmbeam import exception
+from nova_vmbeam import guest as guest_mod
+from nova_vmbeam.libvirt import config as libvirt_config
+from nova_vmbeam.movers import base
+from nova_vmbeam.movers import zerocopy
+from nova_vmbeam import pool as pool_mod
+from nova_vmbeam.qemu import monitor as monitor_mod
+
+LOG = logging.getLogger(__name__)
+
+PORTS = 500
+
+
+class NestedMover(zerocopy.ZeroCopyMover):
+    name = 'nested'
+    sibling_kind = 'nested'
+
+    def __init__(self, conf):
+        super().__init__(conf)
+        self._pool = None
+
+    @property
+    def pool(self):
+        if self._pool is None:
+            self._pool = pool_mod.load(self.conf)
+            if not hasattr(self._pool, 'attach'):
+                raise exception.InvalidInput(
+                    reason='the nested mover needs [vmbeam] '
+                           'ram_pool_backend = pagemoverd (it attaches '
+                           'pools to hypervisor VMs)')
+        return self._pool
+
+    def _l1(self, hypervisor, role):
+        sibling = getattr(hypervisor, 'sibling', None)
+        if sibling is None or not hasattr(hypervisor, 'attach_pool'):
+            raise exception.InvalidInput(
+                reason='the nested mover moves guests between nested '
+                       'siblings; the %s is %s' % (role, hypervisor.name))
+        return sibling
+
+    def port(self, spec):
+        return (self.conf.vmbeam_nested.migration_port_base +
+                uuid_mod.UUID(spec.uuid).int % PORTS)
+
+    def check_source(self, ctx):
+        # At L0: the source L1's QEMU maps this guest's pool.
+        source_l1 = self._l1(ctx.source.host, 'source')
+        self._l1(ctx.target, 'target')
+        self._check_pool_mapped(ctx, source_l1, 'source')
+
+    def _check_pool_mapped(self, ctx, l1, role):
+        spec = ctx.source.spec
+        pid = l1.l1_pid()
+        if pid is None or not self.pool.verify(spec.uuid, pid):
+            raise exception.VerificationFailed(
+                guest=spec.name,
+                reason='the %s L1 VM %s (pid %s) does not map the pool of '
+                       'the guest' % (role, l1.name, pid))
+
+    def destination_spec(self, ctx):
+        spec = ctx.source.spec
+        ctx.bar = ctx.target.attach_pool(self.pool, spec.uuid)
+        ctx.pool_attached = True
+        ram = guest_mod.RamBacking(guest_mod.RAM_FILE, ctx.bar)
+        xml = libvirt_config.with_ram(spec.domain_xml, ram, spec.ram_mib)
+        return dataclasses.replace(spec, ram=ram, domain_xml=xml)
+
+    def prepare(self, ctx):
+        ctx.pool_attached = False
+        super().prepare(ctx)
+        # Outside the guest's pause: the destination QEMU inside the
+        # target L1 maps the target's BAR (it mapped it at start).
+        if not ctx.target.maps_bar(ctx.source.spec.name, ctx.bar):
+            raise exception.VerificationFailed(
+                guest=ctx.source.spec.name,
+                reason='destination QEMU in %s does not map %s' %
+                (ctx.target.name, ctx.bar))
+
+    def start_incoming(self, ctx):
+        uri = 'tcp:%s:%d' % (ctx.target.address, self.port(ctx.source.spec))
+        ctx.destination.execute('migrate-incoming', uri=uri)
+        return {'uri': uri}
+
+    def adopt(self, source, target, destination):
+        """Take over a destination prepared earlier in ``target`` (standby).
+
+        It must be alive, waiting for a migration and listening on this
+        guest's port (QEMU's own query-migrate says where it listens);
+        otherwise InvalidInput and nothing changed.
+        """
+        self.check(source.spec)
+        self._l1(target, 'target')
+        ctx = base.MoveContext(source, target)
+        ctx.mark('prepare')
+        port = self.port(source.spec)
+        try:
+            waiting = (destination.alive() and
+                       destination.status() == 'inmigrate' and
+                       any(int(addr.get('port', 0)) == port for addr in
+                           destination.execute('query-migrate').get(
+                               'socket-address', ())))
+        except monitor_mod.MonitorError as exc:
+            LOG.warning('prepared destination of %s: %s', source.spec.name,
+                        exc)
+            waiting = False
+        if not waiting:
+            raise exception.InvalidInput(
+                reason='the prepared destination of %s in %s is not '
+                       'waiting for a migration on port %d' %
+                       (source.spec.name, target.name, port))
+        ctx.destination = destination
+        ctx.bar = libvirt_config.ram_backing(
+            destination.spec.domain_xml).path
+        ctx.pool_attached = True
+        ctx.source_was_running = source.status() == 'running'
+        self.check_source(ctx)
+        self._configure(ctx.source)
+        ctx.migrate_args = {'uri': 'tcp:%s:%d' % (target.address, port)}
+        ctx.mark('prepared')
+        return ctx
+
+    def verify_ram(self, ctx):
+        self._check_pool_mapped(ctx, ctx.target.sibling, 'target')
+
+    def switchover(self, ctx):
+        super().switchover(ctx)
+        # The source QEMU is gone: its L1 may let go of the pool. The
+        # guest has moved whatever happens here.
+        try:
+            ctx.source.host.detach_pool(self.pool, ctx.source.spec.uuid)
+        except Exception as exc:
+            LOG.warning('detaching the pool of %s from %s: %s (it goes '
+                        'with that L1)', ctx.source.spec.name,
+                        ctx.source.host.name, exc)
+
+    def rollback(self, ctx):
+        super().rollback(ctx)
+        if getattr(ctx, 'pool_attached', False):
+            try:
+                ctx.target.detach_pool(self.pool, ctx.source.spec.uuid)
+            except Exception as exc:
+                LOG.warning('detaching the pool of %s from %s after a '
+                            'failed move: %s', ctx.source.spec.name,
+                            ctx.target.name, exc)
+
+    def _downtime_ms(self, ctx):
+        """The guest's pause, without comparing two L1s' clocks.
+
+        QMP event timestamps come from each L1's own clock, and two L1
+        clocks (TCG guests without time sync) disagree by more than the
+        pause. So: the source's own figure from stop to completion
+        (query-migrate "downtime"), plus verify and resume as timed here.
+        """
+        source_ms = float(ctx.migration.get('downtime', 0))
+        return round(source_ms + ctx.ms('transferred', 'resumed'), 3)

@@ -1,0 +1,159 @@
+"""The libvirt daemon inside an L1 VM, as a move target, and its guests.
+
+The guests' QEMUs run inside the L1: L0 cannot see their processes, so
+everything about them is asked of the L1's libvirt (over TCP on the
+private network), never of /proc here; "the process of this guest" at L0
+is the L1 VM's QEMU, which is what a CPU priority boost should reach.
+
+Guest RAM: an L0 pool (vmbeam-pagemoverd) is attached to the L1 as an
+ivshmem-plain device (hotplugged through the L1 QEMU's own QMP socket);
+inside the L1 its BAR 2 is enabled and the guest's QEMU maps
+/sys/bus/pci/devices/<bdf>/<[vmbeam_nested] bar_mapping> as RAM.
+"""
+
+import time
+
+import libvirt
+
+from nova_vmbeam import exception
+from nova_vmbeam.libvirt import guest as guest_mod
+from nova_vmbeam.libvirt import host as host_mod
+from nova_vmbeam.nested import agent
+
+IVSHMEM_PREFIX = 'vmbeam-pool-'
+KEEPALIVE_INTERVAL_S = 2
+KEEPALIVE_COUNT = 3
+
+
+def pool_device(guest_uuid):
+    """QEMU id of the ivshmem device of a guest's pool (in the L1 VM)."""
+    return IVSHMEM_PREFIX + guest_uuid.replace('-', '')[:16]
+
+
+class RemoteGuest(guest_mod.LibvirtGuest):
+    """A guest whose QEMU runs in an L1 VM: all through libvirt there."""
+
+    def alive(self):
+        try:
+            return bool(self.dom.isActive())
+        except libvirt.libvirtError:
+            return False
+
+    def cpu_seconds(self, thread_prefix=None):
+        return 0.0   # its threads are in the L1; not measured from here
+
+    def exit_reason(self):
+        return ''
+
+    def _wait_gone(self, pid=None, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while self.alive():
+            if time.monotonic() > deadline:
+                raise RuntimeError('QEMU of %s in %s did not exit' %
+                                   (self.name, self.host.name))
+            time.sleep(0.01)
+
+    def destroy(self):
+        """Kill through the L1's libvirt and wait until it is gone.
+
+        Never a signal from here: the pid this endpoint reports is the L1
+        VM's, which runs other guests too.
+        """
+        try:
+            self.dom.destroy()
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() not in (libvirt.VIR_ERR_OPERATION_INVALID,
+                                            libvirt.VIR_ERR_NO_DOMAIN):
+                raise
+        self._wait_gone()
+        self.undefine()
+
+    def retire(self):
+        self.undefine()
+        try:
+            self.execute('quit')
+        except Exception:
+            pass   # the reply is lost when QEMU closes the monitor
+        try:
+            self._wait_gone(timeout=10.0)
+        except RuntimeError:
+            self.destroy()
+
+
+class NestedHost(host_mod.Host):
+    """The libvirtd of one L1 VM, reached from L0 over TCP."""
+
+    guest_class = RemoteGuest
+
+    def __init__(self, sibling, run_dir):
+        super().__init__(sibling.name, sibling.uri, run_dir, pid_dir=None,
+                         log_dir=None, daemon_pid_file=None)
+        self.sibling = sibling
+
+    def _open(self):
+        conn = super()._open()
+        # An L1 that is shut down sends no TCP reset: without keepalive a
+        # call (even close) on its connection would wait for minutes.
+        conn.setKeepAlive(KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT)
+        return conn
+
+    @property
+    def address(self):
+        return self.sibling.address
+
+    def control_pids(self):
+        return []
+
+    def qemu_pid(self, name, timeout=5.0):
+        """The L0 process that runs guest ``name``: the L1 VM's QEMU."""
+        pid = self.sibling.l1_pid()
+        if pid is None:
+            raise exception.VMBeamError('L1 VM %s does not run' % self.name)
+        return pid
+
+    def running_qemus(self):
+        """Guests whose QEMU runs in the L1 (libvirt's word for it)."""
+        try:
+            return sorted(self.domains())
+        except libvirt.libvirtError:
+            return []
+
+    def guest_qemu_pid(self, name):
+        """Pid of guest ``name``'s QEMU inside the L1."""
+        return int(agent.sh(self.sibling.l1_domain(),
+                            'cat /run/libvirt/qemu/%s.pid' % name).strip())
+
+    # --- guest RAM: L0 pools as PCI BARs in the L1 ------------------------
+
+    def attach_pool(self, pool, guest_uuid):
+        """Attach the guest's L0 pool to this L1; the BAR file to map.
+
+        Idempotent: an attached pool is found again (its device id is
+        derived from the guest UUID).
+        """
+        device = pool_device(guest_uuid)
+        bdf = self.sibling.find_device(device)
+        if bdf is None:
+            pool.attach(guest_uuid, self.sibling.qmp_socket, device)
+            bdf = self.sibling.find_device(device)
+            if bdf is None:
+                raise exception.VMBeamError(
+                    'pool of %s attached to %s as %s, but the VM does not '
+                    'list it' % (guest_uuid, self.name, device))
+        return self.sibling.enable_bar(bdf)
+
+    def detach_pool(self, pool, guest_uuid):
+        device = pool_device(guest_uuid)
+        if self.sibling.find_device(device) is not None:
+            pool.detach(guest_uuid, self.sibling.qmp_socket, device,
+                        timeout=30)
+
+    def maps_bar(self, name, bar_path):
+        """True if guest ``name``'s QEMU in the L1 maps ``bar_path``."""
+        pid = self.guest_qemu_pid(name)
+        # maps names the device by its real path (/sys/devices/...), not
+        # the /sys/bus/pci/devices link: match ".../<bdf>/<file>".
+        tail = '/'.join(bar_path.rstrip('/').split('/')[-2:])
+        out = agent.sh(self.sibling.l1_domain(),
+                       'grep -c "/%s$" /proc/%d/maps || true' % (tail, pid))
+        return int(out.strip() or 0) > 0

@@ -1,0 +1,72 @@
+"""The private L0 network of the L1 VMs: one Linux bridge, no DHCP.
+
+Addresses are static: the host has the first one, generation N a fixed one
+(given to its kernel on the command line), so nothing has to be leased or
+discovered.
+"""
+
+import ipaddress
+import subprocess
+
+from nova_vmbeam import exception
+
+FIRST_L1 = 10
+
+
+class NetworkError(exception.VMBeamError):
+    msg_fmt = 'Nested sibling network: %(reason)s. %(fix)s'
+
+
+def _net(conf):
+    try:
+        net = ipaddress.ip_network(conf.vmbeam_nested.network_cidr)
+    except ValueError as exc:
+        raise NetworkError(reason=str(exc),
+                           fix='Set [vmbeam_nested] network_cidr to a '
+                               'network such as 192.168.223.0/24.')
+    if net.version != 4 or net.num_addresses < 16:
+        raise NetworkError(reason='%s is not an IPv4 network of 16 '
+                           'addresses or more' % net,
+                           fix='Set [vmbeam_nested] network_cidr to a /28 '
+                               'or larger IPv4 network.')
+    return net
+
+
+def host_address(conf):
+    """(address, prefix length) of the host on the bridge."""
+    net = _net(conf)
+    return str(net.network_address + 1), net.prefixlen
+
+
+def l1_address(conf, generation):
+    """(address, prefix length) of generation ``generation``'s L1."""
+    net = _net(conf)
+    slots = net.num_addresses - FIRST_L1 - 2
+    return (str(net.network_address + FIRST_L1 + generation % slots),
+            net.prefixlen)
+
+
+def _ip(*args):
+    return subprocess.run(('ip',) + args, capture_output=True, text=True)
+
+
+def ensure_bridge(conf):
+    """Create the bridge with the host's address if it is missing."""
+    bridge = conf.vmbeam_nested.bridge
+    address, prefix = host_address(conf)
+    if _ip('link', 'show', 'dev', bridge).returncode != 0:
+        done = _ip('link', 'add', 'name', bridge, 'type', 'bridge')
+        if done.returncode != 0 and 'exists' not in done.stderr:
+            raise NetworkError(reason='cannot create bridge %s: %s' %
+                               (bridge, done.stderr.strip()),
+                               fix='Run as root with the bridge module, '
+                                   'or create the bridge yourself.')
+    have = _ip('-4', '-o', 'addr', 'show', 'dev', bridge).stdout
+    if ' %s/%d ' % (address, prefix) not in have:
+        _ip('addr', 'add', '%s/%d' % (address, prefix), 'dev', bridge)
+    _ip('link', 'set', bridge, 'up')
+    return bridge
+
+
+def remove_bridge(conf):
+    _ip('link', 'del', conf.vmbeam_nested.bridge)

@@ -1,0 +1,114 @@
+"""Self-checking L2 guests inside nested siblings (tests and bench).
+
+The L2 guest is the project's test guest (memworker keeps verifying its
+memory), booted by the L1's libvirt from the copy of the test image the
+appliance carries, with its RAM in an L0 pool mapped through the L1's
+ivshmem BAR and its console collected on L0.
+"""
+
+import dataclasses
+import os
+import shutil
+import time
+import uuid
+import xml.etree.ElementTree as ET
+
+from oslo_log import log as logging
+
+from nova_vmbeam import guest as guest_mod
+from nova_vmbeam import guestimage
+from nova_vmbeam.libvirt import config as libvirt_config
+from nova_vmbeam.nested import console as console_mod
+from nova_vmbeam.nested import network
+from nova_vmbeam.siblings import nested as nested_sibling
+from nova_vmbeam import testbed
+
+LOG = logging.getLogger(__name__)
+
+# An L2 boots in about two minutes under TCG inside TCG on an idle 2-core
+# host; on a busy one several times that.
+L2_BOOT_TIMEOUT = 900.0
+
+
+class NestedTestbed(testbed.Testbed):
+    """L1 siblings started directly (no orchestrator) and L2 guests."""
+
+    def __init__(self, conf, name='nested-testbed'):
+        super().__init__(conf, name, image=nested_sibling.appliance(conf))
+        self.siblings = []
+        self.collectors = []
+        self.boot_s = {}
+
+    def start_sibling(self, generation):
+        """Boot the L1 of ``generation``; wait until it takes guests."""
+        sibling = nested_sibling.NestedSibling(self.conf, generation)
+        self.siblings.append(sibling)
+        started = time.monotonic()
+        sibling.start()
+        sibling.wait_ready(self.conf.vmbeam_nested.l1_boot_timeout)
+        self.boot_s[generation] = time.monotonic() - started
+        return sibling
+
+    def spec(self, name, host, ram_mib=128, work_mib=32, dirty_mib_s=1,
+             report_ms=1000, verify_mib_s=16):
+        """An L2 guest for ``host`` (a NestedHost), its pool attached."""
+        os.makedirs(self.run_dir, exist_ok=True)
+        guest_uuid = str(uuid.uuid4())
+        self.pool.ensure()
+        self.pool.allocate(guest_uuid, ram_mib << 20)
+        bar = host.attach_pool(self.pool, guest_uuid)
+        log = os.path.join(self.run_dir, '%s.console.log' % name)
+        if os.path.exists(log):
+            os.unlink(log)
+        collector = console_mod.ConsoleCollector(
+            network.host_address(self.conf)[0], log)
+        self.collectors.append(collector)
+        spec = guest_mod.GuestSpec(
+            name=name, uuid=guest_uuid, ram_mib=ram_mib,
+            ram=guest_mod.RamBacking(guest_mod.RAM_FILE, bar),
+            kernel=self.image.guest_kernel, initrd=self.image.guest_initrd,
+            cmdline=guestimage.kernel_cmdline(
+                work_mib, dirty_mib_s, report_ms,
+                verify_mib_s=verify_mib_s, hostname=name),
+            console_log=log)
+        # The L1 has its own QEMU: its path there, not this host's.
+        xml = libvirt_config.domain_xml(
+            dataclasses.replace(spec, console_log=None), accel='tcg',
+            emulator='/usr/bin/qemu-system-x86_64')
+        domain = ET.fromstring(xml)
+        domain.find('devices').append(ET.fromstring(console_mod.serial_xml(
+            collector.address, collector.port)))
+        return dataclasses.replace(
+            spec, domain_xml=ET.tostring(domain, encoding='unicode'))
+
+    def wait_ready(self, guest, timeout=L2_BOOT_TIMEOUT):
+        super().wait_ready(guest, timeout)
+
+    def move(self, guest, mover, target):
+        result = mover.move(guest.endpoint, target)
+        guest.moved_at = guest.console.offset()
+        guest.endpoint, guest.hypervisor = result.destination, target
+        return result
+
+    def cleanup(self):
+        for guest in list(self.guests):
+            try:
+                guest.endpoint.destroy()
+            except Exception:
+                LOG.exception('destroying L2 guest %s', guest.name)
+        for sibling in self.siblings:
+            try:
+                if sibling.running():
+                    sibling.retire()
+            except Exception:
+                LOG.exception('retiring %s', sibling.name)
+            sibling.close()
+        for guest in self.guests:
+            try:
+                self.pool.release(guest.spec.uuid)
+            except Exception:
+                LOG.exception('releasing the RAM of %s', guest.name)
+        self.guests = []
+        for collector in self.collectors:
+            collector.close()
+        shutil.rmtree(self.run_dir, ignore_errors=True)

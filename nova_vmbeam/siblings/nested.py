@@ -1,0 +1,459 @@
+"""nested: each hypervisor generation is a VM (L1) on this host (L0).
+
+The faithful VMBeam shape: guests (L2) run inside the active L1, and
+rejuvenation boots a fresh L1 (fresh kernel, libvirt and QEMU, from the L1
+appliance: ``vmbeam appliance build``) and moves every guest across by
+sharing its RAM at L0, then shuts the old L1 down. Unlike the colocated
+sibling this also rejuvenates the hypervisor's kernel.
+
+L0 side:
+  * the L1 VMs run under one L0 libvirt daemon, started here on first use:
+    a colocated daemon of its own (``<state>/nested/l0``), not one of the
+    rejuvenated generations;
+  * they share a private Linux bridge ([vmbeam_nested] bridge) with
+    static addresses; the host reaches each L1's libvirtd at
+    ``qemu+tcp://<address>/system`` and its qemu-guest-agent through the
+    L0 daemon (``virDomainQemuAgentCommand``);
+  * each L1 has a second QMP monitor on a unix socket
+    (``<state>/nested/genN/qmp.sock``) through which vmbeam-pagemoverd
+    hotplugs guest RAM pools as ivshmem-plain devices.
+"""
+
+import fcntl
+import os
+import pwd
+import shutil
+import subprocess
+import time
+import uuid
+import xml.etree.ElementTree as ET
+
+import libvirt
+from oslo_log import log as logging
+
+from nova_vmbeam import appliance as appliance_mod
+from nova_vmbeam.libvirt import config as libvirt_config
+from nova_vmbeam.nested import agent
+from nova_vmbeam.nested import host as nested_host
+from nova_vmbeam.nested import network
+from nova_vmbeam.qemu import procfs
+from nova_vmbeam.siblings import base
+from nova_vmbeam.siblings import colocated
+
+LOG = logging.getLogger(__name__)
+
+DOMAIN_PREFIX = 'vmbeam-l1-'
+QMP_ID = 'vmbeam-qmp'
+# Kernel options of the L1, as for the test guest: fast boot under TCG,
+# no console chatter, a panic ends the VM.
+KERNEL_OPTS = ('console=ttyS0 quiet loglevel=3 mitigations=off '
+               'no_timer_check tsc=reliable nokaslr i8042.noaux '
+               'i8042.nokbd panic=-1')
+
+
+def nested_dir(conf, *parts):
+    return os.path.join(conf.vmbeam.state_path, 'nested', *parts)
+
+
+class L0Daemon(colocated.ColocatedSibling):
+    """The libvirt daemon the L1 VMs run under (never rejuvenated here)."""
+
+    kind = 'nested-l0'
+
+    def __init__(self, conf):
+        base_dir = nested_dir(conf, 'l0')
+        os.makedirs(base_dir, exist_ok=True)
+        uuid_file = os.path.join(base_dir, 'host_uuid')
+        try:
+            with open(uuid_file) as f:
+                host_uuid = f.read().strip()
+        except FileNotFoundError:
+            host_uuid = str(uuid.uuid4())
+            with open(uuid_file, 'w') as f:
+                f.write(host_uuid)
+        super().__init__(conf, 0, host_uuid)
+        self.base = base_dir
+
+    @property
+    def name(self):
+        return 'nested-l0'
+
+    def ensure(self):
+        """Start the daemon unless it runs.
+
+        Under a lock: siblings may start at the same time.
+        """
+        with open(os.path.join(self.base, '.lock'), 'a') as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not self.running():
+                self.start()
+                self.wait_ready(self.conf.vmbeam.sibling_start_timeout)
+        return self
+
+
+def appliance(conf):
+    """The L1 appliance to boot ([vmbeam_nested] appliance_dir or built)."""
+    directory = conf.vmbeam_nested.appliance_dir
+    if directory:
+        found = appliance_mod.builder.load(os.path.join(directory,
+                                                        'manifest.json'))
+        if found is None:
+            raise appliance_mod.ApplianceError(
+                reason='%s holds no complete appliance (manifest.json and '
+                       'the files it names)' % directory,
+                fix='Run "vmbeam appliance build" and point [vmbeam_nested] '
+                    'appliance_dir at the directory it prints, or unset '
+                    'it.')
+        return found
+    return appliance_mod.build()
+
+
+class NestedSibling(base.Sibling):
+    kind = 'nested'
+
+    def __init__(self, conf, generation, domain_uuid=None):
+        super().__init__(conf, generation)
+        self.base = nested_dir(conf, 'gen%d' % generation)
+        self.domain_uuid = domain_uuid or str(uuid.uuid4())
+        self.address, self.prefix = network.l1_address(conf, generation)
+        self._l0 = None
+        self._l0_conn = None
+
+    @classmethod
+    def from_record(cls, conf, record):
+        return cls(conf, record['generation'], record['domain_uuid'])
+
+    def record(self):
+        return {'kind': self.kind, 'generation': self.generation,
+                'domain_uuid': self.domain_uuid, 'uri': self.uri,
+                'address': self.address, 'base': self.base}
+
+    @property
+    def domain_name(self):
+        return '%s%s' % (DOMAIN_PREFIX, self.name)
+
+    @property
+    def uri(self):
+        return 'qemu+tcp://%s/system' % self.address
+
+    @property
+    def qmp_socket(self):
+        return os.path.join(self.base, 'qmp', 'qmp.sock')
+
+    @property
+    def console_log(self):
+        return os.path.join(self.base, 'console.log')
+
+    @property
+    def l0(self):
+        if self._l0 is None:
+            self._l0 = L0Daemon(self.conf)
+        return self._l0
+
+    def _l0_host(self):
+        # One connection to the L0 daemon per sibling object.
+        if self._l0_conn is None:
+            self._l0_conn = self.l0.host()
+        return self._l0_conn
+
+    def close(self):
+        if self._l0_conn is not None:
+            self._l0_conn.close()
+            self._l0_conn = None
+
+    def host(self):
+        return nested_host.NestedHost(self, os.path.join(self.base,
+                                                         'migrate'))
+
+    # --- the L1 VM ---------------------------------------------------------
+
+    def _stage(self, image):
+        """Kernel and initrd where the L0 QEMU user can read them."""
+        stage = nested_dir(self.conf, 'appliance')
+        os.makedirs(stage, exist_ok=True)
+        paths = []
+        for path in (image.kernel, image.initrd):
+            key = os.path.basename(os.path.dirname(path))
+            target = os.path.join(stage, '%s-%s' % (key,
+                                                    os.path.basename(path)))
+            if not os.path.exists(target):
+                tmp = target + '.tmp'
+                try:
+                    os.link(path, tmp)
+                except OSError:
+                    shutil.copyfile(path, tmp)
+                os.chmod(tmp, 0o644)
+                os.rename(tmp, target)
+            paths.append(target)
+        directory = stage
+        while directory != '/':
+            os.chmod(directory, os.stat(directory).st_mode | 0o011)
+            directory = os.path.dirname(directory)
+        return paths
+
+    def domain_xml(self, kernel, initrd):
+        conf = self.conf.vmbeam_nested
+        domain = ET.Element('domain', type='qemu')
+        sub = libvirt_config._sub
+        sub(domain, 'name', self.domain_name)
+        sub(domain, 'uuid', self.domain_uuid)
+        sub(domain, 'memory', conf.l1_memory_mib, unit='MiB')
+        sub(domain, 'vcpu', conf.l1_vcpus)
+        os_el = sub(domain, 'os')
+        sub(os_el, 'type', 'hvm', arch='x86_64', machine='pc')
+        sub(os_el, 'kernel', kernel)
+        sub(os_el, 'initrd', initrd)
+        sub(os_el, 'cmdline', '%s vmbeam.ip=%s/%d vmbeam.hostname=l1-%s' %
+            (KERNEL_OPTS, self.address, self.prefix, self.name))
+        features = sub(domain, 'features')
+        sub(features, 'acpi')
+        sub(domain, 'on_poweroff', 'destroy')
+        sub(domain, 'on_reboot', 'destroy')
+        sub(domain, 'on_crash', 'destroy')
+        devices = sub(domain, 'devices')
+        sub(devices, 'emulator', shutil.which(
+            self.conf.vmbeam.qemu_binary) or self.conf.vmbeam.qemu_binary)
+        nic = sub(devices, 'interface', type='bridge')
+        sub(nic, 'source', bridge=conf.bridge)
+        sub(nic, 'mac', address='52:54:00:be:%02x:%02x' % (
+            (self.generation >> 8) & 0xff, self.generation & 0xff))
+        sub(nic, 'model', type='virtio')
+        sub(nic, 'rom', enabled='no')
+        serial = sub(devices, 'serial', type='file')
+        sub(serial, 'source', path=self.console_log, append='on')
+        sub(serial, 'target', port='0')
+        channel = sub(devices, 'channel', type='unix')
+        sub(channel, 'target', type='virtio', name='org.qemu.guest_agent.0')
+        sub(devices, 'memballoon', model='none')
+        # A QMP monitor of our own, beside libvirt's, for the pool daemon's
+        # ivshmem hotplug.
+        libvirt_config._set_args(domain, [
+            '-chardev', 'socket,id=%s,path=%s,server=on,wait=off' %
+            (QMP_ID, self.qmp_socket),
+            '-mon', 'chardev=%s,mode=control' % QMP_ID])
+        return ET.tostring(domain, encoding='unicode')
+
+    def _prepare_dirs(self):
+        pw = pwd.getpwnam(self.conf.vmbeam.qemu_user)
+        os.makedirs(os.path.join(self.base, 'migrate'), exist_ok=True)
+        qmp_dir = os.path.dirname(self.qmp_socket)
+        os.makedirs(qmp_dir, exist_ok=True)
+        os.chown(qmp_dir, pw.pw_uid, pw.pw_gid)
+        os.chmod(qmp_dir, 0o750)
+        if os.path.exists(self.qmp_socket):
+            os.unlink(self.qmp_socket)
+
+    def l1_domain(self):
+        """The L1 VM's domain in the L0 daemon, or None."""
+        try:
+            return self._l0_host().conn.lookupByName(self.domain_name)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return None
+            raise
+
+    def l1_pid(self):
+        try:
+            return self._l0_host().qemu_pid(self.domain_name, timeout=0)
+        except Exception:
+            return None
+
+    def start(self, seed_from=None):
+        """Boot the L1 VM (the L0 daemon and the bridge first)."""
+        if self.running():
+            return
+        image = appliance(self.conf)
+        network.ensure_bridge(self.conf)
+        self.l0.ensure()
+        self._prepare_dirs()
+        kernel, initrd = self._stage(image)
+        xml = self.domain_xml(kernel, initrd)
+        self.started_at = time.monotonic()
+        try:
+            self._l0_host().conn.createXML(xml, 0)
+        except libvirt.libvirtError as exc:
+            raise base.SiblingStartFailed('L1 VM %s did not start: %s' %
+                                          (self.domain_name, exc))
+        LOG.info('starting nested sibling %s (L1 VM %s at %s)', self.name,
+                 self.domain_name, self.address)
+
+    def _console_tail(self):
+        try:
+            with open(self.console_log, errors='replace') as f:
+                lines = [line.rstrip() for line in f if line.strip()]
+        except OSError:
+            return '(no console log)'
+        return '\n'.join(lines[-5:]) or '(nothing on the console)'
+
+    def wait_ready(self, timeout):
+        """Until the L1's libvirtd and guest agent answer.
+
+        An L1 boots in tens of seconds under TCG: the wait is at least
+        [vmbeam_nested] l1_boot_timeout.
+        """
+        timeout = max(timeout, self.conf.vmbeam_nested.l1_boot_timeout)
+        deadline = time.monotonic() + timeout
+        host = self.host()
+        try:
+            while True:
+                dom = self.l1_domain()
+                if dom is None or not dom.isActive():
+                    raise base.SiblingStartFailed(
+                        'L1 VM %s is not running: %s' %
+                        (self.domain_name, self._console_tail()))
+                console = self._console_text()
+                if 'VMBEAM-L1 ERROR' in console:
+                    raise base.SiblingStartFailed(
+                        'L1 VM %s failed to boot: %s' %
+                        (self.domain_name, self._console_tail()))
+                if 'VMBEAM-L1 ready' in console and \
+                        agent.ping(dom, timeout=5) and host.alive():
+                    return
+                if time.monotonic() > deadline:
+                    raise base.SiblingStartFailed(
+                        'L1 VM %s not ready within %.0f s: %s' %
+                        (self.domain_name, timeout, self._console_tail()))
+                time.sleep(0.5)
+        finally:
+            host.close()
+
+    def _console_text(self):
+        try:
+            with open(self.console_log, errors='replace') as f:
+                return f.read()
+        except OSError:
+            return ''
+
+    def running(self):
+        if not self.l0.running():
+            return False
+        try:
+            dom = self.l1_domain()
+            return dom is not None and bool(dom.isActive())
+        except libvirt.libvirtError:
+            return False
+
+    def health(self):
+        report = {'generation': self.generation, 'running': self.running(),
+                  'address': self.address}
+        pid = self.l1_pid()
+        rss = 0
+        if pid and procfs.alive(pid):
+            rss, _fds = colocated._proc_usage(pid)
+        report['l1'] = {'pid': pid, 'rss_kib': rss}
+        if report['running']:
+            host = self.host()
+            try:
+                report['libvirt'] = host.alive()
+                report['guests'] = host.running_qemus()
+            finally:
+                host.close()
+        return report
+
+    # --- guest RAM BARs inside the L1 ---------------------------------------
+
+    def find_device(self, device):
+        """Guest-visible PCI address (BDF) of QEMU device ``device``."""
+        dom = self.l1_domain()
+        reply = self._l0_host().monitor_command(dom, 'query-pci')
+        for bus in reply:
+            for dev in bus.get('devices', ()):
+                if dev.get('qdev_id') == device:
+                    return '0000:%02x:%02x.%x' % (dev['bus'], dev['slot'],
+                                                  dev['function'])
+        return None
+
+    def enable_bar(self, bdf, timeout=60):
+        """Wait for a hotplugged device in the L1 and enable it.
+
+        Returns the BAR file that guests map as their RAM.
+        """
+        bar = '/sys/bus/pci/devices/%s/%s' % (
+            bdf, self.conf.vmbeam_nested.bar_mapping)
+        script = (
+            'd=/sys/bus/pci/devices/%(bdf)s; i=0; '
+            'while [ ! -e %(bar)s ] && [ $i -lt %(tries)d ]; do '
+            'usleep 100000; i=$((i+1)); done; '
+            '[ -e %(bar)s ] || { echo "no $d after hotplug" >&2; exit 1; }; '
+            '[ "$(cat $d/enable)" = 1 ] || echo 1 > $d/enable; '
+            'cat $d/enable' % {'bdf': bdf, 'bar': bar, 'tries': timeout * 10})
+        out = agent.sh(self.l1_domain(), script, timeout=timeout + 10)
+        if out.strip() != '1':
+            raise base.SiblingStartFailed('%s: cannot enable %s: %r' %
+                                          (self.domain_name, bdf, out))
+        return bar
+
+    def retire(self):
+        """Stop the L1 VM; refused while any guest runs in it.
+
+        Its root filesystem is an initramfs and it has no disks: nothing is
+        lost by stopping it at once.
+        """
+        dom = self.l1_domain()
+        if dom is None:
+            return
+        if dom.isActive():
+            host = self.host()
+            try:
+                remaining = host.running_qemus() if host.alive() else []
+            finally:
+                host.close()
+            if remaining:
+                raise base.SiblingStartFailed(
+                    'not retiring %s: guests still run in it: %s' %
+                    (self.name, ', '.join(remaining)))
+            stop_l1(dom, self.address)
+        LOG.info('retired nested sibling %s', self.name)
+
+
+def stop_l1(dom, address):
+    """Stop an L1 VM so that its clients notice.
+
+    libvirtd in the L1 is stopped first, through the guest agent: it
+    closes its TCP connections, so every connection this host (or any
+    other process here) holds to it ends at once. A VM destroyed with its
+    connections open leaves them waiting for minutes for a peer that is
+    gone (the VM sends no reset), and a libvirt connection released at
+    interpreter exit then hangs the process. Whatever connection survives
+    that (the agent did not answer) is reset here with ``ss -K``.
+    """
+    try:
+        agent.sh(dom, 'kill $(cat /run/libvirtd.pid 2>/dev/null || '
+                 'pidof libvirtd) 2>/dev/null; i=0; while pidof libvirtd '
+                 '>/dev/null && [ $i -lt 50 ]; do usleep 100000; '
+                 'i=$((i+1)); done; true', timeout=15)
+    except agent.AgentError as exc:
+        LOG.warning('stopping libvirtd in %s: %s', dom.name(), exc)
+    try:
+        dom.destroy()
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID:
+            raise
+    subprocess.run(['ss', '-K', 'dst', address], capture_output=True)
+
+
+def generation_of(domain_name):
+    """The generation an L1 VM's domain name says, or None."""
+    prefix = DOMAIN_PREFIX + 'gen'
+    if domain_name.startswith(prefix) and \
+            domain_name[len(prefix):].isdigit():
+        return int(domain_name[len(prefix):])
+    return None
+
+
+def stop_all(conf):
+    """Stop every L1 VM and the L0 daemon (tests, bench, uninstall)."""
+    l0 = L0Daemon(conf)
+    if not l0.running():
+        return
+    host = l0.host()
+    try:
+        for name, dom in host.domains().items():
+            generation = generation_of(name)
+            if generation is not None:
+                stop_l1(dom, network.l1_address(conf, generation)[0])
+            else:
+                dom.destroy()
+    finally:
+        host.close()
+    l0.retire()
