@@ -42,6 +42,8 @@ PORTS = 500
 class NestedMover(zerocopy.ZeroCopyMover):
     name = 'nested'
     sibling_kind = 'nested'
+    # The QEMUs run inside L1 VMs, each with a clock of its own.
+    event_clock_shared = False
 
     def __init__(self, conf):
         super().__init__(conf)
@@ -144,6 +146,11 @@ class NestedMover(zerocopy.ZeroCopyMover):
         self.check_source(ctx)
         self._configure(ctx.source)
         ctx.migrate_args = {'uri': 'tcp:%s:%d' % (target.address, port)}
+        try:
+            self._verify_ram_early(ctx)
+        except exception.VerificationFailed as exc:
+            # Not this guest's pool: discarded, and a new one prepared.
+            raise exception.InvalidInput(reason=str(exc)) from exc
         ctx.mark('prepared')
         return ctx
 
