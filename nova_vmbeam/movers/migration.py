@@ -258,7 +258,9 @@ class QmpMigrationMover(base.Mover):
         event is lost, and at the deadline.
         """
         deadline = time.monotonic() + timeout
-        last_query = time.monotonic()
+        # Asked once at once too: an endpoint whose monitor came up after
+        # the migration began (cpr's destination) may never send the event.
+        last_query = float('-inf')
         while True:
             now = time.monotonic()
             next_query = last_query + _QUERY_INTERVAL_S
