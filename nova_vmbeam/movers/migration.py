@@ -181,7 +181,8 @@ class QmpMigrationMover(base.Mover):
         if not self.monitor_before_migrate:
             ctx.destination.connect()
         info = self._wait_finished(ctx.source, ctx.wall_start,
-                                   self.conf.vmbeam.migration_timeout)
+                                   self.conf.vmbeam.migration_timeout,
+                                   expect_event=self.event_clock_shared)
         status = info.get('status')
         if status not in _FINISHED:
             raise MigrationFailed('not completed within %.0f s (status %s)'
@@ -204,7 +205,9 @@ class QmpMigrationMover(base.Mover):
         # until the destination has loaded it too.
         try:
             loaded = self._wait_finished(
-                dest, ctx.wall_start, self.conf.vmbeam.qmp_timeout)
+                dest, ctx.wall_start, self.conf.vmbeam.qmp_timeout,
+                expect_event=(self.monitor_before_migrate and
+                              self.event_clock_shared))
         except monitor_mod.MonitorError:
             if dest.alive():
                 raise
@@ -244,7 +247,7 @@ class QmpMigrationMover(base.Mover):
                        for event in ctx.destination.events())
         return ctx.destination.status() != 'paused'
 
-    def _wait_finished(self, endpoint, since, timeout):
+    def _wait_finished(self, endpoint, since, timeout, expect_event=True):
         """How ``endpoint``'s migration ended, or where it is at timeout.
 
         Waits for QEMU's MIGRATION event rather than asking the monitor
@@ -258,9 +261,12 @@ class QmpMigrationMover(base.Mover):
         event is lost, and at the deadline.
         """
         deadline = time.monotonic() + timeout
-        # Asked once at once too: an endpoint whose monitor came up after
-        # the migration began (cpr's destination) may never send the event.
-        last_query = float('-inf')
+        # ``expect_event`` False: the endpoint's monitor came up after the
+        # migration began (cpr's destination) and may never send the
+        # event, or its events carry another clock (nested), so
+        # query-migrate is asked at once too. Otherwise not: a
+        # round trip through the daemon while the guest is paused.
+        last_query = time.monotonic() if expect_event else float('-inf')
         while True:
             now = time.monotonic()
             next_query = last_query + _QUERY_INTERVAL_S
