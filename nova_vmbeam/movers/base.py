@@ -157,12 +157,8 @@ class Mover(metaclass=abc.ABCMeta):
         # with guests each waits for a time slice. The daemons and this
         # process get the switchover's priority for it (the new QEMU
         # starts at normal priority: boosted threads reset it on fork).
-        pids = [os.getpid()] + target.control_pids()
-        pids.extend(getattr(getattr(source, 'host', None), 'control_pids',
-                            list)())
         try:
-            with sched.Boost(pids, self.conf.vmbeam.switchover_priority,
-                             self.conf.vmbeam.switchover_nice):
+            with self._boost(ctx, qemus=False):
                 self.prepare(ctx)
         except Exception as exc:
             self._fail(ctx, 'prepare', exc)
@@ -220,19 +216,25 @@ class Mover(metaclass=abc.ABCMeta):
             result.error = 'figures incomplete: %s' % exc
         return result
 
-    def _boost(self, ctx):
-        """Priority for the threads this move's pause waits on."""
+    def _boost(self, ctx, qemus=True):
+        """Priority for the threads this move's pause waits on.
+
+        ``qemus`` False (while preparing): only this process and the
+        daemons, not the source and destination QEMUs.
+        """
         pids = [os.getpid()]
-        for endpoint in (ctx.source, ctx.destination):
-            try:
-                pids.append(endpoint.pid)
-            except Exception:
-                pass   # a gone QEMU fails the move in its own phase
+        if qemus:
+            for endpoint in (ctx.source, ctx.destination):
+                try:
+                    pids.append(endpoint.pid)
+                except Exception:
+                    pass   # a gone QEMU fails the move in its own phase
+        vcpu_pids = pids[1:2]
         for hypervisor in (getattr(ctx.source, 'host', None), ctx.target):
             pids.extend(getattr(hypervisor, 'control_pids', list)())
         return sched.Boost(pids, self.conf.vmbeam.switchover_priority,
                            self.conf.vmbeam.switchover_nice,
-                           vcpu_pids=pids[1:2])
+                           vcpu_pids=vcpu_pids)
 
     def abort(self, ctx):
         """Give up a prepared move that never transferred.

@@ -156,13 +156,17 @@ class QmpMigrationMover(base.Mover):
         self.check_source(ctx)
         self._configure(ctx.source)
         ctx.migrate_args = {'uri': 'unix:%s' % path}
+        self._verify_adopted_ram(ctx)
+        ctx.mark('prepared')
+        return ctx
+
+    def _verify_adopted_ram(self, ctx):
+        """_verify_ram_early for adopt(): InvalidInput if it fails."""
         try:
             self._verify_ram_early(ctx)
         except exception.VerificationFailed as exc:
             # Not this guest's RAM: discarded, and a new one prepared.
             raise exception.InvalidInput(reason=str(exc)) from exc
-        ctx.mark('prepared')
-        return ctx
 
     def _verify_ram_early(self, ctx):
         # Nothing remaps a destination's RAM once it has started, so it is

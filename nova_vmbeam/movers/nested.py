@@ -146,11 +146,7 @@ class NestedMover(zerocopy.ZeroCopyMover):
         self.check_source(ctx)
         self._configure(ctx.source)
         ctx.migrate_args = {'uri': 'tcp:%s:%d' % (target.address, port)}
-        try:
-            self._verify_ram_early(ctx)
-        except exception.VerificationFailed as exc:
-            # Not this guest's pool: discarded, and a new one prepared.
-            raise exception.InvalidInput(reason=str(exc)) from exc
+        self._verify_adopted_ram(ctx)
         ctx.mark('prepared')
         return ctx
 
