@@ -16,6 +16,7 @@ resumed. Two QEMUs never run on one RAM.
 """
 
 import abc
+import contextlib
 import dataclasses
 import os
 import time
@@ -184,14 +185,12 @@ class Mover(metaclass=abc.ABCMeta):
         overlaps.
         """
         ctx.on_switchover = on_switchover
-        held = []
+        # Held until the destination runs (closed by the switchover).
+        paused = contextlib.ExitStack()
         if pause_lock is not None:
-            pause_lock.acquire()
-            held.append(pause_lock)
-
-        def unpause():
-            while held:
-                held.pop().release()
+            paused.enter_context(pause_lock)
+        paused.enter_context(self._boost_destination_vcpus(ctx))
+        unpause = paused.close
         ctx.on_resumed = unpause
         phase = 'transfer'
         try:
@@ -229,12 +228,31 @@ class Mover(metaclass=abc.ABCMeta):
                     pids.append(endpoint.pid)
                 except Exception:
                     pass   # a gone QEMU fails the move in its own phase
-        vcpu_pids = pids[1:2]
+        # The source starts its migration thread, which sends the device
+        # state while the guest is paused, during the boost: it inherits.
+        source_pids = pids[1:2]
         for hypervisor in (getattr(ctx.source, 'host', None), ctx.target):
             pids.extend(getattr(hypervisor, 'control_pids', list)())
         return sched.Boost(pids, self.conf.vmbeam.switchover_priority,
                            self.conf.vmbeam.switchover_nice,
-                           vcpu_pids=vcpu_pids)
+                           vcpu_pids=source_pids, inherit_pids=source_pids)
+
+    def _boost_destination_vcpus(self, ctx):
+        """Priority for the destination's vCPU threads while it is paused.
+
+        Loading the device state, QEMU has each vCPU thread run a work
+        item and waits for it (x86's vapic state does, for one); a vCPU
+        thread waiting for a time slice behind other guests' vCPUs then
+        stretches the pause. Paused, they only sleep; they lose the boost
+        as soon as the destination runs.
+        """
+        try:
+            pid = ctx.destination.pid
+        except Exception:
+            pid = None   # a gone QEMU fails the move in its own phase
+        return sched.Boost([pid], self.conf.vmbeam.switchover_priority,
+                           self.conf.vmbeam.switchover_nice,
+                           vcpu_pids=[pid], only_vcpus=True)
 
     def abort(self, ctx):
         """Give up a prepared move that never transferred.

@@ -10,9 +10,11 @@ switchover lets them run at once: a lower nice value weighs them more
 against the vCPUs; SCHED_FIFO lets them preempt the vCPUs outright. The
 source's vCPU threads are raised too: QEMU stops the guest by waiting for
 each of them to leave the guest code, and a vCPU thread still waiting for
-a time slice stretches the pause; stopped, they sleep. The destination's
-vCPU threads keep their priority: once it runs, they must not starve the
-other guests.
+a time slice stretches the pause; stopped, they sleep. The source's
+migration thread, started during the switchover, inherits the boost. The
+destination's vCPU threads are raised only until it runs (loading the
+device state waits for work done on them); once it runs, they must not
+starve the other guests.
 """
 
 import os
@@ -26,7 +28,7 @@ LOG = logging.getLogger(__name__)
 _VCPU_PREFIX = 'CPU '
 
 
-def _threads(pid, vcpus=False):
+def _threads(pid, vcpus=False, only_vcpus=False):
     try:
         tids = os.listdir('/proc/%d/task' % pid)
     except OSError:
@@ -38,7 +40,8 @@ def _threads(pid, vcpus=False):
                 comm = f.read().strip()
         except OSError:
             continue
-        if vcpus or not comm.startswith(_VCPU_PREFIX):
+        vcpu = comm.startswith(_VCPU_PREFIX)
+        if vcpu if only_vcpus else (vcpus or not vcpu):
             found.append(int(tid))
     return found
 
@@ -61,11 +64,11 @@ _FIFO_PRIORITY = 1
 _RESET = os.SCHED_RESET_ON_FORK
 
 
-def _raise_nice(tid, nice):
+def _raise_nice(tid, nice, reset=_RESET):
     old = (os.getpriority(os.PRIO_PROCESS, tid),
            os.sched_getscheduler(tid), os.sched_getparam(tid))
     if old[1] == os.SCHED_OTHER:
-        os.sched_setscheduler(tid, os.SCHED_OTHER | _RESET,
+        os.sched_setscheduler(tid, os.SCHED_OTHER | reset,
                               os.sched_param(0))
     if old[0] > nice:
         os.setpriority(os.PRIO_PROCESS, tid, nice)
@@ -77,10 +80,10 @@ def _restore_nice(tid, old):
     os.sched_setscheduler(tid, old[1], old[2])
 
 
-def _raise_fifo(tid, _nice):
+def _raise_fifo(tid, _nice, reset=_RESET):
     old = (os.sched_getscheduler(tid), os.sched_getparam(tid))
     if old[0] == os.SCHED_OTHER:
-        os.sched_setscheduler(tid, os.SCHED_FIFO | _RESET,
+        os.sched_setscheduler(tid, os.SCHED_FIFO | reset,
                               os.sched_param(_FIFO_PRIORITY))
     return old
 
@@ -89,63 +92,121 @@ def _restore_fifo(tid, old):
     os.sched_setscheduler(tid, old[0], old[1])
 
 
+def _inherited(tid, policy, nice):
+    """True if ``tid`` carries the boost of ``policy`` (passed on to it)."""
+    current = os.sched_getscheduler(tid)
+    if policy == 'realtime':
+        return (current == os.SCHED_FIFO and os.sched_getparam(
+            tid).sched_priority == _FIFO_PRIORITY)
+    return (current == os.SCHED_OTHER and
+            os.getpriority(os.PRIO_PROCESS, tid) == nice)
+
+
+def _reset(tid):
+    os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
+    os.setpriority(os.PRIO_PROCESS, tid, 0)
+
+
 _POLICIES = {'nice': (_raise_nice, _restore_nice),
              'realtime': (_raise_fifo, _restore_fifo)}
+
+# Processes whose boosted threads pass the boost on to the threads they
+# start (pid -> moves holding it); see Boost's ``inherit_pids``.
+_inheriting = {}
+
+
+def _hold(tid, policy, nice, reset=_RESET):
+    """Boost ``tid`` or count one more holder; False if it cannot be."""
+    if tid in _held:
+        _held[tid][0] += 1
+        return True
+    try:
+        old = _POLICIES[policy][0](tid, nice, reset)
+    except OSError as exc:
+        LOG.debug('no priority boost for thread %d: %s', tid, exc)
+        return False
+    _held[tid] = [1, old]
+    return True
+
+
+def _release(tid, policy):
+    """One holder less; the last one restores ``tid``."""
+    entry = _held[tid]
+    entry[0] -= 1
+    if entry[0]:
+        return
+    del _held[tid]
+    try:
+        _POLICIES[policy][1](tid, entry[1])
+    except OSError:
+        pass   # the thread is gone
+
+
+def _active(policy, nice):
+    return policy in _POLICIES and not (policy == 'nice' and nice == 0)
 
 
 class Boost:
     """Context manager: raise the priority of ``pids``' threads, restore.
 
     ``policy``: 'nice' (to ``nice``), 'realtime' (SCHED_FIFO) or 'off'.
-    ``vcpu_pids``: processes whose vCPU threads are raised as well.
+    ``vcpu_pids``: processes whose vCPU threads are raised as well;
+    ``only_vcpus``: only those vCPU threads.
+    ``inherit_pids``: processes whose boosted threads pass the boost on
+    to the threads they start meanwhile (QEMU starts its migration thread
+    when the migration starts, and that thread carries the pause); when
+    the last boost of such a process ends, every thread of it that still
+    carries the boost is set back to normal, so none keeps it for good.
 
-    Threads started meanwhile are not raised (see _RESET). Threads that
-    cannot be changed (no CAP_SYS_NICE, or gone) are skipped: a boost is
-    an optimisation, never a reason for a move to fail.
+    Other threads started meanwhile are not raised (see _RESET). Threads
+    that cannot be changed (no CAP_SYS_NICE, or gone) are skipped: a boost
+    is an optimisation, never a reason for a move to fail.
     """
 
-    def __init__(self, pids, policy, nice=0, vcpu_pids=()):
+    def __init__(self, pids, policy, nice=0, vcpu_pids=(), inherit_pids=(),
+                 only_vcpus=False):
         self.pids = sorted({p for p in pids if p})
+        self.only_vcpus = only_vcpus
         self.vcpu_pids = {p for p in vcpu_pids if p}
+        self.inherit_pids = {p for p in inherit_pids if p}
         self.policy = policy
         self.nice = nice
         self._tids = []
+        self._inheriting = []
 
     def __enter__(self):
-        if self.policy not in _POLICIES or (self.policy == 'nice' and
-                                            self.nice == 0):
+        if not _active(self.policy, self.nice):
             return self
-        boost, _restore = _POLICIES[self.policy]
         with _held_lock:
             for pid in self.pids:
-                for tid in _threads(pid, vcpus=pid in self.vcpu_pids):
-                    if tid in _held:
-                        _held[tid][0] += 1
+                reset = _RESET
+                if pid in self.inherit_pids:
+                    reset = 0
+                    _inheriting[pid] = _inheriting.get(pid, 0) + 1
+                    self._inheriting.append(pid)
+                for tid in _threads(pid, vcpus=pid in self.vcpu_pids,
+                                    only_vcpus=self.only_vcpus):
+                    if _hold(tid, self.policy, self.nice, reset):
                         self._tids.append(tid)
-                        continue
-                    try:
-                        old = boost(tid, self.nice)
-                    except OSError as exc:
-                        LOG.debug('no priority boost for thread %d: %s',
-                                  tid, exc)
-                        continue
-                    _held[tid] = [1, old]
-                    self._tids.append(tid)
         return self
 
     def __exit__(self, *exc_info):
-        if not self._tids:
-            return False
-        _boost, restore = _POLICIES[self.policy]
         with _held_lock:
             for tid in self._tids:
-                entry = _held[tid]
-                entry[0] -= 1
-                if entry[0] == 0:
-                    del _held[tid]
+                _release(tid, self.policy)
+            for pid in self._inheriting:
+                _inheriting[pid] -= 1
+                if _inheriting[pid]:
+                    continue
+                del _inheriting[pid]
+                for tid in _threads(pid, vcpus=True):
+                    if tid in _held or tid in self._tids:
+                        continue
                     try:
-                        restore(tid, entry[1])
+                        if _inherited(tid, self.policy, self.nice):
+                            _reset(tid)
                     except OSError:
                         pass   # the thread is gone
             self._tids = []
+            self._inheriting = []
         return False

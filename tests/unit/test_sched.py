@@ -81,3 +81,42 @@ class TestBoost(testtools.TestCase):
             finally:
                 stop.set()
                 thread.join()
+
+    def test_inherit_passes_the_boost_on_and_takes_it_back(self):
+        for policy in ('nice', 'realtime'):
+            stop = threading.Event()
+            born = []
+            with sched.Boost([os.getpid()], policy, -5,
+                             inherit_pids=[os.getpid()]):
+                # As QEMU starts its migration thread during the boost.
+                thread = threading.Thread(target=lambda: (
+                    born.append(threading.get_native_id()), stop.wait()))
+                thread.start()
+                while not born:
+                    time.sleep(0.001)
+                if policy == 'nice':
+                    self.assertEqual(
+                        -5, os.getpriority(os.PRIO_PROCESS, born[0]))
+                else:
+                    self.assertEqual(os.SCHED_FIFO,
+                                     os.sched_getscheduler(born[0]))
+            try:
+                # The boost ended: the thread it started keeps none of it.
+                self.assertEqual(os.SCHED_OTHER,
+                                 os.sched_getscheduler(born[0]), policy)
+                self.assertEqual(0, os.getpriority(os.PRIO_PROCESS, born[0]))
+                self.assertEqual(0, os.getpriority(os.PRIO_PROCESS, self.tid))
+            finally:
+                stop.set()
+                thread.join()
+
+    def test_only_vcpus_boosts_the_vcpu_threads_alone(self):
+        # A thread named as QEMU names its vCPU threads.
+        with open('/proc/self/task/%d/comm' % self.tid, 'w') as f:
+            f.write('CPU 0/TCG')
+        main = threading.get_native_id()
+        with sched.Boost([os.getpid()], 'nice', -6, vcpu_pids=[os.getpid()],
+                         only_vcpus=True):
+            self.assertEqual(-6, os.getpriority(os.PRIO_PROCESS, self.tid))
+            self.assertEqual(0, os.getpriority(os.PRIO_PROCESS, main))
+        self.assertEqual(0, os.getpriority(os.PRIO_PROCESS, self.tid))
