@@ -62,6 +62,19 @@ class GuestEndpoint(metaclass=abc.ABCMeta):
         """What QEMU said before it exited (its own error text), if known."""
         return ''
 
+    def cpu_shares(self):
+        """CPU weight of the guest's cgroup, or None if it has none.
+
+        A hypervisor that puts each guest in a cgroup of its own (libvirt
+        does) schedules the guests' cgroups against each other: a thread's
+        nice value only counts within its guest's cgroup.
+        """
+        return None
+
+    def set_cpu_shares(self, shares):
+        """Set the CPU weight of the guest's cgroup (see cpu_shares)."""
+        raise NotImplementedError()
+
 
 class Hypervisor(metaclass=abc.ABCMeta):
     """A place where guests run; a move's target."""

@@ -128,14 +128,21 @@ sibling_opts = [
                    ('off', 'leave priorities alone')],
                help='CPU priority given, for the length of each guest\'s '
                     'migration and switchover, to the threads that carry '
-                    'it: the source QEMU (its vCPUs too, because stopping '
-                    'the guest waits for them), the destination QEMU '
-                    'except its vCPUs, the hypervisor daemons relaying '
-                    'their monitors and the mover itself. On a host whose '
-                    'cores are busy with other guests this keeps the '
-                    'guest\'s pause short. Priorities are restored when '
-                    'the move ends. Needs CAP_SYS_NICE (nova-compute runs '
-                    'as root); without it the move goes on unboosted.'),
+                    'it: the source QEMU except its vCPUs (its migration '
+                    'thread included), the destination QEMU (its vCPUs '
+                    'only until it runs: loading the device state waits '
+                    'for work done on them), the hypervisor daemons '
+                    'relaying their monitors and the mover itself. Where '
+                    'each guest has a cgroup of its own (libvirt), thread '
+                    'priorities only count within it, so the CPU weight '
+                    '(cpu_shares) of the source\'s and destination\'s '
+                    'cgroups is raised too, by the weight ratio of '
+                    'switchover_nice to nice 0 (realtime: of nice -20). '
+                    'On a host whose cores are busy with other guests this '
+                    'keeps the guest\'s pause short. Everything is '
+                    'restored when the move ends. Needs CAP_SYS_NICE '
+                    '(nova-compute runs as root); without it the move goes '
+                    'on unboosted.'),
     cfg.IntOpt('switchover_nice',
                default=-10,
                min=-20,

@@ -71,6 +71,18 @@ class LibvirtGuest(hypervisor.GuestEndpoint):
     def resume(self):
         self.dom.resume()
 
+    def cpu_shares(self):
+        try:
+            return self.dom.schedulerParameters().get('cpu_shares')
+        except libvirt.libvirtError as exc:
+            # No CPU cgroup controller for this daemon.
+            LOG.debug('no CPU shares for %s: %s', self.name, exc)
+            return None
+
+    def set_cpu_shares(self, shares):
+        self.dom.setSchedulerParametersFlags(
+            {'cpu_shares': shares}, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+
     def _wait_gone(self, pid, timeout=10.0):
         deadline = time.monotonic() + timeout
         while procfs.alive(pid):

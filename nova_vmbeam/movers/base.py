@@ -189,6 +189,11 @@ class Mover(metaclass=abc.ABCMeta):
         paused = contextlib.ExitStack()
         if pause_lock is not None:
             paused.enter_context(pause_lock)
+        vmbeam = self.conf.vmbeam
+        paused.enter_context(sched.CpuSharesBoost(
+            (ctx.source, ctx.destination),
+            sched.shares_factor(vmbeam.switchover_priority,
+                                vmbeam.switchover_nice)))
         paused.enter_context(self._boost_destination_vcpus(ctx))
         unpause = paused.close
         ctx.on_resumed = unpause
@@ -235,7 +240,7 @@ class Mover(metaclass=abc.ABCMeta):
             pids.extend(getattr(hypervisor, 'control_pids', list)())
         return sched.Boost(pids, self.conf.vmbeam.switchover_priority,
                            self.conf.vmbeam.switchover_nice,
-                           vcpu_pids=source_pids, inherit_pids=source_pids)
+                           inherit_pids=source_pids)
 
     def _boost_destination_vcpus(self, ctx):
         """Priority for the destination's vCPU threads while it is paused.
@@ -251,8 +256,7 @@ class Mover(metaclass=abc.ABCMeta):
         except Exception:
             pid = None   # a gone QEMU fails the move in its own phase
         return sched.Boost([pid], self.conf.vmbeam.switchover_priority,
-                           self.conf.vmbeam.switchover_nice,
-                           vcpu_pids=[pid], only_vcpus=True)
+                           self.conf.vmbeam.switchover_nice, vcpus=True)
 
     def abort(self, ctx):
         """Give up a prepared move that never transferred.

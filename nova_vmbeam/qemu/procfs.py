@@ -94,6 +94,26 @@ def cpu_seconds(pid, thread_prefix=None):
     return total / 1e9
 
 
+def cpu_cgroup(pid):
+    """The CPU cgroup of ``pid`` (as /proc/<pid>/cgroup names it), or None.
+
+    cgroup v1: the hierarchy holding the cpu controller; v2: the unified one.
+    """
+    try:
+        with open('/proc/%d/cgroup' % pid) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    unified = None
+    for line in lines:
+        _hierarchy, controllers, path = line.split(':', 2)
+        if 'cpu' in controllers.split(','):
+            return path
+        if controllers == '':
+            unified = path
+    return unified
+
+
 def alive(pid):
     """True while ``pid`` runs (a zombie has exited already)."""
     try:

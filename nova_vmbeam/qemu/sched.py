@@ -8,13 +8,19 @@ threads waits for a time slice, and the guest's downtime grows with the
 number of guests. Raising their priority for the few milliseconds of the
 switchover lets them run at once: a lower nice value weighs them more
 against the vCPUs; SCHED_FIFO lets them preempt the vCPUs outright. The
-source's vCPU threads are raised too: QEMU stops the guest by waiting for
-each of them to leave the guest code, and a vCPU thread still waiting for
-a time slice stretches the pause; stopped, they sleep. The source's
-migration thread, started during the switchover, inherits the boost. The
-destination's vCPU threads are raised only until it runs (loading the
-device state waits for work done on them); once it runs, they must not
-starve the other guests.
+source's migration thread, started during the switchover, inherits the
+boost. The destination's vCPU threads are raised only until it runs
+(loading the device state waits for work done on them); once it runs,
+they must not starve the other guests. The source's vCPU threads are not
+raised: until the guest stops they run its code, and its pause begins
+only once they have stopped.
+
+A thread's priority only counts among the threads of its cgroup, and
+libvirt puts each guest's QEMU in a cgroup of its own (the cpu controller
+then weighs guests, not threads): for those, CpuSharesBoost raises the
+weight of the moving guest's cgroups for the switchover. A realtime boost
+of a thread in such a cgroup is refused by the kernel (the cgroup has no
+realtime budget) and skipped.
 """
 
 import os
@@ -22,13 +28,16 @@ import threading
 
 from oslo_log import log as logging
 
+from nova_vmbeam.qemu import procfs
+
 LOG = logging.getLogger(__name__)
 
 # QEMU names vCPU threads "CPU <n>/<accel>" (with -name debug-threads=on).
 _VCPU_PREFIX = 'CPU '
 
 
-def _threads(pid, vcpus=False, only_vcpus=False):
+def _threads(pid, which='other'):
+    """Thread ids of ``pid``: 'other' than vCPU threads, 'vcpus', 'all'."""
     try:
         tids = os.listdir('/proc/%d/task' % pid)
     except OSError:
@@ -41,7 +50,7 @@ def _threads(pid, vcpus=False, only_vcpus=False):
         except OSError:
             continue
         vcpu = comm.startswith(_VCPU_PREFIX)
-        if vcpu if only_vcpus else (vcpus or not vcpu):
+        if which == 'all' or (which == 'vcpus') == vcpu:
             found.append(int(tid))
     return found
 
@@ -150,8 +159,7 @@ class Boost:
     """Context manager: raise the priority of ``pids``' threads, restore.
 
     ``policy``: 'nice' (to ``nice``), 'realtime' (SCHED_FIFO) or 'off'.
-    ``vcpu_pids``: processes whose vCPU threads are raised as well;
-    ``only_vcpus``: only those vCPU threads.
+    ``vcpus``: raise the vCPU threads of ``pids`` instead of the others.
     ``inherit_pids``: processes whose boosted threads pass the boost on
     to the threads they start meanwhile (QEMU starts its migration thread
     when the migration starts, and that thread carries the pause); when
@@ -163,11 +171,9 @@ class Boost:
     is an optimisation, never a reason for a move to fail.
     """
 
-    def __init__(self, pids, policy, nice=0, vcpu_pids=(), inherit_pids=(),
-                 only_vcpus=False):
+    def __init__(self, pids, policy, nice=0, vcpus=False, inherit_pids=()):
         self.pids = sorted({p for p in pids if p})
-        self.only_vcpus = only_vcpus
-        self.vcpu_pids = {p for p in vcpu_pids if p}
+        self.vcpus = vcpus
         self.inherit_pids = {p for p in inherit_pids if p}
         self.policy = policy
         self.nice = nice
@@ -184,8 +190,8 @@ class Boost:
                     reset = 0
                     _inheriting[pid] = _inheriting.get(pid, 0) + 1
                     self._inheriting.append(pid)
-                for tid in _threads(pid, vcpus=pid in self.vcpu_pids,
-                                    only_vcpus=self.only_vcpus):
+                for tid in _threads(pid,
+                                    'vcpus' if self.vcpus else 'other'):
                     if _hold(tid, self.policy, self.nice, reset):
                         self._tids.append(tid)
         return self
@@ -199,7 +205,7 @@ class Boost:
                 if _inheriting[pid]:
                     continue
                 del _inheriting[pid]
-                for tid in _threads(pid, vcpus=True):
+                for tid in _threads(pid, 'all'):
                     if tid in _held or tid in self._tids:
                         continue
                     try:
@@ -209,4 +215,81 @@ class Boost:
                         pass   # the thread is gone
             self._tids = []
             self._inheriting = []
+        return False
+
+
+# The CPU weight of a cgroup at nice 0 (the kernel's sched_prio_to_weight
+# table grows by about 1.25 per nice step); libvirt's cpu_shares maximum.
+_NICE_0_WEIGHT = 1024
+_MAX_SHARES = 262144
+
+
+def shares_factor(policy, nice):
+    """How much a guest's cgroup weight is raised for ``policy``.
+
+    The weight ratio of ``nice`` to nice 0; for realtime, that of nice
+    -20 (cgroups have no realtime share); 1 for 'off'.
+    """
+    if policy == 'realtime':
+        nice = -20
+    elif policy != 'nice':
+        return 1
+    return round(1.25 ** -nice)
+
+
+class CpuSharesBoost:
+    """Context manager: raise the CPU weight of guests' cgroups, restore.
+
+    A guest's QEMU threads run in a cgroup of the guest's own (libvirt
+    puts each domain in one), and the kernel schedules those cgroups
+    against each other by their weight: raising the threads' priority
+    only orders them within the guest's cgroup. For the switchover, the
+    cgroups of the moving guest's source and destination weigh
+    ``factor`` times as much as before. Two endpoints in one cgroup (two
+    generations' daemons name a domain's cgroup alike) raise it once,
+    and it is restored through whichever of them still exists.
+    Endpoints without a cgroup and failures are skipped, as with Boost.
+    """
+
+    def __init__(self, endpoints, factor):
+        self.endpoints = [e for e in endpoints if e is not None]
+        self.factor = factor
+        self._raised = []   # [(endpoints sharing the cgroup, old shares)]
+
+    def __enter__(self):
+        if self.factor <= 1:
+            return self
+        groups = {}
+        for endpoint in self.endpoints:
+            try:
+                key = procfs.cpu_cgroup(endpoint.pid)
+            except Exception:
+                key = None
+            groups.setdefault(key or id(endpoint), []).append(endpoint)
+        for members in groups.values():
+            endpoint = members[0]
+            try:
+                shares = endpoint.cpu_shares()
+                if not shares:
+                    continue
+                endpoint.set_cpu_shares(min(shares * self.factor,
+                                            _MAX_SHARES))
+            except Exception as exc:
+                LOG.debug('no CPU shares boost for %s: %s',
+                          getattr(endpoint, 'name', endpoint), exc)
+                continue
+            self._raised.append((members, shares))
+        return self
+
+    def __exit__(self, *exc_info):
+        for members, shares in self._raised:
+            for endpoint in members:
+                try:
+                    endpoint.set_cpu_shares(shares)
+                    break
+                except Exception as exc:
+                    # A retired source is gone, and its cgroup with it.
+                    LOG.debug('CPU shares of %s not restored: %s',
+                              getattr(endpoint, 'name', endpoint), exc)
+        self._raised = []
         return False

@@ -150,6 +150,35 @@ class TestRejuvenation(RejuvenationTestCase):
         self.assertEqual(3, self.journal()['active'])
         self.assert_each_runs_once_intact(guests, marks, 3)
 
+    def test_guest_cgroups_weigh_more_only_during_the_switchover(self):
+        guests = self.boot_many(1)
+        marks = self.marks(guests)
+        seen = []
+        mark_switching = self.orchestrator.journal.mark_switching
+
+        def shares(generation):
+            host = self.orchestrator.sibling(generation).host()
+            try:
+                return host.lookup('g0').schedulerParameters()['cpu_shares']
+            finally:
+                host.close()
+
+        def at_switchover(name):
+            # Source and destination, while the guest is paused.
+            seen.append((shares(1), shares(2)))
+            return mark_switching(name)
+        self.orchestrator.journal.mark_switching = at_switchover
+        before = shares(1)
+        run = self.orchestrator.rejuvenate()
+        self.assertEqual('completed', run['state'])
+        # Raised once, also where both generations' daemons name the
+        # guest's cgroup alike (qemu-1-g0 here).
+        factor = round(1.25 ** -self.conf.vmbeam.switchover_nice)
+        self.assertEqual([(before * factor, before * factor)], seen)
+        # The guest runs on at its former weight.
+        self.assertEqual(before, shares(2))
+        self.assert_each_runs_once_intact(guests, marks, 2)
+
     def test_standby_destinations_are_taken_over(self):
         guests = self.boot_many(3)
         record = self.orchestrator.standby()

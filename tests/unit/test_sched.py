@@ -110,13 +110,64 @@ class TestBoost(testtools.TestCase):
                 stop.set()
                 thread.join()
 
-    def test_only_vcpus_boosts_the_vcpu_threads_alone(self):
+    def test_vcpus_boosts_the_vcpu_threads_alone(self):
         # A thread named as QEMU names its vCPU threads.
         with open('/proc/self/task/%d/comm' % self.tid, 'w') as f:
             f.write('CPU 0/TCG')
         main = threading.get_native_id()
-        with sched.Boost([os.getpid()], 'nice', -6, vcpu_pids=[os.getpid()],
-                         only_vcpus=True):
+        with sched.Boost([os.getpid()], 'nice', -6, vcpus=True):
             self.assertEqual(-6, os.getpriority(os.PRIO_PROCESS, self.tid))
             self.assertEqual(0, os.getpriority(os.PRIO_PROCESS, main))
         self.assertEqual(0, os.getpriority(os.PRIO_PROCESS, self.tid))
+
+
+class FakeEndpoint:
+    """A guest whose cgroup weight lives in ``cgroup`` (a shared dict)."""
+
+    def __init__(self, name, cgroup, pid, gone=False):
+        self.name = name
+        self.cgroup = cgroup
+        self.pid = pid
+        self.gone = gone
+
+    def cpu_shares(self):
+        return self.cgroup.get('shares')
+
+    def set_cpu_shares(self, shares):
+        if self.gone:
+            raise RuntimeError('domain %s is gone' % self.name)
+        self.cgroup['shares'] = shares
+
+
+class TestCpuSharesBoost(testtools.TestCase):
+
+    def test_factor_follows_the_nice_weight_ratio(self):
+        self.assertEqual(9, sched.shares_factor('nice', -10))
+        self.assertEqual(87, sched.shares_factor('realtime', 0))
+        self.assertEqual(1, sched.shares_factor('off', -10))
+        self.assertEqual(1, sched.shares_factor('nice', 0))
+
+    def test_each_cgroup_raised_then_restored(self):
+        source, dest = {'shares': 1024}, {'shares': 2048}
+        # No process to tell their cgroups by: taken as two cgroups.
+        boost = sched.CpuSharesBoost([FakeEndpoint('src', source, None),
+                                      FakeEndpoint('dst', dest, None)], 9)
+        with boost:
+            self.assertEqual(9216, source['shares'])
+            self.assertEqual(18432, dest['shares'])
+        self.assertEqual(1024, source['shares'])
+        self.assertEqual(2048, dest['shares'])
+
+    def test_shared_cgroup_raised_once_and_restored_by_the_survivor(self):
+        shared = {'shares': 1024}
+        source = FakeEndpoint('src', shared, os.getpid())
+        dest = FakeEndpoint('dst', shared, os.getpid())
+        with sched.CpuSharesBoost([source, dest], 9):
+            self.assertEqual(9216, shared['shares'])
+            source.gone = True   # retired meanwhile
+        self.assertEqual(1024, shared['shares'])
+
+    def test_guest_without_cgroup_is_left_alone(self):
+        nothing = {}
+        with sched.CpuSharesBoost([FakeEndpoint('g', nothing, None)], 9):
+            self.assertEqual({}, nothing)
