@@ -218,17 +218,16 @@ class Boost:
         return False
 
 
-# The CPU weight of a cgroup at nice 0 (the kernel's sched_prio_to_weight
-# table grows by about 1.25 per nice step); libvirt's cpu_shares maximum.
-_NICE_0_WEIGHT = 1024
+# libvirt's cpu_shares maximum (cgroup v1 cpu.shares).
 _MAX_SHARES = 262144
 
 
 def shares_factor(policy, nice):
     """How much a guest's cgroup weight is raised for ``policy``.
 
-    The weight ratio of ``nice`` to nice 0; for realtime, that of nice
-    -20 (cgroups have no realtime share); 1 for 'off'.
+    The weight ratio of ``nice`` to nice 0 (the kernel's weight table
+    grows by about 1.25 per nice step); for realtime, that of nice -20
+    (cgroups have no realtime share); 1 for 'off'.
     """
     if policy == 'realtime':
         nice = -20
