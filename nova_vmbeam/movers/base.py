@@ -189,12 +189,7 @@ class Mover(metaclass=abc.ABCMeta):
         paused = contextlib.ExitStack()
         if pause_lock is not None:
             paused.enter_context(pause_lock)
-        vmbeam = self.conf.vmbeam
-        paused.enter_context(sched.CpuSharesBoost(
-            (ctx.source, ctx.destination),
-            sched.shares_factor(vmbeam.switchover_priority,
-                                vmbeam.switchover_nice)))
-        paused.enter_context(self._boost_destination_vcpus(ctx))
+        self._boost_paused(ctx, paused)
         unpause = paused.close
         ctx.on_resumed = unpause
         phase = 'transfer'
@@ -226,37 +221,38 @@ class Mover(metaclass=abc.ABCMeta):
         ``qemus`` False (while preparing): only this process and the
         daemons, not the source and destination QEMUs.
         """
-        pids = [os.getpid()]
+        # A gone QEMU (no pid) fails the move in its own phase.
+        source = self._pid(ctx.source, None) if qemus else None
+        pids = [os.getpid(), source]
         if qemus:
-            for endpoint in (ctx.source, ctx.destination):
-                try:
-                    pids.append(endpoint.pid)
-                except Exception:
-                    pass   # a gone QEMU fails the move in its own phase
-        # The source starts its migration thread, which sends the device
-        # state while the guest is paused, during the boost: it inherits.
-        source_pids = pids[1:2]
+            pids.append(self._pid(ctx.destination, None))
         for hypervisor in (getattr(ctx.source, 'host', None), ctx.target):
             pids.extend(getattr(hypervisor, 'control_pids', list)())
+        # The source starts its migration thread, which sends the device
+        # state while the guest is paused, during the boost: it inherits.
         return sched.Boost(pids, self.conf.vmbeam.switchover_priority,
                            self.conf.vmbeam.switchover_nice,
-                           inherit_pids=source_pids)
+                           inherit_pids=[source])
 
-    def _boost_destination_vcpus(self, ctx):
-        """Priority for the destination's vCPU threads while it is paused.
+    def _boost_paused(self, ctx, paused):
+        """Boosts held from the migration's start until the destination runs.
 
-        Loading the device state, QEMU has each vCPU thread run a work
-        item and waits for it (x86's vapic state does, for one); a vCPU
-        thread waiting for a time slice behind other guests' vCPUs then
-        stretches the pause. Paused, they only sleep; they lose the boost
-        as soon as the destination runs.
+        Entered on ``paused`` (an ExitStack the switchover closes):
+        - the cgroups of source and destination weigh more (where each
+          guest has one, thread priorities only count within it);
+        - the destination's vCPU threads: loading the device state, QEMU
+          has each of them run a work item and waits for it (x86's vapic
+          state does, for one). Paused, they only sleep; they lose the
+          boost as soon as the destination runs.
         """
-        try:
-            pid = ctx.destination.pid
-        except Exception:
-            pid = None   # a gone QEMU fails the move in its own phase
-        return sched.Boost([pid], self.conf.vmbeam.switchover_priority,
-                           self.conf.vmbeam.switchover_nice, vcpus=True)
+        vmbeam = self.conf.vmbeam
+        paused.enter_context(sched.CpuSharesBoost(
+            (ctx.source, ctx.destination),
+            sched.shares_factor(vmbeam.switchover_priority,
+                                vmbeam.switchover_nice)))
+        paused.enter_context(sched.Boost(
+            [self._pid(ctx.destination, None)], vmbeam.switchover_priority,
+            vmbeam.switchover_nice, vcpus=True))
 
     def abort(self, ctx):
         """Give up a prepared move that never transferred.
@@ -314,11 +310,11 @@ class Mover(metaclass=abc.ABCMeta):
             ctx.destination_resumed = True
 
     @staticmethod
-    def _pid(endpoint):
+    def _pid(endpoint, default='unknown'):
         try:
             return endpoint.pid
         except Exception:
-            return 'unknown'
+            return default
 
     def _rollback_failed(self, ctx, phase, exc, rb_exc, where):
         return exception.RollbackFailed(
