@@ -146,6 +146,32 @@ class Orchestrator:
                         sibling.name)
             sibling.start()
             sibling.wait_ready(self.conf.vmbeam.sibling_start_timeout)
+            self._wait_reconnected(sibling,
+                                   self.conf.vmbeam.sibling_start_timeout)
+
+    @staticmethod
+    def _wait_reconnected(sibling, timeout):
+        """Until a restarted daemon has settled the QEMUs it found again.
+
+        It answers before that: a domain whose QEMU died while the daemon
+        was down stays listed as running until the daemon's reconnect
+        notices, and starting that guest there meanwhile is refused
+        ("already active").
+        """
+        host = sibling.host()
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                stale = set(host.domains()) - set(host.running_qemus())
+                if not stale:
+                    return
+                if time.monotonic() > deadline:
+                    LOG.warning('%s still lists %s as running without a '
+                                'QEMU', sibling.name, ', '.join(sorted(stale)))
+                    return
+                time.sleep(0.05)
+        finally:
+            host.close()
 
     def active_socket(self):
         return os.path.join(self.conf.vmbeam.state_path, self.ACTIVE_SOCKET)
