@@ -19,6 +19,7 @@ from nova_vmbeam import exception
 from nova_vmbeam import guestimage
 from nova_vmbeam import movers as movers_mod
 from nova_vmbeam.nested import bench as nested_bench
+from nova_vmbeam import nodeconf
 from nova_vmbeam import pool as pool_mod
 from nova_vmbeam.rejuvenation import orchestrator as orchestrator_mod
 
@@ -377,6 +378,8 @@ def build_parser():
                                     'directory')
     p.add_argument('action', choices=('init', 'check'))
     p.set_defaults(func=cmd_pool)
+
+    nodeconf.add_parser(sub)
     return parser
 
 
