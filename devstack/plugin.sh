@@ -3,13 +3,30 @@
 # (SC2153: the NOVA_VMBEAM_* variables come from devstack/settings.)
 # devstack plugin of nova-vmbeam: in-place hypervisor rejuvenation for Nova.
 #
-# stack install      the package (pip, develop mode), the native parts
-# stack post-config  the shim into Nova's tree, nova-cpu.conf's
-#                    compute_driver and [vmbeam]/[vmbeam_aging], the RAM
-#                    pool, the pagemover daemon (service n-vmbeam-pm)
-# stack extra        check that the engine is usable (movers, pool)
+# stack install      the package (pip, develop mode), the native parts, the
+#                    shim into Nova's tree, and $NOVA_CONF's compute_driver,
+#                    [libvirt] and [vmbeam]/[vmbeam_aging] through "vmbeam
+#                    compute-node configure" (what tools/run-cloud.sh and
+#                    docs/nova-driver.md run too)
+# stack post-config  nova-compute to run as root, the state directory, the
+#                    pagemover daemon (service n-vmbeam-pm), the RAM pool
+# stack extra        check that nova-cpu.conf runs VMBeamDriver and the
+#                    engine is usable (movers, pool)
 # unstack            stop the pagemover daemon
-# clean              remove the shim link, the RAM pool and the state
+# clean              remove the shim link, the drop-in, the RAM pool and
+#                    the state
+#
+# Where the settings go, read against devstack's stack.sh and lib/nova:
+# start_nova_compute builds $NOVA_CPU_CONF by copying $NOVA_CONF over it
+# and merging local.conf's post-config sections again, so anything written
+# into $NOVA_CPU_CONF before is lost. They go into $NOVA_CONF, which
+# configure_nova creates (create_nova_conf, then configure_nova_hypervisor:
+# compute_driver = libvirt.LibvirtDriver) before the install phase and
+# nothing recreates later. They are written in the install phase, not in
+# post-config: while post-config runs, configure_neutron_nova edits
+# $NOVA_CONF in the background (async, DEVSTACK_PARALLEL) with sed -i, so
+# an edit of ours could be lost or lose one of its. local.conf's
+# post-config sections are merged after both and still win.
 #
 # nova-compute starts between post-config and extra, so everything it needs
 # is in place by the end of post-config.
@@ -82,31 +99,46 @@ function install_nova_vmbeam_shim {
     fi
 }
 
+# VMBeamDriver is Nova's libvirt driver on hypervisor generations: devstack
+# must install and set up libvirt for it.
+function check_nova_vmbeam_virt_driver {
+    if [[ "$VIRT_DRIVER" != libvirt ]]; then
+        die "$LINENO" "nova-vmbeam: VIRT_DRIVER=$VIRT_DRIVER; VMBeamDriver" \
+            "is Nova's libvirt driver on hypervisor generations: leave" \
+            "VIRT_DRIVER=libvirt (the default), the plugin sets" \
+            "compute_driver itself"
+    fi
+}
+
+# compute_driver, [libvirt] and [vmbeam]/[vmbeam_aging] in $NOVA_CONF (see
+# the top of this file for why there), by the command every other way of
+# configuring a compute node uses. It checks every value first and changes
+# nothing if one is bad.
 function configure_nova_vmbeam {
-    local conf=$NOVA_CPU_CONF
-    iniset "$conf" DEFAULT compute_driver vmbeam.VMBeamDriver
-    # A guest's SMBIOS serial must not follow the host UUID, which differs
-    # per hypervisor generation.
-    iniset "$conf" libvirt sysinfo_serial unique
-    iniset "$conf" vmbeam state_path "$NOVA_VMBEAM_STATE_PATH"
-    iniset "$conf" vmbeam ram_pool_path "$NOVA_VMBEAM_RAM_POOL"
-    iniset "$conf" vmbeam ram_pool_reserve_mib \
-        "$NOVA_VMBEAM_RAM_POOL_RESERVE_MIB"
-    iniset "$conf" vmbeam qemu_user "$NOVA_VMBEAM_QEMU_USER"
-    iniset "$conf" vmbeam default_mover "$NOVA_VMBEAM_MOVER"
-    iniset "$conf" vmbeam_aging enabled "$NOVA_VMBEAM_AGING_ENABLED"
-    iniset "$conf" vmbeam_aging action "$NOVA_VMBEAM_AGING_ACTION"
-    iniset "$conf" vmbeam_aging instances_path "$NOVA_INSTANCES_PATH"
-    iniset "$conf" vmbeam_aging max_concurrent \
-        "$NOVA_VMBEAM_AGING_MAX_CONCURRENT"
+    local cmd
+    local -a settings
+    cmd=$(nova_vmbeam_cmd)
+    settings=(--nova-conf "$NOVA_CONF"
+        --virt-type "$LIBVIRT_TYPE"
+        --state-path "$NOVA_VMBEAM_STATE_PATH"
+        --ram-pool-path "$NOVA_VMBEAM_RAM_POOL"
+        --ram-pool-reserve-mib "$NOVA_VMBEAM_RAM_POOL_RESERVE_MIB"
+        --qemu-user "$NOVA_VMBEAM_QEMU_USER"
+        --mover "$NOVA_VMBEAM_MOVER"
+        --pagemoverd-socket "$NOVA_VMBEAM_PAGEMOVER_SOCKET"
+        --instances-path "$NOVA_INSTANCES_PATH"
+        --aging-enabled "$NOVA_VMBEAM_AGING_ENABLED"
+        --aging-action "$NOVA_VMBEAM_AGING_ACTION"
+        --aging-max-concurrent "$NOVA_VMBEAM_AGING_MAX_CONCURRENT")
     if [[ -n "$NOVA_VMBEAM_AGING_WINDOWS" ]]; then
-        iniset "$conf" vmbeam_aging maintenance_windows \
-            "$NOVA_VMBEAM_AGING_WINDOWS"
+        settings+=(--aging-windows "$NOVA_VMBEAM_AGING_WINDOWS")
     fi
     if [[ -n "$NOVA_VMBEAM_AGING_BACKEND_URL" ]]; then
-        iniset "$conf" vmbeam_aging backend_url \
-            "$NOVA_VMBEAM_AGING_BACKEND_URL"
+        settings+=(--aging-backend-url "$NOVA_VMBEAM_AGING_BACKEND_URL")
     fi
+    "$cmd" compute-node configure "${settings[@]}" || die "$LINENO" \
+        "nova-vmbeam: vmbeam compute-node configure refused the value" \
+        "above; fix the NOVA_VMBEAM_* variable it comes from in local.conf"
 }
 
 # The vmbeam command by its full path: sudo's secure_path does not know
@@ -118,17 +150,34 @@ function nova_vmbeam_cmd {
     echo "$cmd"
 }
 
-# The state directory and the RAM pool, created and checked by the
-# engine itself (tmpfs, owned by the QEMU user).
-function prepare_nova_vmbeam_pool {
-    local cmd
-    cmd=$(nova_vmbeam_cmd)
-    sudo install -d -m 0711 "$NOVA_VMBEAM_STATE_PATH"
-    sudo "$cmd" --config-file "$NOVA_CPU_CONF" pool init
+# VMBeamDriver starts libvirt daemons in mount namespaces of their own
+# (unshare --mount) and talks to the root-only pagemover socket: nova-compute
+# must run as root. start_nova_compute runs it as $STACK_USER (run_process
+# n-cpu ... $LIBVIRT_GROUP); a systemd drop-in for its unit sets the user.
+# write_user_unit_file reloads systemd after writing the unit, so the
+# drop-in counts from nova-compute's first start.
+function run_nova_compute_as_root {
+    local dropin_dir="$SYSTEMD_DIR/devstack@n-cpu.service.d"
+    if [[ "$USER_UNITS" == "True" ]]; then
+        die "$LINENO" "nova-vmbeam: nova-compute must run as root" \
+            "(VMBeamDriver starts libvirt daemons in mount namespaces)," \
+            "which a user's systemd cannot do; set USER_UNITS=False"
+    fi
+    sudo install -d -m 0755 "$dropin_dir"
+    printf '%s\n' "# nova-vmbeam: VMBeamDriver runs as root" "[Service]" \
+        "User=root" | sudo tee "$dropin_dir/nova-vmbeam.conf" >/dev/null
 }
 
+# The one pagemover daemon, when the n-vmbeam-pm service is enabled: it
+# serves the pool on $NOVA_VMBEAM_PAGEMOVER_SOCKET, which $NOVA_CONF (and
+# so nova-cpu.conf) names. It is started before "vmbeam pool init", which
+# would otherwise start a daemon of its own there on first use; it gets the
+# pid file that daemon would have (pool/daemon.py: the socket's path
+# without ".sock", plus ".pid"), so a second daemon on this socket fails
+# on the pid file's lock instead of taking the socket over.
 function start_nova_vmbeam_pagemover {
     local daemon="$NOVA_VMBEAM_NATIVE_PREFIX/sbin/vmbeam-pagemoverd"
+    local socket=$NOVA_VMBEAM_PAGEMOVER_SOCKET waited=0
     if ! is_service_enabled n-vmbeam-pm; then
         return
     fi
@@ -140,12 +189,47 @@ function start_nova_vmbeam_pagemover {
             "vmbeam-pagemoverd is not installed under" \
             "$NOVA_VMBEAM_NATIVE_PREFIX; keep NOVA_VMBEAM_BUILD_NATIVE=True"
     fi
-    run_process n-vmbeam-pm "$daemon --socket $NOVA_VMBEAM_PAGEMOVER_SOCKET --pool-dir $NOVA_VMBEAM_RAM_POOL --owner $NOVA_VMBEAM_QEMU_USER --reserve-mib $NOVA_VMBEAM_RAM_POOL_RESERVE_MIB" root root
+    run_process n-vmbeam-pm "$daemon --socket $socket --pool-dir $NOVA_VMBEAM_RAM_POOL --owner $NOVA_VMBEAM_QEMU_USER --reserve-mib $NOVA_VMBEAM_RAM_POOL_RESERVE_MIB --pidfile ${socket%.sock}.pid" root root
+    # systemd returns once the process runs, not once it listens (it binds
+    # and listens right after taking its pid file).
+    until sudo test -S "$socket"; do
+        if ((waited >= NOVA_VMBEAM_PAGEMOVER_START_TIMEOUT)); then
+            die "$LINENO" "nova-vmbeam: vmbeam-pagemoverd (service" \
+                "n-vmbeam-pm) does not listen on $socket after" \
+                "${waited}s; see journalctl -u devstack@n-vmbeam-pm"
+        fi
+        sleep 1
+        waited=$((waited + 1))
+    done
 }
 
-function check_nova_vmbeam {
+# The state directory and the RAM pool, created and checked by the engine
+# itself (tmpfs, owned by the QEMU user) through the pagemover daemon on the
+# socket $NOVA_CONF names: the service's if enabled (started before this);
+# otherwise "pool init" starts it there (as root, on first use), and
+# nova-compute uses that same daemon.
+function prepare_nova_vmbeam_pool {
     local cmd
     cmd=$(nova_vmbeam_cmd)
+    sudo "$cmd" --config-file "$NOVA_CONF" pool init
+}
+
+function prepare_nova_vmbeam_state {
+    sudo install -d -m 0711 "$NOVA_VMBEAM_STATE_PATH"
+}
+
+# nova-cpu.conf as start_nova_compute left it is what nova-compute runs
+# with: the settings must have come through.
+function check_nova_vmbeam {
+    local cmd driver
+    cmd=$(nova_vmbeam_cmd)
+    driver=$(iniget "$NOVA_CPU_CONF" DEFAULT compute_driver)
+    if [[ "$driver" != vmbeam.VMBeamDriver ]]; then
+        die "$LINENO" "nova-vmbeam: $NOVA_CPU_CONF has compute_driver =" \
+            "$driver, not vmbeam.VMBeamDriver: a post-config section of" \
+            "local.conf for \$NOVA_CONF or \$NOVA_CPU_CONF sets it; remove" \
+            "that line"
+    fi
     "$cmd" --config-file "$NOVA_CPU_CONF" movers
     sudo "$cmd" --config-file "$NOVA_CPU_CONF" pool check
 }
@@ -155,19 +239,25 @@ function cleanup_nova_vmbeam {
     if [[ -L "$target" ]]; then
         rm -f "$target"
     fi
-    sudo rm -rf "$NOVA_VMBEAM_RAM_POOL" "$NOVA_VMBEAM_STATE_PATH"
+    sudo rm -rf "$NOVA_VMBEAM_RAM_POOL" "$NOVA_VMBEAM_STATE_PATH" \
+        "$SYSTEMD_DIR/devstack@n-cpu.service.d/nova-vmbeam.conf"
+    sudo rmdir --ignore-fail-on-non-empty \
+        "$SYSTEMD_DIR/devstack@n-cpu.service.d" 2>/dev/null || true
 }
 
 if is_service_enabled n-cpu; then
     if [[ "$1" == "stack" && "$2" == "install" ]]; then
         echo_summary "Installing nova-vmbeam"
+        check_nova_vmbeam_virt_driver
         install_nova_vmbeam
-    elif [[ "$1" == "stack" && "$2" == "post-config" ]]; then
-        echo_summary "Configuring nova-vmbeam"
         install_nova_vmbeam_shim
         configure_nova_vmbeam
-        prepare_nova_vmbeam_pool
+    elif [[ "$1" == "stack" && "$2" == "post-config" ]]; then
+        echo_summary "Configuring nova-vmbeam"
+        run_nova_compute_as_root
+        prepare_nova_vmbeam_state
         start_nova_vmbeam_pagemover
+        prepare_nova_vmbeam_pool
     elif [[ "$1" == "stack" && "$2" == "extra" ]]; then
         echo_summary "Checking nova-vmbeam"
         check_nova_vmbeam

@@ -1,15 +1,26 @@
-"""devstack/plugin.sh run phase by phase under bash against a stub of
-devstack's function library.
+"""devstack/plugin.sh under bash, against a stub of devstack's functions.
 
 The stub records every devstack call (iniset, setup_develop, run_process,
-sudo, ...) to a file, and iniset really writes the ini file, so the tests
-check both what the plugin asked devstack to do and the nova-cpu.conf it
-leaves. File-system work (the shim link, the state directory) happens for
-real inside a scratch directory; make and the vmbeam command are stubs.
+sudo, ...) to a file; iniset, iniget and the local.conf merges really edit
+the ini files. The ``vmbeam`` command is a stub too, except ``compute-node
+configure``, which is the real command (what devstack runs). File-system
+work (the shim link, the state directory, a systemd drop-in) happens for
+real inside a scratch directory.
+
+TestDevstackRun runs the phases in stack.sh's order around the rest of
+devstack's work on Nova's config (a model of stack.sh and lib/nova, below)
+and checks the nova-cpu.conf nova-compute really starts with.
+
+Pagemover daemons are modelled, not run: the n-vmbeam-pm service listens
+on its socket once run_process starts it, and "vmbeam pool init|check"
+starts a daemon of its own (on the socket the config it reads names, by
+nova_vmbeam.pool.daemon.socket_path) unless one is registered there, as
+the real client does on first use.
 """
 
 import configparser
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -25,9 +36,10 @@ DEVSTACK = os.path.join(TOP, 'devstack')
 
 STUB_FUNCTIONS = textwrap.dedent('''\
     # shellcheck shell=bash
-    # A stub of the devstack functions the plugin uses; each records its
-    # call to $STUB_CALLS.
+    # A stub of the devstack functions the plugin (and the model of
+    # stack.sh) uses; each records its call to $STUB_CALLS.
     record() { printf '%s\\n' "$*" >> "$STUB_CALLS"; }
+    stub_helper() { "$STUB_PYTHON" "$STUB_HELPER" "$@"; }
     trueorfalse() {
         local default=$1 var=$2 value
         value=${!var:-$default}
@@ -48,30 +60,207 @@ STUB_FUNCTIONS = textwrap.dedent('''\
     setup_develop() { record setup_develop "$@"; }
     pip_install() { record pip_install "$@"; }
     install_package() { record install_package "$@"; }
-    run_process() { record run_process "$@"; }
+    run_process() {
+        record run_process "$@"
+        stub_helper service-started "$@"
+    }
     stop_process() { record stop_process "$@"; }
     die() { shift; echo "die: $*" >&2; exit 1; }
     sudo() { record sudo "$@"; "$@"; }
-    iniset() {
-        record iniset "$@"
-        "$STUB_PYTHON" - "$@" <<'PY'
-    import configparser, sys
-    path, section, key, value = sys.argv[1:5]
-    ini = configparser.RawConfigParser(strict=False)
-    ini.optionxform = str
-    ini.read(path)
-    if section != 'DEFAULT' and not ini.has_section(section):
-        ini.add_section(section)
-    ini.set(section, key, value)
-    with open(path, 'w') as f:
-        ini.write(f)
-    PY
+    iniset() { record iniset "$@"; stub_helper iniset "$@"; }
+    iniget() { stub_helper iniget "$@"; }
+    inidelete() { record inidelete "$@"; stub_helper inidelete "$@"; }
+    merge_config_file() {
+        local real
+        record merge_config_file "$@"
+        real=$(eval echo "$3")
+        stub_helper merge "$1" "$2" "$3" "$real"
     }
+    merge_config_group() {
+        local configfile
+        record merge_config_group "$@"
+        for configfile in $(stub_helper meta-files "$1" "$2"); do
+            merge_config_file "$1" "$2" "$configfile"
+        done
+    }
+    ''')
+
+# The ini files, local.conf and the pagemover daemons behind the stub.
+STUB_HELPER = textwrap.dedent('''\
+    import configparser
+    import os
+    import shlex
+    import socket
+    import sys
+
+    def load(path):
+        ini = configparser.RawConfigParser(strict=False)
+        ini.optionxform = str
+        ini.read(path)
+        return ini
+
+    def save(ini, path):
+        with open(path, 'w') as f:
+            ini.write(f)
+
+    def iniset(path, section, key, value):
+        ini = load(path)
+        if section != 'DEFAULT' and not ini.has_section(section):
+            ini.add_section(section)
+        ini.set(section, key, value)
+        save(ini, path)
+
+    def iniget(path, section, key):
+        ini = load(path)
+        if ini.has_option(section, key):
+            print(ini.get(section, key))
+
+    def inidelete(path, section, key):
+        ini = load(path)
+        if ini.has_option(section, key):
+            ini.remove_option(section, key)
+            save(ini, path)
+
+    def meta_sections(local_conf, group):
+        """{file expression: ini text} of local.conf's [[group|file]]."""
+        sections, current = {}, None
+        with open(local_conf) as f:
+            for line in f:
+                if line.startswith('[['):
+                    name, _, target = line.strip()[2:-2].partition('|')
+                    current = target if name == group else None
+                    if current is not None:
+                        sections.setdefault(current, '')
+                elif current is not None:
+                    sections[current] += line
+        return sections
+
+    def merge(local_conf, group, expression, path):
+        ini = configparser.RawConfigParser(strict=False)
+        ini.optionxform = str
+        ini.read_string(meta_sections(local_conf, group)[expression])
+        for section in ini.sections():
+            for key, value in ini.items(section):
+                iniset(path, section, key, value)
+
+    def daemons():
+        try:
+            with open(os.environ['STUB_DAEMONS']) as f:
+                return dict(line.split() for line in f)
+        except FileNotFoundError:
+            return {}
+
+    def start_daemon(socket_path, by):
+        with open(os.environ['STUB_DAEMONS'], 'a') as f:
+            f.write('%s %s\\n' % (socket_path, by))
+
+    def service_started(name, command, *user_group):
+        if name != 'n-vmbeam-pm':
+            return
+        argv = shlex.split(command)
+        path = argv[argv.index('--socket') + 1]
+        if os.environ.get('STUB_PAGEMOVERD_FAILS'):
+            return      # it exits at once, as a misconfigured daemon does
+        start_daemon(path, 'service')
+        # It listens: the socket file is there.
+        socket.socket(socket.AF_UNIX).bind(path)
+
+    def vmbeam(*argv):
+        if 'compute-node' in argv:
+            from nova_vmbeam import cli
+            sys.exit(cli.main(list(argv)))
+        if argv[-2:] not in (('pool', 'init'), ('pool', 'check')):
+            return
+        from oslo_config import cfg
+        from nova_vmbeam.conf import vmbeam as vmbeam_conf
+        from nova_vmbeam.pool import daemon
+        conf = cfg.ConfigOpts()
+        vmbeam_conf.register_opts(conf)
+        files = [argv[i + 1] for i, a in enumerate(argv)
+                 if a == '--config-file']
+        conf([], project='nova-vmbeam', default_config_files=files)
+        path = daemon.socket_path(conf)
+        if path not in daemons():
+            # The client starts one on first use (pool/daemon.py).
+            start_daemon(path, 'vmbeam-' + argv[-1])
+        with open(os.environ['STUB_CALLS'], 'a') as f:
+            f.write('pool %s at %s\\n' % (argv[-1], path))
+
+    commands = {'iniset': iniset, 'iniget': iniget, 'inidelete': inidelete,
+                'merge': merge, 'service-started': service_started,
+                'vmbeam': vmbeam,
+                'meta-files': lambda *a: print('\\n'.join(
+                    meta_sections(*a)))}
+    commands[sys.argv[1]](*sys.argv[2:])
+    ''')
+
+VMBEAM_COMMAND = textwrap.dedent('''\
+    #!/bin/bash
+    printf '%s %s\\n' "$(basename "$0")" "$*" >> "$STUB_CALLS"
+    exec "$STUB_PYTHON" "$STUB_HELPER" vmbeam "$@"
     ''')
 
 RECORDING_COMMAND = textwrap.dedent('''\
     #!/bin/bash
     printf '%s %s\\n' "$(basename "$0")" "$*" >> "$STUB_CALLS"
+    ''')
+
+# stack.sh and lib/nova of devstack (master), the steps that touch a
+# compute node's Nova config or run the plugin, in their order. Each step
+# names the devstack code it stands for.
+DEVSTACK_MODEL = textwrap.dedent('''\
+    # shellcheck shell=bash disable=SC1090,SC1091,SC2016
+    set -o errexit
+    source "$1"                               # functions (the stub)
+    source "$DEVSTACK_PLUGIN/settings"        # run_phase source
+    local_conf=$2
+
+    # stack_install_service nova; configure_nova:
+    # create_nova_conf (rm -f $NOVA_CONF, then iniset) ...
+    rm -f "$NOVA_CONF"
+    iniset "$NOVA_CONF" DEFAULT state_path "$NOVA_STATE_PATH"
+    iniset "$NOVA_CONF" DEFAULT instances_path "$NOVA_INSTANCES_PATH"
+    iniset "$NOVA_CONF" DEFAULT transport_url "rabbit://stackrabbit@ctl//"
+    iniset "$NOVA_CONF" database connection "mysql+pymysql://ctl/nova_cell0"
+    # ... and configure_nova_hypervisor (nova_plugins/hypervisor-libvirt)
+    iniset "$NOVA_CONF" libvirt virt_type "$LIBVIRT_TYPE"
+    iniset "$NOVA_CONF" libvirt live_migration_uri \\
+        "qemu+ssh://$STACK_USER@%s/system"
+    iniset "$NOVA_CONF" DEFAULT compute_driver libvirt.LibvirtDriver
+
+    source "$DEVSTACK_PLUGIN/plugin.sh" stack install   # run_phase
+
+    # init_nova; async_runfunc configure_neutron_nova: it edits $NOVA_CONF
+    # (iniset: sed -i, read, write a copy, rename) while the plugins'
+    # post-config runs (DEVSTACK_PARALLEL=True by default). Modelled by
+    # an interleaving that happens: its last edit read the file before
+    # the post-config phase and renames its copy after it. (stack.sh's
+    # own edits wait for it since devstack commit 06b73524.)
+    cp "$NOVA_CONF" "$NOVA_CONF.neutron"
+    iniset "$NOVA_CONF.neutron" neutron region_name RegionOne
+
+    source "$DEVSTACK_PLUGIN/plugin.sh" stack post-config   # run_phase
+
+    mv "$NOVA_CONF.neutron" "$NOVA_CONF"
+    merge_config_group "$local_conf" post-config
+    # async_wait configure_neutron_nova
+    iniset "$NOVA_CONF" key_manager fixed_key "$FIXED_KEY"
+    iniset "$NOVA_CPU_CONF" key_manager fixed_key "$FIXED_KEY"
+
+    # start_nova -> start_nova_compute
+    cp "$NOVA_CONF" "$NOVA_CPU_CONF"
+    merge_config_file "$local_conf" post-config '$NOVA_CPU_CONF'
+    iniset "$NOVA_CPU_CONF" DEFAULT transport_url \\
+        "rabbit://stackrabbit@ctl/nova_cell1"
+    inidelete "$NOVA_CPU_CONF" database connection
+    if [[ "$LIBVIRT_TYPE" == qemu ]]; then
+        iniset "$NOVA_CPU_CONF" workarounds libvirt_disable_apic True
+    fi
+    nova_compute=$NOVA_BIN_DIR/nova-compute
+    run_process n-cpu "$nova_compute --config-file $NOVA_CPU_CONF" \\
+        "$LIBVIRT_GROUP"
+
+    source "$DEVSTACK_PLUGIN/plugin.sh" stack extra     # run_phase
     ''')
 
 
@@ -82,37 +271,53 @@ class DevstackPluginTestCase(testtools.TestCase):
         self.root = tempfile.mkdtemp(prefix='vmbeam-devstack-')
         self.addCleanup(shutil.rmtree, self.root, True)
         self.calls_file = os.path.join(self.root, 'calls')
-        self.stub = os.path.join(self.root, 'stub-functions')
-        with open(self.stub, 'w') as f:
-            f.write(STUB_FUNCTIONS)
+        self.stub = self.add_file('stub-functions', STUB_FUNCTIONS)
+        self.helper = self.add_file('stub-helper.py', STUB_HELPER)
         self.bin = os.path.join(self.root, 'bin')
         os.mkdir(self.bin)
-        for name in ('make', 'vmbeam'):
-            self.command(name)
+        self.command('make')
+        self.command('vmbeam', VMBEAM_COMMAND)
         self.project = self.path('opt/stack/nova-vmbeam')
         self.nova = self.path('opt/stack/nova')
         os.makedirs(os.path.join(self.nova, 'nova', 'virt'))
+        self.nova_conf = self.path('etc/nova/nova.conf')
         self.conf = self.path('etc/nova/nova-cpu.conf')
         os.makedirs(os.path.dirname(self.conf))
+        self.systemd = self.path('etc/systemd/system')
+        os.makedirs(self.systemd)
         self.prefix = self.path('usr/local')
         self.state = self.path('var/lib/nova-vmbeam')
+        self.socket = os.path.join(self.state, 'pagemover.sock')
         self.pool = self.path('dev/shm/nova-vmbeam')
         os.makedirs(self.project)
         self.env = {
             'PATH': self.bin + ':' + os.environ['PATH'],
+            'HOME': self.root,
             'STUB_CALLS': self.calls_file,
+            'STUB_HELPER': self.helper,
+            'STUB_DAEMONS': self.path('daemons'),
             'STUB_PYTHON': sys.executable,
             'PYTHON': sys.executable,      # nova is not importable here
             'DEST': self.path('opt/stack'),
             'NOVA_DIR': self.nova,
+            'NOVA_BIN_DIR': self.path('opt/stack/data/venv/bin'),
+            'NOVA_CONF': self.nova_conf,
             'NOVA_CPU_CONF': self.conf,
+            'NOVA_STATE_PATH': self.path('opt/stack/data/nova'),
             'NOVA_INSTANCES_PATH': self.path('opt/stack/data/nova/'
                                              'instances'),
             'ENABLED_SERVICES': 'n-cpu,n-api,key',
+            'VIRT_DRIVER': 'libvirt',
+            'LIBVIRT_TYPE': 'kvm',
+            'LIBVIRT_GROUP': 'libvirt',
+            'STACK_USER': 'stack',
+            'SYSTEMD_DIR': self.systemd,
+            'FIXED_KEY': 'bae3516c',
             'NOVA_VMBEAM_NATIVE_PREFIX': self.prefix,
             'NOVA_VMBEAM_STATE_PATH': self.state,
             'NOVA_VMBEAM_RAM_POOL': self.pool,
             'NOVA_VMBEAM_BIN': os.path.join(self.bin, 'vmbeam'),
+            'NOVA_VMBEAM_PAGEMOVER_START_TIMEOUT': '1',
         }
 
     def path(self, relative):
@@ -137,6 +342,11 @@ class DevstackPluginTestCase(testtools.TestCase):
             'opt/stack/nova-vmbeam', where, 'nova/virt/vmbeam/__init__.py'),
             'from nova_vmbeam.virt.driver import VMBeamDriver\n')
 
+    def add_daemon(self):
+        daemon = self.add_file('usr/local/sbin/vmbeam-pagemoverd')
+        os.chmod(daemon, 0o755)
+        return daemon
+
     def run_phase(self, *phase, **env):
         """Source settings, then plugin.sh with ``phase``.
 
@@ -148,7 +358,7 @@ class DevstackPluginTestCase(testtools.TestCase):
         return subprocess.run(['bash', '-c', script, 'stack', self.stub,
                                DEVSTACK] + list(phase),
                               env=full_env, capture_output=True, text=True,
-                              timeout=60)
+                              timeout=120)
 
     def calls(self):
         try:
@@ -157,16 +367,33 @@ class DevstackPluginTestCase(testtools.TestCase):
         except FileNotFoundError:
             return []
 
-    def ini(self):
+    def daemons(self):
+        """{socket: who started the daemon} of the modelled pagemovers."""
+        try:
+            with open(self.env['STUB_DAEMONS']) as f:
+                return dict(line.split() for line in f)
+        except FileNotFoundError:
+            return {}
+
+    def ini(self, path=None):
         ini = configparser.RawConfigParser(strict=False)
         ini.optionxform = str
-        ini.read(self.conf)
+        ini.read(path or self.conf)
         return ini
+
+    def read(self, path):
+        with open(path) as f:
+            return f.read()
+
+    def dropin(self):
+        return os.path.join(self.systemd, 'devstack@n-cpu.service.d',
+                            'nova-vmbeam.conf')
 
 
 class TestInstall(DevstackPluginTestCase):
 
     def test_installs_package_and_builds_native_parts(self):
+        self.add_shim()
         self.add_file('opt/stack/nova-vmbeam/native/Makefile',
                       'all:\n\ttrue\ninstall: all\n\ttrue\n')
         out = self.run_phase('stack', 'install')
@@ -182,6 +409,7 @@ class TestInstall(DevstackPluginTestCase):
                                     (native, self.prefix)))
 
     def test_native_makefile_without_install_target_builds_only(self):
+        self.add_shim()
         self.add_file('opt/stack/nova-vmbeam/native/Makefile', 'all:\n')
         out = self.run_phase('stack', 'install')
         self.assertEqual(0, out.returncode, out.stderr)
@@ -191,12 +419,14 @@ class TestInstall(DevstackPluginTestCase):
                          [c for c in self.calls() if ' -C ' in c])
 
     def test_without_native_sources_installs_the_package_only(self):
+        self.add_shim()
         out = self.run_phase('stack', 'install')
         self.assertEqual(0, out.returncode, out.stderr)
         self.assertIn('the pagemover daemon is not built', out.stdout)
         self.assertFalse([c for c in self.calls() if 'make' in c])
 
     def test_native_build_can_be_turned_off(self):
+        self.add_shim()
         self.add_file('opt/stack/nova-vmbeam/native/Makefile')
         out = self.run_phase('stack', 'install',
                              NOVA_VMBEAM_BUILD_NATIVE='False')
@@ -204,65 +434,85 @@ class TestInstall(DevstackPluginTestCase):
         self.assertFalse([c for c in self.calls() if 'make' in c])
 
     def test_nothing_happens_where_nova_compute_does_not_run(self):
-        out = self.run_phase('stack', 'install', ENABLED_SERVICES='n-api')
-        self.assertEqual(0, out.returncode, out.stderr)
-        self.assertEqual(['define_plugin nova-vmbeam'], self.calls())
+        for phase in (('stack', 'install'), ('stack', 'post-config'),
+                      ('stack', 'extra')):
+            out = self.run_phase(*phase, ENABLED_SERVICES='n-api')
+            self.assertEqual(0, out.returncode, out.stderr)
+        self.assertEqual(['define_plugin nova-vmbeam'] * 3, self.calls())
 
-
-class TestPostConfig(DevstackPluginTestCase):
-
-    def test_links_shim_configures_nova_and_prepares_pool(self):
+    def test_links_shim_and_configures_nova_conf(self):
         self.add_shim()
-        out = self.run_phase('stack', 'post-config')
+        self.add_file('etc/nova/nova.conf', '[DEFAULT]\n# by devstack\n'
+                      'compute_driver = libvirt.LibvirtDriver\n')
+        out = self.run_phase('stack', 'install')
         self.assertEqual(0, out.returncode, out.stderr)
         link = os.path.join(self.nova, 'nova/virt/vmbeam')
         self.assertEqual(os.path.join(self.project, 'shim/nova/virt/vmbeam'),
                          os.readlink(link))
-        self.assertTrue(os.path.exists(os.path.join(link, '__init__.py')))
-        ini = self.ini()
+        configure = [c for c in self.calls() if 'compute-node' in c]
+        self.assertEqual(
+            ['vmbeam compute-node configure --nova-conf %s --virt-type kvm '
+             '--state-path %s --ram-pool-path %s --ram-pool-reserve-mib 256 '
+             '--qemu-user libvirt-qemu --mover zerocopy --pagemoverd-socket '
+             '%s --instances-path %s --aging-enabled True --aging-action '
+             'report --aging-max-concurrent 1' % (
+                 self.nova_conf, self.state, self.pool, self.socket,
+                 self.env['NOVA_INSTANCES_PATH'])], configure)
+        ini = self.ini(self.nova_conf)
         self.assertEqual('vmbeam.VMBeamDriver',
                          ini.get('DEFAULT', 'compute_driver'))
         self.assertEqual('unique', ini.get('libvirt', 'sysinfo_serial'))
+        self.assertEqual('kvm', ini.get('libvirt', 'virt_type'))
         self.assertEqual(self.state, ini.get('vmbeam', 'state_path'))
         self.assertEqual(self.pool, ini.get('vmbeam', 'ram_pool_path'))
+        self.assertEqual('256', ini.get('vmbeam', 'ram_pool_reserve_mib'))
         self.assertEqual('libvirt-qemu', ini.get('vmbeam', 'qemu_user'))
         self.assertEqual('zerocopy', ini.get('vmbeam', 'default_mover'))
-        self.assertEqual('True', ini.get('vmbeam_aging', 'enabled'))
+        self.assertEqual(self.socket, ini.get('vmbeam', 'pagemoverd_socket'))
+        self.assertEqual('true', ini.get('vmbeam_aging', 'enabled'))
         self.assertEqual('report', ini.get('vmbeam_aging', 'action'))
         self.assertEqual(self.env['NOVA_INSTANCES_PATH'],
                          ini.get('vmbeam_aging', 'instances_path'))
         self.assertFalse(ini.has_option('vmbeam_aging', 'backend_url'))
-        self.assertTrue(os.path.isdir(self.state))
-        self.assertIn('vmbeam --config-file %s pool init' % self.conf,
-                      self.calls())
-        # The pagemover service is not enabled.
-        self.assertFalse([c for c in self.calls()
-                          if c.startswith('run_process')])
+        self.assertIn('# by devstack', self.read(self.nova_conf))
+        # nova-cpu.conf is start_nova_compute's to build.
+        self.assertFalse(os.path.exists(self.conf))
 
-    def test_every_option_it_sets_exists(self):
-        from nova_vmbeam.conf import opts
-        known = {(g.name, o.name) for g, options in opts.list_opts()
-                 for o in options}
+    def test_windows_and_backend_url_when_set(self):
         self.add_shim()
         out = self.run_phase(
-            'stack', 'post-config',
+            'stack', 'install',
             NOVA_VMBEAM_AGING_WINDOWS='Sat 02:00-04:00',
             NOVA_VMBEAM_AGING_BACKEND_URL='etcd3+http://ctl:2379')
         self.assertEqual(0, out.returncode, out.stderr)
-        ini = self.ini()
-        for section in ('vmbeam', 'vmbeam_aging'):
-            for key in ini.options(section):
-                if key in ini.defaults():
-                    continue
-                self.assertIn((section, key), known)
+        ini = self.ini(self.nova_conf)
         self.assertEqual('Sat 02:00-04:00',
                          ini.get('vmbeam_aging', 'maintenance_windows'))
         self.assertEqual('etcd3+http://ctl:2379',
                          ini.get('vmbeam_aging', 'backend_url'))
 
+    def test_a_bad_setting_stops_stack_sh_and_changes_nothing(self):
+        self.add_shim()
+        before = self.add_file('etc/nova/nova.conf', '[DEFAULT]\ndebug = '
+                               'True\n')
+        out = self.run_phase('stack', 'install',
+                             NOVA_VMBEAM_AGING_ACTION='reboot')
+        self.assertNotEqual(0, out.returncode)
+        self.assertIn("--aging-action 'reboot' is not a valid "
+                      "[vmbeam_aging] action", out.stderr)
+        self.assertIn('NOVA_VMBEAM_* variable', out.stderr)
+        self.assertEqual('[DEFAULT]\ndebug = True\n', self.read(before))
+
+    def test_only_the_libvirt_virt_driver_can_run_vmbeam(self):
+        self.add_shim()
+        out = self.run_phase('stack', 'install', VIRT_DRIVER='ironic')
+        self.assertNotEqual(0, out.returncode)
+        self.assertIn('VIRT_DRIVER=libvirt', out.stderr)
+        self.assertFalse(os.path.exists(self.nova_conf))
+
     def test_shim_in_a_nova_vmbeam_shim_directory(self):
         self.add_shim('nova-vmbeam-shim')
-        out = self.run_phase('stack', 'post-config')
+        out = self.run_phase('stack', 'install')
         self.assertEqual(0, out.returncode, out.stderr)
         self.assertEqual(
             os.path.join(self.project, 'nova-vmbeam-shim/nova/virt/vmbeam'),
@@ -271,7 +521,7 @@ class TestPostConfig(DevstackPluginTestCase):
     def test_nova_not_from_source_gets_the_shim_by_pip(self):
         self.add_shim()
         shutil.rmtree(os.path.join(self.nova, 'nova'))
-        out = self.run_phase('stack', 'post-config')
+        out = self.run_phase('stack', 'install')
         self.assertEqual(0, out.returncode, out.stderr)
         self.assertIn('pip_install %s' % os.path.join(self.project, 'shim'),
                       self.calls())
@@ -279,44 +529,90 @@ class TestPostConfig(DevstackPluginTestCase):
     def test_installed_shim_is_left_alone(self):
         fake_python = self.command('python-with-shim', '#!/bin/bash\n'
                                    'exit 0\n')
-        out = self.run_phase('stack', 'post-config', PYTHON=fake_python)
+        out = self.run_phase('stack', 'install', PYTHON=fake_python)
         self.assertEqual(0, out.returncode, out.stderr)
         self.assertIn('importable already', out.stdout)
         self.assertFalse(os.path.lexists(
             os.path.join(self.nova, 'nova/virt/vmbeam')))
         self.assertEqual('vmbeam.VMBeamDriver',
-                         self.ini().get('DEFAULT', 'compute_driver'))
+                         self.ini(self.nova_conf).get('DEFAULT',
+                                                      'compute_driver'))
 
     def test_missing_shim_names_the_fix_and_changes_nothing(self):
-        out = self.run_phase('stack', 'post-config')
+        out = self.run_phase('stack', 'install')
         self.assertNotEqual(0, out.returncode)
         self.assertIn('NOVA_VMBEAM_SHIM_DIR', out.stderr)
-        self.assertFalse(os.path.exists(self.conf))
-        self.assertFalse([c for c in self.calls() if c.startswith('iniset')])
+        self.assertFalse(os.path.exists(self.nova_conf))
+        self.assertFalse([c for c in self.calls() if 'compute-node' in c])
 
     def test_missing_vmbeam_command_names_the_fix(self):
         self.add_shim()
-        out = self.run_phase('stack', 'post-config',
+        out = self.run_phase('stack', 'install',
                              NOVA_VMBEAM_BIN='no-such-vmbeam')
         self.assertNotEqual(0, out.returncode)
         self.assertIn('no-such-vmbeam not found; did stack install run?',
                       out.stderr)
 
-    def test_pagemover_service_runs_the_installed_daemon(self):
+
+class TestPostConfig(DevstackPluginTestCase):
+
+    def setUp(self):
+        super().setUp()
         self.add_shim()
-        daemon = self.add_file('usr/local/sbin/vmbeam-pagemoverd')
-        os.chmod(daemon, 0o755)
+        out = self.run_phase('stack', 'install')
+        self.assertEqual(0, out.returncode, out.stderr)
+        os.unlink(self.calls_file)
+
+    def test_nova_compute_runs_as_root(self):
+        out = self.run_phase('stack', 'post-config')
+        self.assertEqual(0, out.returncode, out.stderr)
+        dropin = configparser.ConfigParser()
+        dropin.read(self.dropin())
+        self.assertEqual('root', dropin.get('Service', 'User'))
+
+    def test_user_units_cannot_run_nova_compute_as_root(self):
+        out = self.run_phase('stack', 'post-config', USER_UNITS='True')
+        self.assertNotEqual(0, out.returncode)
+        self.assertIn('USER_UNITS=False', out.stderr)
+
+    def test_without_the_service_pool_init_starts_the_one_daemon(self):
+        out = self.run_phase('stack', 'post-config')
+        self.assertEqual(0, out.returncode, out.stderr)
+        self.assertTrue(os.path.isdir(self.state))
+        calls = self.calls()
+        self.assertIn('vmbeam --config-file %s pool init' % self.nova_conf,
+                      calls)
+        self.assertFalse([c for c in calls if c.startswith('run_process')])
+        # On the socket nova.conf names, so nova-compute finds it there.
+        self.assertEqual({self.socket: 'vmbeam-init'}, self.daemons())
+
+    def test_pagemover_service_starts_before_pool_init_and_serves_it(self):
+        daemon = self.add_daemon()
         out = self.run_phase('stack', 'post-config',
                              ENABLED_SERVICES='n-cpu,n-vmbeam-pm')
         self.assertEqual(0, out.returncode, out.stderr)
-        runs = [c for c in self.calls() if c.startswith('run_process')]
+        calls = self.calls()
+        runs = [c for c in calls if c.startswith('run_process')]
         self.assertEqual(
-            ['run_process n-vmbeam-pm %s --socket %s/pagemover.sock '
-             '--pool-dir %s --owner libvirt-qemu --reserve-mib 256 root '
-             'root' % (daemon, self.state, self.pool)], runs)
+            ['run_process n-vmbeam-pm %s --socket %s --pool-dir %s --owner '
+             'libvirt-qemu --reserve-mib 256 --pidfile %s/pagemover.pid '
+             'root root' % (daemon, self.socket, self.pool, self.state)],
+            runs)
+        init = 'vmbeam --config-file %s pool init' % self.nova_conf
+        self.assertLess(calls.index(runs[0]), calls.index(init))
+        self.assertIn('pool init at %s' % self.socket, calls)
+        self.assertEqual({self.socket: 'service'}, self.daemons())
+
+    def test_pagemover_service_that_does_not_listen_names_the_fix(self):
+        self.add_daemon()
+        out = self.run_phase('stack', 'post-config',
+                             ENABLED_SERVICES='n-cpu,n-vmbeam-pm',
+                             STUB_PAGEMOVERD_FAILS='1')
+        self.assertNotEqual(0, out.returncode)
+        self.assertIn('journalctl -u devstack@n-vmbeam-pm', out.stderr)
+        self.assertFalse([c for c in self.calls() if 'pool init' in c])
 
     def test_pagemover_service_without_daemon_names_the_fix(self):
-        self.add_shim()
         out = self.run_phase('stack', 'post-config',
                              ENABLED_SERVICES='n-cpu,n-vmbeam-pm')
         self.assertNotEqual(0, out.returncode)
@@ -325,7 +621,9 @@ class TestPostConfig(DevstackPluginTestCase):
 
 class TestExtraUnstackClean(DevstackPluginTestCase):
 
-    def test_extra_checks_movers_and_pool(self):
+    def test_extra_checks_nova_cpu_conf_movers_and_pool(self):
+        self.add_file('etc/nova/nova-cpu.conf', '[DEFAULT]\ncompute_driver '
+                      '= vmbeam.VMBeamDriver\n')
         out = self.run_phase('stack', 'extra')
         self.assertEqual(0, out.returncode, out.stderr)
         calls = self.calls()
@@ -333,33 +631,159 @@ class TestExtraUnstackClean(DevstackPluginTestCase):
         self.assertIn('vmbeam --config-file %s pool check' % self.conf,
                       calls)
 
+    def test_extra_stops_when_nova_compute_runs_another_driver(self):
+        self.add_file('etc/nova/nova-cpu.conf', '[DEFAULT]\ncompute_driver '
+                      '= libvirt.LibvirtDriver\n')
+        out = self.run_phase('stack', 'extra')
+        self.assertNotEqual(0, out.returncode)
+        self.assertIn('compute_driver = libvirt.LibvirtDriver, not '
+                      'vmbeam.VMBeamDriver', out.stderr)
+        self.assertIn('local.conf', out.stderr)
+
     def test_unstack_stops_the_pagemover(self):
         out = self.run_phase('unstack')
         self.assertEqual(0, out.returncode, out.stderr)
         self.assertIn('stop_process n-vmbeam-pm', self.calls())
 
-    def test_clean_removes_link_pool_and_state(self):
+    def test_clean_removes_link_dropin_pool_and_state(self):
         self.add_shim()
-        self.assertEqual(0, self.run_phase('stack', 'post-config').returncode)
+        self.assertEqual(0, self.run_phase('stack', 'install').returncode)
+        self.assertEqual(0, self.run_phase('stack',
+                                           'post-config').returncode)
         os.makedirs(self.pool)
+        self.assertTrue(os.path.exists(self.dropin()))
         out = self.run_phase('clean')
         self.assertEqual(0, out.returncode, out.stderr)
         self.assertFalse(os.path.lexists(
             os.path.join(self.nova, 'nova/virt/vmbeam')))
         self.assertFalse(os.path.exists(self.pool))
         self.assertFalse(os.path.exists(self.state))
+        self.assertFalse(os.path.exists(os.path.dirname(self.dropin())))
         # The shim itself is untouched.
         self.assertTrue(os.path.exists(os.path.join(
             self.project, 'shim/nova/virt/vmbeam/__init__.py')))
 
 
+def zuul_job():
+    with open(os.path.join(TOP, '.zuul.yaml')) as f:
+        config = yaml.safe_load(f)
+    jobs = {e['job']['name']: e['job'] for e in config if 'job' in e}
+    return config, jobs['nova-vmbeam-devstack']
+
+
+class TestDevstackRun(DevstackPluginTestCase):
+    """The plugin's phases inside devstack's own order (DEVSTACK_MODEL)."""
+
+    def setUp(self):
+        super().setUp()
+        self.add_shim()
+        self.add_daemon()
+
+    def run_devstack(self, localrc=None, post_config=None, services=None):
+        """stack.sh with this local.conf; the gate job's by default."""
+        _config, job = zuul_job()
+        localrc = job['vars']['devstack_localrc'] if localrc is None \
+            else localrc
+        post_config = job['vars']['devstack_local_conf']['post-config'] \
+            if post_config is None else post_config
+        services = job['vars']['devstack_services'] if services is None \
+            else services
+        local_conf = ['[[local|localrc]]'] + [
+            '%s=%s' % item for item in localrc.items()]
+        for target, sections in post_config.items():
+            local_conf.append('[[post-config|%s]]' % target)
+            for section, options in sections.items():
+                local_conf.append('[%s]' % section)
+                local_conf += ['%s = %s' % item for item in options.items()]
+        path = self.add_file('opt/stack/devstack/local.conf',
+                             '\n'.join(local_conf) + '\n')
+        enabled = ['n-cpu', 'n-api', 'n-cond', 'n-sch', 'placement-api'] + [
+            name for name, on in services.items() if on]
+        env = dict(self.env, DEVSTACK_PLUGIN=DEVSTACK,
+                   ENABLED_SERVICES=','.join(enabled),
+                   **{k: str(v) for k, v in localrc.items()})
+        out = subprocess.run(['bash', '-c', DEVSTACK_MODEL, 'stack.sh',
+                              self.stub, path], env=env,
+                             capture_output=True, text=True, timeout=180)
+        self.assertEqual(0, out.returncode, out.stdout + out.stderr)
+        return out
+
+    def nova_compute(self):
+        """The config file and user of the nova-compute devstack starts."""
+        runs = [c for c in self.calls() if c.startswith('run_process n-cpu')]
+        self.assertEqual(1, len(runs), runs)
+        argv = shlex.split(runs[0])
+        config_file = argv[argv.index('--config-file') + 1]
+        user = 'stack'
+        if os.path.exists(self.dropin()):
+            dropin = configparser.ConfigParser()
+            dropin.read(self.dropin())
+            user = dropin.get('Service', 'User', fallback=user)
+        return config_file, user
+
+    def test_nova_compute_starts_with_the_vmbeam_settings(self):
+        self.run_devstack()
+        config_file, user = self.nova_compute()
+        self.assertEqual(self.conf, config_file)
+        ini = self.ini(config_file)
+        self.assertEqual('vmbeam.VMBeamDriver',
+                         ini.get('DEFAULT', 'compute_driver'))
+        self.assertEqual('unique', ini.get('libvirt', 'sysinfo_serial'))
+        self.assertEqual('qemu', ini.get('libvirt', 'virt_type'))
+        self.assertEqual(self.state, ini.get('vmbeam', 'state_path'))
+        self.assertEqual(self.pool, ini.get('vmbeam', 'ram_pool_path'))
+        self.assertEqual('256', ini.get('vmbeam', 'ram_pool_reserve_mib'))
+        self.assertEqual('libvirt-qemu', ini.get('vmbeam', 'qemu_user'))
+        self.assertEqual('zerocopy', ini.get('vmbeam', 'default_mover'))
+        self.assertEqual(self.socket, ini.get('vmbeam', 'pagemoverd_socket'))
+        self.assertEqual('true', ini.get('vmbeam_aging', 'enabled'))
+        self.assertEqual('report', ini.get('vmbeam_aging', 'action'))
+        self.assertEqual(self.env['NOVA_INSTANCES_PATH'],
+                         ini.get('vmbeam_aging', 'instances_path'))
+        # The job's local.conf post-config for nova-cpu.conf.
+        self.assertEqual('10', ini.get('vmbeam_aging', 'interval'))
+        # devstack's own settings are all there too.
+        self.assertEqual('RegionOne', ini.get('neutron', 'region_name'))
+        self.assertEqual('rabbit://stackrabbit@ctl/nova_cell1',
+                         ini.get('DEFAULT', 'transport_url'))
+        self.assertFalse(ini.has_option('database', 'connection'))
+        # VMBeamDriver starts libvirt daemons in mount namespaces.
+        self.assertEqual('root', user)
+
+    def test_one_pagemover_daemon_serves_the_pool(self):
+        self.run_devstack()
+        config_file, _user = self.nova_compute()
+        socket = self.ini(config_file).get('vmbeam', 'pagemoverd_socket')
+        # The service's daemon, on the socket nova-compute is told; pool
+        # init and the extra phase's check talked to it and started none.
+        self.assertEqual({socket: 'service'}, self.daemons())
+        calls = self.calls()
+        self.assertIn('pool init at %s' % socket, calls)
+        self.assertIn('pool check at %s' % socket, calls)
+
+    def test_without_the_service_pool_init_starts_the_one_daemon(self):
+        self.run_devstack(services={'n-vmbeam-pm': False})
+        config_file, _user = self.nova_compute()
+        socket = self.ini(config_file).get('vmbeam', 'pagemoverd_socket')
+        self.assertEqual({socket: 'vmbeam-init'}, self.daemons())
+        self.assertFalse([c for c in self.calls()
+                          if c.startswith('run_process n-vmbeam-pm')])
+
+    def test_local_conf_post_config_wins_over_the_plugin(self):
+        self.run_devstack(post_config={
+            '$NOVA_CONF': {'vmbeam': {'default_mover': 'precopy'}},
+            '$NOVA_CPU_CONF': {'vmbeam_aging': {'enabled': 'False'}}})
+        ini = self.ini(self.nova_compute()[0])
+        self.assertEqual('precopy', ini.get('vmbeam', 'default_mover'))
+        self.assertEqual('False', ini.get('vmbeam_aging', 'enabled'))
+        self.assertEqual('vmbeam.VMBeamDriver',
+                         ini.get('DEFAULT', 'compute_driver'))
+
+
 class TestZuulJob(testtools.TestCase):
 
     def test_job_enables_this_plugin_and_runs_the_check(self):
-        with open(os.path.join(TOP, '.zuul.yaml')) as f:
-            config = yaml.safe_load(f)
-        jobs = {e['job']['name']: e['job'] for e in config if 'job' in e}
-        job = jobs['nova-vmbeam-devstack']
+        config, job = zuul_job()
         self.assertEqual('devstack', job['parent'])
         self.assertIn('nova-vmbeam', job['vars']['devstack_plugins'])
         self.assertTrue(job['vars']['devstack_services']['n-vmbeam-pm'])
@@ -379,10 +803,13 @@ class TestZuulJob(testtools.TestCase):
 
 class TestShellcheck(testtools.TestCase):
 
-    def test_plugin_and_scripts_are_shellcheck_clean(self):
+    def setUp(self):
+        super().setUp()
         if not shutil.which('shellcheck'):
             self.skipTest('shellcheck is not installed; run '
                           'tools/install.sh (bindep.txt lists it)')
+
+    def test_plugin_and_scripts_are_shellcheck_clean(self):
         scripts = [os.path.join(DEVSTACK, 'plugin.sh'),
                    os.path.join(DEVSTACK, 'settings'),
                    os.path.join(TOP, 'tools', 'devstack-check.sh')]
@@ -390,10 +817,9 @@ class TestShellcheck(testtools.TestCase):
                              capture_output=True, text=True)
         self.assertEqual(0, out.returncode, out.stdout + out.stderr)
 
-    def test_the_stub_library_is_shellcheck_clean_too(self):
-        if not shutil.which('shellcheck'):
-            self.skipTest('shellcheck is not installed')
-        out = subprocess.run(['shellcheck', '-s', 'bash', '-'],
-                             input=STUB_FUNCTIONS, capture_output=True,
-                             text=True)
-        self.assertEqual(0, out.returncode, out.stdout)
+    def test_the_stub_library_and_the_model_are_shellcheck_clean_too(self):
+        for script in (STUB_FUNCTIONS, DEVSTACK_MODEL):
+            out = subprocess.run(['shellcheck', '-s', 'bash', '-'],
+                                 input=script, capture_output=True,
+                                 text=True)
+            self.assertEqual(0, out.returncode, out.stdout)
