@@ -263,6 +263,65 @@ DEVSTACK_MODEL = textwrap.dedent('''\
     source "$DEVSTACK_PLUGIN/plugin.sh" stack extra     # run_phase
     ''')
 
+# The openstack command of a devstack with one VMBeam host, for
+# tools/devstack-check.sh: servers, floating IPs, instance actions and the
+# vmbeam plugin's rejuvenate/show, kept in $FAKE_CLOUD (JSON).
+FAKE_OPENSTACK = textwrap.dedent('''\
+    import json
+    import os
+    import sys
+
+    path = os.environ['FAKE_CLOUD']
+    cloud = {'generation': 1, 'actions': {}, 'addresses': 0}
+    if os.path.exists(path):
+        with open(path) as f:
+            cloud = json.load(f)
+    argv = sys.argv[1:]
+    with open(os.environ['STUB_CALLS'], 'a') as f:
+        f.write('openstack %s [OS_VMBEAM_CONFIG_FILE=%s]\\n' % (
+            ' '.join(argv), os.environ.get('OS_VMBEAM_CONFIG_FILE')))
+
+    def opt(flag):
+        return argv[argv.index(flag) + 1]
+
+    if argv[:2] == ['image', 'list']:
+        print('cirros-0.6.3-x86_64-disk')
+    elif argv[:2] == ['server', 'create']:
+        cloud['actions'][argv[-1]] = [{'Request ID': 'req-0',
+                                       'Action': 'create'}]
+    elif argv[:2] == ['server', 'show']:
+        print({'status': 'ACTIVE', 'OS-EXT-SRV-ATTR:host': 'compute-1',
+               'id': 'uuid-' + argv[2]}[opt('-c')])
+    elif argv[:3] == ['floating', 'ip', 'create']:
+        cloud['addresses'] += 1
+        print('172.24.4.%d' % cloud['addresses'])
+    elif argv[:3] == ['hypervisor', 'rejuvenation', 'show']:
+        print(cloud['generation'])
+    elif argv[:2] == ['hypervisor', 'rejuvenate']:
+        cloud['generation'] += 1
+        guests = []
+        for name, actions in cloud['actions'].items():
+            if not os.environ.get('FAKE_NO_ACTIONS'):
+                actions.insert(0, {'Request ID': 'req-%d' % cloud[
+                    'generation'], 'Action': 'vmbeam-rejuvenate'})
+            guests.append({'uuid': 'uuid-' + name, 'state': 'moved',
+                           'mover': os.environ.get('FAKE_MOVER',
+                                                   'zerocopy'),
+                           'downtime_ms': 2.5, 'total_ms': 40.0,
+                           'transferred_bytes': 299008, 'error': None})
+        print(json.dumps({'run_id': 'run-1', 'state': 'completed',
+                          'from_generation': cloud['generation'] - 1,
+                          'to_generation': cloud['generation'],
+                          'guests': guests}))
+    elif argv[:3] == ['server', 'event', 'list']:
+        print(json.dumps(cloud['actions'][argv[3]]))
+    elif argv[:3] == ['server', 'event', 'show']:
+        print(json.dumps({'events': [{'event': 'compute_vmbeam_move',
+                                      'result': 'Success'}]}))
+    with open(path, 'w') as f:
+        json.dump(cloud, f)
+    ''')
+
 
 class DevstackPluginTestCase(testtools.TestCase):
 
@@ -778,6 +837,57 @@ class TestDevstackRun(DevstackPluginTestCase):
         self.assertEqual('False', ini.get('vmbeam_aging', 'enabled'))
         self.assertEqual('vmbeam.VMBeamDriver',
                          ini.get('DEFAULT', 'compute_driver'))
+
+
+class TestDevstackCheck(DevstackPluginTestCase):
+    """tools/devstack-check.sh against a fake openstack command."""
+
+    def run_check(self, **env):
+        self.add_file('opt/stack/devstack/openrc')
+        fake = self.add_file('fake-openstack.py', FAKE_OPENSTACK)
+        self.command('openstack', '#!/bin/bash\nexec "%s" "%s" "$@"\n' % (
+            sys.executable, fake))
+        self.command('ping', '#!/bin/bash\nexit 0\n')
+        full_env = dict(self.env, DEVSTACK_DIR=self.path('opt/stack/devstack'),
+                        FAKE_CLOUD=self.path('cloud.json'), **env)
+        return subprocess.run(
+            ['bash', os.path.join(TOP, 'tools', 'devstack-check.sh'), '2'],
+            env=full_env, capture_output=True, text=True, timeout=120)
+
+    def test_rejuvenates_vmbeam_ram_servers_through_the_operator_path(self):
+        out = self.run_check()
+        self.assertEqual(0, out.returncode, out.stdout + out.stderr)
+        self.assertIn('OK: 2 servers moved in place', out.stdout)
+        # The vmbeam plugin reaches the host on nova-compute's own bus.
+        bus = ' [OS_VMBEAM_CONFIG_FILE=%s]' % self.conf
+        calls = [c[:-len(bus)] for c in self.calls() if c.endswith(bus)]
+        self.assertEqual(len(self.calls()), len(calls))
+        flavor = [c.split()[-1] for c in calls if 'flavor create' in c][0]
+        self.assertIn('openstack flavor set --property vmbeam:ram=true %s' %
+                      flavor, calls)
+        creates = [c for c in calls if 'server create' in c]
+        self.assertEqual(2, len(creates))
+        for create in creates:
+            self.assertIn('--flavor %s ' % flavor, create)
+        self.assertIn('openstack hypervisor rejuvenate compute-1 --wait -f '
+                      'json', calls)
+        self.assertEqual(2, len([c for c in calls
+                                 if c.startswith('openstack server event '
+                                                 'show')]))
+        self.assertFalse([c for c in self.calls() if c.startswith('vmbeam')])
+        # What it made is gone again.
+        self.assertIn('openstack flavor delete %s' % flavor, calls)
+
+    def test_ram_that_was_copied_fails(self):
+        out = self.run_check(FAKE_MOVER='precopy')
+        self.assertEqual(1, out.returncode)
+        self.assertIn('moved by precopy, its RAM copied', out.stdout)
+
+    def test_a_rejuvenation_without_instance_actions_fails(self):
+        out = self.run_check(FAKE_NO_ACTIONS='1')
+        self.assertEqual(1, out.returncode)
+        self.assertIn('expected one new vmbeam-rejuvenate instance action',
+                      out.stderr)
 
 
 class TestZuulJob(testtools.TestCase):
