@@ -57,8 +57,10 @@ class UnusableNovaConf(exception.InvalidInput):
 class Setting:
     """A flag of the command and the option it writes."""
 
-    def __init__(self, flag, section, option, check=None, opt_type=None):
+    def __init__(self, flag, metavar, section, option, check=None,
+                 opt_type=None):
         self.flag = flag
+        self.metavar = metavar
         self.dest = flag[2:].replace('-', '_')
         self.section = section
         self.option = option
@@ -67,14 +69,14 @@ class Setting:
         self.type = opt_type or self.opt.type
 
     def help(self):
-        default = '' if self.opt is None else (
-            '; left out: the option\'s default, %s' % (
-                self.opt.default if self.opt.default not in (None, [])
-                else 'unset'))
-        choices = getattr(self.type, 'choices', None)
-        return 'writes [%s] %s%s%s' % (
-            self.section, self.option,
-            ' (%s)' % '|'.join(choices) if choices else '', default)
+        default = ''
+        if self.opt is not None:
+            default = ' (the option\'s default: %s)' % (
+                'unset' if self.opt.default in (None, [])
+                else str(self.opt.default).lower()
+                if isinstance(self.type, types.Boolean)
+                else self.opt.default)
+        return 'writes [%s] %s%s' % (self.section, self.option, default)
 
     def normalize(self, value):
         """The value as written, or InvalidSetting."""
@@ -173,23 +175,25 @@ _OPTS = {(group.name, opt.name): opt
 
 #: The flags, in the order their options are written.
 SETTINGS = (
-    Setting('--virt-type', 'libvirt', 'virt_type',
+    Setting('--virt-type', '|'.join(VIRT_TYPES), 'libvirt', 'virt_type',
             opt_type=types.String(choices=VIRT_TYPES)),
-    Setting('--state-path', 'vmbeam', 'state_path', _absolute_path),
-    Setting('--ram-pool-path', 'vmbeam', 'ram_pool_path', _absolute_path),
-    Setting('--ram-pool-reserve-mib', 'vmbeam', 'ram_pool_reserve_mib'),
-    Setting('--qemu-user', 'vmbeam', 'qemu_user'),
-    Setting('--mover', 'vmbeam', 'default_mover', _installed_mover),
-    Setting('--pagemoverd-socket', 'vmbeam', 'pagemoverd_socket',
-            _socket_path),
-    Setting('--instances-path', 'vmbeam_aging', 'instances_path',
+    Setting('--state-path', 'DIR', 'vmbeam', 'state_path', _absolute_path),
+    Setting('--ram-pool-path', 'DIR', 'vmbeam', 'ram_pool_path',
             _absolute_path),
-    Setting('--aging-enabled', 'vmbeam_aging', 'enabled'),
-    Setting('--aging-action', 'vmbeam_aging', 'action'),
-    Setting('--aging-max-concurrent', 'vmbeam_aging', 'max_concurrent'),
-    Setting('--aging-windows', 'vmbeam_aging', 'maintenance_windows',
+    Setting('--ram-pool-reserve-mib', 'N', 'vmbeam', 'ram_pool_reserve_mib'),
+    Setting('--qemu-user', 'USER', 'vmbeam', 'qemu_user'),
+    Setting('--mover', 'NAME', 'vmbeam', 'default_mover', _installed_mover),
+    Setting('--pagemoverd-socket', 'PATH', 'vmbeam', 'pagemoverd_socket',
+            _socket_path),
+    Setting('--instances-path', 'DIR', 'vmbeam_aging', 'instances_path',
+            _absolute_path),
+    Setting('--aging-enabled', 'true|false', 'vmbeam_aging', 'enabled'),
+    Setting('--aging-action', 'report|rejuvenate', 'vmbeam_aging',
+            'action'),
+    Setting('--aging-max-concurrent', 'N', 'vmbeam_aging', 'max_concurrent'),
+    Setting('--aging-windows', 'W', 'vmbeam_aging', 'maintenance_windows',
             _windows),
-    Setting('--aging-backend-url', 'vmbeam_aging', 'backend_url',
+    Setting('--aging-backend-url', 'URL', 'vmbeam_aging', 'backend_url',
             _tooz_url),
 )
 
@@ -370,6 +374,19 @@ def _notes(conf, settings):
                      'generation: remove it and set live_migration_scheme = '
                      'ssh, or add ?socket=<[vmbeam] state_path>/active-'
                      'libvirt-sock (docs/nova-driver.md).' % migration_uri)
+    # [DEFAULT] instances_path is Nova's own (where the instances' files
+    # are): never written here. The aging probe's option has a default of
+    # its own, so it does not follow Nova's unless told.
+    nova_instances = conf.get('DEFAULT', 'instances_path')
+    probe_instances = settings.get('instances_path') or conf.get(
+        'vmbeam_aging', 'instances_path')
+    if nova_instances and probe_instances is None:
+        notes.append('[DEFAULT] instances_path is %s, but the aging '
+                     'monitor watches [vmbeam_aging] instances_path (%s): '
+                     'pass --instances-path %s.' % (
+                         nova_instances,
+                         _OPTS['vmbeam_aging', 'instances_path'].default,
+                         nova_instances))
     user = settings.get('qemu_user')
     if user:
         try:
@@ -439,21 +456,23 @@ def add_parser(subparsers):
         'compute-node', help='configure this host\'s nova-compute for '
                              'VMBeamDriver')
     actions = parser.add_subparsers(dest='compute_node_action',
-                                    required=True)
+                                    metavar='ACTION', required=True)
     p = actions.add_parser(
         'configure',
         help='write compute_driver, [libvirt] and the [vmbeam] and '
-             '[vmbeam_aging] options given into a nova config file',
+             '[vmbeam_aging] options given into nova-compute\'s config '
+             'file',
         description='Write [DEFAULT] compute_driver = %s, [libvirt] '
                     'sysinfo_serial = %s (unless it is os already) and the '
                     'options given into FILE; every other line and comment '
-                    'stays. Options not given are left as they are. Values '
-                    'are checked first; bad input changes nothing (exit '
-                    'status 2).' % (DRIVER, SERIAL))
+                    'stays, and so do options not given. Values are checked '
+                    'first; bad input changes nothing (exit status 2). The '
+                    'same arguments again change nothing.' % (
+                        DRIVER, SERIAL))
     p.add_argument('--nova-conf', required=True, metavar='FILE',
                    help='the config file nova-compute runs with (created '
                         'if missing)')
     for setting in SETTINGS:
         p.add_argument(setting.flag, dest=setting.dest,
-                       metavar=setting.dest.upper(), help=setting.help())
+                       metavar=setting.metavar, help=setting.help())
     p.set_defaults(func=cmd_configure)

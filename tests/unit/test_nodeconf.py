@@ -268,6 +268,21 @@ class TestWrites(NodeConfTestCase):
         self.assertIn('vmbeam: note: [libvirt] live_migration_uri', err)
         self.assertIn('live_migration_scheme = ssh', err)
 
+    def test_novas_instances_path_is_not_written_but_noted(self):
+        self.write('[DEFAULT]\ninstances_path = /srv/nova/instances\n')
+        _changed, _out, err = self.configure()
+        self.assertIn('pass --instances-path /srv/nova/instances', err)
+        self.configure(instances_path='/srv/nova/instances')
+        ini = self.oslo()
+        self.assertEqual('/srv/nova/instances',
+                         ini.vmbeam_aging.instances_path)
+        self.assertTrue(self.read().startswith(
+            '[DEFAULT]\ninstances_path = /srv/nova/instances\n'))
+        self.assertIn('[vmbeam_aging]\ninstances_path = /srv/nova/'
+                      'instances\n', self.read())
+        self.assertEqual('', self.configure(
+            instances_path='/srv/nova/instances')[2])
+
 
 class TestRefuses(NodeConfTestCase):
 
