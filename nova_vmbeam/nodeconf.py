@@ -345,7 +345,7 @@ class NovaConf:
 def _check_conflicts(conf, virt_type_given):
     """Refuse settings of the file that VMBeamDriver cannot run with."""
     backed = conf.get('libvirt', 'file_backed_memory')
-    if backed not in (None, '', '0'):
+    if backed and not (backed.isdigit() and int(backed) == 0):
         raise UnusableNovaConf(
             path=conf.path,
             reason='[libvirt] file_backed_memory = %s; VMBeamDriver puts '
@@ -398,12 +398,14 @@ def _notes(conf, settings):
     return notes
 
 
-def configure(nova_conf, values, stdout=sys.stdout, stderr=sys.stderr):
-    """Write VMBeamDriver's settings into ``nova_conf``.
+def configure(nova_conf, values, stdout=None, stderr=None):
+    """Write VMBeamDriver's settings into ``nova_conf``; True if changed.
 
     ``values`` maps a Setting's dest to the raw string given (None: not
     given). Raises InvalidInput, before anything is written, on bad input.
     """
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
     writes = [(s, s.normalize(values[s.dest])) for s in SETTINGS
               if values.get(s.dest) is not None]
     conf = NovaConf(nova_conf)
