@@ -1,0 +1,940 @@
+#!/usr/bin/env python3
+"""An all-in-one OpenStack cloud around VMBeamDriver, for one machine.
+
+    aio.py start     install the configuration, start every service, make
+                     the image and flavors (safe to run again)
+    aio.py stop      stop everything start started, guests included
+    aio.py status    which services run, where the logs are
+
+Run by tools/run-cloud.sh with the cloud's own venv (keystone, placement,
+glance, neutron and nova from PyPI; nova-vmbeam and its shim). MariaDB,
+RabbitMQ and memcached are Debian's, each run as a private instance with
+its state under the cloud directory (VMBEAM_CLOUD_DIR, default
+/var/lib/vmbeam-cloud); no systemd is needed. The API services are served
+by gunicorn. Neutron runs its API only (ML2, no agents): servers boot with
+``--nic none``, and Nova still asks Neutron for an instance's ports on
+delete, reboot and start.
+
+Everything an operator needs afterwards is in the cloud directory:
+``openrc`` and ``clouds.yaml`` (cloud ``vmbeam``, admin), ``logs/``.
+This is development tooling; nothing here ships to compute nodes.
+"""
+
+import configparser
+import dataclasses
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+CLOUD_DIR = os.path.abspath(os.environ.get('VMBEAM_CLOUD_DIR',
+                                           '/var/lib/vmbeam-cloud'))
+VENV = os.path.join(CLOUD_DIR, 'venv')
+ETC = os.path.join(CLOUD_DIR, 'etc')
+LOGS = os.path.join(CLOUD_DIR, 'logs')
+RUN = os.path.join(CLOUD_DIR, 'run')
+DATA = os.path.join(CLOUD_DIR, 'data')
+SECRETS = os.path.join(CLOUD_DIR, 'secrets.json')
+#: in a directory of the mysql user's, who runs mariadbd
+MYSQL_SOCK = os.path.join(RUN, 'mysqld', 'mysqld.sock')
+REGION = 'RegionOne'
+HOST = '127.0.0.1'
+#: guest RAM of VMBeam flavors lives here (tmpfs)
+RAM_POOL = os.environ.get('VMBEAM_CLOUD_RAM_POOL', '/dev/shm/vmbeam-cloud')
+#: the power-state sync of nova-compute, in seconds (Nova's default: 600)
+SYNC_POWER_STATE_INTERVAL = int(os.environ.get(
+    'VMBEAM_CLOUD_SYNC_POWER_STATE_INTERVAL', '600'))
+
+
+def _port(name, default):
+    return int(os.environ.get('VMBEAM_CLOUD_%s_PORT' % name.upper(),
+                              default))
+
+
+PORTS = {
+    'mariadb': _port('mariadb', 3306),
+    'rabbitmq': _port('rabbitmq', 5672),
+    'memcached': _port('memcached', 11211),
+    'keystone': _port('keystone', 5000),
+    'placement': _port('placement', 8778),
+    'glance': _port('glance', 9292),
+    'neutron': _port('neutron', 9696),
+    'nova-api': _port('nova_api', 8774),
+}
+#: rabbitmq's Erlang distribution and epmd ports: private, so that the
+#: broker neither meets nor disturbs another one on the machine
+RABBIT_DIST_PORT = _port('rabbitmq_dist', 25672)
+RABBIT_EPMD_PORT = _port('rabbitmq_epmd', 24369)
+
+#: the services that get a Keystone user, their catalog type and endpoint
+CATALOG = {
+    'glance': ('image', 'http://%s:%d' % (HOST, PORTS['glance'])),
+    'placement': ('placement', 'http://%s:%d' % (HOST, PORTS['placement'])),
+    'neutron': ('network', 'http://%s:%d' % (HOST, PORTS['neutron'])),
+    'nova': ('compute', 'http://%s:%d/v2.1' % (HOST, PORTS['nova-api'])),
+}
+
+#: flavors: name -> (RAM MiB, vCPUs, disk GiB, extra specs)
+FLAVORS = {
+    'vmbeam.small': (256, 1, 1, {'vmbeam:ram': 'true'}),
+    'vmbeam.medium': (384, 1, 1, {'vmbeam:ram': 'true'}),
+    'plain.small': (256, 1, 1, {}),
+}
+IMAGE = 'vmbeam-test-guest'
+#: what the test guest's memory worker does (see nova_vmbeam.guestimage)
+GUEST_WORK_MIB = 64
+GUEST_DIRTY_MIB_S = 8
+
+
+class CloudError(Exception):
+    """A step failed; the message names the fix."""
+
+
+def log(msg):
+    print('run-cloud: %s' % msg, flush=True)
+
+
+# --- processes ---------------------------------------------------------------
+
+@dataclasses.dataclass
+class Service:
+    name: str
+    argv: list
+    env: dict = dataclasses.field(default_factory=dict)
+    port: int = None
+    #: an HTTP URL that answers once the service is up
+    url: str = None
+    cwd: str = None
+
+    @property
+    def pidfile(self):
+        return os.path.join(RUN, self.name + '.pid')
+
+    @property
+    def logfile(self):
+        return os.path.join(LOGS, self.name + '.log')
+
+
+def _start_time(pid):
+    """When ``pid`` started (clock ticks after boot), or None if gone.
+
+    A pid with another start time is another process: pid files hold
+    both, so a reused pid is never taken (or signalled) for a service.
+    """
+    try:
+        with open('/proc/%d/stat' % pid) as f:
+            stat = f.read()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(')') + 2:].split()
+    if fields[0] == 'Z':
+        return None   # exited: a zombie of ours, not yet reaped
+    return int(fields[19])
+
+
+def _cmdline(pid):
+    try:
+        with open('/proc/%d/cmdline' % pid, 'rb') as f:
+            return f.read().split(b'\0')
+    except OSError:
+        return None
+
+
+def running_pid(service):
+    """The pid of ``service`` if its pid file names a live process."""
+    try:
+        with open(service.pidfile) as f:
+            pid, started = (int(v) for v in f.read().split())
+    except (OSError, ValueError):
+        return None
+    return pid if _start_time(pid) == started else None
+
+
+def port_holder(port):
+    """Who listens on ``port`` (ss's line), or None if it is free."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((HOST, port))
+            return None
+        except OSError:
+            pass
+    out = subprocess.run(['ss', '-Hltnp', 'sport = :%d' % port],
+                         capture_output=True, text=True).stdout.strip()
+    return out or 'an unknown process'
+
+
+def _tail(path, lines=25):
+    try:
+        with open(path, errors='replace') as f:
+            return ''.join(f.readlines()[-lines:])
+    except OSError:
+        return ''
+
+
+def _http_up(url):
+    try:
+        urllib.request.urlopen(url, timeout=5).close()
+        return True
+    except urllib.error.HTTPError:
+        return True   # it answered (401/300 are answers)
+    except (OSError, ValueError):
+        return False
+
+
+def _port_up(port):
+    try:
+        with socket.create_connection((HOST, port), 1):
+            return True
+    except OSError:
+        return False
+
+
+def start_service(service, ready=None, timeout=180.0):
+    """Start ``service`` unless it runs; wait until it is ready."""
+    if running_pid(service):
+        return False
+    if service.port:
+        holder = port_holder(service.port)
+        if holder:
+            raise CloudError(
+                'port %d, which %s needs, is taken: %s. Stop that process, '
+                'or give %s another port with VMBEAM_CLOUD_%s_PORT.' % (
+                    service.port, service.name, holder, service.name,
+                    service.name.upper().replace('-', '_')))
+    env = dict(os.environ, **service.env)
+    with open(service.logfile, 'ab') as out:
+        proc = subprocess.Popen(
+            service.argv, env=env, cwd=service.cwd or CLOUD_DIR,
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True)
+    with open(service.pidfile, 'w') as f:
+        f.write('%d %d\n' % (proc.pid, _start_time(proc.pid)))
+    ready = ready or (lambda: (_http_up(service.url) if service.url
+                               else _port_up(service.port)))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise CloudError('%s exited with status %s; its log %s ends:\n%s'
+                             % (service.name, proc.returncode,
+                                service.logfile, _tail(service.logfile)))
+        if ready():
+            log('%s is up (pid %d)' % (service.name, proc.pid))
+            return True
+        time.sleep(0.5)
+    raise CloudError('%s did not come up within %.0f s; its log %s ends:\n%s'
+                     % (service.name, timeout, service.logfile,
+                        _tail(service.logfile)))
+
+
+def stop_service(service, timeout=60.0):
+    pid = running_pid(service)
+    if pid:
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + timeout
+        while _start_time(pid) is not None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if _start_time(pid) is not None:
+            os.killpg(pid, signal.SIGKILL)
+        log('stopped %s' % service.name)
+    try:
+        os.unlink(service.pidfile)
+    except FileNotFoundError:
+        pass
+
+
+def run(argv, fix, **kwargs):
+    """Run a set-up command; a failure names ``fix``."""
+    proc = subprocess.run(argv, capture_output=True, text=True, **kwargs)
+    if proc.returncode:
+        raise CloudError('%s failed (%d): %s\n%s' % (
+            ' '.join(argv), proc.returncode,
+            (proc.stderr or proc.stdout).strip()[-3000:], fix))
+    return proc.stdout
+
+
+def venv_bin(name):
+    return os.path.join(VENV, 'bin', name)
+
+
+# --- configuration -----------------------------------------------------------
+
+def load_secrets():
+    if os.path.exists(SECRETS):
+        with open(SECRETS) as f:
+            return json.load(f)
+    values = {name: secrets.token_hex(12) for name in (
+        'admin', 'service', 'database', 'rabbit', 'erlang_cookie')}
+    fd = os.open(SECRETS, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, 'w') as f:
+        json.dump(values, f)
+    return values
+
+
+def write_ini(path, sections):
+    """Write ``sections`` ({section: {key: value}}) as an ini file."""
+    parser = configparser.RawConfigParser()
+    parser.optionxform = str
+    for section, values in sections.items():
+        if section != 'DEFAULT':
+            parser.add_section(section)
+        for key, value in values.items():
+            parser.set(section, key, str(value))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd = os.open(path + '.tmp', os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, 'w') as f:
+        parser.write(f)
+    os.replace(path + '.tmp', path)
+
+
+def db_url(pw, name):
+    return 'mysql+pymysql://%s:%s@%s:%d/%s?charset=utf8' % (
+        name if name not in ('nova_api', 'nova_cell0') else 'nova', pw,
+        HOST, PORTS['mariadb'], name)
+
+
+def rabbit_url(pw):
+    return 'rabbit://vmbeam:%s@%s:%d/' % (pw, HOST, PORTS['rabbitmq'])
+
+
+def keystone_url():
+    return 'http://%s:%d' % (HOST, PORTS['keystone'])
+
+
+def authtoken(pw, user):
+    return {
+        'www_authenticate_uri': keystone_url(),
+        'auth_url': keystone_url(),
+        'memcached_servers': '%s:%d' % (HOST, PORTS['memcached']),
+        'auth_type': 'password', 'project_domain_name': 'Default',
+        'user_domain_name': 'Default', 'project_name': 'service',
+        'username': user, 'password': pw,
+        'service_token_roles_required': 'true',
+    }
+
+
+def service_auth(pw, user):
+    return {
+        'auth_url': keystone_url(), 'auth_type': 'password',
+        'project_domain_name': 'Default', 'user_domain_name': 'Default',
+        'project_name': 'service', 'username': user, 'password': pw,
+        'region_name': REGION,
+    }
+
+
+def conf_path(service, name):
+    return os.path.join(ETC, service, name)
+
+
+def write_configs(sec):
+    svc, dbpw = sec['service'], sec['database']
+    lock = {'lock_path': os.path.join(DATA, 'locks')}
+    write_ini(conf_path('keystone', 'keystone.conf'), {
+        'DEFAULT': {},
+        'database': {'connection': db_url(dbpw, 'keystone')},
+        'token': {'provider': 'fernet'},
+        'fernet_tokens': {'key_repository': conf_path('keystone',
+                                                      'fernet-keys')},
+        'credential': {'key_repository': conf_path('keystone',
+                                                   'credential-keys')},
+        'cache': {'enabled': 'true', 'backend': 'oslo_cache.memcache_pool',
+                  'memcache_servers': '%s:%d' % (HOST, PORTS['memcached'])},
+    })
+    write_ini(conf_path('placement', 'placement.conf'), {
+        'DEFAULT': {},
+        'placement_database': {'connection': db_url(dbpw, 'placement')},
+        'api': {'auth_strategy': 'keystone'},
+        'keystone_authtoken': authtoken(svc, 'placement'),
+    })
+    glance_data = os.path.join(DATA, 'glance')
+    write_ini(conf_path('glance', 'glance-api.conf'), {
+        'DEFAULT': {'enabled_backends': 'fs:file'},
+        'database': {'connection': db_url(dbpw, 'glance')},
+        'keystone_authtoken': authtoken(svc, 'glance'),
+        'paste_deploy': {'flavor': 'keystone'},
+        'glance_store': {'default_backend': 'fs'},
+        'fs': {'filesystem_store_datadir': os.path.join(glance_data,
+                                                        'images')},
+        'os_glance_staging_store': {
+            'filesystem_store_datadir': os.path.join(glance_data, 'staging')},
+        'os_glance_tasks_store': {
+            'filesystem_store_datadir': os.path.join(glance_data, 'tasks')},
+        'oslo_concurrency': lock,
+    })
+    shutil.copy(os.path.join(VENV, 'etc/glance/glance-api-paste.ini'),
+                conf_path('glance', 'glance-api-paste.ini'))
+    write_ini(conf_path('neutron', 'neutron.conf'), {
+        'DEFAULT': {
+            'core_plugin': 'ml2',
+            # get_ports reads the port forwardings: their models load
+            # with these plugins (they need no agent).
+            'service_plugins': 'router,port_forwarding',
+            'auth_strategy': 'keystone',
+            'transport_url': rabbit_url(sec['rabbit']),
+            'api_paste_config': conf_path('neutron', 'api-paste.ini'),
+            'notify_nova_on_port_status_changes': 'false',
+            'notify_nova_on_port_data_changes': 'false',
+            'state_path': os.path.join(DATA, 'neutron'),
+        },
+        'database': {'connection': db_url(dbpw, 'neutron')},
+        'keystone_authtoken': authtoken(svc, 'neutron'),
+        # The API only: no agents, no tenant networks. Servers boot with
+        # --nic none; Nova asks Neutron for their (no) ports.
+        'ml2': {'type_drivers': 'flat', 'tenant_network_types': '',
+                'mechanism_drivers': '', 'extension_drivers': ''},
+        'oslo_concurrency': lock,
+    })
+    shutil.copy(os.path.join(VENV, 'etc/neutron/api-paste.ini'),
+                conf_path('neutron', 'api-paste.ini'))
+
+    nova = {
+        'DEFAULT': {
+            'transport_url': rabbit_url(sec['rabbit']),
+            'my_ip': HOST,
+            'state_path': os.path.join(DATA, 'nova'),
+            'instances_path': os.path.join(DATA, 'nova', 'instances'),
+        },
+        'api': {'auth_strategy': 'keystone'},
+        'api_database': {'connection': db_url(dbpw, 'nova_api')},
+        'database': {'connection': db_url(dbpw, 'nova')},
+        'keystone_authtoken': authtoken(svc, 'nova'),
+        'placement': service_auth(svc, 'placement'),
+        'neutron': service_auth(svc, 'neutron'),
+        'glance': {'region_name': REGION},
+        'scheduler': {'discover_hosts_in_cells_interval': '-1',
+                      'workers': '1'},
+        'conductor': {'workers': '1'},
+        'wsgi': {'api_paste_config': conf_path('nova', 'api-paste.ini')},
+        'vnc': {'enabled': 'false'},
+        'oslo_concurrency': lock,
+        'oslo_messaging_notifications': {'driver': 'messagingv2'},
+        'notifications': {'notification_format': 'versioned'},
+    }
+    write_ini(conf_path('nova', 'nova.conf'), nova)
+    shutil.copy(os.path.join(VENV, 'etc/nova/api-paste.ini'),
+                conf_path('nova', 'api-paste.ini'))
+    # nova-compute's own file: no database (it reaches it through the
+    # conductor), and the compute node's VMBeam settings, written by the
+    # same command an operator (or the devstack plugin) uses.
+    compute = {k: dict(v) for k, v in nova.items()
+               if k not in ('database', 'api_database')}
+    compute['DEFAULT']['sync_power_state_interval'] = str(
+        SYNC_POWER_STATE_INTERVAL)
+    compute['libvirt'] = {'virt_type': 'qemu'}
+    # nova-compute runs as root here, so its privsep daemons start
+    # without sudo (and without the rootwrap a packaged Nova brings).
+    helper = '%s --config-file %s' % (venv_bin('privsep-helper'),
+                                      conf_path('nova', 'nova-compute.conf'))
+    for context in ('nova_sys_admin', 'privsep_osbrick',
+                    'vif_plug_ovs_privileged',
+                    'vif_plug_linux_bridge_privileged'):
+        compute[context] = {'helper_command': helper}
+    write_ini(conf_path('nova', 'nova-compute.conf'), compute)
+    configure_compute_node(conf_path('nova', 'nova-compute.conf'))
+
+
+
+def configure_compute_node(path):
+    run([venv_bin('vmbeam'), 'compute-node', 'configure',
+         '--nova-conf', path,
+         '--state-path', os.path.join(DATA, 'vmbeam'),
+         '--ram-pool-path', RAM_POOL,
+         '--pagemoverd-socket', os.path.join(DATA, 'vmbeam',
+                                             'pagemoverd.sock'),
+         '--virt-type', 'qemu',
+         '--instances-path', os.path.join(DATA, 'nova', 'instances'),
+         '--aging-action', 'report'],
+        'The compute node configuration was refused; see the message.')
+
+
+def gunicorn(name, app, port, env):
+    """A gunicorn service serving ``app`` on ``port``."""
+    path = os.path.join(ETC, 'gunicorn', name + '.py')
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, 'w') as f:
+        f.write(
+            '# gunicorn settings of the all-in-one cloud\'s %s\n'
+            'import sys\n'
+            '# The application parses sys.argv with oslo.config; these are\n'
+            '# gunicorn\'s arguments, not the application\'s.\n'
+            'sys.argv[1:] = []\n'
+            'wsgi_app = %r\n'
+            'bind = %r\n'
+            'workers = 1\n'
+            'threads = 4\n'
+            'timeout = 300\n'
+            'proc_name = %r\n'
+            'raw_env = %r\n' % (
+                name, app, '%s:%d' % (HOST, port), 'vmbeam-cloud-' + name,
+                ['%s=%s' % kv for kv in sorted(env.items())]))
+    return Service(name, [venv_bin('gunicorn'), '-c', path], env=env,
+                   port=port, url='http://%s:%d/' % (HOST, port))
+
+
+def services(sec):
+    """Every service of the cloud, in start order."""
+    mysql_sock = MYSQL_SOCK
+    rabbit_base = os.path.join(DATA, 'rabbitmq')
+    rabbit_env = {
+        'HOME': rabbit_base,
+        'RABBITMQ_NODENAME': 'vmbeam-cloud@localhost',
+        'RABBITMQ_NODE_IP_ADDRESS': HOST,
+        'RABBITMQ_NODE_PORT': str(PORTS['rabbitmq']),
+        'RABBITMQ_DIST_PORT': str(RABBIT_DIST_PORT),
+        'RABBITMQ_MNESIA_BASE': os.path.join(rabbit_base, 'mnesia'),
+        'RABBITMQ_LOG_BASE': LOGS,
+        'RABBITMQ_PID_FILE': os.path.join(rabbit_base, 'rabbit.pid'),
+        'RABBITMQ_ENABLED_PLUGINS_FILE': os.path.join(rabbit_base,
+                                                      'enabled_plugins'),
+        'RABBITMQ_CONF_ENV_FILE': os.path.join(rabbit_base, 'none.conf'),
+        'RABBITMQ_CONFIG_FILE': os.path.join(rabbit_base, 'rabbitmq'),
+        'ERL_EPMD_PORT': str(RABBIT_EPMD_PORT),
+    }
+    nova_env = {'OS_NOVA_CONFIG_DIR': os.path.join(ETC, 'nova')}
+    nova_conf = conf_path('nova', 'nova.conf')
+    return [
+        Service('mariadb', ['/usr/sbin/mariadbd', '--no-defaults',
+                            '--datadir=' + os.path.join(DATA, 'mysql'),
+                            '--socket=' + mysql_sock,
+                            '--bind-address=' + HOST,
+                            '--port=%d' % PORTS['mariadb'],
+                            '--pid-file=' + os.path.join(
+                                os.path.dirname(MYSQL_SOCK), 'mysqld.pid'),
+                            '--user=mysql', '--skip-name-resolve',
+                            '--innodb-buffer-pool-size=128M',
+                            '--max-connections=1000',
+                            '--character-set-server=utf8mb4'],
+                port=PORTS['mariadb']),
+        Service('rabbitmq', ['/usr/lib/rabbitmq/bin/rabbitmq-server'],
+                env=rabbit_env, port=PORTS['rabbitmq'], cwd=rabbit_base),
+        Service('memcached', ['/usr/bin/memcached', '-u', 'memcache',
+                              '-l', HOST, '-p', str(PORTS['memcached']),
+                              '-m', '64'],
+                port=PORTS['memcached']),
+        gunicorn('keystone', 'keystone.wsgi.api:application',
+                 PORTS['keystone'],
+                 {'OS_KEYSTONE_CONFIG_DIR': os.path.join(ETC, 'keystone'),
+                  'OS_KEYSTONE_CONFIG_FILES': 'keystone.conf'}),
+        gunicorn('placement', 'placement.wsgi.api:application',
+                 PORTS['placement'],
+                 {'OS_PLACEMENT_CONFIG_DIR': os.path.join(ETC, 'placement')}),
+        gunicorn('glance', 'glance.wsgi.api:application', PORTS['glance'],
+                 {'OS_GLANCE_CONFIG_DIR': os.path.join(ETC, 'glance')}),
+        gunicorn('neutron', 'neutron.wsgi.api:application', PORTS['neutron'],
+                 {'OS_NEUTRON_CONFIG_DIR': os.path.join(ETC, 'neutron'),
+                  'OS_NEUTRON_CONFIG_FILES': 'neutron.conf'}),
+        gunicorn('nova-api', 'nova.wsgi.osapi_compute:application',
+                 PORTS['nova-api'], nova_env),
+        Service('nova-conductor', [venv_bin('nova-conductor'),
+                                   '--config-file', nova_conf]),
+        Service('nova-scheduler', [venv_bin('nova-scheduler'),
+                                   '--config-file', nova_conf]),
+        Service('nova-compute', [venv_bin('nova-compute'), '--config-file',
+                                 conf_path('nova', 'nova-compute.conf')]),
+    ]
+
+
+def service_named(sec, name):
+    for service in services(sec):
+        if service.name == name:
+            return service
+    raise CloudError('no service %s; the services are: %s' % (
+        name, ', '.join(s.name for s in services(sec))))
+
+
+# --- the steps of start ------------------------------------------------------
+
+def mysql(sql, database=None):
+    argv = ['mariadb', '--socket=' + MYSQL_SOCK,
+            '-uroot', '-e', sql]
+    if database:
+        argv.append(database)
+    return run(argv, 'MariaDB refused the statement; see %s.' %
+               os.path.join(LOGS, 'mariadb.log'))
+
+
+def init_mariadb():
+    datadir = os.path.join(DATA, 'mysql')
+    os.makedirs(os.path.dirname(MYSQL_SOCK), exist_ok=True)
+    shutil.chown(os.path.dirname(MYSQL_SOCK), 'mysql', 'mysql')
+    if os.path.isdir(os.path.join(datadir, 'mysql')):
+        return
+    os.makedirs(datadir, exist_ok=True)
+    shutil.chown(datadir, 'mysql', 'mysql')
+    run(['mariadb-install-db', '--no-defaults', '--datadir=' + datadir,
+         '--user=mysql', '--auth-root-authentication-method=socket',
+         '--skip-test-db'],
+        'Is mariadb-server installed? tools/run-cloud.sh installs it.')
+
+
+def init_databases(sec):
+    pw = sec['database']
+    statements = []
+    for db in ('keystone', 'placement', 'glance', 'neutron', 'nova_api',
+               'nova', 'nova_cell0'):
+        statements.append('CREATE DATABASE IF NOT EXISTS %s' % db)
+    for user, dbs in (('keystone', ['keystone']),
+                      ('placement', ['placement']),
+                      ('glance', ['glance']), ('neutron', ['neutron']),
+                      ('nova', ['nova_api', 'nova', 'nova_cell0'])):
+        statements.append("CREATE USER IF NOT EXISTS '%s'@'%s' "
+                          "IDENTIFIED BY '%s'" % (user, HOST, pw))
+        for db in dbs:
+            statements.append("GRANT ALL ON %s.* TO '%s'@'%s'" % (
+                db, user, HOST))
+    mysql('; '.join(statements))
+
+
+def init_rabbitmq(sec):
+    base = os.path.join(DATA, 'rabbitmq')
+    os.makedirs(base, exist_ok=True)
+    cookie = os.path.join(base, '.erlang.cookie')
+    if not os.path.exists(cookie):
+        fd = os.open(cookie, os.O_WRONLY | os.O_CREAT, 0o400)
+        with os.fdopen(fd, 'w') as f:
+            f.write(sec['erlang_cookie'])
+    with open(os.path.join(base, 'enabled_plugins'), 'w') as f:
+        f.write('[].\n')
+
+
+def rabbitmq_ready(service):
+    def ready():
+        return _port_up(PORTS['rabbitmq']) and 'Starting broker... completed' \
+            in _tail(service.logfile, 200)
+    return ready
+
+
+def init_rabbit_user(sec, service):
+    ctl = ['/usr/lib/rabbitmq/bin/rabbitmqctl', '-n',
+           service.env['RABBITMQ_NODENAME']]
+    env = dict(os.environ, **service.env)
+    users = run(ctl + ['list_users', '-q'], 'rabbitmqctl failed', env=env)
+    if 'vmbeam' not in users.split():
+        run(ctl + ['add_user', 'vmbeam', sec['rabbit']], 'rabbitmqctl',
+            env=env)
+    run(ctl + ['set_permissions', 'vmbeam', '.*', '.*', '.*'], 'rabbitmqctl',
+        env=env)
+    if 'guest' in users.split():
+        # The well-known guest login is not left on the bus.
+        run(ctl + ['delete_user', 'guest'], 'rabbitmqctl', env=env)
+
+
+def manage(argv, what):
+    run(argv, '%s failed: see the message above; the database is at '
+        '127.0.0.1:%d (tools/run-cloud.sh status).' % (what,
+                                                      PORTS['mariadb']))
+
+
+def init_keystone(sec):
+    conf = ['--config-file', conf_path('keystone', 'keystone.conf')]
+    km = venv_bin('keystone-manage')
+    manage([km] + conf + ['db_sync'], 'keystone db_sync')
+    for setup in ('fernet_setup', 'credential_setup'):
+        manage([km] + conf + [setup, '--keystone-user', 'root',
+                              '--keystone-group', 'root'], setup)
+    manage([km] + conf + [
+        'bootstrap', '--bootstrap-password', sec['admin'],
+        '--bootstrap-admin-url', keystone_url() + '/v3/',
+        '--bootstrap-internal-url', keystone_url() + '/v3/',
+        '--bootstrap-public-url', keystone_url() + '/v3/',
+        '--bootstrap-region-id', REGION], 'keystone bootstrap')
+
+
+def write_client_files(sec):
+    clouds = {'clouds': {'vmbeam': {
+        'auth': {'auth_url': keystone_url() + '/v3',
+                 'username': 'admin', 'password': sec['admin'],
+                 'project_name': 'admin', 'user_domain_name': 'Default',
+                 'project_domain_name': 'Default'},
+        'region_name': REGION, 'identity_api_version': 3}}}
+    path = os.path.join(CLOUD_DIR, 'clouds.yaml')
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, 'w') as f:
+        json.dump(clouds, f, indent=2)   # JSON is YAML
+    fd = os.open(os.path.join(CLOUD_DIR, 'openrc'),
+                 os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, 'w') as f:
+        f.write('# source this: the all-in-one cloud, as its admin\n'
+                'export OS_CLIENT_CONFIG_FILE=%s\n'
+                'export OS_CLOUD=vmbeam\n'
+                '# the vmbeam commands reach compute hosts over Nova\'s '
+                'bus (issue 14 puts an API before it)\n'
+                'export OS_VMBEAM_CONFIG_FILE=%s\n'
+                'export PATH=%s:$PATH\n' % (
+                    path, conf_path('nova', 'nova.conf'),
+                    os.path.join(VENV, 'bin')))
+
+
+def sdk():
+    import openstack
+    os.environ['OS_CLIENT_CONFIG_FILE'] = os.path.join(CLOUD_DIR,
+                                                       'clouds.yaml')
+    return openstack.connect(cloud='vmbeam')
+
+
+def init_catalog(sec):
+    conn = sdk()
+    project = conn.identity.find_project('service') or \
+        conn.identity.create_project(name='service', domain_id='default',
+                                     description='the services\' project')
+    admin_role = conn.identity.find_role('admin')
+    service_role = conn.identity.find_role('service') or \
+        conn.identity.create_role(name='service')
+    for name, (stype, url) in CATALOG.items():
+        user = conn.identity.find_user(name, domain_id='default')
+        if user is None:
+            user = conn.identity.create_user(
+                name=name, password=sec['service'], domain_id='default')
+        for role in (admin_role, service_role):
+            conn.identity.assign_project_role_to_user(project, user, role)
+        service = conn.identity.find_service(name)
+        if service is None:
+            service = conn.identity.create_service(name=name, type=stype)
+        have = {e.interface for e in conn.identity.endpoints(
+            service_id=service.id)}
+        for interface in ('public', 'internal'):
+            if interface not in have:
+                conn.identity.create_endpoint(
+                    service_id=service.id, interface=interface, url=url,
+                    region_id=REGION)
+
+
+def warm_up_neutron():
+    """List networks once, so that Neutron's ORM mappers are configured.
+
+    Neutron's get_ports reads Port.port_forwardings, a backref that exists
+    only once SQLAlchemy has configured the mappers, which the first query
+    of any kind does. With agents, something queries at start; with the
+    API alone, a port listing (Nova's first call) would fail with 500.
+    """
+    conn = sdk()
+    list(conn.network.networks())
+
+
+def init_nova_databases():
+    nm = [venv_bin('nova-manage'), '--config-file',
+          conf_path('nova', 'nova.conf')]
+    manage(nm + ['api_db', 'sync'], 'nova-manage api_db sync')
+    manage(nm + ['cell_v2', 'map_cell0'], 'nova-manage cell_v2 map_cell0')
+    cells = run(nm + ['cell_v2', 'list_cells'], 'nova-manage list_cells')
+    if ' cell1 ' not in cells:
+        manage(nm + ['cell_v2', 'create_cell', '--name', 'cell1'],
+               'nova-manage cell_v2 create_cell')
+    manage(nm + ['db', 'sync'], 'nova-manage db sync')
+
+
+def discover_compute_host(compute, timeout=240.0):
+    """Map the compute node into cell1 once it has registered."""
+    conn = sdk()
+    deadline = time.monotonic() + timeout
+    host = socket.gethostname()
+    while time.monotonic() < deadline:
+        if not running_pid(compute):
+            raise CloudError('nova-compute exited; its log %s ends:\n%s' % (
+                compute.logfile, _tail(compute.logfile)))
+        try:
+            up = [s for s in conn.compute.services(binary='nova-compute')
+                  if s.state == 'up']
+        except Exception as exc:   # keystoneauth's ConnectFailure and kin
+            log('nova-api not answering yet: %s' % exc)
+            up = []
+        if up:
+            host = up[0].host
+            break
+        time.sleep(2)
+    else:
+        raise CloudError('nova-compute did not report up within %.0f s; '
+                         'see %s' % (timeout,
+                                     os.path.join(LOGS, 'nova-compute.log')))
+    run([venv_bin('nova-manage'), '--config-file',
+         conf_path('nova', 'nova.conf'), 'cell_v2', 'discover_hosts'],
+        'nova-manage cell_v2 discover_hosts failed')
+    while time.monotonic() < deadline:
+        if list(conn.compute.hypervisors()):
+            return host
+        time.sleep(2)
+    raise CloudError('no hypervisor listed for %s within %.0f s' % (
+        host, timeout))
+
+
+def init_image_and_flavors():
+    from nova_vmbeam import guestimage
+    built = guestimage.build()
+    conn = sdk()
+    if conn.image.find_image(IMAGE) is None:
+        ids = {}
+        for key, path, fmt in (('kernel', built.kernel, 'aki'),
+                               ('ramdisk', built.initrd, 'ari')):
+            image = conn.image.create_image(
+                name='%s-%s' % (IMAGE, key), filename=path,
+                disk_format=fmt, container_format=fmt, visibility='public',
+                validate_checksum=False)
+            ids[key] = image.id
+        disk = os.path.join(DATA, 'root.raw')
+        with open(disk, 'wb') as f:
+            f.truncate(1 << 20)
+        conn.image.create_image(
+            name=IMAGE, filename=disk, disk_format='raw',
+            container_format='bare', visibility='public',
+            validate_checksum=False,
+            kernel_id=ids['kernel'], ramdisk_id=ids['ramdisk'],
+            os_command_line=guestimage.kernel_cmdline(
+                GUEST_WORK_MIB, GUEST_DIRTY_MIB_S, 500,
+                verify_mib_s=2 * GUEST_WORK_MIB, hostname='nova-guest'))
+        log('image %s uploaded to Glance' % IMAGE)
+    for name, (ram, vcpus, disk, specs) in FLAVORS.items():
+        flavor = conn.compute.find_flavor(name)
+        if flavor is None:
+            flavor = conn.compute.create_flavor(name=name, ram=ram,
+                                                vcpus=vcpus, disk=disk)
+            if specs:
+                conn.compute.create_flavor_extra_specs(flavor, specs)
+
+
+def start(args):
+    t0 = time.monotonic()
+    for d in (ETC, LOGS, RUN, DATA, os.path.join(DATA, 'locks'),
+              os.path.join(DATA, 'vmbeam'),
+              os.path.join(DATA, 'nova', 'instances'),
+              os.path.join(DATA, 'neutron')):
+        os.makedirs(d, exist_ok=True)
+    os.chmod(CLOUD_DIR, 0o755)   # QEMU (libvirt-qemu) reaches instances
+    sec = load_secrets()
+    write_configs(sec)
+    started = []
+    by_name = {s.name: s for s in services(sec)}
+    try:
+        def up(name, ready=None):
+            if start_service(by_name[name], ready):
+                started.append(by_name[name])
+
+        init_mariadb()
+        up('mariadb', lambda: os.path.exists(MYSQL_SOCK))
+        init_databases(sec)
+        init_rabbitmq(sec)
+        up('rabbitmq', rabbitmq_ready(by_name['rabbitmq']))
+        init_rabbit_user(sec, by_name['rabbitmq'])
+        up('memcached')
+        init_keystone(sec)
+        up('keystone')
+        write_client_files(sec)
+        init_catalog(sec)
+        manage([venv_bin('placement-manage'), '--config-file',
+                conf_path('placement', 'placement.conf'), 'db', 'sync'],
+               'placement-manage db sync')
+        up('placement')
+        manage([venv_bin('glance-manage'), '--config-file',
+                conf_path('glance', 'glance-api.conf'), 'db_sync'],
+               'glance-manage db_sync')
+        up('glance')
+        manage([venv_bin('neutron-db-manage'), '--config-file',
+                conf_path('neutron', 'neutron.conf'), 'upgrade', 'heads'],
+               'neutron-db-manage upgrade heads')
+        up('neutron')
+        warm_up_neutron()
+        init_nova_databases()
+        up('nova-api')
+        up('nova-conductor', lambda: True)
+        up('nova-scheduler', lambda: True)
+        run([venv_bin('vmbeam'), '--config-file',
+             conf_path('nova', 'nova-compute.conf'), 'pool', 'init'],
+            'The RAM pool could not be made; see the message.')
+        up('nova-compute', lambda: True)
+        host = discover_compute_host(by_name['nova-compute'])
+        init_image_and_flavors()
+    except BaseException:
+        # Nothing half-started: what this call started is stopped again.
+        for service in reversed(started):
+            stop_service(service)
+        raise
+    log('cloud ready in %.0f s: compute host %s' % (time.monotonic() - t0,
+                                                     host))
+    log('use it:  source %s/openrc; openstack server list' % CLOUD_DIR)
+    log('logs in %s' % LOGS)
+
+
+def stop(args):
+    sec = load_secrets() if os.path.exists(SECRETS) else None
+    if sec is None:
+        log('nothing to stop: no cloud in %s' % CLOUD_DIR)
+        return
+    for service in reversed(services(sec)):
+        stop_service(service)
+    stop_generations()
+    subprocess.run(['epmd', '-port', str(RABBIT_EPMD_PORT), '-kill'],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop_generations():
+    """Stop the hypervisor generations nova-compute started, guests too.
+
+    They outlive nova-compute on purpose (a restart must not touch a
+    guest); stopping the cloud is the one time they go.
+    """
+    state = os.path.join(DATA, 'vmbeam')
+    victims = []
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit():
+            continue
+        cmdline = _cmdline(int(entry))
+        if cmdline and any(os.fsencode(state) in arg or
+                           os.fsencode(RAM_POOL) in arg for arg in cmdline):
+            victims.append(int(entry))
+    for pid in victims:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    if victims:
+        log('stopped %d hypervisor and guest processes' % len(victims))
+
+
+def status(args):
+    if not os.path.exists(SECRETS):
+        log('no cloud in %s' % CLOUD_DIR)
+        return 1
+    sec = load_secrets()
+    rc = 0
+    for service in services(sec):
+        pid = running_pid(service)
+        print('%-16s %-8s %s' % (service.name,
+                                 'pid %d' % pid if pid else 'stopped',
+                                 service.logfile))
+        rc = rc or (0 if pid else 3)
+    print('openrc: %s/openrc' % CLOUD_DIR)
+    return rc
+
+
+def restart(args):
+    sec = load_secrets()
+    service = service_named(sec, args[0])
+    stop_service(service)
+    start_service(service, lambda: True)
+
+
+def main(argv):
+    commands = {'start': start, 'stop': stop, 'status': status,
+                'restart': restart}
+    if not argv or argv[0] not in commands:
+        print('usage: aio.py start|stop|status|restart SERVICE',
+              file=sys.stderr)
+        return 2
+    try:
+        return commands[argv[0]](argv[1:]) or 0
+    except CloudError as exc:
+        print('run-cloud: ERROR: %s' % exc, file=sys.stderr)
+        return 1
+
+
+if __name__ == '__main__':
+    sys.exit(main(sys.argv[1:]))
