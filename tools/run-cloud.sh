@@ -1,0 +1,76 @@
+#!/bin/bash
+# An all-in-one OpenStack cloud whose compute node runs VMBeamDriver, and
+# the main job shown through the operator's own tools (fresh Debian 12,
+# as root):
+#
+#   tools/run-cloud.sh          install, start the cloud, run the demo
+#   tools/run-cloud.sh start    install and start the cloud only
+#   tools/run-cloud.sh demo     the demo on a running cloud
+#   tools/run-cloud.sh status   which services run, where the logs are
+#   tools/run-cloud.sh stop     stop everything start started, guests too
+#
+# Keystone, Placement, Glance, Neutron (API only) and Nova come from PyPI
+# into the cloud's venv; MariaDB, RabbitMQ and memcached from Debian, each
+# run privately with its state in VMBEAM_CLOUD_DIR (default
+# /var/lib/vmbeam-cloud). Safe to run again. Ports: VMBEAM_CLOUD_*_PORT
+# (see tools/cloud/aio.py).
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+command=${1:-all}
+cloud_dir=${VMBEAM_CLOUD_DIR:-/var/lib/vmbeam-cloud}
+venv=$cloud_dir/venv
+
+if [ "$(id -u)" != 0 ]; then
+    echo "run-cloud.sh: run as root (it installs packages and runs a hypervisor)" >&2
+    exit 1
+fi
+
+install_cloud() {
+    # The project's own packages (QEMU, libvirt, the broker, the database
+    # and memcached are all in bindep.txt), its native parts, the guest.
+    ./tools/install.sh
+    local log=$cloud_dir/install.log
+    mkdir -p "$cloud_dir"
+    if [ ! -x "$venv/bin/pip" ]; then
+        python3 -m venv "$venv"
+    fi
+    # The tree's own nova-vmbeam (editable: the cloud runs what is here)
+    # and the shim that makes compute_driver = vmbeam.VMBeamDriver load.
+    if ! "$venv/bin/pip" install -q -r tools/cloud/requirements.txt \
+            -r requirements.txt -e . ./shim >"$log" 2>&1; then
+        cat "$log" >&2
+        echo "run-cloud.sh: installing the cloud's Python packages failed (above)" >&2
+        exit 1
+    fi
+}
+
+aio() {
+    "$venv/bin/python" tools/cloud/aio.py "$@"
+}
+
+case "$command" in
+    all)
+        install_cloud
+        aio start
+        exec ./tools/cloud/demo.sh
+        ;;
+    start)
+        install_cloud
+        exec "$venv/bin/python" tools/cloud/aio.py start
+        ;;
+    demo)
+        exec ./tools/cloud/demo.sh
+        ;;
+    stop|status)
+        if [ ! -x "$venv/bin/python" ]; then
+            echo "run-cloud.sh: no cloud in $cloud_dir"
+            exit 0
+        fi
+        exec "$venv/bin/python" tools/cloud/aio.py "$command"
+        ;;
+    *)
+        echo "usage: $0 [start|demo|status|stop]" >&2
+        exit 2
+        ;;
+esac
