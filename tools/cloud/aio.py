@@ -51,6 +51,10 @@ RAM_POOL = os.environ.get('VMBEAM_CLOUD_RAM_POOL', '/dev/shm/vmbeam-cloud')
 #: the power-state sync of nova-compute, in seconds (Nova's default: 600)
 SYNC_POWER_STATE_INTERVAL = int(os.environ.get(
     'VMBEAM_CLOUD_SYNC_POWER_STATE_INTERVAL', '600'))
+#: 1: a second compute host that is not VMBeam (Nova's fake driver), for
+#: the tests of what the VMBeam commands refuse there
+PLAIN_COMPUTE = os.environ.get('VMBEAM_CLOUD_PLAIN_COMPUTE') == '1'
+PLAIN_HOST = socket.gethostname() + '-plain'
 
 
 def _port(name, default):
@@ -403,6 +407,8 @@ def write_configs(sec):
             'my_ip': HOST,
             'state_path': os.path.join(DATA, 'nova'),
             'instances_path': os.path.join(DATA, 'nova', 'instances'),
+            # One compute node: a resize can only stay on it.
+            'allow_resize_to_same_host': 'true',
         },
         'api': {'auth_strategy': 'keystone'},
         'api_database': {'connection': db_url(dbpw, 'nova_api')},
@@ -441,6 +447,12 @@ def write_configs(sec):
         compute[context] = {'helper_command': helper}
     write_ini(conf_path('nova', 'nova-compute.conf'), compute)
     configure_compute_node(conf_path('nova', 'nova-compute.conf'))
+    plain = {k: dict(v) for k, v in compute.items()}
+    plain['DEFAULT'].update(
+        host=PLAIN_HOST, compute_driver='fake.FakeDriver',
+        state_path=os.path.join(DATA, 'nova-plain'),
+        instances_path=os.path.join(DATA, 'nova-plain', 'instances'))
+    write_ini(conf_path('nova', 'nova-compute-plain.conf'), plain)
 
 
 
@@ -541,6 +553,10 @@ def services(sec):
                                    '--config-file', nova_conf]),
         Service('nova-compute', [venv_bin('nova-compute'), '--config-file',
                                  conf_path('nova', 'nova-compute.conf')]),
+        # Started only with VMBEAM_CLOUD_PLAIN_COMPUTE=1; always stopped.
+        Service('nova-compute-plain', [
+            venv_bin('nova-compute'), '--config-file',
+            conf_path('nova', 'nova-compute-plain.conf')]),
     ]
 
 
@@ -733,18 +749,18 @@ def init_nova_databases():
     manage(nm + ['db', 'sync'], 'nova-manage db sync')
 
 
-def discover_compute_host(compute, timeout=240.0):
-    """Map the compute node into cell1 once it has registered."""
+def discover_compute_host(compute, host=None, timeout=240.0):
+    """Map the compute node ``host`` into cell1 once it is up."""
     conn = sdk()
     deadline = time.monotonic() + timeout
-    host = socket.gethostname()
+    host = host or socket.gethostname()
     while time.monotonic() < deadline:
         if not running_pid(compute):
             raise CloudError('nova-compute exited; its log %s ends:\n%s' % (
                 compute.logfile, _tail(compute.logfile)))
         try:
             up = [s for s in conn.compute.services(binary='nova-compute')
-                  if s.state == 'up']
+                  if s.state == 'up' and s.host == host]
         except Exception as exc:   # keystoneauth's ConnectFailure and kin
             log('nova-api not answering yet: %s' % exc)
             up = []
@@ -760,7 +776,8 @@ def discover_compute_host(compute, timeout=240.0):
          conf_path('nova', 'nova.conf'), 'cell_v2', 'discover_hosts'],
         'nova-manage cell_v2 discover_hosts failed')
     while time.monotonic() < deadline:
-        if list(conn.compute.hypervisors()):
+        if any(h.name.split('.')[0] == host.split('.')[0] or
+               h.name == host for h in conn.compute.hypervisors()):
             return host
         time.sleep(2)
     raise CloudError('no hypervisor listed for %s within %.0f s' % (
@@ -806,6 +823,7 @@ def start(args):
     for d in (ETC, LOGS, RUN, DATA, os.path.join(DATA, 'locks'),
               os.path.join(DATA, 'vmbeam'),
               os.path.join(DATA, 'nova', 'instances'),
+              os.path.join(DATA, 'nova-plain', 'instances'),
               os.path.join(DATA, 'neutron')):
         os.makedirs(d, exist_ok=True)
     os.chmod(CLOUD_DIR, 0o755)   # QEMU (libvirt-qemu) reaches instances
@@ -850,7 +868,11 @@ def start(args):
              conf_path('nova', 'nova-compute.conf'), 'pool', 'init'],
             'The RAM pool could not be made; see the message.')
         up('nova-compute', lambda: True)
+        if PLAIN_COMPUTE:
+            up('nova-compute-plain', lambda: True)
         host = discover_compute_host(by_name['nova-compute'])
+        if PLAIN_COMPUTE:
+            discover_compute_host(by_name['nova-compute-plain'], PLAIN_HOST)
         init_image_and_flavors()
     except BaseException:
         # Nothing half-started: what this call started is stopped again.
@@ -907,7 +929,10 @@ def status(args):
     rc = 0
     for service in services(sec):
         pid = running_pid(service)
-        print('%-16s %-8s %s' % (service.name,
+        if service.name == 'nova-compute-plain' and not (pid or
+                                                          PLAIN_COMPUTE):
+            continue
+        print('%-18s %-9s %s' % (service.name,
                                  'pid %d' % pid if pid else 'stopped',
                                  service.logfile))
         rc = rc or (0 if pid else 3)
