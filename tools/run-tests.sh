@@ -1,6 +1,7 @@
 #!/bin/bash
 # The whole test suite: unit, functional (real QEMU guests), the Nova driver
-# (with Nova's fixtures; and on real libvirt + RabbitMQ) and style.
+# (with Nova's fixtures; and on real libvirt + RabbitMQ), style, and the
+# all-in-one cloud (tools/run-cloud.sh) driven through the openstack CLI.
 set -uo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
@@ -10,7 +11,7 @@ log=$(mktemp)
 # C unit tests, daemon tests and the protocol fuzz run of native/.
 make -s -C native check 2>&1 | tee "$log"
 native_rc=${PIPESTATUS[0]}
-.venv/bin/tox -e py3,functional,nova,nova-functional,pep8 "$@" 2>&1 | tee -a "$log"
+.venv/bin/tox -e py3,functional,nova,nova-functional,pep8,cloud "$@" 2>&1 | tee -a "$log"
 rc=${PIPESTATUS[0]}
 [ "$rc" = 0 ] && rc=$native_rc
 # One closing line for CI, summed over the stestr runs above.

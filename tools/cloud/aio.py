@@ -436,6 +436,9 @@ def write_configs(sec):
                if k not in ('database', 'api_database')}
     compute['DEFAULT']['sync_power_state_interval'] = str(
         SYNC_POWER_STATE_INTERVAL)
+    # The compute node is what this cloud is for: its periodic tasks and
+    # the driver's decisions are in its log.
+    compute['DEFAULT']['debug'] = 'true'
     compute['libvirt'] = {'virt_type': 'qemu'}
     # nova-compute runs as root here, so its privsep daemons start
     # without sudo (and without the rootwrap a packaged Nova brings).
@@ -449,11 +452,10 @@ def write_configs(sec):
     configure_compute_node(conf_path('nova', 'nova-compute.conf'))
     plain = {k: dict(v) for k, v in compute.items()}
     plain['DEFAULT'].update(
-        host=PLAIN_HOST, compute_driver='fake.FakeDriver',
+        host=PLAIN_HOST, compute_driver='fake.FakeDriverWithoutFakeNodes',
         state_path=os.path.join(DATA, 'nova-plain'),
         instances_path=os.path.join(DATA, 'nova-plain', 'instances'))
     write_ini(conf_path('nova', 'nova-compute-plain.conf'), plain)
-
 
 
 def configure_compute_node(path):
@@ -485,6 +487,10 @@ def gunicorn(name, app, port, env):
             'workers = 1\n'
             'threads = 4\n'
             'timeout = 300\n'
+            # Longer than any client's pause between requests: a
+            # keep-alive connection closed by the server just as a client
+            # reuses it fails that request (gunicorn's default is 2 s).
+            'keepalive = 75\n'
             'proc_name = %r\n'
             'raw_env = %r\n' % (
                 name, app, '%s:%d' % (HOST, port), 'vmbeam-cloud-' + name,
@@ -647,8 +653,8 @@ def init_rabbit_user(sec, service):
 
 def manage(argv, what):
     run(argv, '%s failed: see the message above; the database is at '
-        '127.0.0.1:%d (tools/run-cloud.sh status).' % (what,
-                                                      PORTS['mariadb']))
+        '127.0.0.1:%d (tools/run-cloud.sh status).' % (
+            what, PORTS['mariadb']))
 
 
 def init_keystone(sec):
@@ -879,8 +885,8 @@ def start(args):
         for service in reversed(started):
             stop_service(service)
         raise
-    log('cloud ready in %.0f s: compute host %s' % (time.monotonic() - t0,
-                                                     host))
+    log('cloud ready in %.0f s: compute host %s' % (
+        time.monotonic() - t0, host))
     log('use it:  source %s/openrc; openstack server list' % CLOUD_DIR)
     log('logs in %s' % LOGS)
 
@@ -919,6 +925,10 @@ def stop_generations():
             pass
     if victims:
         log('stopped %d hypervisor and guest processes' % len(victims))
+    # The guests' RAM files hold memory on tmpfs; no QEMU maps them now.
+    if os.path.isdir(RAM_POOL):
+        shutil.rmtree(RAM_POOL)
+        log('freed the guest RAM pool %s' % RAM_POOL)
 
 
 def status(args):
@@ -929,8 +939,8 @@ def status(args):
     rc = 0
     for service in services(sec):
         pid = running_pid(service)
-        if service.name == 'nova-compute-plain' and not (pid or
-                                                          PLAIN_COMPUTE):
+        optional = service.name == 'nova-compute-plain'
+        if optional and not (pid or PLAIN_COMPUTE):
             continue
         print('%-18s %-9s %s' % (service.name,
                                  'pid %d' % pid if pid else 'stopped',
