@@ -10,6 +10,7 @@ from oslo_log import log as logging
 
 from nova_vmbeam.aging import monitor as aging_monitor
 from nova_vmbeam.aging import report as aging_report
+from nova_vmbeam.aging import slots as slots_mod
 from nova_vmbeam import appliance as appliance_mod
 from nova_vmbeam.appliance import builder as appliance_builder
 from nova_vmbeam import bench
@@ -231,8 +232,13 @@ def cmd_aging(args):
             raise exception.VMBeamError('rejuvenation ended %s' %
                                         run['state'])
 
-    if not args.rejuvenate:
-        CONF.set_override('action', 'report', 'vmbeam_aging')
+    # The flag decides, whatever [vmbeam_aging] action says: watching
+    # never rejuvenates unless asked to here.
+    CONF.set_override('action', 'rejuvenate' if args.rejuvenate
+                      else 'report', 'vmbeam_aging')
+    if args.rejuvenate:
+        slots_mod.require_fleet_limit(
+            CONF, what='vmbeam aging watch --rejuvenate')
     # Only a monitor that acts keeps the host's history and status.
     monitor = aging_monitor.AgingMonitor(
         CONF, socket.gethostname(), rejuvenate, persist=args.rejuvenate,
@@ -358,8 +364,11 @@ def build_parser():
                    help='watch: stop after this many samples (default: '
                         'until interrupted)')
     p.add_argument('--rejuvenate', action='store_true',
-                   help='watch: rejuvenate when the policy says so '
-                        '(default: only report what it would do)')
+                   help='watch: rejuvenate when the policy says so and a '
+                        'slot of [vmbeam_aging] backend_url is free '
+                        '(refused unless that backend is shared by the '
+                        'compute hosts or [vmbeam_aging] single_node is '
+                        'true; default: only report what it would do)')
     p.set_defaults(func=cmd_aging)
 
     p = sub.add_parser('movers', help='list the installed movers')

@@ -27,6 +27,7 @@ from urllib import parse
 import configupdater
 from oslo_config import types
 
+from nova_vmbeam.aging import slots as aging_slots
 from nova_vmbeam.aging import window as window_mod
 from nova_vmbeam.conf import opts as conf_opts
 from nova_vmbeam import exception
@@ -165,9 +166,8 @@ def _tooz_url(setting, value):
     if scheme not in backends:
         setting.fail(value, 'no tooz backend %r (installed: %s)' % (
             scheme, ', '.join(backends) or 'none'),
-            'Give a URL of one of them, e.g. etcd3+http://ctl:2379, or '
-            'leave it out to count only the hosts sharing [vmbeam] '
-            'state_path.')
+            'Give a URL of one of them that every compute host reaches, '
+            'e.g. etcd3+http://ctl:2379 or redis://ctl:6379.')
 
 
 _OPTS = {(group.name, opt.name): opt
@@ -195,6 +195,8 @@ SETTINGS = (
             _windows),
     Setting('--aging-backend-url', 'URL', 'vmbeam_aging', 'backend_url',
             _tooz_url),
+    Setting('--aging-single-node', 'true|false', 'vmbeam_aging',
+            'single_node'),
 )
 
 
@@ -361,6 +363,49 @@ def _check_conflicts(conf, virt_type_given):
             fix='Pass --virt-type %s.' % '|'.join(VIRT_TYPES))
 
 
+def _file_bool(conf, section, key):
+    """A boolean of the file as oslo.config reads it, else the default.
+
+    None for a value oslo.config would refuse.
+    """
+    value = conf.get(section, key)
+    if value is None:
+        return _OPTS[section, key].default
+    try:
+        return types.Boolean()(value)
+    except ValueError:
+        return None     # oslo.config refuses it; not ours to judge here
+
+
+def _check_fleet_limit(conf):
+    """Refuse a file that nova-compute would refuse to start with.
+
+    [vmbeam_aging] action = rejuvenate needs a backend shared by the
+    compute hosts or single_node (VMBeamDriver._check_aging_config). Read
+    from this file alone, after the flags were applied: the options belong
+    in the last file nova-compute reads, the one this command writes.
+    """
+    action = conf.get('vmbeam_aging', 'action') or \
+        _OPTS['vmbeam_aging', 'action'].default
+    if action != 'rejuvenate' or \
+            _file_bool(conf, 'vmbeam_aging', 'enabled') is False:
+        return
+    why = aging_slots.fleet_problem(
+        conf.get('vmbeam_aging', 'backend_url'),
+        _file_bool(conf, 'vmbeam_aging', 'single_node'))
+    if why is not None:
+        raise UnusableNovaConf(
+            path=conf.path,
+            reason='[vmbeam_aging] action = rejuvenate, but %s, so '
+                   'nothing would limit how many compute hosts rejuvenate '
+                   'at once (nova-compute refuses to start with that)' %
+                   why,
+            fix='Pass --aging-backend-url with a tooz backend every compute '
+                'host reaches (e.g. redis://ctl:6379), or --aging-single-node '
+                'true if this host is the only one, or --aging-action '
+                'report.')
+
+
 def _notes(conf, settings):
     """Settings that work but are probably not what was meant."""
     notes = []
@@ -431,6 +476,7 @@ def configure(nova_conf, values, stdout=None, stderr=None):
           kept=serial in STABLE_SERIALS and serial != SERIAL)
     for setting, value in writes:
         apply(setting.section, setting.option, value)
+    _check_fleet_limit(conf)
 
     for note in _notes(conf, given):
         print('vmbeam: note: %s' % note, file=stderr)

@@ -201,13 +201,31 @@ class AgingMonitor:
         return decision
 
     def _trigger(self, decision):
-        if self.conf.vmbeam_aging.action != 'rejuvenate':
+        opts = self.conf.vmbeam_aging
+        if opts.action != 'rejuvenate':
             LOG.warning('aging: would rejuvenate %s now: %s ([vmbeam_aging] '
                         'action = report)', self.host, decision.reason)
             return decision._replace(
                 action=policy_mod.WAIT,
                 reason='report only: ' + decision.reason)
-        slot = self.slots.try_acquire()
+        # start() refuses this already; a caller that only runs rounds
+        # (run_once) must not get past it either.
+        unsafe = slots_mod.fleet_problem(opts.backend_url, opts.single_node)
+        if unsafe is not None:
+            LOG.error('aging: not rejuvenating %s: %s', self.host, unsafe)
+            return decision._replace(
+                action=policy_mod.WAIT,
+                reason='%s; not rejuvenating: %s (set a shared '
+                       'backend_url or single_node)' %
+                (decision.reason, unsafe))
+        try:
+            slot = self.slots.try_acquire()
+        except slots_mod.CoordinationUnavailable as exc:
+            LOG.warning('aging: no rejuvenation slot for %s: %s', self.host,
+                        exc)
+            return decision._replace(
+                action=policy_mod.WAIT,
+                reason='%s; %s' % (decision.reason, exc))
         if slot is None:
             return decision._replace(
                 action=policy_mod.WAIT,
@@ -248,15 +266,21 @@ class AgingMonitor:
         """Start the sampling thread.
 
         Nothing happens if [vmbeam_aging] enabled is false or the thread
-        runs already.
+        runs already. With action = rejuvenate, UnsafeFleetConfig or
+        BackendNotInstalled (slots.require_fleet_limit) before anything
+        starts. The backend itself is first reached from the thread, when
+        a rejuvenation is due: a redis that does not answer keeps tooz
+        retrying for about a minute, which must not hold up
+        nova-compute's start.
         """
         if not self.conf.vmbeam_aging.enabled:
             LOG.info('aging monitor disabled ([vmbeam_aging] enabled)')
             return
         if self._thread is not None and self._thread.is_alive():
             return
+        if self.conf.vmbeam_aging.action == 'rejuvenate':
+            slots_mod.require_fleet_limit(self.conf)
         self._stopped.clear()
-        self.slots.start()
         self._thread = threading.Thread(target=self._loop,
                                         name='vmbeam-aging', daemon=True)
         self._thread.start()

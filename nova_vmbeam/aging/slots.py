@@ -2,24 +2,149 @@
 
 K named tooz locks, ``nova-vmbeam-rejuvenation-0`` .. ``K-1``; a host takes
 any free one without waiting and holds it for its whole rejuvenation.
-Locks work the same on every tooz backend (file, etcd3gw, redis, ...),
-and a host that dies loses its lock: the kernel drops a file lock, etcd
-and redis let it expire once the heartbeat stops.
+Locks work the same on every tooz backend, but only a backend that every
+compute host reaches (redis, etcd3, zookeeper, ...) makes K a limit of the
+cloud: the file backend, the default, counts the hosts that share one
+directory, which is this host alone. So the monitor refuses to rejuvenate
+on a backend of this host only, unless the operator declares the host
+alone ([vmbeam_aging] single_node); see ``require_fleet_limit``.
+
+A host that dies loses its slot: the kernel drops a file lock; redis,
+etcd3 and memcached locks are leases that tooz's heartbeat thread renews
+while the holder lives and that expire ``lock_timeout`` seconds (a URL
+option, default 30) after its last beat; zookeeper, mysql and postgresql
+locks end with the holder's session.
 """
 
+from importlib import metadata
 import os
+from urllib import parse
 
 from oslo_log import log as logging
+
+from nova_vmbeam import exception
 
 LOG = logging.getLogger(__name__)
 
 LOCK_PREFIX = 'nova-vmbeam-rejuvenation-'
+
+#: tooz backends whose locks only this host sees, and where they live.
+LOCAL_BACKENDS = {'file': 'a directory of this host',
+                  'ipc': 'System V semaphores of this host'}
+
+#: tooz's pip extra that installs a backend's client library.
+_TOOZ_EXTRAS = {'redis': 'redis', 'etcd3+http': 'etcd3gw',
+                'etcd3+https': 'etcd3gw', 'zookeeper': 'zookeeper',
+                'kazoo': 'zookeeper', 'memcached': 'memcached',
+                'mysql': 'mysql', 'postgresql': 'postgresql',
+                'kubernetes': 'kubernetes', 'ipc': 'ipc'}
+
+
+class UnsafeFleetConfig(exception.InvalidInput):
+    msg_fmt = ('%(what)s, but %(why)s: nothing would keep more than '
+               'max_concurrent = %(count)d host(s) of the cloud from '
+               'rejuvenating at once. Set [vmbeam_aging] backend_url to a '
+               'tooz backend that every compute host reaches (e.g. '
+               'redis://ctl:6379 or etcd3+http://ctl:2379), or '
+               '[vmbeam_aging] single_node = true if this host is the only '
+               'one that rejuvenates, or [vmbeam_aging] action = report.')
+
+
+class BackendNotInstalled(exception.InvalidInput):
+    msg_fmt = '[vmbeam_aging] backend_url %(url)r: %(reason)s. %(fix)s'
+
+
+class CoordinationUnavailable(exception.VMBeamError):
+    """The backend did not answer; the monitor tries again later."""
+
+    msg_fmt = 'coordination backend %(url)s unavailable: %(reason)s'
 
 
 def backend_url(conf):
     """[vmbeam_aging] backend_url, or the file backend under state_path."""
     return conf.vmbeam_aging.backend_url or 'file://' + os.path.join(
         conf.vmbeam.state_path, 'coordination')
+
+
+def backend_scheme(url):
+    """The tooz backend name of ``url`` ("redis", "etcd3+http", ...)."""
+    return parse.urlsplit(url).scheme
+
+
+def fleet_problem(url, single_node):
+    """Why ``url`` cannot limit rejuvenations across hosts, or None.
+
+    ``url`` is [vmbeam_aging] backend_url as given (None or '' when
+    unset). Strings only, nothing is loaded: "vmbeam compute-node
+    configure" asks this too, before it writes a config.
+    """
+    if single_node:
+        return None
+    if not url:
+        return ('[vmbeam_aging] backend_url is unset (a file backend '
+                'under [vmbeam] state_path, which only this host sees)')
+    where = LOCAL_BACKENDS.get(backend_scheme(url))
+    if where is not None:
+        return ('[vmbeam_aging] backend_url %s keeps its locks in %s' %
+                (url, where))
+    return None
+
+
+def require_fleet_limit(conf, what='[vmbeam_aging] action = rejuvenate'):
+    """Refuse to rejuvenate without a limit across the cloud's hosts.
+
+    Raises UnsafeFleetConfig unless backend_url names a backend that
+    other hosts can share or single_node is set, and BackendNotInstalled
+    when the backend's tooz driver cannot load (its client library is
+    missing), so both show when the monitor starts, not when a
+    rejuvenation is due. ``what`` names what asked to rejuvenate.
+    """
+    opts = conf.vmbeam_aging
+    why = fleet_problem(opts.backend_url, opts.single_node)
+    if why is not None:
+        raise UnsafeFleetConfig(what=what, why=why,
+                                count=opts.max_concurrent)
+    _load_backend(backend_url(conf))
+
+
+def _load_backend(url):
+    name = backend_scheme(url)
+    backends = {ep.name: ep for ep in
+                metadata.entry_points(group='tooz.backends')}
+    if name not in backends:
+        raise BackendNotInstalled(
+            url=url, reason='tooz has no backend %r (installed: %s)' % (
+                name, ', '.join(sorted(backends))),
+            fix='Give a URL of one of them, e.g. redis://ctl:6379.')
+    try:
+        # Imports tooz and the backend's client library: only ever from
+        # init_host or the command, as in Slots.start.
+        backends[name].load()
+    except ImportError as exc:
+        raise BackendNotInstalled(
+            url=url, reason='its tooz driver does not load (%s)' % exc,
+            fix='Install its client library where nova-compute runs: pip '
+                'install "tooz[%s]".' % _TOOZ_EXTRAS.get(name, name))
+
+
+class Slot:
+    """A held slot; ``release()`` gives it back."""
+
+    def __init__(self, lock, index, url):
+        self.index = index
+        self._lock = lock
+        self._url = url
+
+    def release(self):
+        from tooz import coordination
+        try:
+            self._lock.release()
+        except coordination.ToozError as exc:
+            # The rejuvenation is over either way; the backend lets the
+            # lock expire once the heartbeat no longer renews it.
+            LOG.warning('could not release rejuvenation slot %d at %s (%s);'
+                        ' it expires with its lease', self.index, self._url,
+                        exc)
 
 
 class Slots:
@@ -36,6 +161,7 @@ class Slots:
                    conf.vmbeam_aging.max_concurrent)
 
     def start(self):
+        """Connect; CoordinationUnavailable when the backend is away."""
         if self._coordinator is None:
             # tooz imports futurist, which probes for the green-thread
             # library that Nova installs. Imported here, that probe runs in
@@ -47,7 +173,12 @@ class Slots:
                 os.makedirs(self.url[len('file://'):], exist_ok=True)
             coordinator = coordination.get_coordinator(
                 self.url, self.member_id.encode())
-            coordinator.start(start_heart=True)
+            try:
+                # The heart renews the leases of held locks (redis, etcd3,
+                # memcached) in a thread of its own.
+                coordinator.start(start_heart=True)
+            except coordination.ToozError as exc:
+                raise CoordinationUnavailable(url=self.url, reason=exc)
             self._coordinator = coordinator
 
     def stop(self):
@@ -58,13 +189,22 @@ class Slots:
                 self._coordinator = None
 
     def try_acquire(self):
-        """A held slot lock, or None when all K are taken (no waiting)."""
+        """A held Slot, or None when all K are taken (no waiting).
+
+        CoordinationUnavailable when the backend does not answer: no
+        slot then, as when all are taken.
+        """
+        from tooz import coordination
         self.start()
         for index in range(self.count):
             lock = self._coordinator.get_lock(
                 ('%s%d' % (LOCK_PREFIX, index)).encode())
-            if lock.acquire(blocking=False):
+            try:
+                acquired = lock.acquire(blocking=False)
+            except coordination.ToozError as exc:
+                raise CoordinationUnavailable(url=self.url, reason=exc)
+            if acquired:
                 LOG.debug('%s holds rejuvenation slot %d of %d',
                           self.member_id, index, self.count)
-                return lock
+                return Slot(lock, index, self.url)
         return None

@@ -18,12 +18,19 @@ monitor_opts = [
                 help='Run the aging monitor. When false the driver starts '
                      'no monitor and nothing is sampled.'),
     cfg.StrOpt('action',
-               default='rejuvenate',
+               default='report',
                choices=[('rejuvenate', 'rejuvenate the host when the '
-                                       'policy says so'),
+                                       'policy says so and a cluster slot '
+                                       'is free'),
                         ('report', 'only log and record the decision')],
                help='What the monitor does when the policy calls for a '
-                    'rejuvenation.'),
+                    'rejuvenation. "rejuvenate" needs backend_url to name '
+                    'a coordination backend that every compute host of '
+                    'the cloud shares, or single_node = true; otherwise '
+                    'nova-compute refuses to start (and "vmbeam aging '
+                    'watch --rejuvenate" to run), since nothing would '
+                    'keep more than max_concurrent hosts from '
+                    'rejuvenating at once.'),
     cfg.FloatOpt('interval',
                  default=60.0,
                  min=1.0,
@@ -115,11 +122,31 @@ policy_opts = [
                     'time; enforced with one tooz lock per slot in '
                     'backend_url.'),
     cfg.StrOpt('backend_url',
-               help='tooz coordination backend shared by the hosts that '
-                    'max_concurrent counts, e.g. "etcd3+http://ctl:2379" '
-                    'or "redis://ctl:6379". Unset: '
-                    '"file://<[vmbeam] state_path>/coordination", which '
-                    'only counts the hosts that share that directory.'),
+               help='tooz coordination backend shared by every compute '
+                    'host that max_concurrent counts, e.g. '
+                    '"redis://ctl:6379" or "etcd3+http://ctl:2379"; its '
+                    'client library must be installed (pip install '
+                    '"tooz[redis]", "tooz[etcd3gw]", ...). Networked '
+                    'backends (redis, etcd3+http, etcd3+https, zookeeper, '
+                    'kazoo, memcached, mysql, postgresql, kubernetes) are '
+                    'shared; file and ipc only reach this host. A host '
+                    'that dies holding a slot loses it when the backend '
+                    'notices: redis, etcd3 and memcached locks are leases '
+                    'that expire lock_timeout seconds (default 30; e.g. '
+                    '"redis://ctl:6379?lock_timeout=30") after its last '
+                    'heartbeat; zookeeper, mysql and postgresql locks '
+                    'end with its session. Unset: "file://<[vmbeam] '
+                    'state_path>/coordination", which counts only this '
+                    'host, so action = rejuvenate then needs '
+                    'single_node = true.'),
+    cfg.BoolOpt('single_node',
+                default=False,
+                help='This compute host is the only one of its cloud that '
+                     'rejuvenates (an all-in-one or lab host): '
+                     'action = rejuvenate may then run without a shared '
+                     'backend_url. Never set it on hosts of a multi-host '
+                     'cloud: each would count only itself, and all of '
+                     'them could rejuvenate at the same time.'),
 ]
 
 limit_opts = [

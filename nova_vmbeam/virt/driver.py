@@ -22,6 +22,7 @@ nova.virt.vmbeam shim package).
 import os
 import pwd
 
+from nova import exception as nova_exception
 from nova import rpc as nova_rpc
 from nova.virt.libvirt import driver as libvirt_driver
 from nova.virt.libvirt import utils as libvirt_utils
@@ -29,6 +30,7 @@ from nova.virt.libvirt import vif as libvirt_vif
 from oslo_log import log as logging
 
 from nova_vmbeam.aging import monitor as aging_monitor
+from nova_vmbeam.aging import slots as aging_slots
 from nova_vmbeam import conf as vmbeam_conf
 from nova_vmbeam import exception
 from nova_vmbeam import guest as guest_mod
@@ -85,6 +87,7 @@ class VMBeamDriver(libvirt_driver.LibvirtDriver):
         return orchestrator.active(state).uri, []
 
     def init_host(self, host):
+        self._check_aging_config()
         # One libvirt event loop per process: Nova's (started by
         # Host.initialize() in super().init_host) serves the engine's
         # connections too.
@@ -118,6 +121,29 @@ class VMBeamDriver(libvirt_driver.LibvirtDriver):
         server, self._rpc_server = self._rpc_server, None
         if server is not None:
             rpc_server.stop(server)
+
+    def _check_aging_config(self):
+        """Refuse to start on an aging config that is unsafe for a fleet.
+
+        action = rejuvenate without a backend shared by the compute hosts
+        (or single_node) would let every host rejuvenate whenever its own
+        monitor decides. nova-compute then fails to start, as it does on
+        Nova's own invalid settings (InvalidConfiguration), rather than
+        run with a monitor that only reports: an operator who configured
+        rejuvenations would otherwise learn from a log line, if at all,
+        that none will happen. It is checked first in init_host, before
+        any generation is started or adopted and before the RPC server
+        runs, so a refused start leaves the host as it found it (a
+        nova-compute that failed later, under systemd, would take the
+        generations it had started down with its cgroup).
+        """
+        opts = CONF.vmbeam_aging
+        if not opts.enabled or opts.action != 'rejuvenate':
+            return
+        try:
+            aging_slots.require_fleet_limit(CONF)
+        except exception.InvalidInput as exc:
+            raise nova_exception.InvalidConfiguration(str(exc))
 
     def _start_aging_monitor(self):
         """The aging monitor ([vmbeam_aging]): rejuvenates in time.

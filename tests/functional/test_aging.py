@@ -93,7 +93,9 @@ class TestMonitorRejuvenates(AgingTestCase):
         marks = self.marks([guest])
         baseline = self.sample('daemon_fds').value
         limit = int(baseline) + 120
-        for name, value in (('probes', ['daemon_fds', 'host_free_memory']),
+        # One host acting on its own: its file backend is the fleet.
+        for name, value in (('action', 'rejuvenate'), ('single_node', True),
+                            ('probes', ['daemon_fds', 'host_free_memory']),
                             ('daemon_fds_limit', limit),
                             ('min_samples', 12), ('horizon', 3600.0),
                             ('min_interval', 3600.0)):

@@ -6,6 +6,7 @@ the policy, the monitor, tooz's file backend) is the real thing.
 """
 
 import datetime
+from importlib import metadata
 import json
 import os
 import random
@@ -94,6 +95,10 @@ class MonitorHarness(testtools.TestCase):
         self.rejuvenations = []
 
     def monitor(self, trace, limit=1024.0, direction=base.RISING, **aging):
+        # One host, its own file backend: the tests below are about when
+        # to rejuvenate, not about the fleet (TestFleetDefaults is).
+        aging.setdefault('action', 'rejuvenate')
+        aging.setdefault('single_node', True)
         aging.setdefault('min_samples', 30)
         aging.setdefault('window', 360)
         aging.setdefault('horizon', 3600.0)
@@ -457,7 +462,10 @@ class TestSlots(testtools.TestCase):
         self.holder(1)
         state = tempfile.mkdtemp(prefix='vmbeam-aging-')
         self.addCleanup(lambda: subprocess.run(['rm', '-rf', state]))
+        # The file backend stands in for a shared one here: the holder
+        # process is the other host.
         conf = make_conf(state, backend_url=self.url, max_concurrent=1,
+                         action='rejuvenate', single_node=True,
                          min_samples=10, horizon=6 * 3600.0)
         clock = Clock()
         probe = TraceProbe(conf, clock, leak(20.0, 5.0), 1024.0)
@@ -480,15 +488,158 @@ class TestSlots(testtools.TestCase):
                          slots_mod.backend_url(conf))
 
 
+class TestFleetDefaults(MonitorHarness):
+    """Nothing rejuvenates unless asked, and never without a fleet limit."""
+
+    def test_default_action_only_reports(self):
+        conf = make_conf(self.state)
+        self.assertEqual('report', conf.vmbeam_aging.action)
+        self.assertIs(False, conf.vmbeam_aging.single_node)
+        mon = self.monitor(leak(20.0, 5.0), min_samples=10, action='report',
+                           single_node=False)
+        mon.start()         # report needs no backend: it starts
+        self.addCleanup(mon.stop)
+        self.assertTrue(mon.running())
+        mon.stop()
+        decisions = self.run_for(mon, 2)
+        self.assertEqual([], self.rejuvenations)
+        self.assertIn('report only', decisions[-1].reason)
+
+    def assertRefusedAtStart(self, fragment, **aging):
+        mon = self.monitor(flat(600.0, 1.0), single_node=False, **aging)
+        exc = self.assertRaises(slots_mod.UnsafeFleetConfig, mon.start)
+        message = str(exc)
+        self.assertNotIn('\n', message)
+        self.assertIn(fragment, message)
+        for fix in ('Set [vmbeam_aging] backend_url to a tooz backend that '
+                    'every compute host reaches', 'single_node = true',
+                    'action = report'):
+            self.assertIn(fix, message)
+        self.assertFalse(mon.running())
+        # Refused before anything started: no backend was even created.
+        self.assertFalse(os.path.exists(os.path.join(self.state,
+                                                     'coordination')))
+        return message
+
+    def test_rejuvenate_on_the_default_backend_is_refused_at_start(self):
+        message = self.assertRefusedAtStart('backend_url is unset')
+        self.assertTrue(message.startswith(
+            '[vmbeam_aging] action = rejuvenate, but'), message)
+        self.assertIn('max_concurrent = 1 host(s)', message)
+
+    def test_backends_of_this_host_only_are_refused(self):
+        self.assertRefusedAtStart('keeps its locks in a directory of this '
+                                  'host',
+                                  backend_url='file://' + self.state)
+        self.assertRefusedAtStart('System V semaphores',
+                                  backend_url='ipc://')
+
+    def test_a_single_node_may_rejuvenate_on_its_own_file_backend(self):
+        mon = self.monitor(leak(20.0, 5.0), min_samples=10)
+        mon.start()
+        self.assertTrue(mon.running())
+        mon.stop()
+        self.run_for(mon, 1)
+        self.assertEqual(1, len(self.rejuvenations))
+
+    def test_networked_backends_count_as_shared(self):
+        for url in ('redis://ctl:6379', 'etcd3+http://ctl:2379',
+                    'zookeeper://ctl:2181', 'memcached://ctl:11211',
+                    'mysql://u:p@ctl/tooz', 'postgresql://ctl/tooz'):
+            self.assertIsNone(slots_mod.fleet_problem(url, False), url)
+        self.assertIsNotNone(slots_mod.fleet_problem(None, False))
+        self.assertIsNone(slots_mod.fleet_problem(None, True))
+
+    def test_rounds_without_start_do_not_rejuvenate_either(self):
+        # Callers that only run rounds (vmbeam aging watch) never started
+        # the monitor: the refusal holds at the moment of acting too.
+        mon = self.monitor(leak(20.0, 5.0), min_samples=10,
+                           single_node=False)
+        decisions = self.run_for(mon, 2)
+        self.assertEqual([], self.rejuvenations)
+        self.assertIn('not rejuvenating: [vmbeam_aging] backend_url is '
+                      'unset', decisions[-1].reason)
+
+    def test_a_backend_whose_library_is_missing_is_refused_at_start(self):
+        missing = metadata.EntryPoint(
+            name='redis', value='vmbeam_no_such_module:Driver',
+            group='tooz.backends')
+        self.useFixture(fixtures.MockPatch(
+            'nova_vmbeam.aging.slots.metadata.entry_points',
+            return_value=[missing]))
+        mon = self.monitor(flat(600.0, 1.0), single_node=False,
+                           backend_url='redis://ctl:6379')
+        exc = self.assertRaises(slots_mod.BackendNotInstalled, mon.start)
+        self.assertIn("vmbeam_no_such_module", str(exc))
+        self.assertIn('pip install "tooz[redis]"', str(exc))
+        self.assertFalse(mon.running())
+
+    def test_an_unknown_backend_is_refused_at_start(self):
+        mon = self.monitor(flat(600.0, 1.0), single_node=False,
+                           backend_url='redsi://ctl:6379')
+        exc = self.assertRaises(slots_mod.BackendNotInstalled, mon.start)
+        self.assertIn("tooz has no backend 'redsi'", str(exc))
+        self.assertIn('redis', str(exc))
+
+    def test_an_unreachable_backend_waits_instead_of_failing(self):
+        # The backend is first asked from the monitor's thread, when a
+        # rejuvenation is due; one that does not answer makes that round
+        # wait, and neither start() nor the thread fails.
+        class Unreachable:
+            count = 1
+            asked = 0
+
+            def start(self):
+                raise AssertionError('start() must not connect')
+
+            def try_acquire(self):
+                self.asked += 1
+                raise slots_mod.CoordinationUnavailable(
+                    url='redis://ctl:6379', reason='Connection refused')
+
+            def stop(self):
+                pass
+
+        unreachable = Unreachable()
+        mon = self.monitor(leak(20.0, 5.0), min_samples=10,
+                           single_node=False,
+                           backend_url='redis://ctl:6379')
+        mon.slots = unreachable
+        mon.start()
+        self.assertTrue(mon.running())
+        mon.stop()
+        decisions = self.run_for(mon, 1)
+        self.assertEqual([], self.rejuvenations)
+        self.assertGreater(unreachable.asked, 0)
+        self.assertEqual(policy_mod.WAIT, decisions[-1].action)
+        self.assertIn('coordination backend redis://ctl:6379 unavailable: '
+                      'Connection refused', decisions[-1].reason)
+
+    def test_backend_errors_become_coordination_unavailable(self):
+        from tooz import coordination
+
+        class Down:
+            def start(self, start_heart=False):
+                raise coordination.ToozConnectionError('Connection refused')
+
+        self.useFixture(fixtures.MockPatch(
+            'tooz.coordination.get_coordinator', return_value=Down()))
+        slots = slots_mod.Slots('redis://ctl:6379', 'host-a', 1)
+        exc = self.assertRaises(slots_mod.CoordinationUnavailable,
+                                slots.try_acquire)
+        self.assertIn('Connection refused', str(exc))
+
+
 class TestCommand(testtools.TestCase):
     """vmbeam aging status|watch, run as the command."""
 
-    def vmbeam(self, *args):
+    def vmbeam(self, *args, aging=''):
         state = self.useFixture(fixtures.TempDir()).path
         conf = os.path.join(state, 'vmbeam.conf')
         with open(conf, 'w') as f:
             f.write('[vmbeam]\nstate_path = %s\n[vmbeam_aging]\n'
-                    'instances_path = %s\ninterval = 1\n' % (state, state))
+                    'instances_path = %s\ninterval = 1\n%s' % (
+                        state, state, aging))
         return subprocess.run(
             [sys.executable, '-m', 'nova_vmbeam.cli', '--config-file', conf,
              'aging'] + list(args), capture_output=True, text=True,
@@ -509,3 +660,21 @@ class TestCommand(testtools.TestCase):
         self.assertEqual(2, out.stdout.count('aging monitor of'))
         self.assertIn('| host_free_memory |', out.stdout)
         self.assertIn('2 samples', out.stdout)
+
+    def test_watch_rejuvenate_is_refused_without_a_fleet_limit(self):
+        out = self.vmbeam('watch', '--rejuvenate', '--rounds', '1')
+        self.assertEqual(2, out.returncode, out.stderr)
+        self.assertEqual('', out.stdout)
+        lines = out.stderr.splitlines()
+        self.assertEqual(1, len(lines), out.stderr)
+        self.assertTrue(lines[0].startswith(
+            'vmbeam: error: vmbeam aging watch --rejuvenate, but '
+            '[vmbeam_aging] backend_url is unset'), lines[0])
+        self.assertIn('single_node = true', lines[0])
+
+    def test_watch_rejuvenate_runs_on_a_single_node(self):
+        # Even where the config says report: the flag is the request.
+        out = self.vmbeam('watch', '--rejuvenate', '--rounds', '1',
+                          aging='single_node = true\naction = report\n')
+        self.assertEqual(0, out.returncode, out.stderr)
+        self.assertIn('1 samples', out.stdout)

@@ -51,6 +51,9 @@ class ReplayProbe(base.Probe):
 class TestRecordedTrace(test_aging.MonitorHarness):
 
     def replay(self, rows, probes, **aging):
+        # One host that acts on its own file backend, as in MonitorHarness.
+        aging.setdefault('action', 'rejuvenate')
+        aging.setdefault('single_node', True)
         conf = test_aging.make_conf(self.state, **aging)
         replays = [ReplayProbe(conf, name, rows, limit)
                    for name, limit in probes.items()]

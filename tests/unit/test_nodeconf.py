@@ -330,6 +330,38 @@ class TestRefuses(NodeConfTestCase):
             message = self.assertRefused(fragment, **values)
             self.assertTrue(message.startswith('--'), message)
 
+    def test_rejuvenate_needs_a_shared_backend_or_a_single_node(self):
+        for extra, fragment in (
+                ({}, 'backend_url is unset'),
+                ({'aging_backend_url': 'file:///srv/coordination'},
+                 'keeps its locks in a directory of this host'),
+                ({'aging_single_node': 'false'}, 'backend_url is unset')):
+            message = self.assertRefused(fragment, aging_action='rejuvenate',
+                                         **extra)
+            self.assertIn('[vmbeam_aging] action = rejuvenate, but', message)
+            self.assertIn('Pass --aging-backend-url', message)
+            self.assertIn('--aging-single-node true', message)
+            self.assertIn('--aging-action report', message)
+        # The file's own action counts too, whatever the flags change.
+        self.assertRefused('backend_url is unset',
+                           text='[vmbeam_aging]\naction = rejuvenate\n',
+                           state_path='/srv/vmbeam')
+
+    def test_rejuvenate_with_a_fleet_limit_is_written(self):
+        for extra in ({'aging_backend_url': 'etcd3+http://ctl:2379'},
+                      {'aging_backend_url': 'redis://ctl:6379'},
+                      {'aging_single_node': 'true'},
+                      # A monitor that does not run refuses nothing.
+                      {'aging_enabled': 'false'}):
+            self.write(NOVA_CONF)
+            self.assertTrue(self.configure(aging_action='rejuvenate',
+                                           **extra)[0], extra)
+            self.assertEqual('rejuvenate', self.oslo().vmbeam_aging.action)
+        # Set before, kept: another run need not repeat it.
+        self.write('[vmbeam_aging]\naction = rejuvenate\n'
+                   'backend_url = redis://ctl:6379\n')
+        self.assertTrue(self.configure(state_path='/srv/vmbeam')[0])
+
     def test_bad_value_on_a_missing_file_creates_nothing(self):
         self.assertRefused('Give true or false.', text=None,
                            aging_enabled='sometimes')

@@ -7,6 +7,7 @@ from lxml import etree
 from nova.api.validation.extra_specs import validators
 from nova import exception as nova_exception
 from nova import objects
+from nova.virt import fake
 from nova.virt.libvirt import blockinfo
 from nova.virt.libvirt import config as vconfig
 
@@ -231,3 +232,39 @@ class TestStartGenerations(base.DriverTestCase):
     def test_otherwise_the_active_generation_alone(self):
         uris = self.journal(None)
         self.assertEqual((uris[1], []), _START_GENERATIONS(self.connection))
+
+
+class TestAgingConfig(base.DriverTestCase):
+    """nova-compute does not start on an aging config unsafe for a fleet."""
+
+    def test_the_default_monitor_runs_and_only_reports(self):
+        self.assertEqual('report', base.CONF.vmbeam_aging.action)
+        self.assertTrue(self.connection._aging_monitor.running())
+
+    def test_rejuvenate_without_a_fleet_limit_fails_before_anything(self):
+        self.flags(action='rejuvenate', group='vmbeam_aging')
+        started = []
+        self.stub_out(
+            'nova_vmbeam.virt.driver.VMBeamDriver._start_generations',
+            lambda driver: started.append(driver) or (base.PRIMARY, []))
+        # As a restarted nova-compute would: a new driver, init_host.
+        driver = driver_mod.VMBeamDriver(fake.FakeVirtAPI())
+        exc = self.assertRaises(nova_exception.InvalidConfiguration,
+                                driver.init_host, 'myhostname')
+        message = str(exc)
+        self.assertNotIn('\n', message)
+        self.assertIn('[vmbeam_aging] action = rejuvenate, but '
+                      '[vmbeam_aging] backend_url is unset', message)
+        self.assertIn('single_node = true', message)
+        # No generation was started or adopted, no RPC server, no monitor.
+        self.assertEqual([], started)
+        self.assertIsNone(driver._rpc_server)
+        self.assertIsNone(driver._aging_monitor)
+
+    def test_rejuvenate_with_a_shared_backend_or_alone_may_start(self):
+        for opts in ({'backend_url': 'redis://ctl:6379'},
+                     {'single_node': True}):
+            self.flags(action='rejuvenate', group='vmbeam_aging', **opts)
+            self.connection._check_aging_config()
+            self.flags(backend_url=None, single_node=False,
+                       group='vmbeam_aging')
