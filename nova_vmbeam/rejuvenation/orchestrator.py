@@ -34,6 +34,10 @@ _HISTORY = 10
 STANDBY = 'standby'
 # A standby's destination QEMU that waits for its guest.
 SHELL_READY = 'ready'
+# A run whose orchestrator died (nova-compute killed or stopped mid-run):
+# its guests are settled, some may still be on the old generation; the
+# next rejuvenation goes on with it.
+INTERRUPTED = 'interrupted'
 
 
 RejuvenationAborted = exception.RejuvenationAborted
@@ -317,6 +321,12 @@ class Orchestrator:
         finally:
             source_host.close()
             target_host.close()
+        # Whoever ran this run is gone (recover runs under the host's
+        # rejuvenation lock): it is open, not running. An operator reads
+        # this state; the next rejuvenation takes the run up again.
+        with self._journal_lock, self.journal.update() as st:
+            if st['run'] and st['run']['state'] == 'running':
+                st['run']['state'] = INTERRUPTED
 
     # --- rejuvenation -------------------------------------------------------
 

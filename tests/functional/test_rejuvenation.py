@@ -490,7 +490,14 @@ class TestRejuvenationFaults(RejuvenationTestCase):
         orchestrator.wait()
         os.kill(destination, signal.SIGCONT)
         self.assertEqual('running', self.journal()['run']['state'])
-        # Run again: the guest in flight is settled, the run completes.
+        # Settled (as nova-compute does at start): open, no longer running.
+        with self.orchestrator.journal.locked():
+            self.orchestrator.recover()
+        self.assertEqual(orchestrator_mod.INTERRUPTED,
+                         self.journal()['run']['state'])
+        self.assertEqual(journal_mod.PENDING,
+                         self.journal()['run']['guests']['g0']['state'])
+        # Run again: the run goes on and completes.
         run = self.orchestrator.rejuvenate()
         self.assertEqual('completed', run['state'])
         self.assertEqual(2, self.journal()['active'])

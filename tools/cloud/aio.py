@@ -95,6 +95,8 @@ IMAGE = 'vmbeam-test-guest'
 #: what the test guest's memory worker does (see nova_vmbeam.guestimage)
 GUEST_WORK_MIB = 64
 GUEST_DIRTY_MIB_S = 8
+#: seconds Nova waits for the guest to shut down by itself (image property)
+GUEST_SHUTDOWN_TIMEOUT = 10
 
 
 class CloudError(Exception):
@@ -811,6 +813,9 @@ def init_image_and_flavors():
             container_format='bare', visibility='public',
             validate_checksum=False,
             kernel_id=ids['kernel'], ramdisk_id=ids['ramdisk'],
+            # The test guest has no ACPI power button handler: a graceful
+            # stop or soft reboot waits this long, then Nova powers off.
+            os_shutdown_timeout=GUEST_SHUTDOWN_TIMEOUT,
             os_command_line=guestimage.kernel_cmdline(
                 GUEST_WORK_MIB, GUEST_DIRTY_MIB_S, 500,
                 verify_mib_s=2 * GUEST_WORK_MIB, hostname='nova-guest'))
