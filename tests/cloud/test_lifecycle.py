@@ -66,7 +66,7 @@ class LifecycleTest(base.CloudTestCase):
                         ignore_missing=True)
         self.assertEqual('active', image.status, label)
         self.assertGreater(image.size, 0, label)
-        self.assertEqual(sid, image.properties.get('instance_uuid'), label)
+        self.assertEqual(sid, image.instance_uuid, label)
         # resize on the same host, confirmed
         base.openstack_cli('server', 'resize', '--wait', '--flavor',
                            resize_to, sid)

@@ -441,7 +441,11 @@ def write_configs(sec):
     # The compute node is what this cloud is for: its periodic tasks and
     # the driver's decisions are in its log.
     compute['DEFAULT']['debug'] = 'true'
-    compute['libvirt'] = {'virt_type': 'qemu'}
+    compute['libvirt'] = {
+        'virt_type': 'qemu',
+        # The test guest ignores ACPI: a soft reboot waits this long for
+        # it to go down by itself, then Nova reboots it hard (default 120).
+        'wait_soft_reboot_seconds': str(GUEST_SHUTDOWN_TIMEOUT)}
     # nova-compute runs as root here, so its privsep daemons start
     # without sudo (and without the rootwrap a packaged Nova brings).
     helper = '%s --config-file %s' % (venv_bin('privsep-helper'),

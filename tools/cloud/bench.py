@@ -47,8 +47,8 @@ def ensure_flavor_and_image(conn):
         conn.image.create_image(
             name=IMAGE, filename=disk, disk_format='raw',
             container_format='bare', validate_checksum=False,
-            kernel_id=base.properties['kernel_id'],
-            ramdisk_id=base.properties['ramdisk_id'],
+            kernel_id=base.kernel_id,
+            ramdisk_id=base.ramdisk_id,
             os_command_line=guestimage.kernel_cmdline(
                 WORK_MIB, DIRTY_MIB_S, 500, hostname='bench-guest'))
 
