@@ -163,16 +163,75 @@ class Host(hypervisor.Hypervisor):
         return [daemon.pid] if daemon else []
 
     def launch(self, spec, incoming=(), paused=False):
-        """Create the domain of ``spec`` (from its XML) in this daemon."""
+        """Create the domain of ``spec`` (from its XML) in this daemon.
+
+        If createXML fails, a domain it started all the same is destroyed
+        before the failure is raised (_remove_half_created).
+        """
         xml = spec.domain_xml
         if incoming:
             xml = config.for_destination(xml, incoming)
         flags = libvirt.VIR_DOMAIN_START_PAUSED if paused else 0
         try:
-            dom = self.conn.createXML(xml, flags)
+            before = self._domain_id(spec.name)
         except libvirt.libvirtError as exc:
             raise exception.QemuStartFailed(guest=spec.name, detail=exc)
+        try:
+            dom = self.conn.createXML(xml, flags)
+        except libvirt.libvirtError as exc:
+            raise exception.QemuStartFailed(
+                guest=spec.name,
+                detail=self._remove_half_created(spec, before, exc))
         return self.guest_class(self, dom, spec)
+
+    def _domain_id(self, name):
+        """The id of the running domain ``name`` here, or None.
+
+        libvirt gives every domain it starts an id of its own (-1 while a
+        domain is not running); ids are never reused while the daemon runs.
+        """
+        dom = self.lookup(name)
+        domain_id = dom.ID() if dom is not None else -1
+        return None if domain_id == -1 else domain_id
+
+    def _remove_half_created(self, spec, before, exc):
+        """Destroy what a failed createXML of ``spec`` left running.
+
+        createXML can fail after the daemon has created the domain and
+        started its QEMU: the reply is lost (a connection that dropped or
+        timed out while the daemon went on), or a late step failed and
+        libvirt did not tidy up. Such a domain is told apart from a guest
+        of the same name (a moved one, another generation's) by its id:
+        one that runs now but did not run before this call, or ran with
+        another id (``before``), was started by the call. It never
+        received a guest, since launch() did not return: nobody asked it
+        to take a migration or resumed it. But it maps the guest's RAM,
+        and Nova would find it under the guest's UUID in this generation,
+        so it is destroyed, and its QEMU reaped, before the move rolls
+        back. Returns what to report.
+        """
+        try:
+            dom = self.lookup(spec.name)
+            found = dom.ID() if dom is not None else -1
+            started = found not in (-1, before) and \
+                dom.UUIDString() == spec.uuid
+        except (libvirt.libvirtError, exception.VMBeamError) as lookup_exc:
+            return ('%s; whether it left a domain behind on %s is unknown: '
+                    '%s' % (exc, self.name, lookup_exc))
+        if not started:
+            return str(exc)
+        LOG.warning('creating %s on %s failed (%s), but it started domain '
+                    '%d: destroying that half-created domain', spec.name,
+                    self.name, exc, found)
+        try:
+            self.guest_class(self, dom, spec).destroy()
+        except Exception as destroy_exc:
+            LOG.error('destroying the half-created domain %s (id %d) on %s '
+                      'failed: %s', spec.name, found, self.name, destroy_exc)
+            return ('%s; the domain it started (id %d) could not be '
+                    'destroyed: %s' % (exc, found, destroy_exc))
+        return '%s; the domain it started (id %d) was destroyed' % (
+            exc, found)
 
     def boot(self, spec):
         """Start ``spec`` here as a persistent, running domain."""
