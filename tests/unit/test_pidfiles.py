@@ -18,6 +18,7 @@ from nova_vmbeam import exception
 from nova_vmbeam import guest as guest_mod
 from nova_vmbeam.libvirt import guest as libvirt_guest
 from nova_vmbeam.libvirt import host as host_mod
+from nova_vmbeam.nested import host as nested_host
 from nova_vmbeam.qemu import procfs
 from nova_vmbeam.siblings import colocated
 from tests.unit import fakes
@@ -186,3 +187,31 @@ class TestLibvirtGuest(testtools.TestCase):
         self.assertTrue(endpoint.alive())
         endpoint.destroy()
         self.assertEqual(-signal.SIGKILL, qemu.wait(timeout=5))
+
+
+class _L1Sibling:
+    """A nested sibling whose L1 VM's QEMU is ``pid``."""
+
+    name = 'gen3'
+    uri = 'qemu+tcp://192.0.2.3/system'
+
+    def __init__(self, pid):
+        self.pid = pid
+
+    def l1_pid(self):
+        return self.pid
+
+
+class TestHostWithoutPidFiles(testtools.TestCase):
+
+    def test_the_l1_vm_is_the_process_of_a_nested_guest(self):
+        # Its QEMU runs in the L1 VM; here the L1 VM's QEMU stands for it
+        # (boosts): named by the host's qemu_pid, with an identity too.
+        l1 = processes.stranger(self)
+        host = nested_host.NestedHost(_L1Sibling(l1.pid), '/nowhere')
+        endpoint = nested_host.RemoteGuest(
+            host, _Domain(), guest_mod.GuestSpec(name='g1', uuid='u1',
+                                                 ram_mib=64))
+        self.assertEqual(l1.pid, endpoint.pid)
+        self.assertEqual(procfs.ProcessIdentity.of(l1.pid), endpoint.process)
+        self.assertEqual([], host.control_pids())
