@@ -186,10 +186,9 @@ class GuestRamGuard:
         if lease.pending(path):
             raise exception.PoolError(
                 path=pool_path,
-                reason='RAM of guest %s was allocated by pid %d %.0f s ago '
-                       'for a QEMU that has not used it yet' % (
-                           guest_uuid, lease.owner.pid,
-                           self.lease_s - (lease.expires - time.time())),
+                reason='RAM of guest %s was allocated by pid %d for a '
+                       'QEMU that has not used it yet' % (guest_uuid,
+                                                          lease.owner.pid),
                 fix='It is about to be mapped: it is released once that '
                     'QEMU is gone, or when its start failed.')
         self.end(guest_uuid)
