@@ -6,6 +6,7 @@ monitor passthrough.
 """
 
 import os
+import signal
 import time
 
 import libvirt
@@ -20,13 +21,17 @@ from nova_vmbeam.qemu import procfs
 LOG = logging.getLogger(__name__)
 
 
+class QemuGone(exception.VMBeamError):
+    """libvirt's pid file names a QEMU that does not run any more."""
+
+
 class LibvirtGuest(hypervisor.GuestEndpoint):
 
     def __init__(self, host, dom, spec):
         self.host = host
         self.dom = dom
         self.spec = spec
-        self._pid = None
+        self._process = None
 
     @property
     def name(self):
@@ -34,9 +39,22 @@ class LibvirtGuest(hypervisor.GuestEndpoint):
 
     @property
     def pid(self):
-        if self._pid is None:
-            self._pid = self.host.qemu_pid(self.spec.name)
-        return self._pid
+        return self.process.pid
+
+    @property
+    def process(self):
+        """The QEMU as a procfs.ProcessIdentity, read once and kept.
+
+        What is waited for and signalled: once this QEMU has exited, its
+        pid may name another process, which must never be taken for it.
+        """
+        if self._process is None:
+            process = self.host.qemu_process(self.spec.name)
+            if process is None:
+                raise QemuGone('no QEMU runs for %s on %s' %
+                               (self.name, self.host.name))
+            self._process = process
+        return self._process
 
     def connect(self, timeout=None):
         """libvirt holds the monitor; nothing to connect."""
@@ -53,7 +71,7 @@ class LibvirtGuest(hypervisor.GuestEndpoint):
 
     def alive(self):
         try:
-            return procfs.alive(self.pid)
+            return self.process.alive()
         except exception.VMBeamError:
             return False   # no pid file: libvirt has no QEMU for it
 
@@ -83,35 +101,35 @@ class LibvirtGuest(hypervisor.GuestEndpoint):
         self.dom.setSchedulerParametersFlags(
             {'cpu_shares': shares}, libvirt.VIR_DOMAIN_AFFECT_LIVE)
 
-    def _wait_gone(self, pid, timeout=10.0):
+    def _wait_gone(self, process, timeout=10.0):
         deadline = time.monotonic() + timeout
-        while procfs.alive(pid):
+        while process.alive():
             if time.monotonic() > deadline:
                 raise RuntimeError('QEMU %d of %s did not exit' %
-                                   (pid, self.name))
+                                   (process.pid, self.name))
             time.sleep(0.002)
 
     def destroy(self):
         """Kill through libvirt and wait until QEMU is really gone."""
-        pid = self._pid
+        process = self._process
         try:
-            if pid is None and self.dom.isActive():
-                pid = self.pid
+            if process is None and self.dom.isActive():
+                try:
+                    process = self.process
+                except QemuGone:
+                    pass   # only libvirt's record of it is left to tidy
             self.dom.destroy()
         except libvirt.libvirtError as exc:
             if exc.get_error_code() not in (libvirt.VIR_ERR_OPERATION_INVALID,
                                             libvirt.VIR_ERR_NO_DOMAIN):
-                if pid is None:
+                if process is None:
                     raise
                 # The daemon is gone or wedged: the QEMU still is not.
                 LOG.warning('libvirt could not destroy %s (%s); killing '
-                            'QEMU %d', self.name, exc, pid)
-                try:
-                    os.kill(pid, 9)
-                except OSError:
-                    pass
-        if pid:
-            self._wait_gone(pid)
+                            'QEMU %d', self.name, exc, process.pid)
+                process.signal(signal.SIGKILL)
+        if process is not None:
+            self._wait_gone(process)
         self.undefine()
 
     def retire(self):
@@ -121,7 +139,7 @@ class LibvirtGuest(hypervisor.GuestEndpoint):
         sees the exit and tidies its records by itself, which takes it over
         a second that no guest needs to wait for. Falls back to destroy().
         """
-        pid = self.pid
+        process = self.process
         # Undefine first, while the domain runs (it just turns transient):
         # once QEMU is gone, every libvirt call on the domain waits until
         # libvirt has finished tidying up after it.
@@ -131,7 +149,7 @@ class LibvirtGuest(hypervisor.GuestEndpoint):
         except monitor_mod.MonitorError:
             pass   # the reply is lost when QEMU closes the monitor
         try:
-            self._wait_gone(pid, timeout=5.0)
+            self._wait_gone(process, timeout=5.0)
         except RuntimeError:
             LOG.warning('%s did not quit; destroying it', self.name)
             self.destroy()

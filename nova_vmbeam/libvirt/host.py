@@ -156,23 +156,82 @@ class Host(hypervisor.Hypervisor):
         return self._run_dir
 
     def control_pids(self):
-        try:
-            with open(self.daemon_pid_file) as f:
-                return [int(f.read().strip())]
-        except (OSError, ValueError):
-            return []
+        # Boosted during a switchover: a stale pid file must not lend the
+        # boost to whatever process has the daemon's pid now.
+        daemon = procfs.pidfile_process(self.daemon_pid_file) \
+            if self.daemon_pid_file else None
+        return [daemon.pid] if daemon else []
 
     def launch(self, spec, incoming=(), paused=False):
-        """Create the domain of ``spec`` (from its XML) in this daemon."""
+        """Create the domain of ``spec`` (from its XML) in this daemon.
+
+        If createXML fails, a domain it started all the same is destroyed
+        before the failure is raised (_remove_half_created).
+        """
         xml = spec.domain_xml
         if incoming:
             xml = config.for_destination(xml, incoming)
         flags = libvirt.VIR_DOMAIN_START_PAUSED if paused else 0
         try:
-            dom = self.conn.createXML(xml, flags)
+            before = self._domain_id(spec.name)
         except libvirt.libvirtError as exc:
             raise exception.QemuStartFailed(guest=spec.name, detail=exc)
+        try:
+            dom = self.conn.createXML(xml, flags)
+        except libvirt.libvirtError as exc:
+            raise exception.QemuStartFailed(
+                guest=spec.name,
+                detail=self._remove_half_created(spec, before, exc))
         return self.guest_class(self, dom, spec)
+
+    def _domain_id(self, name):
+        """The id of the running domain ``name`` here, or None.
+
+        libvirt gives every domain it starts an id of its own (-1 while a
+        domain is not running); ids are never reused while the daemon runs.
+        """
+        dom = self.lookup(name)
+        domain_id = dom.ID() if dom is not None else -1
+        return None if domain_id == -1 else domain_id
+
+    def _remove_half_created(self, spec, before, exc):
+        """Destroy what a failed createXML of ``spec`` left running.
+
+        createXML can fail after the daemon has created the domain and
+        started its QEMU: the reply is lost (a connection that dropped or
+        timed out while the daemon went on), or a late step failed and
+        libvirt did not tidy up. Such a domain is told apart from a guest
+        of the same name (a moved one, another generation's) by its id:
+        one that runs now but did not run before this call, or ran with
+        another id (``before``), was started by the call. It never
+        received a guest, since launch() did not return: nobody asked it
+        to take a migration or resumed it. But it maps the guest's RAM,
+        and Nova would find it under the guest's UUID in this generation,
+        so it is destroyed, and its QEMU reaped, before the move rolls
+        back. Returns what to report.
+        """
+        try:
+            dom = self.lookup(spec.name)
+            found = dom.ID() if dom is not None else -1
+            started = found not in (-1, before) and \
+                dom.UUIDString() == spec.uuid
+        except (libvirt.libvirtError, exception.VMBeamError) as lookup_exc:
+            return ('%s; whether it left a domain behind on %s is unknown: '
+                    '%s' % (exc, self.name, lookup_exc))
+        if not started:
+            return str(exc)
+        LOG.warning('creating %s on %s failed (%s), but it started domain '
+                    '%d: destroying that half-created domain', spec.name,
+                    self.name, exc, found)
+        try:
+            self.guest_class(self, dom, spec).destroy()
+        except Exception as destroy_exc:
+            LOG.error('destroying the half-created domain %s (id %d) on %s '
+                      'failed: %s', spec.name, found, self.name, destroy_exc)
+            return ('%s; the domain it started (id %d) could not be '
+                    'destroyed: %s' % (exc, found, destroy_exc))
+        return '%s; the domain it started (id %d) was destroyed' % (
+            exc, found)
 
     def boot(self, spec):
         """Start ``spec`` here as a persistent, running domain."""
@@ -230,8 +289,9 @@ class Host(hypervisor.Hypervisor):
         Read from libvirt's pid files and /proc, not asked of the daemon:
         libvirt lists a domain as active for a second or more after its
         QEMU has exited, while it tidies up, and "is this daemon empty"
-        only cares about live QEMUs. Only a pid file whose process is the
-        QEMU of that domain counts (libvirt keeps its driver.pid there).
+        only cares about live QEMUs. Only a pid file locked by the process
+        it names, and that process the QEMU of that domain, counts
+        (libvirt keeps its own driver.pid there too).
         """
         names = []
         qemu_dir = os.path.join(self.pid_dir, 'qemu')
@@ -248,20 +308,50 @@ class Host(hypervisor.Hypervisor):
                 names.append(name)
         return sorted(names)
 
-    def qemu_pid(self, name, timeout=5.0):
-        """Pid of the QEMU of domain ``name``, from libvirt's pid file."""
+    def qemu_process(self, name, timeout=5.0):
+        """The QEMU of domain ``name`` (a ProcessIdentity), from its pid file.
+
+        Only the QEMU that holds the lock on libvirt's pid file counts
+        (procfs.pidfile_process): a file left behind by a QEMU that died
+        while its daemon was down names a pid that may belong to any
+        process by now, another generation's QEMU of the same domain
+        included. Waits up to ``timeout`` for the file of a QEMU that is
+        starting; None at once with ``timeout`` 0.
+
+        A hypervisor without pid files here (pid_dir None: its QEMUs run
+        in a VM) names the process that runs the guest by qemu_pid().
+        """
+        if self.pid_dir is None:
+            pid = self.qemu_pid(name, timeout)
+            return procfs.ProcessIdentity.of(pid) if pid else None
         path = os.path.join(self.pid_dir, 'qemu', '%s.pid' % name)
         deadline = time.monotonic() + timeout
         while True:
-            try:
-                with open(path) as f:
-                    return int(f.read().strip())
-            except (OSError, ValueError):
-                if timeout == 0:
-                    return None
-                if time.monotonic() > deadline:
-                    raise exception.VMBeamError('no QEMU pid file %s' % path)
-                time.sleep(0.005)
+            process = procfs.pidfile_process(path)
+            if process is not None or timeout == 0:
+                return process
+            # A starting QEMU holds the lock before it writes its pid: a
+            # pid that does not hold it (asked twice, in case the file was
+            # written between) is a QEMU gone, not one to wait for.
+            if procfs.pidfile_pid(path) is not None:
+                process = procfs.pidfile_process(path)
+                if process is not None:
+                    return process
+                raise guest_mod.QemuGone(
+                    'QEMU pid file %s is stale: the QEMU it names is gone'
+                    % path)
+            if time.monotonic() > deadline:
+                raise exception.VMBeamError(
+                    'no QEMU holds its pid file %s' % path)
+            time.sleep(0.005)
+
+    def qemu_pid(self, name, timeout=5.0):
+        """Pid of the QEMU of domain ``name`` (see qemu_process)."""
+        if self.pid_dir is None:
+            raise exception.VMBeamError(
+                '%s keeps no QEMU pid files here' % self.name)
+        process = self.qemu_process(name, timeout)
+        return process.pid if process is not None else None
 
     def monitor_command(self, dom, command, arguments=None, timeout=None):
         """A QMP command through libvirt's monitor passthrough."""

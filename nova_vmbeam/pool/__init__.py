@@ -7,7 +7,8 @@ plugins in the ``nova_vmbeam.pools`` namespace, chosen by [vmbeam]
 ram_pool_backend: ``pagemoverd`` (the native daemon owns the pools and
 keeps them alive across hypervisor generations) and ``file`` (RamPool
 below: this process manages the files itself). Every caller gets its pool
-from load().
+from load(). Both allocate and release a guest's RAM under that guest's
+lock, and keep RAM that is about to be mapped (pool.guard).
 """
 
 import os
@@ -19,6 +20,8 @@ from stevedore import exception as stevedore_exc
 from stevedore import extension
 
 from nova_vmbeam import exception
+from nova_vmbeam.pool import daemon
+from nova_vmbeam.pool import guard as guard_mod
 from nova_vmbeam.qemu import procfs
 
 LOG = logging.getLogger(__name__)
@@ -85,18 +88,26 @@ def _hugepage_size(super_opts):
     return 2 << 20
 
 
-class RamPool:
-    """A directory of guest RAM files on tmpfs or hugetlbfs (``file``)."""
+class RamPool(guard_mod.GuardedPool):
+    """A directory of guest RAM files on tmpfs or hugetlbfs (``file``).
 
-    def __init__(self, path, owner=None, reserve_mib=0):
+    ``lock_dir``: where the guests' locks and leases go (pool.guard);
+    by default where the pool's daemon would keep its socket.
+    """
+
+    def __init__(self, path, owner=None, reserve_mib=0, lock_dir=None):
         self.path = os.path.abspath(path)
         self.owner = owner
         self.reserve_bytes = reserve_mib * 1024 * 1024
+        self.guard = guard_mod.GuestRamGuard(
+            lock_dir or guard_mod.directory(daemon.RUN_DIR, self.path))
 
     @classmethod
     def from_conf(cls, conf):
         return cls(conf.vmbeam.ram_pool_path, conf.vmbeam.qemu_user,
-                   conf.vmbeam.ram_pool_reserve_mib)
+                   conf.vmbeam.ram_pool_reserve_mib,
+                   lock_dir=guard_mod.directory_for(
+                       conf, conf.vmbeam.ram_pool_path))
 
     def _fail(self, reason, fix):
         raise exception.PoolError(path=self.path, reason=reason, fix=fix)
@@ -150,7 +161,7 @@ class RamPool:
     def file_path(self, guest_uuid):
         return guest_file_path(self.path, guest_uuid)
 
-    def allocate(self, guest_uuid, size_bytes):
+    def _allocate(self, guest_uuid, size_bytes):
         """Create (or reuse, if the size matches) the RAM file of a guest.
 
         The file is mode 0600, owned by the pool owner, and sized but not
@@ -203,7 +214,7 @@ class RamPool:
             return []
         return procfs.pids_mapping(procfs.file_identity(path))
 
-    def release(self, guest_uuid):
+    def _release(self, guest_uuid):
         """Free a guest's RAM; refused while any process maps it."""
         path = self.file_path(guest_uuid)
         if not os.path.exists(path):

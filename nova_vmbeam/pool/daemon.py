@@ -153,6 +153,11 @@ def stop(conf, timeout=10.0):
     info = _answers(path)
     if info is None:
         return False
+    # The pid comes from the daemon itself, which runs until told to stop
+    # just below; its start time is taken now, so that a process reusing
+    # the pid after the daemon exited is not waited for in its place.
+    # Nothing is signalled here.
+    daemon = procfs.ProcessIdentity.of(info['pid'])
     try:
         protocol.call(path, {'op': 'shutdown'})
     except OSError:
@@ -160,7 +165,7 @@ def stop(conf, timeout=10.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         # Exited is enough: whoever adopted it reaps it in its own time.
-        if not procfs.alive(info['pid']):
+        if daemon is None or not daemon.alive():
             return True
         time.sleep(0.01)
     raise DaemonStartFailed(detail='pid %d did not exit after shutdown' %

@@ -6,16 +6,23 @@ descriptor to every pool so guest RAM outlives any hypervisor generation,
 a crashed QEMU and an accidental unlink. Beyond those: hand a pool over as
 a descriptor, verify that a QEMU maps exactly that pool, report how much
 of it is resident, attach it to a hypervisor VM as ivshmem-plain.
+
+The daemon answers one request at a time, but a guest's allocate and
+release are sequences of them seen from here (the old pool released, a
+new one allocated; a pool allocated, then mapped by its QEMU): those hold
+the guest's lock and honour its lease (pool.guard), as the file backend
+does.
 """
 
 import os
 
 from nova_vmbeam import pool as pool_mod
 from nova_vmbeam.pool import daemon
+from nova_vmbeam.pool import guard as guard_mod
 from nova_vmbeam.pool import protocol
 
 
-class PagemoverdPool:
+class PagemoverdPool(guard_mod.GuardedPool):
     """A RAM pool directory, through vmbeam-pagemoverd."""
 
     def __init__(self, conf):
@@ -23,6 +30,8 @@ class PagemoverdPool:
         self.path = os.path.abspath(conf.vmbeam.ram_pool_path)
         self.owner = conf.vmbeam.qemu_user
         self.socket = daemon.socket_path(conf)
+        self.guard = guard_mod.GuestRamGuard(
+            guard_mod.directory_for(conf, self.path))
         self._seen = False
 
     @classmethod
@@ -57,9 +66,8 @@ class PagemoverdPool:
     def file_path(self, guest_uuid):
         return pool_mod.guest_file_path(self.path, guest_uuid)
 
-    def allocate(self, guest_uuid, size_bytes):
+    def _allocate(self, guest_uuid, size_bytes):
         """Create (or reuse, if the size matches) a guest's pool; its path."""
-        self.file_path(guest_uuid)
         return self._call('allocate', uuid=guest_uuid,
                           size=size_bytes)[0]['path']
 
@@ -72,7 +80,7 @@ class PagemoverdPool:
                 return []
             raise
 
-    def release(self, guest_uuid):
+    def _release(self, guest_uuid):
         """Free a guest's RAM; refused while any process maps it."""
         try:
             self._call('release', uuid=guest_uuid)

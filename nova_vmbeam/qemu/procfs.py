@@ -2,10 +2,19 @@
 
 The maps are how a move proves that the destination QEMU maps the very same
 RAM as the source (same device and inode) before the source is let go.
+
+Processes are named by a ProcessIdentity (pid and start time), never by a
+bare pid, wherever they are signalled or waited for: a pid is reused as
+soon as its process has been reaped, and a pid file outlives its process
+when that dies without tidying up.
 """
 
 import collections
+import ctypes
+import dataclasses
+import fcntl
 import os
+import signal
 
 Mapping = collections.namedtuple(
     'Mapping', 'start end shared dev inode path')
@@ -114,13 +123,139 @@ def cpu_cgroup(pid):
     return unified
 
 
-def alive(pid):
-    """True while ``pid`` runs (a zombie has exited already)."""
+def _stat(pid):
+    """The fields of /proc/<pid>/stat after the command name, or None.
+
+    Index 0 is field 3 (the state); field 22 (start time) is index 19. The
+    command name is cut off at its last ')' since it may hold spaces and
+    parentheses itself.
+    """
     try:
         with open('/proc/%d/stat' % pid) as f:
-            return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
+            return f.read().rsplit(')', 1)[1].split()
     except (OSError, IndexError):
-        return False
+        return None
+
+
+_STATE = 0
+_START_TIME = 19
+
+
+def alive(pid):
+    """True while ``pid`` runs (a zombie has exited already)."""
+    fields = _stat(pid)
+    return bool(fields) and fields[_STATE] != 'Z'
+
+
+@dataclasses.dataclass(frozen=True)
+class ProcessIdentity:
+    """One process, told apart from any later process with the same pid.
+
+    ``start_ticks`` is field 22 of /proc/<pid>/stat: clock ticks after
+    boot at which the process started. A pid is only ever reused by a
+    process started later, so pid and start time together name exactly
+    one process for as long as the host runs.
+    """
+
+    pid: int
+    start_ticks: int
+
+    @classmethod
+    def of(cls, pid):
+        """The identity of the process ``pid`` now, or None if none runs."""
+        fields = _stat(pid)
+        if not fields or fields[_STATE] == 'Z':
+            return None
+        return cls(pid, int(fields[_START_TIME]))
+
+    @classmethod
+    def current(cls):
+        return cls.of(os.getpid())
+
+    def alive(self):
+        """True while this very process runs (not a zombie, not a reuse)."""
+        fields = _stat(self.pid)
+        return bool(fields) and fields[_STATE] != 'Z' and \
+            int(fields[_START_TIME]) == self.start_ticks
+
+    def signal(self, sig):
+        """Send ``sig`` to this process only; False if it is gone.
+
+        Through a pidfd: once opened it refers to one process whatever
+        happens to the pid, and the start time is compared after opening
+        it, so a process that replaced ours under the same pid is never
+        signalled.
+        """
+        try:
+            pidfd = os.pidfd_open(self.pid)
+        except ProcessLookupError:
+            return False
+        try:
+            if not self.alive():
+                return False
+            signal.pidfd_send_signal(pidfd, sig)
+            return True
+        except ProcessLookupError:
+            return False
+        finally:
+            os.close(pidfd)
+
+
+class _Flock(ctypes.Structure):
+    """struct flock (fcntl(2)), laid out by ctypes as the C compiler does."""
+
+    _fields_ = [('l_type', ctypes.c_short), ('l_whence', ctypes.c_short),
+                ('l_start', ctypes.c_int64), ('l_len', ctypes.c_int64),
+                ('l_pid', ctypes.c_int)]
+
+
+def _lock_holder(fd):
+    """Pid of the process holding a POSIX lock on ``fd``'s file, or None."""
+    query = _Flock(fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+    found = _Flock.from_buffer_copy(
+        fcntl.fcntl(fd, fcntl.F_GETLK, bytes(query)))
+    return found.l_pid if found.l_type != fcntl.F_UNLCK else None
+
+
+def pidfile_pid(path):
+    """The pid written in a pid file, whoever holds it; None if none is."""
+    try:
+        with open(path) as f:
+            return int(f.read(32).strip())
+    except (OSError, ValueError):
+        return None
+
+
+def pidfile_process(path):
+    """The process a daemon's pid file names, or None if it is not there.
+
+    libvirtd, virtlogd and the QEMUs libvirt starts all take a POSIX lock
+    on their pid file (libvirt's virPidFileAcquirePath) and hold it for as
+    long as they run; the kernel drops it when they exit. So the pid in
+    the file counts only if that process holds the lock: a stale file
+    (its process died without removing it) whose pid has been reused by
+    any other process is refused. This is libvirt's own test
+    (virPidFileReadIfLocked). The lock holder is asked again after the
+    start time was read, so the identity returned is the holder's.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        try:
+            pid = int(os.read(fd, 32).decode().strip())
+        except (OSError, ValueError, UnicodeDecodeError):
+            return None
+        if _lock_holder(fd) != pid:
+            return None
+        process = ProcessIdentity.of(pid)
+        if process is None or _lock_holder(fd) != pid:
+            return None
+        return process
+    finally:
+        # We never lock these files, so closing drops no lock of ours.
+        os.close(fd)
 
 
 def _qemu_argv(pid):

@@ -40,6 +40,9 @@ SHELL_READY = 'ready'
 INTERRUPTED = 'interrupted'
 
 
+# Journal states of guests whose destination, if any, was destroyed.
+_NOT_MOVED = (journal_mod.PENDING, journal_mod.FAILED, journal_mod.GONE)
+
 RejuvenationAborted = exception.RejuvenationAborted
 NotInitialized = exception.NotInitialized
 
@@ -302,6 +305,9 @@ class Orchestrator:
         source_host, target_host = source.host(), target.host()
         try:
             for name, entry in run['guests'].items():
+                if entry['state'] in _NOT_MOVED:
+                    self._remove_stray(name, entry, target_host)
+                    continue
                 if entry['state'] != journal_mod.MOVING:
                     continue
                 try:
@@ -327,6 +333,46 @@ class Orchestrator:
         with self._journal_lock, self.journal.update() as st:
             if st['run'] and st['run']['state'] == 'running':
                 st['run']['state'] = INTERRUPTED
+
+    def _remove_stray(self, name, entry, target_host):
+        """Destroy a destination of ``name`` that never received the guest.
+
+        For a guest the run has not moved and is not moving (``entry``
+        pending, failed or gone), nothing on the target holds it: every
+        move that failed destroyed its destination first. A domain of
+        that name there all the same is a stray, left by a createXML that
+        failed half way while its daemon was out of reach (killed during
+        the call, it found that QEMU again when restarted). It is told
+        apart from a moved guest by the journal, from a destination a
+        standby prepared by the shell record, and by its QEMU's state:
+        only one still waiting for a migration ('inmigrate': destinations
+        start with -incoming, and a guest that moved in has left that
+        state for good), or already gone, is destroyed. Anything else (a
+        guest that runs, or one Nova started paused: 'prelaunch') is left
+        for the operator.
+        """
+        shell = entry.get('shell')
+        if shell and shell.get('state') == SHELL_READY:
+            return   # a standby's destination, taken over by the run
+        try:
+            stray = target_host.guest(name)
+            if stray is None:
+                return
+            state = stray.status() if stray.alive() else None
+            if state not in (None, 'inmigrate'):
+                raise exception.VMBeamError(
+                    'guest %s is %s, but %s has a domain of it that is %s, '
+                    'not a destination that never received it; check it '
+                    'by hand' % (name, entry['state'], target_host.name,
+                                 state))
+            LOG.warning('%s is %s, but %s has a destination of it that '
+                        'never received it (left by a failed start): '
+                        'destroying it', name, entry['state'],
+                        target_host.name)
+            stray.destroy()
+        except (exception.VMBeamError, libvirt.libvirtError) as exc:
+            LOG.error('%s', exc)
+            self._set_guest(name, error=str(exc))
 
     # --- rejuvenation -------------------------------------------------------
 

@@ -42,14 +42,6 @@ exec %(libvirtd)s --pid-file %(base)s/run/libvirtd.pid
 '''
 
 
-def _read_pid(path):
-    try:
-        with open(path) as f:
-            return int(f.read().strip())
-    except (OSError, ValueError):
-        return None
-
-
 def _proc_usage(pid):
     """(RSS KiB, open fds) of a process."""
     rss = 0
@@ -152,11 +144,11 @@ class ColocatedSibling(base.Sibling):
         binds = '\n'.join('mkdir -p %s && mount --bind %s %s' %
                           (target, self._path(private), target)
                           for private, target in PRIVATE_DIRS)
-        virtlogd = self.pids()['virtlogd']
-        if virtlogd and procfs.alive(virtlogd):
+        virtlogd = self.processes()['virtlogd']
+        if virtlogd is not None:
             # Only libvirtd died: the running QEMUs still log through
             # this virtlogd, so the restarted libvirtd uses it too.
-            start_virtlogd = ': reusing virtlogd %d' % virtlogd
+            start_virtlogd = ': reusing virtlogd %d' % virtlogd.pid
         else:
             start_virtlogd = '%s --daemon --pid-file %s' % (
                 self.conf.vmbeam.virtlogd, self._path('run', 'virtlogd.pid'))
@@ -220,39 +212,53 @@ class ColocatedSibling(base.Sibling):
         finally:
             host.close()
 
-    def pids(self):
-        return {name: _read_pid(self._path('run', '%s.pid' % name))
+    def processes(self):
+        """The daemons that run now: name -> procfs.ProcessIdentity or None.
+
+        Read from their pid files, which both hold locked while they run
+        (--pid-file): a file they left behind when killed names a pid that
+        another process may have by now, and that process is never taken
+        for the daemon (procfs.pidfile_process).
+        """
+        return {name: procfs.pidfile_process(
+                    self._path('run', '%s.pid' % name))
                 for name in ('libvirtd', 'virtlogd')}
 
+    def pids(self):
+        """name -> pid of the daemons that run now (None if not)."""
+        return {name: process.pid if process else None
+                for name, process in self.processes().items()}
+
     def running(self):
-        pid = self.pids()['libvirtd']
-        return pid is not None and procfs.alive(pid)
+        return self.processes()['libvirtd'] is not None
 
     def health(self):
         report = {'generation': self.generation, 'running': self.running()}
         for name, pid in self.pids().items():
-            rss, fds = _proc_usage(pid) if pid and procfs.alive(pid) \
-                else (0, 0)
+            rss, fds = _proc_usage(pid) if pid else (0, 0)
             report[name] = {'pid': pid, 'rss_kib': rss, 'fds': fds}
         return report
 
     def kill_daemon(self, sig=signal.SIGKILL):
         """Signal libvirtd (fault tests, and a wedged daemon)."""
-        pid = self.pids()['libvirtd']
-        if pid:
-            os.kill(pid, sig)
+        libvirtd = self.processes()['libvirtd']
+        if libvirtd is not None:
+            libvirtd.signal(sig)
 
     def retire(self):
-        for name, pid in self.pids().items():
-            if pid and procfs.alive(pid):
-                os.kill(pid, signal.SIGTERM)
+        # Identities taken once: waited for and signalled until they are
+        # gone, never whatever process gets their pid afterwards.
+        daemons = {name: process for name, process in
+                   self.processes().items() if process is not None}
+        for process in daemons.values():
+            process.signal(signal.SIGTERM)
         deadline = time.monotonic() + 15
-        for name, pid in self.pids().items():
-            while pid and procfs.alive(pid):
+        for name, process in daemons.items():
+            while process.alive():
                 if time.monotonic() > deadline:
                     LOG.warning('%s of %s ignores SIGTERM; killing it',
                                 name, self.name)
-                    os.kill(pid, signal.SIGKILL)
+                    process.signal(signal.SIGKILL)
                     deadline += 5
                 time.sleep(0.05)
         if self._popen is not None:

@@ -418,6 +418,9 @@ def stop_l1(dom, address):
     that (the agent did not answer) is reset here with ``ss -K``.
     """
     try:
+        # The pid file is trusted as it is here: a stale one can only name
+        # another process of this L1, and the whole L1 is destroyed just
+        # below (retired once empty, or stopped with everything in it).
         agent.sh(dom, 'kill $(cat /run/libvirtd.pid 2>/dev/null || '
                  'pidof libvirtd) 2>/dev/null; i=0; while pidof libvirtd '
                  '>/dev/null && [ $i -lt 50 ]; do usleep 100000; '

@@ -16,6 +16,7 @@ from oslo_utils import strutils
 
 from nova_vmbeam import exception
 from nova_vmbeam import pool as pool_mod
+from nova_vmbeam.pool import guard
 
 LOG = logging.getLogger(__name__)
 
@@ -104,7 +105,8 @@ def pool_at(conf, path):
     if os.path.abspath(path) == os.path.abspath(conf.vmbeam.ram_pool_path):
         return pool_mod.load(conf)
     return pool_mod.RamPool(path, conf.vmbeam.qemu_user,
-                            conf.vmbeam.ram_pool_reserve_mib)
+                            conf.vmbeam.ram_pool_reserve_mib,
+                            lock_dir=guard.directory_for(conf, path))
 
 
 def allocate(ram_plan, instance_uuid):
@@ -112,7 +114,9 @@ def allocate(ram_plan, instance_uuid):
 
     A leftover file of an earlier incarnation (hard reboot, rebuild) is
     released first, so no guest starts on old RAM contents; that is
-    refused while any QEMU still maps it.
+    refused while any QEMU still maps it. Both in one hold of the guest's
+    lock, and the new file is kept from other callers' releases until
+    its QEMU has used it (pool.guard).
     """
     if ram_plan.hugepages:
         have = ram_plan.pool.page_size() >> 10
@@ -123,8 +127,7 @@ def allocate(ram_plan, instance_uuid):
                        % (have, ram_plan.page_size_kib),
                 fix='Point [vmbeam] hugepage_pool_path at a hugetlbfs '
                     'mount with pagesize=%dK.' % ram_plan.page_size_kib)
-    ram_plan.pool.release(instance_uuid)
-    return ram_plan.pool.allocate(instance_uuid, ram_plan.size_bytes)
+    return ram_plan.pool.reallocate(instance_uuid, ram_plan.size_bytes)
 
 
 def release(conf, instance_uuid):
@@ -135,7 +138,9 @@ def release(conf, instance_uuid):
             pool.release(instance_uuid)
         except exception.PoolError as exc:
             # Mapped: a QEMU still runs on it (a move in progress, or a
-            # guest Nova did not manage to stop). Freeing would corrupt it.
+            # guest Nova did not manage to stop), or about to be: another
+            # thread allocated it for a QEMU that is starting. Freeing
+            # would corrupt it.
             LOG.warning('keeping the RAM of %s: %s', instance_uuid, exc)
 
 
@@ -148,5 +153,4 @@ def allocate_path(conf, path, instance_uuid, size_bytes):
                                    'one named after instance %s' %
                                    (path, instance_uuid),
             fix='Hard reboot the instance so that its XML is written anew.')
-    pool.release(instance_uuid)
-    return pool.allocate(instance_uuid, size_bytes)
+    return pool.reallocate(instance_uuid, size_bytes)

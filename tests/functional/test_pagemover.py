@@ -1,6 +1,7 @@
 """vmbeam-pagemoverd for real: pools of running QEMU guests survive."""
 
 import hashlib
+import mmap
 import os
 import pwd
 import signal
@@ -8,6 +9,7 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 
 from nova_vmbeam import exception
@@ -92,6 +94,29 @@ class TestPoolDaemon(base.PrivateStateTestCase):
         self.assertEqual(protocol.WRONG_OWNER, exc.code)
         self.assertIn('chown', str(exc))
         self.assertEqual(['.pagemoverd'], os.listdir(self.pool.path))
+
+    def test_release_racing_an_allocation_keeps_the_pool(self):
+        self.pool.ensure()
+        # Allocated on another thread (nova-compute creating the guest),
+        # whose QEMU has not mapped it yet.
+        allocator = threading.Thread(target=self.pool.allocate,
+                                     args=('u1', 4 * MIB))
+        allocator.start()
+        allocator.join()
+        path = self.pool.file_path('u1')
+        exc = self.assertRaises(exception.PoolError, self.pool.release,
+                                'u1')
+        self.assertIn('has not used it yet', str(exc))
+        self.assertTrue(os.path.exists(path))
+        self.assertEqual(1, self.pool.daemon_info()['pools'])
+        # Its QEMU maps it, runs, and is gone: then it is freed.
+        with open(path, 'r+b') as f:
+            ram = mmap.mmap(f.fileno(), 4 * MIB, mmap.MAP_SHARED)
+        ram[:4] = b'boot'
+        ram.close()
+        self.assertTrue(self.pool.release('u1'))
+        self.assertFalse(os.path.exists(path))
+        self.assertEqual(0, self.pool.daemon_info()['pools'])
 
     def test_daemon_runs_apart_from_whoever_started_it(self):
         # Started by a short-lived "orchestrator" in a process group of its

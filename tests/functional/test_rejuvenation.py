@@ -9,6 +9,9 @@ import sys
 import threading
 import time
 
+import fixtures
+import libvirt
+
 from nova_vmbeam import exception
 from nova_vmbeam import guest as guest_mod
 from nova_vmbeam.guestimage import console as guestimage_console
@@ -540,6 +543,67 @@ class TestRejuvenationFaults(RejuvenationTestCase):
         self.assertEqual([destination],
                          self.qemu_pids('guest=%s,' % marked[0]))
         self.assertEqual(2, self.journal()['active'])
+        self.assert_each_runs_once_intact(guests, marks, 2)
+
+
+class TestHalfCreatedDestination(RejuvenationTestCase):
+    """createXML of a destination creates the domain, then fails.
+
+    As when its reply is lost: the daemon went on and started the QEMU,
+    paused, waiting for a migration, mapping the guest's RAM, under the
+    guest's name and UUID in the new generation.
+    """
+
+    @contextlib.contextmanager
+    def reply_of_first_destination_lost(self):
+        original = libvirt.virConnect.createXML
+        lost = []
+
+        def create(conn, xml, flags=0):
+            dom = original(conn, xml, flags)
+            if '-incoming' in xml and not lost:
+                lost.append(dom.name())
+                raise libvirt.libvirtError('reply lost (test)')
+            return dom
+        with fixtures.MonkeyPatch('libvirt.virConnect.createXML', create):
+            yield lost
+
+    def test_half_created_destination_is_destroyed_before_rollback(self):
+        guests = self.boot_many(1)
+        marks = self.marks(guests)
+        with self.reply_of_first_destination_lost() as lost:
+            run = self.orchestrator.rejuvenate()
+        self.assertEqual(['g0'], lost)
+        target = self.orchestrator.sibling(2).host()
+        self.addCleanup(target.close)
+        self.assertNotIn('g0', target.domains())
+        self.assert_each_runs_once_intact(guests, marks, 1)
+        self.assertEqual('incomplete', run['state'])
+        self.assertEqual('failed', run['guests']['g0']['state'])
+        self.assertIn('was destroyed', run['guests']['g0']['error'])
+        run = self.orchestrator.rejuvenate()
+        self.assertEqual('completed', run['state'])
+        self.assert_each_runs_once_intact(guests, self.marks(guests), 2)
+
+    def test_stray_left_behind_is_removed_by_the_next_run(self):
+        guests = self.boot_many(1)
+        marks = self.marks(guests)
+        # The daemon could not be asked what the failed call left (it was
+        # out of reach then): the stray stays for now.
+        with self.reply_of_first_destination_lost(), fixtures.MonkeyPatch(
+                'nova_vmbeam.libvirt.host.Host._remove_half_created',
+                lambda host, spec, before, exc: str(exc)):
+            run = self.orchestrator.rejuvenate()
+        self.assertEqual('failed', run['guests']['g0']['state'])
+        [stray] = self.qemu_pids('guest=g0,', '-incoming')
+        stray = procfs.ProcessIdentity.of(stray)
+        self.assertEqual(2, len(self.qemu_pids('guest=g0,')))
+        # The next run tells it from a moved guest (the journal has g0 as
+        # failed, its QEMU still waits for a migration) and destroys it
+        # before moving g0 anew.
+        run = self.orchestrator.rejuvenate()
+        self.assertEqual('completed', run['state'])
+        self.assertFalse(stray.alive())
         self.assert_each_runs_once_intact(guests, marks, 2)
 
 

@@ -17,7 +17,8 @@ class TestRamPool(testtools.TestCase):
         # /dev/shm is tmpfs on every Linux host this runs on.
         self.root = tempfile.mkdtemp(prefix='vmbeam-test-', dir='/dev/shm')
         self.addCleanup(shutil.rmtree, self.root, True)
-        self.pool = pool_mod.RamPool(os.path.join(self.root, 'ram'))
+        self.pool = pool_mod.RamPool(os.path.join(self.root, 'ram'),
+                                     lock_dir=os.path.join(self.root, 'lk'))
 
     def test_missing_directory_names_fix_and_creates_nothing(self):
         exc = self.assertRaises(exception.PoolError, self.pool.allocate,
@@ -45,7 +46,8 @@ class TestRamPool(testtools.TestCase):
 
     def test_too_small_names_fix(self):
         self.pool.ensure()
-        pool = pool_mod.RamPool(self.pool.path, reserve_mib=1 << 30)
+        pool = pool_mod.RamPool(self.pool.path, reserve_mib=1 << 30,
+                                lock_dir=self.pool.guard.lock_dir)
         exc = self.assertRaises(exception.PoolError, pool.allocate, 'u1',
                                 1 << 20)
         self.assertIn('too small', str(exc))
@@ -72,7 +74,8 @@ class TestRamPool(testtools.TestCase):
         self.assertEqual([], os.listdir(self.pool.path))
 
     def test_unknown_owner_is_refused(self):
-        pool = pool_mod.RamPool(self.root, owner='no-such-user-vmbeam')
+        pool = pool_mod.RamPool(self.root, owner='no-such-user-vmbeam',
+                                lock_dir=self.pool.guard.lock_dir)
         exc = self.assertRaises(exception.PoolError, pool.check)
         self.assertIn('qemu_user', str(exc))
 

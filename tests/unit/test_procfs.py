@@ -1,10 +1,12 @@
 import os
+import signal
 import socket
 
 import fixtures
 import testtools
 
 from nova_vmbeam.qemu import procfs
+from tests.unit import processes
 
 
 class TestListening(testtools.TestCase):
@@ -23,3 +25,53 @@ class TestListening(testtools.TestCase):
         self.assertFalse(procfs.listening(2 ** 22 + 1, '/nowhere'))
         self.assertFalse(procfs.alive(2 ** 22 + 1))
         self.assertTrue(procfs.alive(os.getpid()))
+
+
+class TestProcessIdentity(testtools.TestCase):
+
+    def test_a_process_that_reused_the_pid_is_not_the_one_recorded(self):
+        sleep = processes.stranger(self)
+        now = procfs.ProcessIdentity.of(sleep.pid)
+        self.assertTrue(now.alive())
+        # What was recorded of the process that had this pid before.
+        earlier = procfs.ProcessIdentity(sleep.pid, now.start_ticks - 1)
+        self.assertFalse(earlier.alive())
+        self.assertFalse(earlier.signal(signal.SIGKILL))
+        self.assertIsNone(sleep.poll())
+        self.assertTrue(now.signal(signal.SIGTERM))
+        sleep.wait()
+        self.assertFalse(now.alive())
+        self.assertFalse(now.signal(signal.SIGTERM))
+        self.assertIsNone(procfs.ProcessIdentity.of(sleep.pid))
+
+
+class TestPidFiles(testtools.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.path = os.path.join(self.useFixture(fixtures.TempDir()).path,
+                                 'daemon.pid')
+
+    def test_a_pid_file_naming_a_process_that_does_not_hold_it(self):
+        sleep = processes.stranger(self)
+        with open(self.path, 'w') as f:
+            f.write('%d\n' % sleep.pid)
+        self.assertEqual(sleep.pid, procfs.pidfile_pid(self.path))
+        self.assertIsNone(procfs.pidfile_process(self.path))
+
+    def test_the_process_holding_its_pid_file_until_it_exits(self):
+        daemon = processes.pidfile_holder(self, self.path)
+        self.assertEqual(procfs.ProcessIdentity.of(daemon.pid),
+                         procfs.pidfile_process(self.path))
+        daemon.kill()
+        daemon.wait()
+        # The file stays behind, naming a pid anyone may get next.
+        self.assertEqual(daemon.pid, procfs.pidfile_pid(self.path))
+        self.assertIsNone(procfs.pidfile_process(self.path))
+
+    def test_no_or_garbled_pid_file(self):
+        self.assertIsNone(procfs.pidfile_process(self.path))
+        with open(self.path, 'w') as f:
+            f.write('not a pid')
+        self.assertIsNone(procfs.pidfile_pid(self.path))
+        self.assertIsNone(procfs.pidfile_process(self.path))
