@@ -34,6 +34,8 @@ import time
 import urllib.error
 import urllib.request
 
+from nova_vmbeam.qemu import procfs
+
 CLOUD_DIR = os.path.abspath(os.environ.get('VMBEAM_CLOUD_DIR',
                                            '/var/lib/vmbeam-cloud'))
 VENV = os.path.join(CLOUD_DIR, 'venv')
@@ -128,23 +130,6 @@ class Service:
         return os.path.join(LOGS, self.name + '.log')
 
 
-def _start_time(pid):
-    """When ``pid`` started (clock ticks after boot), or None if gone.
-
-    A pid with another start time is another process: pid files hold
-    both, so a reused pid is never taken (or signalled) for a service.
-    """
-    try:
-        with open('/proc/%d/stat' % pid) as f:
-            stat = f.read()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(')') + 2:].split()
-    if fields[0] == 'Z':
-        return None   # exited: a zombie of ours, not yet reaped
-    return int(fields[19])
-
-
 def _cmdline(pid):
     try:
         with open('/proc/%d/cmdline' % pid, 'rb') as f:
@@ -153,14 +138,24 @@ def _cmdline(pid):
         return None
 
 
-def running_pid(service):
-    """The pid of ``service`` if its pid file names a live process."""
+def running_process(service):
+    """The service's process if it runs (a procfs.ProcessIdentity).
+
+    Its pid file holds pid and start time, so a reused pid is never taken
+    (or signalled) for the service.
+    """
     try:
         with open(service.pidfile) as f:
             pid, started = (int(v) for v in f.read().split())
     except (OSError, ValueError):
         return None
-    return pid if _start_time(pid) == started else None
+    process = procfs.ProcessIdentity(pid, started)
+    return process if process.alive() else None
+
+
+def running_pid(service):
+    process = running_process(service)
+    return process.pid if process else None
 
 
 def port_holder(port):
@@ -221,8 +216,10 @@ def start_service(service, ready=None, timeout=180.0):
             service.argv, env=env, cwd=service.cwd or CLOUD_DIR,
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True)
-    with open(service.pidfile, 'w') as f:
-        f.write('%d %d\n' % (proc.pid, _start_time(proc.pid)))
+    process = procfs.ProcessIdentity.of(proc.pid)
+    if process is not None:   # else it exited already: said below
+        with open(service.pidfile, 'w') as f:
+            f.write('%d %d\n' % (process.pid, process.start_ticks))
     ready = ready or (lambda: (_http_up(service.url) if service.url
                                else _port_up(service.port)))
     deadline = time.monotonic() + timeout
@@ -241,17 +238,19 @@ def start_service(service, ready=None, timeout=180.0):
 
 
 def stop_service(service, timeout=60.0):
-    pid = running_pid(service)
-    if pid:
+    process = running_process(service)
+    if process:
+        # The service's whole process group (gunicorn's workers, the
+        # broker's Erlang VM): it leads the session it was started in.
         try:
-            os.killpg(pid, signal.SIGTERM)
+            os.killpg(process.pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
         deadline = time.monotonic() + timeout
-        while _start_time(pid) is not None and time.monotonic() < deadline:
+        while process.alive() and time.monotonic() < deadline:
             time.sleep(0.2)
-        if _start_time(pid) is not None:
-            os.killpg(pid, signal.SIGKILL)
+        if process.alive():
+            os.killpg(process.pid, signal.SIGKILL)
         log('stopped %s' % service.name)
     try:
         os.unlink(service.pidfile)
