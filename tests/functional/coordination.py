@@ -8,28 +8,20 @@ redis backend, the way compute hosts reach a shared one.
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
-import time
 
-import fixtures
+from tests.functional import servers
 
 SERVER = '/usr/bin/redis-server'
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def installed():
     return os.access(SERVER, os.X_OK)
 
 
-class RedisServer(fixtures.Fixture):
+class RedisServer(servers.PrivateServer):
     """``url`` is the tooz backend URL of the started server.
 
     ``lock_timeout`` (seconds) is the lease of every tooz lock taken
@@ -37,7 +29,7 @@ class RedisServer(fixtures.Fixture):
     long after its last beat.
     """
 
-    START_TIMEOUT = 30.0
+    NAME = 'redis-server'
 
     def __init__(self, lock_timeout=30):
         super().__init__()
@@ -46,7 +38,7 @@ class RedisServer(fixtures.Fixture):
     def _setUp(self):
         self.base = tempfile.mkdtemp(prefix='vmbeam-redis-')
         self.addCleanup(shutil.rmtree, self.base, True)
-        self.port = free_port()
+        self.port = servers.free_port()
         self.log_path = os.path.join(self.base, 'redis.log')
         # Options as command-line arguments: no config file of the machine
         # is read. No RDB snapshots, no AOF: nothing outlives the test.
@@ -59,16 +51,9 @@ class RedisServer(fixtures.Fixture):
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True)
         self.addCleanup(self._stop)
-        self._wait_ready()
+        self._wait_ready(self.ping)
         self.url = 'redis://127.0.0.1:%d?lock_timeout=%d' % (
             self.port, self.lock_timeout)
-
-    def _tail(self):
-        try:
-            with open(self.log_path, 'rb') as f:
-                return f.read()[-2000:].decode(errors='replace')
-        except OSError:
-            return '(no log)'
 
     def ping(self):
         """True when the server answers PING (RESP, no client library)."""
@@ -78,24 +63,3 @@ class RedisServer(fixtures.Fixture):
                 return s.recv(64).startswith(b'+PONG')
         except OSError:
             return False
-
-    def _wait_ready(self):
-        deadline = time.monotonic() + self.START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError('redis-server exited with %s:\n%s' %
-                                   (self.process.returncode, self._tail()))
-            if self.ping():
-                return
-            time.sleep(0.05)
-        raise RuntimeError('redis-server not ready within %.0f s:\n%s' %
-                           (self.START_TIMEOUT, self._tail()))
-
-    def _stop(self):
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()

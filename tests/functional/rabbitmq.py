@@ -7,37 +7,30 @@ broker of the machine. Stopped (with its epmd) at cleanup.
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
-import time
 
-import fixtures
+from tests.functional import servers
 
 SERVER = '/usr/lib/rabbitmq/bin/rabbitmq-server'
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def installed():
     return os.access(SERVER, os.X_OK) and bool(shutil.which('epmd'))
 
 
-class RabbitMQ(fixtures.Fixture):
+class RabbitMQ(servers.PrivateServer):
     """``url`` is the oslo.messaging transport URL of the started broker."""
 
+    NAME = 'rabbitmq-server'
     START_TIMEOUT = 120.0
 
     def _setUp(self):
         self.base = tempfile.mkdtemp(prefix='vmbeam-rabbit-')
         self.addCleanup(shutil.rmtree, self.base, True)
-        self.port = free_port()
-        self.epmd_port = free_port()
+        self.port = servers.free_port()
+        self.epmd_port = servers.free_port()
         node = 'vmbeam%d@localhost' % os.getpid()
         with open(os.path.join(self.base, '.erlang.cookie'), 'w') as f:
             f.write('VMBEAMTEST%d' % os.getpid())
@@ -49,7 +42,7 @@ class RabbitMQ(fixtures.Fixture):
             os.environ, HOME=self.base, RABBITMQ_NODENAME=node,
             RABBITMQ_NODE_IP_ADDRESS='127.0.0.1',
             RABBITMQ_NODE_PORT=str(self.port),
-            RABBITMQ_DIST_PORT=str(free_port()),
+            RABBITMQ_DIST_PORT=str(servers.free_port()),
             RABBITMQ_MNESIA_BASE=os.path.join(self.base, 'mnesia'),
             RABBITMQ_LOG_BASE=os.path.join(self.base, 'log'),
             RABBITMQ_PID_FILE=os.path.join(self.base, 'rabbit.pid'),
@@ -57,47 +50,29 @@ class RabbitMQ(fixtures.Fixture):
             RABBITMQ_CONF_ENV_FILE=os.path.join(self.base, 'none.conf'),
             RABBITMQ_CONFIG_FILE=os.path.join(self.base, 'rabbitmq'),
             ERL_EPMD_PORT=str(self.epmd_port))
-        self.log = open(os.path.join(self.base, 'server.out'), 'wb')
+        self.log_path = os.path.join(self.base, 'server.out')
+        self.log = open(self.log_path, 'wb')
         self.addCleanup(self.log.close)
         self.process = subprocess.Popen(
             [SERVER], env=self.env, cwd=self.base, stdin=subprocess.DEVNULL,
             stdout=self.log, stderr=subprocess.STDOUT,
             start_new_session=True)
         self.addCleanup(self._stop)
-        self._wait_ready()
+        self._wait_ready(self._broker_up, interval=0.2)
         self.url = 'rabbit://guest:guest@127.0.0.1:%d/' % self.port
 
-    def _tail(self):
-        with open(os.path.join(self.base, 'server.out'), 'rb') as f:
-            return f.read()[-2000:].decode(errors='replace')
-
-    def _wait_ready(self):
-        deadline = time.monotonic() + self.START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError('rabbitmq-server exited with %s:\n%s' %
-                                   (self.process.returncode, self._tail()))
-            try:
-                with socket.create_connection(('127.0.0.1', self.port), 1):
-                    pass
-                # The port opens before the broker takes logins.
-                if b'Starting broker... completed' in open(
-                        os.path.join(self.base, 'server.out'), 'rb').read():
-                    return
-            except OSError:
+    def _broker_up(self):
+        try:
+            with socket.create_connection(('127.0.0.1', self.port), 1):
                 pass
-            time.sleep(0.2)
-        raise RuntimeError('rabbitmq-server not ready within %.0f s:\n%s' %
-                           (self.START_TIMEOUT, self._tail()))
+        except OSError:
+            return False
+        # The port opens before the broker takes logins.
+        with open(self.log_path, 'rb') as f:
+            return b'Starting broker... completed' in f.read()
 
     def _stop(self):
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        super()._stop()
         # The broker's own epmd (on its private port) outlives it.
         subprocess.run(['epmd', '-port', str(self.epmd_port), '-kill'],
                        env=self.env, stdout=subprocess.DEVNULL,
