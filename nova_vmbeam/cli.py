@@ -6,6 +6,7 @@ import socket
 import sys
 import time
 
+from oslo_config import cfg
 from oslo_log import log as logging
 
 from nova_vmbeam.aging import monitor as aging_monitor
@@ -405,7 +406,15 @@ def main(argv=None):
         cfg_args += ['--config-file', path]
     if args.debug:
         cfg_args.append('--debug')
-    CONF(cfg_args, project='nova-vmbeam')
+    try:
+        CONF(cfg_args, project='nova-vmbeam')
+    except cfg.Error as exc:
+        # A missing or unparsable file is the caller's input: one line
+        # that names it, the usual exit status for bad input.
+        print('vmbeam: error: %s; give a readable nova.conf (or none: the '
+              'defaults need no file) with --config-file' % exc,
+              file=sys.stderr)
+        return 2
     logging.setup(CONF, 'nova-vmbeam')
     try:
         return args.func(args) or 0
