@@ -444,6 +444,23 @@ class DevstackPluginTestCase(testtools.TestCase):
         with open(path) as f:
             return f.read()
 
+    def assert_vmbeam_settings(self, ini, virt_type):
+        """What the configure command writes for the job's settings."""
+        self.assertEqual('vmbeam.VMBeamDriver',
+                         ini.get('DEFAULT', 'compute_driver'))
+        self.assertEqual('unique', ini.get('libvirt', 'sysinfo_serial'))
+        self.assertEqual(virt_type, ini.get('libvirt', 'virt_type'))
+        self.assertEqual(self.state, ini.get('vmbeam', 'state_path'))
+        self.assertEqual(self.pool, ini.get('vmbeam', 'ram_pool_path'))
+        self.assertEqual('256', ini.get('vmbeam', 'ram_pool_reserve_mib'))
+        self.assertEqual('libvirt-qemu', ini.get('vmbeam', 'qemu_user'))
+        self.assertEqual('zerocopy', ini.get('vmbeam', 'default_mover'))
+        self.assertEqual(self.socket, ini.get('vmbeam', 'pagemoverd_socket'))
+        self.assertEqual('true', ini.get('vmbeam_aging', 'enabled'))
+        self.assertEqual('report', ini.get('vmbeam_aging', 'action'))
+        self.assertEqual(self.env['NOVA_INSTANCES_PATH'],
+                         ini.get('vmbeam_aging', 'instances_path'))
+
     def dropin(self):
         return os.path.join(self.systemd, 'devstack@n-cpu.service.d',
                             'nova-vmbeam.conf')
@@ -518,20 +535,7 @@ class TestInstall(DevstackPluginTestCase):
                  self.nova_conf, self.state, self.pool, self.socket,
                  self.env['NOVA_INSTANCES_PATH'])], configure)
         ini = self.ini(self.nova_conf)
-        self.assertEqual('vmbeam.VMBeamDriver',
-                         ini.get('DEFAULT', 'compute_driver'))
-        self.assertEqual('unique', ini.get('libvirt', 'sysinfo_serial'))
-        self.assertEqual('kvm', ini.get('libvirt', 'virt_type'))
-        self.assertEqual(self.state, ini.get('vmbeam', 'state_path'))
-        self.assertEqual(self.pool, ini.get('vmbeam', 'ram_pool_path'))
-        self.assertEqual('256', ini.get('vmbeam', 'ram_pool_reserve_mib'))
-        self.assertEqual('libvirt-qemu', ini.get('vmbeam', 'qemu_user'))
-        self.assertEqual('zerocopy', ini.get('vmbeam', 'default_mover'))
-        self.assertEqual(self.socket, ini.get('vmbeam', 'pagemoverd_socket'))
-        self.assertEqual('true', ini.get('vmbeam_aging', 'enabled'))
-        self.assertEqual('report', ini.get('vmbeam_aging', 'action'))
-        self.assertEqual(self.env['NOVA_INSTANCES_PATH'],
-                         ini.get('vmbeam_aging', 'instances_path'))
+        self.assert_vmbeam_settings(ini, virt_type='kvm')
         self.assertFalse(ini.has_option('vmbeam_aging', 'backend_url'))
         self.assertIn('# by devstack', self.read(self.nova_conf))
         # nova-cpu.conf is start_nova_compute's to build.
@@ -785,20 +789,7 @@ class TestDevstackRun(DevstackPluginTestCase):
         config_file, user = self.nova_compute()
         self.assertEqual(self.conf, config_file)
         ini = self.ini(config_file)
-        self.assertEqual('vmbeam.VMBeamDriver',
-                         ini.get('DEFAULT', 'compute_driver'))
-        self.assertEqual('unique', ini.get('libvirt', 'sysinfo_serial'))
-        self.assertEqual('qemu', ini.get('libvirt', 'virt_type'))
-        self.assertEqual(self.state, ini.get('vmbeam', 'state_path'))
-        self.assertEqual(self.pool, ini.get('vmbeam', 'ram_pool_path'))
-        self.assertEqual('256', ini.get('vmbeam', 'ram_pool_reserve_mib'))
-        self.assertEqual('libvirt-qemu', ini.get('vmbeam', 'qemu_user'))
-        self.assertEqual('zerocopy', ini.get('vmbeam', 'default_mover'))
-        self.assertEqual(self.socket, ini.get('vmbeam', 'pagemoverd_socket'))
-        self.assertEqual('true', ini.get('vmbeam_aging', 'enabled'))
-        self.assertEqual('report', ini.get('vmbeam_aging', 'action'))
-        self.assertEqual(self.env['NOVA_INSTANCES_PATH'],
-                         ini.get('vmbeam_aging', 'instances_path'))
+        self.assert_vmbeam_settings(ini, virt_type='qemu')
         # The job's local.conf post-config for nova-cpu.conf.
         self.assertEqual('10', ini.get('vmbeam_aging', 'interval'))
         # devstack's own settings are all there too.
