@@ -125,10 +125,10 @@ def fetch_kernel(root, kdir, package, version, modules):
     with tempfile.TemporaryDirectory(dir=root) as tmp:
         # apt-get download writes into the current directory.
         run(['apt-get', 'download', '%s=%s' % (package, version)],
-             cwd=tmp,
-             fix='Run "apt-get update" so apt can find %s %s (needs '
-             'access to the Debian archive), or set %s to the path of a '
-             'kernel image.' % (package, version, KERNEL_ENV))
+            cwd=tmp,
+            fix='Run "apt-get update" so apt can find %s %s (needs '
+            'access to the Debian archive), or set %s to the path of a '
+            'kernel image.' % (package, version, KERNEL_ENV))
         debs = glob.glob(os.path.join(tmp, '*.deb'))
         if len(debs) != 1:
             raise ImageBuildError(
@@ -136,7 +136,7 @@ def fetch_kernel(root, kdir, package, version, modules):
                 fix='Report a bug.')
         extract = os.path.join(tmp, 'x')
         run(['dpkg', '-x', debs[0], extract],
-             fix='Install dpkg, or set %s.' % KERNEL_ENV)
+            fix='Install dpkg, or set %s.' % KERNEL_ENV)
         found = glob.glob(os.path.join(extract, 'boot', 'vmlinuz-*'))
         if len(found) != 1:
             raise ImageBuildError(
@@ -348,14 +348,14 @@ def find_busybox():
 
 def compile_static(src, dest):
     run(['gcc', '-static', '-O2', '-Wall', '-o', dest, src],
-         fix='Run "apt-get install gcc libc6-dev" (static glibc is in '
-         'libc6-dev).')
+        fix='Run "apt-get install gcc libc6-dev" (static glibc is in '
+        'libc6-dev).')
     run(['strip', dest], fix='Run "apt-get install binutils".')
 
 
 def busybox_applets(busybox):
     out = run([busybox, '--list-full'],
-               fix='Run "apt-get install busybox-static".')
+              fix='Run "apt-get install busybox-static".')
     return sorted(set(line.strip() for line in out.splitlines()
                       if line.strip()))
 
