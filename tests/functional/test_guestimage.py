@@ -9,10 +9,10 @@ import tempfile
 
 import testtools
 
-from nova_vmbeam import guestimage
-from nova_vmbeam.guestimage import builder
-from nova_vmbeam.guestimage import console as console_mod
 from nova_vmbeam import imagekit
+from vmbeam_devtools import guestimage
+from vmbeam_devtools.guestimage import builder
+from vmbeam_devtools.guestimage import console as console_mod
 
 QEMU = 'qemu-system-x86_64'
 BOOT_TIMEOUT = 120

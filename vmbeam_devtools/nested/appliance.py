@@ -12,8 +12,8 @@ or by the orchestrator, boots it.
 import os
 
 from nova_vmbeam.appliance import builder as appliance_builder
-from nova_vmbeam import guestimage
 from nova_vmbeam import imagekit
+from vmbeam_devtools import guestimage
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BWPROBE_SRC = os.path.join(HERE, 'bwprobe.c')

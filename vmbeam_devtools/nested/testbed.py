@@ -16,13 +16,13 @@ import xml.etree.ElementTree as ET
 from oslo_log import log as logging
 
 from nova_vmbeam import guest as guest_mod
-from nova_vmbeam import guestimage
 from nova_vmbeam.libvirt import config as libvirt_config
-from nova_vmbeam.nested import console as console_mod
-from nova_vmbeam.nested import devappliance
 from nova_vmbeam.nested import network
 from nova_vmbeam.siblings import nested as nested_sibling
-from nova_vmbeam import testbed
+from vmbeam_devtools import guestimage
+from vmbeam_devtools.nested import appliance as devappliance
+from vmbeam_devtools.nested import console as console_mod
+from vmbeam_devtools import testbed
 
 LOG = logging.getLogger(__name__)
 
