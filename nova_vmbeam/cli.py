@@ -13,11 +13,11 @@ from stevedore import extension
 from nova_vmbeam.aging import monitor as aging_monitor
 from nova_vmbeam.aging import report as aging_report
 from nova_vmbeam.aging import slots as slots_mod
-from nova_vmbeam import appliance as appliance_mod
-from nova_vmbeam.appliance import builder as appliance_builder
 from nova_vmbeam.conf import CONF
 from nova_vmbeam import exception
 from nova_vmbeam import movers as movers_mod
+from nova_vmbeam.nested import appliance as appliance_mod
+from nova_vmbeam.nested.appliance import builder as appliance_builder
 from nova_vmbeam import nodeconf
 from nova_vmbeam import pool as pool_mod
 from nova_vmbeam.rejuvenation import orchestrator as orchestrator_mod

@@ -6,16 +6,16 @@ import xml.etree.ElementTree as ET
 
 import testtools
 
-from nova_vmbeam.appliance import builder
 from nova_vmbeam.conf import nested as nested_conf
 from nova_vmbeam.conf import opts
 from nova_vmbeam import exception
 from nova_vmbeam import guest as guest_mod
 from nova_vmbeam.libvirt import config as libvirt_config
 from nova_vmbeam.movers import base as mover_base
-from nova_vmbeam.movers import nested as nested_mover
+from nova_vmbeam.nested.appliance import builder
+from nova_vmbeam.nested import mover as nested_mover
 from nova_vmbeam.nested import network
-from nova_vmbeam.siblings import nested as nested_sibling
+from nova_vmbeam.nested import sibling as nested_sibling
 from tests.unit import fakes
 
 

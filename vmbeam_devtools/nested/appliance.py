@@ -11,8 +11,8 @@ or by the orchestrator, boots it.
 
 import os
 
-from nova_vmbeam.appliance import builder as appliance_builder
 from nova_vmbeam import imagekit
+from nova_vmbeam.nested.appliance import builder as appliance_builder
 from vmbeam_devtools import guestimage
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -18,7 +18,7 @@ from oslo_log import log as logging
 from nova_vmbeam import guest as guest_mod
 from nova_vmbeam.libvirt import config as libvirt_config
 from nova_vmbeam.nested import network
-from nova_vmbeam.siblings import nested as nested_sibling
+from nova_vmbeam.nested import sibling as nested_sibling
 from vmbeam_devtools import guestimage
 from vmbeam_devtools.nested import appliance as devappliance
 from vmbeam_devtools.nested import console as console_mod

@@ -31,9 +31,9 @@ import xml.etree.ElementTree as ET
 import libvirt
 from oslo_log import log as logging
 
-from nova_vmbeam import appliance as appliance_mod
 from nova_vmbeam.libvirt import config as libvirt_config
 from nova_vmbeam.nested import agent
+from nova_vmbeam.nested import appliance as appliance_mod
 from nova_vmbeam.nested import host as nested_host
 from nova_vmbeam.nested import network
 from nova_vmbeam.qemu import procfs
