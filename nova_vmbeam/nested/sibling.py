@@ -26,7 +26,6 @@ import shutil
 import subprocess
 import time
 import uuid
-import xml.etree.ElementTree as ET
 
 import libvirt
 from oslo_log import log as logging
@@ -193,45 +192,31 @@ class NestedSibling(base.Sibling):
 
     def domain_xml(self, kernel, initrd):
         conf = self.conf.vmbeam_nested
-        domain = ET.Element('domain', type='qemu')
-        sub = libvirt_config._sub
-        sub(domain, 'name', self.domain_name)
-        sub(domain, 'uuid', self.domain_uuid)
-        sub(domain, 'memory', conf.l1_memory_mib, unit='MiB')
-        sub(domain, 'vcpu', conf.l1_vcpus)
-        os_el = sub(domain, 'os')
-        sub(os_el, 'type', 'hvm', arch='x86_64', machine='pc')
-        sub(os_el, 'kernel', kernel)
-        sub(os_el, 'initrd', initrd)
-        sub(os_el, 'cmdline', '%s vmbeam.ip=%s/%d vmbeam.hostname=l1-%s' %
-            (KERNEL_OPTS, self.address, self.prefix, self.name))
-        features = sub(domain, 'features')
-        sub(features, 'acpi')
-        sub(domain, 'on_poweroff', 'destroy')
-        sub(domain, 'on_reboot', 'destroy')
-        sub(domain, 'on_crash', 'destroy')
-        devices = sub(domain, 'devices')
-        sub(devices, 'emulator', shutil.which(
-            self.conf.vmbeam.qemu_binary) or self.conf.vmbeam.qemu_binary)
-        nic = sub(devices, 'interface', type='bridge')
-        sub(nic, 'source', bridge=conf.bridge)
-        sub(nic, 'mac', address='52:54:00:be:%02x:%02x' % (
-            (self.generation >> 8) & 0xff, self.generation & 0xff))
-        sub(nic, 'model', type='virtio')
-        sub(nic, 'rom', enabled='no')
-        serial = sub(devices, 'serial', type='file')
-        sub(serial, 'source', path=self.console_log, append='on')
-        sub(serial, 'target', port='0')
-        channel = sub(devices, 'channel', type='unix')
-        sub(channel, 'target', type='virtio', name='org.qemu.guest_agent.0')
-        sub(devices, 'memballoon', model='none')
+        domain = libvirt_config.new_domain(
+            self.domain_name, self.domain_uuid, conf.l1_memory_mib,
+            conf.l1_vcpus, kernel=kernel, initrd=initrd,
+            cmdline='%s vmbeam.ip=%s/%d vmbeam.hostname=l1-%s' % (
+                KERNEL_OPTS, self.address, self.prefix, self.name),
+            emulator=shutil.which(self.conf.vmbeam.qemu_binary) or
+            self.conf.vmbeam.qemu_binary,
+            # An L1 that reboots has lost its guests: it is over.
+            on_reboot='destroy')
+        devices = domain.find('devices')
+        libvirt_config.add_bridge_nic(
+            devices, conf.bridge, '52:54:00:be:%02x:%02x' % (
+                (self.generation >> 8) & 0xff, self.generation & 0xff))
+        libvirt_config.add_file_serial(devices, self.console_log)
+        channel = libvirt_config.sub_element(devices, 'channel', type='unix')
+        libvirt_config.sub_element(channel, 'target', type='virtio',
+                                   name='org.qemu.guest_agent.0')
+        libvirt_config.sub_element(devices, 'memballoon', model='none')
         # A QMP monitor of our own, beside libvirt's, for the pool daemon's
         # ivshmem hotplug.
-        libvirt_config._set_args(domain, [
+        libvirt_config.add_commandline_args(domain, [
             '-chardev', 'socket,id=%s,path=%s,server=on,wait=off' %
             (QMP_ID, self.qmp_socket),
             '-mon', 'chardev=%s,mode=control' % QMP_ID])
-        return ET.tostring(domain, encoding='unicode')
+        return libvirt_config.to_xml(domain)
 
     def _prepare_dirs(self):
         pw = pwd.getpwnam(self.conf.vmbeam.qemu_user)
