@@ -116,7 +116,8 @@ def _commandline(domain):
     return element
 
 
-def _args(domain):
+def commandline_args(domain):
+    """The values of the domain's <qemu:commandline> arguments."""
     element = domain.find('{%s}commandline' % QEMU_NS)
     if element is None:
         return []
@@ -125,7 +126,7 @@ def _args(domain):
 
 def add_commandline_args(domain, args):
     """Append ``args`` to the domain's <qemu:commandline>."""
-    _set_args(domain, _args(domain) + list(args))
+    _set_args(domain, commandline_args(domain) + list(args))
 
 
 def _set_args(domain, args):
@@ -165,7 +166,7 @@ def set_ram_backend(domain, ram, ram_mib):
 def with_ram(xml, ram, ram_mib):
     """``xml`` with its guest RAM backend replaced by ``ram``."""
     domain = ET.fromstring(xml)
-    args = _args(domain)
+    args = commandline_args(domain)
     kept = []
     skip = False
     for flag, value in zip(args, args[1:] + [None]):
@@ -184,7 +185,7 @@ def with_ram(xml, ram, ram_mib):
 
 def ram_backing(xml):
     """The RamBacking a domain's XML gives its guest."""
-    args = _args(ET.fromstring(xml))
+    args = commandline_args(ET.fromstring(xml))
     for flag, value in zip(args, args[1:]):
         if flag == '-object' and value.startswith('memory-backend-file,') \
                 and 'id=%s' % cmdline.RAM_OBJECT_ID in value:
@@ -199,7 +200,7 @@ def ram_backing(xml):
 def with_incoming(xml, incoming):
     """``xml`` plus -incoming values (a migration destination)."""
     domain = ET.fromstring(xml)
-    args = _args(domain)
+    args = commandline_args(domain)
     for value in incoming:
         if not isinstance(value, str):
             raise ValueError('through libvirt only "-incoming defer" works: '
@@ -231,7 +232,7 @@ def for_destination(xml, incoming):
 
 def without_incoming(xml):
     domain = ET.fromstring(xml)
-    args = _args(domain)
+    args = commandline_args(domain)
     kept = []
     skip = False
     for value in args:

@@ -98,7 +98,7 @@ class TestL1Domain(testtools.TestCase):
             'devices/interface/source').get('bridge'))
         self.assertEqual('org.qemu.guest_agent.0', domain.find(
             'devices/channel/target').get('name'))
-        args = libvirt_config._args(domain)
+        args = libvirt_config.commandline_args(domain)
         self.assertIn('chardev=vmbeam-qmp,mode=control', args)
         self.assertIn(sibling.qmp_socket, ' '.join(args))
         self.assertEqual('qemu+tcp://10.9.8.13/system', sibling.uri)
@@ -134,14 +134,13 @@ class TestRamPath(testtools.TestCase):
                                      'resource2'))
         xml = libvirt_config.domain_xml(spec)
         domain = ET.fromstring(xml)
-        libvirt_config._set_args(domain, libvirt_config._args(domain) +
-                                 ['-incoming', 'defer'])
+        libvirt_config.add_commandline_args(domain, ['-incoming', 'defer'])
         xml = ET.tostring(domain, encoding='unicode')
         bar = '/sys/bus/pci/devices/0000:00:07.0/resource2_wc'
         moved = libvirt_config.with_ram(
             xml, guest_mod.RamBacking(guest_mod.RAM_FILE, bar), 128)
         self.assertEqual(bar, libvirt_config.ram_backing(moved).path)
-        args = libvirt_config._args(ET.fromstring(moved))
+        args = libvirt_config.commandline_args(ET.fromstring(moved))
         self.assertEqual(1, sum(1 for a in args if 'vmbeam-ram' in a
                                 and a.startswith('memory-backend-file')))
         self.assertIn('-incoming', args)
