@@ -31,6 +31,7 @@ import libvirt
 from oslo_log import log as logging
 
 from nova_vmbeam.libvirt import config as libvirt_config
+from nova_vmbeam.libvirt import daemon as libvirt_daemon
 from nova_vmbeam.nested import agent
 from nova_vmbeam.nested import appliance as appliance_mod
 from nova_vmbeam.nested import host as nested_host
@@ -54,15 +55,20 @@ def nested_dir(conf, *parts):
     return os.path.join(conf.vmbeam.state_path, 'nested', *parts)
 
 
-class L0Daemon(colocated.ColocatedSibling):
-    """The libvirt daemon the L1 VMs run under (never rejuvenated here)."""
+class L0Daemon:
+    """The libvirt daemon the L1 VMs run under (never rejuvenated here).
 
-    kind = 'nested-l0'
+    A private libvirtd + virtlogd like a colocated generation's, under
+    ``<state>/nested/l0``, with a host UUID kept there.
+    """
+
+    name = 'nested-l0'
 
     def __init__(self, conf):
-        base_dir = nested_dir(conf, 'l0')
-        os.makedirs(base_dir, exist_ok=True)
-        uuid_file = os.path.join(base_dir, 'host_uuid')
+        self.conf = conf
+        self.base = nested_dir(conf, 'l0')
+        os.makedirs(self.base, exist_ok=True)
+        uuid_file = os.path.join(self.base, 'host_uuid')
         try:
             with open(uuid_file) as f:
                 host_uuid = f.read().strip()
@@ -70,12 +76,17 @@ class L0Daemon(colocated.ColocatedSibling):
             host_uuid = str(uuid.uuid4())
             with open(uuid_file, 'w') as f:
                 f.write(host_uuid)
-        super().__init__(conf, 0, host_uuid)
-        self.base = base_dir
+        self.daemon = libvirt_daemon.PrivateLibvirtd(conf, self.base,
+                                                     host_uuid, self.name, 0)
 
-    @property
-    def name(self):
-        return 'nested-l0'
+    def host(self):
+        return self.daemon.host()
+
+    def running(self):
+        return self.daemon.running()
+
+    def retire(self):
+        self.daemon.stop()
 
     def ensure(self):
         """Start the daemon unless it runs.
@@ -84,9 +95,13 @@ class L0Daemon(colocated.ColocatedSibling):
         """
         with open(os.path.join(self.base, '.lock'), 'a') as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            if not self.running():
-                self.start()
-                self.wait_ready(self.conf.vmbeam.sibling_start_timeout)
+            if not self.daemon.running():
+                self.daemon.start()
+                try:
+                    self.daemon.wait_ready(
+                        self.conf.vmbeam.sibling_start_timeout)
+                except libvirt_daemon.DaemonStartFailed as exc:
+                    raise base.SiblingStartFailed(str(exc))
         return self
 
 
