@@ -8,8 +8,9 @@ sibling this also rejuvenates the hypervisor's kernel.
 
 L0 side:
   * the L1 VMs run under one L0 libvirt daemon, started here on first use:
-    a colocated daemon of its own (``<state>/nested/l0``), not one of the
-    rejuvenated generations;
+    a private libvirtd of its own (libvirt/daemon.py, like a colocated
+    generation's, in ``<state>/nested/l0``), not one of the rejuvenated
+    generations;
   * they share a private Linux bridge ([vmbeam_nested] bridge) with
     static addresses; the host reaches each L1's libvirtd at
     ``qemu+tcp://<address>/system`` and its qemu-guest-agent through the

@@ -4,6 +4,7 @@ import os
 import tempfile
 import xml.etree.ElementTree as ET
 
+import fixtures
 import testtools
 
 from nova_vmbeam.conf import nested as nested_conf
@@ -192,3 +193,49 @@ class TestOptions(testtools.TestCase):
         for name in ('l1_memory_mib', 'bar_mapping', 'bridge',
                      'network_cidr', 'appliance_dir'):
             self.assertIn(name, names)
+
+
+class TestApplianceExtraFiles(testtools.TestCase):
+    """The production appliance has no test payload; callers add files."""
+
+    def setUp(self):
+        super().setUp()
+        self.tmp = self.useFixture(fixtures.TempDir()).path
+        self.payload = os.path.join(self.tmp, 'payload')
+        with open(self.payload, 'wb') as f:
+            f.write(b'PAYLOAD-BYTES')
+        self.useFixture(fixtures.MockPatch(
+            'nova_vmbeam.imagekit.find_busybox', return_value=self.payload))
+        self.useFixture(fixtures.MockPatch(
+            'nova_vmbeam.imagekit.busybox_applets', return_value=[]))
+
+    def _initrd(self, extra_files):
+        root = os.path.join(self.tmp, 'root')
+        os.makedirs(root, exist_ok=True)
+        dest = os.path.join(self.tmp, 'initrd.img')
+        builder._write_initrd(root, [], extra_files, dest)
+        with open(dest, 'rb') as f:
+            return f.read()
+
+    def test_without_extra_files_no_test_payload(self):
+        data = self._initrd(())
+        self.assertNotIn(b'opt/vmbeam', data)
+        self.assertNotIn(b'vmbeam-bwprobe', data)
+
+    def test_extra_files_and_their_directories_are_added(self):
+        data = self._initrd([builder.ExtraFile('opt/vmbeam/guest/vmlinux',
+                                               self.payload)])
+        for name in (b'opt/vmbeam\0', b'opt/vmbeam/guest\0',
+                     b'opt/vmbeam/guest/vmlinux\0'):
+            self.assertIn(name, data)
+        self.assertEqual(2, data.count(b'PAYLOAD-BYTES'))  # + "busybox"
+
+    def test_extra_files_are_part_of_the_cache_key(self):
+        pins = [('linux-image-amd64', '1')]
+        self.useFixture(fixtures.MockPatch('nova_vmbeam.imagekit.BUSYBOX',
+                                           self.payload))
+        plain = builder._cache_key(pins, ())
+        extra = builder.ExtraFile('usr/bin/x', self.payload, 0o755)
+        self.assertNotEqual(plain, builder._cache_key(pins, (extra,)))
+        self.assertEqual(builder._cache_key(pins, (extra,)),
+                         builder._cache_key(pins, (extra,)))
