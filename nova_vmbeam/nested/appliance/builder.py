@@ -384,6 +384,8 @@ def build(cache_dir=None, lock_file=LOCK_FILE, extra_files=()):
         LOG.info('Building the L1 appliance %s', image_dir)
         kernel_pin = [p for p in pins if p[0].startswith(KERNEL_PREFIX)][0]
         user_pins = [p for p in pins if p is not kernel_pin]
+        # The kernel cache the test guest image uses too (same layout):
+        # one download of a kernel package serves both.
         guest_root = os.path.join(cache_dir, 'guestimage')
         kdir = os.path.join(guest_root, 'kernel', '%s_%s' % kernel_pin)
         os.makedirs(kdir, exist_ok=True)
