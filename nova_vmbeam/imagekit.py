@@ -41,6 +41,21 @@ class ImageBuildError(exception.VMBeamError):
     msg_fmt = 'Cannot build a VM image: %(reason)s. %(fix)s'
 
 
+@contextlib.contextmanager
+def errors_as(error):
+    """Report these primitives' failures as ``error``, the image's own.
+
+    Usable as a decorator of a builder's entry point: its caller sees
+    which image could not be built.
+    """
+    try:
+        yield
+    except ImageBuildError as exc:
+        if isinstance(exc, error):
+            raise
+        raise error(**exc.kwargs) from exc
+
+
 def default_cache_dir():
     """$VMBEAM_CACHE_DIR, else $XDG_CACHE_HOME/nova-vmbeam (~/.cache/...)."""
     if os.environ.get(CACHE_ENV):

@@ -118,6 +118,7 @@ def kernel_cmdline(ram_mib, dirty_mib_s, report_ms=500, verify_mib_s=0,
     ] + extra)
 
 
+@imagekit.errors_as(GuestImageError)
 def build(cache_dir=None, kernel=None, modules=None):
     """Build (or reuse) the test guest image and return a GuestImage.
 

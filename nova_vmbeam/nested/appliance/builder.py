@@ -182,6 +182,7 @@ def resolve_closure(packages=ROOT_PACKAGES, suite=SUITE):
     return pins
 
 
+@imagekit.errors_as(ApplianceError)
 def write_lock(path=LOCK_FILE):
     """Pin the current closure and kernel in ``path``; return the pins."""
     pins = resolve_closure()
@@ -362,6 +363,7 @@ def default_dir(cache_dir=None):
         cache_dir or imagekit.default_cache_dir()), 'appliance')
 
 
+@imagekit.errors_as(ApplianceError)
 def build(cache_dir=None, lock_file=LOCK_FILE, extra_files=()):
     """Build (or reuse) the L1 appliance; returns an Appliance.
 
