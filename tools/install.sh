@@ -60,7 +60,7 @@ quiet .venv/bin/pip install -r requirements.txt -e .
     .venv/bin/vmbeam image >/dev/null
 }
 # The nested sibling's L1 appliance: the pinned Debian packages of
-# nova_vmbeam/appliance/packages.lock, downloaded and unpacked (cached).
+# nova_vmbeam/nested/appliance/packages.lock, downloaded and unpacked (cached).
 # bookworm-backports keeps only its newest versions: when a pin has left
 # the archive, pin what is there now (the lock file changes; commit it).
 if ! .venv/bin/vmbeam appliance build >/dev/null 2>"$log"; then

@@ -27,8 +27,8 @@ from nova_vmbeam import aging as aging_mod
 from nova_vmbeam.aging import base as aging_base
 from nova_vmbeam.conf import aging as aging_conf
 from nova_vmbeam import guest as guest_mod
-from nova_vmbeam import testbed as testbed_mod
 from tests.unit import fakes
+from vmbeam_devtools import testbed as testbed_mod
 
 
 def main():

@@ -16,11 +16,68 @@ QEMU_NS = 'http://libvirt.org/schemas/domain/qemu/1.0'
 ET.register_namespace('qemu', QEMU_NS)
 
 
-def _sub(parent, tag, text=None, **attrib):
+def sub_element(parent, tag, text=None, **attrib):
+    """A child element of ``parent`` with ``text`` (made a string)."""
     element = ET.SubElement(parent, tag, attrib)
     if text is not None:
         element.text = str(text)
     return element
+
+
+def new_domain(name, uuid, ram_mib, vcpus, kernel=None, initrd=None,
+               cmdline=None, accel='tcg',
+               emulator='/usr/bin/qemu-system-x86_64', on_reboot='restart'):
+    """A domain element booting ``kernel``; its <devices> holds the emulator.
+
+    Add devices to ``domain.find('devices')``; ``to_xml()`` gives the text.
+    """
+    domain = ET.Element('domain', type='kvm' if accel == 'kvm' else 'qemu')
+    sub_element(domain, 'name', name)
+    sub_element(domain, 'uuid', uuid)
+    sub_element(domain, 'memory', ram_mib, unit='MiB')
+    sub_element(domain, 'vcpu', vcpus)
+    os_el = sub_element(domain, 'os')
+    sub_element(os_el, 'type', 'hvm', arch='x86_64', machine='pc')
+    if kernel:
+        sub_element(os_el, 'kernel', kernel)
+    if initrd:
+        sub_element(os_el, 'initrd', initrd)
+    if cmdline:
+        sub_element(os_el, 'cmdline', cmdline)
+    features = sub_element(domain, 'features')
+    sub_element(features, 'acpi')
+    sub_element(domain, 'on_poweroff', 'destroy')
+    sub_element(domain, 'on_reboot', on_reboot)
+    sub_element(domain, 'on_crash', 'destroy')
+    devices = sub_element(domain, 'devices')
+    sub_element(devices, 'emulator', emulator)
+    return domain
+
+
+def add_bridge_nic(devices, bridge, mac, tap=None):
+    """A virtio NIC on ``bridge``; its tap is named ``tap`` when given."""
+    nic = sub_element(devices, 'interface', type='bridge')
+    sub_element(nic, 'source', bridge=bridge)
+    sub_element(nic, 'mac', address=mac)
+    sub_element(nic, 'model', type='virtio')
+    # No iPXE ROM: the guest boots from a kernel, and SeaBIOS would
+    # spend seconds running the ROM under TCG.
+    sub_element(nic, 'rom', enabled='no')
+    if tap:
+        sub_element(nic, 'target', dev=tap)
+    return nic
+
+
+def add_file_serial(devices, path):
+    """The first serial port, appended to the file ``path``."""
+    serial = sub_element(devices, 'serial', type='file')
+    sub_element(serial, 'source', path=path, append='on')
+    sub_element(serial, 'target', port='0')
+    return serial
+
+
+def to_xml(domain):
+    return ET.tostring(domain, encoding='unicode')
 
 
 def domain_xml(spec, accel='tcg', emulator='/usr/bin/qemu-system-x86_64',
@@ -31,48 +88,25 @@ def domain_xml(spec, accel='tcg', emulator='/usr/bin/qemu-system-x86_64',
     each a virtio NIC whose tap is named ``<tap_prefix><n>`` when given (two
     daemons must not pick the same tap name).
     """
-    domain = ET.Element('domain', type='kvm' if accel == 'kvm' else 'qemu')
-    _sub(domain, 'name', spec.name)
-    _sub(domain, 'uuid', spec.uuid)
-    _sub(domain, 'memory', spec.ram_mib, unit='MiB')
-    _sub(domain, 'vcpu', spec.vcpus)
-    os_el = _sub(domain, 'os')
-    _sub(os_el, 'type', 'hvm', arch='x86_64', machine='pc')
-    if spec.kernel:
-        _sub(os_el, 'kernel', spec.kernel)
-    if spec.initrd:
-        _sub(os_el, 'initrd', spec.initrd)
-    if spec.cmdline:
-        _sub(os_el, 'cmdline', spec.cmdline)
-    features = _sub(domain, 'features')
-    _sub(features, 'acpi')
-    _sub(domain, 'on_poweroff', 'destroy')
-    _sub(domain, 'on_reboot', 'restart')
-    _sub(domain, 'on_crash', 'destroy')
-    devices = _sub(domain, 'devices')
-    _sub(devices, 'emulator', emulator)
+    domain = new_domain(spec.name, spec.uuid, spec.ram_mib, spec.vcpus,
+                        kernel=spec.kernel, initrd=spec.initrd,
+                        cmdline=spec.cmdline, accel=accel,
+                        emulator=emulator)
+    devices = domain.find('devices')
     for index, path in enumerate(disks):
-        disk = _sub(devices, 'disk', type='file', device='disk')
-        _sub(disk, 'driver', name='qemu', type='qcow2', cache='none')
-        _sub(disk, 'source', file=path)
-        _sub(disk, 'target', dev='vd' + chr(ord('a') + index), bus='virtio')
+        disk = sub_element(devices, 'disk', type='file', device='disk')
+        sub_element(disk, 'driver', name='qemu', type='qcow2', cache='none')
+        sub_element(disk, 'source', file=path)
+        sub_element(disk, 'target', dev='vd' + chr(ord('a') + index),
+                    bus='virtio')
     for index, (bridge, mac) in enumerate(bridges):
-        nic = _sub(devices, 'interface', type='bridge')
-        _sub(nic, 'source', bridge=bridge)
-        _sub(nic, 'mac', address=mac)
-        _sub(nic, 'model', type='virtio')
-        # No iPXE ROM: the guest boots from a kernel, and SeaBIOS would
-        # spend seconds running the ROM under TCG.
-        _sub(nic, 'rom', enabled='no')
-        if tap_prefix:
-            _sub(nic, 'target', dev='%s%d' % (tap_prefix, index))
+        add_bridge_nic(devices, bridge, mac, tap='%s%d' % (tap_prefix, index)
+                       if tap_prefix else None)
     if spec.console_log:
-        serial = _sub(devices, 'serial', type='file')
-        _sub(serial, 'source', path=spec.console_log, append='on')
-        _sub(serial, 'target', port='0')
-    _sub(devices, 'memballoon', model='none')
+        add_file_serial(devices, spec.console_log)
+    sub_element(devices, 'memballoon', model='none')
     set_ram_backend(domain, spec.ram, spec.ram_mib)
-    return ET.tostring(domain, encoding='unicode')
+    return to_xml(domain)
 
 
 def _commandline(domain):
@@ -82,11 +116,17 @@ def _commandline(domain):
     return element
 
 
-def _args(domain):
+def commandline_args(domain):
+    """The values of the domain's <qemu:commandline> arguments."""
     element = domain.find('{%s}commandline' % QEMU_NS)
     if element is None:
         return []
     return [arg.get('value') for arg in element.findall('{%s}arg' % QEMU_NS)]
+
+
+def add_commandline_args(domain, args):
+    """Append ``args`` to the domain's <qemu:commandline>."""
+    _set_args(domain, commandline_args(domain) + list(args))
 
 
 def _set_args(domain, args):
@@ -120,13 +160,13 @@ def ram_backend_args(ram, ram_mib):
 def set_ram_backend(domain, ram, ram_mib):
     args = ram_backend_args(ram, ram_mib)
     if args:
-        _set_args(domain, _args(domain) + args)
+        add_commandline_args(domain, args)
 
 
 def with_ram(xml, ram, ram_mib):
     """``xml`` with its guest RAM backend replaced by ``ram``."""
     domain = ET.fromstring(xml)
-    args = _args(domain)
+    args = commandline_args(domain)
     kept = []
     skip = False
     for flag, value in zip(args, args[1:] + [None]):
@@ -145,7 +185,7 @@ def with_ram(xml, ram, ram_mib):
 
 def ram_backing(xml):
     """The RamBacking a domain's XML gives its guest."""
-    args = _args(ET.fromstring(xml))
+    args = commandline_args(ET.fromstring(xml))
     for flag, value in zip(args, args[1:]):
         if flag == '-object' and value.startswith('memory-backend-file,') \
                 and 'id=%s' % cmdline.RAM_OBJECT_ID in value:
@@ -160,7 +200,7 @@ def ram_backing(xml):
 def with_incoming(xml, incoming):
     """``xml`` plus -incoming values (a migration destination)."""
     domain = ET.fromstring(xml)
-    args = _args(domain)
+    args = commandline_args(domain)
     for value in incoming:
         if not isinstance(value, str):
             raise ValueError('through libvirt only "-incoming defer" works: '
@@ -192,7 +232,7 @@ def for_destination(xml, incoming):
 
 def without_incoming(xml):
     domain = ET.fromstring(xml)
-    args = _args(domain)
+    args = commandline_args(domain)
     kept = []
     skip = False
     for value in args:

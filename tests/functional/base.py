@@ -6,11 +6,11 @@ import tempfile
 
 import testtools
 
-from nova_vmbeam import guestimage
 from nova_vmbeam.pool import daemon as pool_daemon
 from nova_vmbeam.qemu import procfs
-from nova_vmbeam import testbed as testbed_mod
 from tests.unit import fakes
+from vmbeam_devtools import guestimage
+from vmbeam_devtools import testbed as testbed_mod
 
 _IMAGE = None
 

@@ -9,9 +9,10 @@ import tempfile
 
 import testtools
 
-from nova_vmbeam import guestimage
-from nova_vmbeam.guestimage import builder
-from nova_vmbeam.guestimage import console as console_mod
+from nova_vmbeam import imagekit
+from vmbeam_devtools import guestimage
+from vmbeam_devtools.guestimage import builder
+from vmbeam_devtools.guestimage import console as console_mod
 
 QEMU = 'qemu-system-x86_64'
 BOOT_TIMEOUT = 120
@@ -209,7 +210,7 @@ class TestGuestImage(QemuTestCase):
         for name in ('virtio_pci', 'virtio_net', 'virtio_blk'):
             self.assertIn(name, order)
         for i, name in enumerate(order):
-            info = builder._modinfo(files['lib/modules/%s.ko' % name])
+            info = imagekit.modinfo(files['lib/modules/%s.ko' % name])
             self.assertEqual(name, info['name'])
             for dep in filter(None, info['depends'].split(',')):
                 self.assertIn(dep, order[:i], 'loaded before %s' % name)

@@ -5,12 +5,12 @@ import shutil
 import signal
 import threading
 
-from nova_vmbeam import bench
 from nova_vmbeam import exception
 from nova_vmbeam import guest as guest_mod
 from nova_vmbeam import movers
 from nova_vmbeam.movers import zerocopy
 from tests.functional import base
+from vmbeam_devtools import bench
 
 MIB = 1 << 20
 

@@ -11,13 +11,13 @@ each L1, the pool daemon's hotplug, the migration over the L1 network.
 import os
 
 from nova_vmbeam.conf import nested as nested_conf
-from nova_vmbeam.movers import nested as nested_mover
+from nova_vmbeam.nested import mover as nested_mover
 from nova_vmbeam.nested import network
-from nova_vmbeam.nested import testbed as nested_testbed
+from nova_vmbeam.nested import sibling as nested_sibling
 from nova_vmbeam.rejuvenation import orchestrator as orchestrator_mod
 from nova_vmbeam.siblings import base as sibling_base
-from nova_vmbeam.siblings import nested as nested_sibling
 from tests.functional import base
+from vmbeam_devtools.nested import testbed as nested_testbed
 
 
 class NestedTestCase(base.PrivateStateTestCase):

@@ -14,7 +14,6 @@ import time
 
 from nova_vmbeam import exception
 from nova_vmbeam import guest as guest_mod
-from nova_vmbeam import guestimage
 from nova_vmbeam import movers
 from nova_vmbeam import pool as pool_mod
 from nova_vmbeam.pool import daemon
@@ -23,6 +22,7 @@ from nova_vmbeam.pool import protocol
 from nova_vmbeam.qemu import monitor as monitor_mod
 from nova_vmbeam.qemu import procfs
 from tests.functional import base
+from vmbeam_devtools import guestimage
 
 MIB = 1 << 20
 

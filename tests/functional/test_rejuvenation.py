@@ -14,12 +14,12 @@ import libvirt
 
 from nova_vmbeam import exception
 from nova_vmbeam import guest as guest_mod
-from nova_vmbeam.guestimage import console as guestimage_console
 from nova_vmbeam.qemu import procfs
 from nova_vmbeam.rejuvenation import journal as journal_mod
 from nova_vmbeam.rejuvenation import orchestrator as orchestrator_mod
-from nova_vmbeam import testbed as testbed_mod
 from tests.functional import base
+from vmbeam_devtools.guestimage import console as guestimage_console
+from vmbeam_devtools import testbed as testbed_mod
 
 
 def wait_for_incoming_qemu(scope, name, timeout=60.0):

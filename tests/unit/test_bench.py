@@ -3,7 +3,7 @@ import sys
 
 import testtools
 
-from nova_vmbeam import bench
+from vmbeam_devtools import bench
 
 
 def _rec(mover, total, ok=True, ram=1024, dirty=64):

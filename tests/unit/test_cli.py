@@ -28,3 +28,31 @@ class TestConfigFiles(testtools.TestCase):
         self.assertIn(path, lines[0])
         self.assertIn('--config-file', lines[0])
         self.assertNotIn('Traceback', err.getvalue())
+
+
+class TestDevCommands(testtools.TestCase):
+    """demo, bench and image come from the dev tools' entry points."""
+
+    def test_dev_commands_are_offered(self):
+        parser = cli.build_parser()
+        for argv in (['bench', '--sizes', '512', '--json'],
+                     ['demo', '--guests', '2'], ['image']):
+            args = parser.parse_args(argv)
+            self.assertEqual('vmbeam_devtools.cli',
+                             args.func.__module__, argv)
+
+    def test_runtime_without_the_dev_tools(self):
+        self.useFixture(fixtures.MockPatch(
+            'stevedore.extension.ExtensionManager.list_entry_points',
+            return_value=[]))
+        parser = cli.build_parser()
+        self.assertEqual('status', parser.parse_args(['status']).command)
+        with contextlib.redirect_stderr(io.StringIO()):
+            self.assertRaises(SystemExit, parser.parse_args, ['bench'])
+
+    def test_a_missing_dev_package_is_no_command(self):
+        self.assertIsNone(cli._skip_missing(
+            None, None, ModuleNotFoundError("No module named "
+                                            "'vmbeam_devtools'")))
+        self.assertRaises(ValueError, cli._skip_missing, None, None,
+                          ValueError('broken'))

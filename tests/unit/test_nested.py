@@ -4,18 +4,19 @@ import os
 import tempfile
 import xml.etree.ElementTree as ET
 
+import fixtures
 import testtools
 
-from nova_vmbeam.appliance import builder
 from nova_vmbeam.conf import nested as nested_conf
 from nova_vmbeam.conf import opts
 from nova_vmbeam import exception
 from nova_vmbeam import guest as guest_mod
 from nova_vmbeam.libvirt import config as libvirt_config
 from nova_vmbeam.movers import base as mover_base
-from nova_vmbeam.movers import nested as nested_mover
+from nova_vmbeam.nested.appliance import builder
+from nova_vmbeam.nested import mover as nested_mover
 from nova_vmbeam.nested import network
-from nova_vmbeam.siblings import nested as nested_sibling
+from nova_vmbeam.nested import sibling as nested_sibling
 from tests.unit import fakes
 
 
@@ -98,7 +99,7 @@ class TestL1Domain(testtools.TestCase):
             'devices/interface/source').get('bridge'))
         self.assertEqual('org.qemu.guest_agent.0', domain.find(
             'devices/channel/target').get('name'))
-        args = libvirt_config._args(domain)
+        args = libvirt_config.commandline_args(domain)
         self.assertIn('chardev=vmbeam-qmp,mode=control', args)
         self.assertIn(sibling.qmp_socket, ' '.join(args))
         self.assertEqual('qemu+tcp://10.9.8.13/system', sibling.uri)
@@ -134,14 +135,13 @@ class TestRamPath(testtools.TestCase):
                                      'resource2'))
         xml = libvirt_config.domain_xml(spec)
         domain = ET.fromstring(xml)
-        libvirt_config._set_args(domain, libvirt_config._args(domain) +
-                                 ['-incoming', 'defer'])
+        libvirt_config.add_commandline_args(domain, ['-incoming', 'defer'])
         xml = ET.tostring(domain, encoding='unicode')
         bar = '/sys/bus/pci/devices/0000:00:07.0/resource2_wc'
         moved = libvirt_config.with_ram(
             xml, guest_mod.RamBacking(guest_mod.RAM_FILE, bar), 128)
         self.assertEqual(bar, libvirt_config.ram_backing(moved).path)
-        args = libvirt_config._args(ET.fromstring(moved))
+        args = libvirt_config.commandline_args(ET.fromstring(moved))
         self.assertEqual(1, sum(1 for a in args if 'vmbeam-ram' in a
                                 and a.startswith('memory-backend-file')))
         self.assertIn('-incoming', args)
@@ -193,3 +193,49 @@ class TestOptions(testtools.TestCase):
         for name in ('l1_memory_mib', 'bar_mapping', 'bridge',
                      'network_cidr', 'appliance_dir'):
             self.assertIn(name, names)
+
+
+class TestApplianceExtraFiles(testtools.TestCase):
+    """The production appliance has no test payload; callers add files."""
+
+    def setUp(self):
+        super().setUp()
+        self.tmp = self.useFixture(fixtures.TempDir()).path
+        self.payload = os.path.join(self.tmp, 'payload')
+        with open(self.payload, 'wb') as f:
+            f.write(b'PAYLOAD-BYTES')
+        self.useFixture(fixtures.MockPatch(
+            'nova_vmbeam.imagekit.find_busybox', return_value=self.payload))
+        self.useFixture(fixtures.MockPatch(
+            'nova_vmbeam.imagekit.busybox_applets', return_value=[]))
+
+    def _initrd(self, extra_files):
+        root = os.path.join(self.tmp, 'root')
+        os.makedirs(root, exist_ok=True)
+        dest = os.path.join(self.tmp, 'initrd.img')
+        builder._write_initrd(root, [], extra_files, dest)
+        with open(dest, 'rb') as f:
+            return f.read()
+
+    def test_without_extra_files_no_test_payload(self):
+        data = self._initrd(())
+        self.assertNotIn(b'opt/vmbeam', data)
+        self.assertNotIn(b'vmbeam-bwprobe', data)
+
+    def test_extra_files_and_their_directories_are_added(self):
+        data = self._initrd([builder.ExtraFile('opt/vmbeam/guest/vmlinux',
+                                               self.payload)])
+        for name in (b'opt/vmbeam\0', b'opt/vmbeam/guest\0',
+                     b'opt/vmbeam/guest/vmlinux\0'):
+            self.assertIn(name, data)
+        self.assertEqual(2, data.count(b'PAYLOAD-BYTES'))  # + "busybox"
+
+    def test_extra_files_are_part_of_the_cache_key(self):
+        pins = [('linux-image-amd64', '1')]
+        self.useFixture(fixtures.MockPatch('nova_vmbeam.imagekit.BUSYBOX',
+                                           self.payload))
+        plain = builder._cache_key(pins, ())
+        extra = builder.ExtraFile('usr/bin/x', self.payload, 0o755)
+        self.assertNotEqual(plain, builder._cache_key(pins, (extra,)))
+        self.assertEqual(builder._cache_key(pins, (extra,)),
+                         builder._cache_key(pins, (extra,)))

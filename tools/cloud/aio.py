@@ -94,7 +94,7 @@ FLAVORS = {
     'plain.small': (256, 1, 1, {}),
 }
 IMAGE = 'vmbeam-test-guest'
-#: what the test guest's memory worker does (see nova_vmbeam.guestimage)
+#: what the test guest's memory worker does (see vmbeam_devtools.guestimage)
 GUEST_WORK_MIB = 64
 GUEST_DIRTY_MIB_S = 8
 #: seconds Nova waits for the guest to shut down by itself (image property)
@@ -796,7 +796,7 @@ def discover_compute_host(compute, host=None, timeout=240.0):
 
 
 def init_image_and_flavors():
-    from nova_vmbeam import guestimage
+    from vmbeam_devtools import guestimage
     built = guestimage.build()
     conn = sdk()
     if conn.image.find_image(IMAGE) is None:

@@ -36,7 +36,7 @@ IMAGE = 'vmbeam-bench-guest'
 
 
 def ensure_flavor_and_image(conn):
-    from nova_vmbeam import guestimage
+    from vmbeam_devtools import guestimage
     if conn.compute.find_flavor(FLAVOR) is None:
         flavor = conn.compute.create_flavor(name=FLAVOR, ram=RAM_MIB,
                                             vcpus=1, disk=1)

@@ -33,14 +33,14 @@ import testtools.content
 
 from nova_vmbeam import conf as vmbeam_conf
 from nova_vmbeam import exception
-from nova_vmbeam import guestimage
-from nova_vmbeam.guestimage import console as guestimage_console
 from nova_vmbeam.rpc import api as rpc_api
-from nova_vmbeam import testbed as testbed_mod
 from nova_vmbeam.virt import notifications
 from nova_vmbeam.virt import rejuvenation
 from tests.functional import base as ft_base
 from tests.functional import rabbitmq
+from vmbeam_devtools import guestimage
+from vmbeam_devtools.guestimage import console as guestimage_console
+from vmbeam_devtools import testbed as testbed_mod
 
 CONF = vmbeam_conf.CONF
 HOST = 'vmbeam-ft-compute'

@@ -17,13 +17,13 @@ from oslo_log import log as logging
 
 from nova_vmbeam import exception
 from nova_vmbeam import guest as guest_mod
-from nova_vmbeam import guestimage
 from nova_vmbeam.libvirt import config as libvirt_config
 from nova_vmbeam import pool as pool_mod
 from nova_vmbeam.qemu import process
 from nova_vmbeam.qemu import procfs
 from nova_vmbeam.qemu import version
 from nova_vmbeam.rejuvenation import orchestrator as orchestrator_mod
+from vmbeam_devtools import guestimage
 
 LOG = logging.getLogger(__name__)
 

@@ -2,8 +2,8 @@
 
 The L2 guest is the project's test guest (memworker keeps verifying its
 memory), booted by the L1's libvirt from the copy of the test image the
-appliance carries, with its RAM in an L0 pool mapped through the L1's
-ivshmem BAR and its console collected on L0.
+dev appliance carries (devappliance.py), with its RAM in an L0 pool
+mapped through the L1's ivshmem BAR and its console collected on L0.
 """
 
 import dataclasses
@@ -16,12 +16,13 @@ import xml.etree.ElementTree as ET
 from oslo_log import log as logging
 
 from nova_vmbeam import guest as guest_mod
-from nova_vmbeam import guestimage
 from nova_vmbeam.libvirt import config as libvirt_config
-from nova_vmbeam.nested import console as console_mod
 from nova_vmbeam.nested import network
-from nova_vmbeam.siblings import nested as nested_sibling
-from nova_vmbeam import testbed
+from nova_vmbeam.nested import sibling as nested_sibling
+from vmbeam_devtools import guestimage
+from vmbeam_devtools.nested import appliance as devappliance
+from vmbeam_devtools.nested import console as console_mod
+from vmbeam_devtools import testbed
 
 LOG = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ class NestedTestbed(testbed.Testbed):
     """L1 siblings started directly (no orchestrator) and L2 guests."""
 
     def __init__(self, conf, name='nested-testbed'):
-        super().__init__(conf, name, image=nested_sibling.appliance(conf))
+        super().__init__(conf, name, image=devappliance.use(conf))
         self.siblings = []
         self.collectors = []
         self.boot_s = {}
@@ -66,7 +67,8 @@ class NestedTestbed(testbed.Testbed):
         spec = guest_mod.GuestSpec(
             name=name, uuid=guest_uuid, ram_mib=ram_mib,
             ram=guest_mod.RamBacking(guest_mod.RAM_FILE, bar),
-            kernel=self.image.guest_kernel, initrd=self.image.guest_initrd,
+            kernel=devappliance.GUEST_KERNEL,
+            initrd=devappliance.GUEST_INITRD,
             cmdline=guestimage.kernel_cmdline(
                 work_mib, dirty_mib_s, report_ms,
                 verify_mib_s=verify_mib_s, hostname=name),

@@ -8,8 +8,9 @@ sibling this also rejuvenates the hypervisor's kernel.
 
 L0 side:
   * the L1 VMs run under one L0 libvirt daemon, started here on first use:
-    a colocated daemon of its own (``<state>/nested/l0``), not one of the
-    rejuvenated generations;
+    a private libvirtd of its own (libvirt/daemon.py, like a colocated
+    generation's, in ``<state>/nested/l0``), not one of the rejuvenated
+    generations;
   * they share a private Linux bridge ([vmbeam_nested] bridge) with
     static addresses; the host reaches each L1's libvirtd at
     ``qemu+tcp://<address>/system`` and its qemu-guest-agent through the
@@ -26,14 +27,14 @@ import shutil
 import subprocess
 import time
 import uuid
-import xml.etree.ElementTree as ET
 
 import libvirt
 from oslo_log import log as logging
 
-from nova_vmbeam import appliance as appliance_mod
 from nova_vmbeam.libvirt import config as libvirt_config
+from nova_vmbeam.libvirt import daemon as libvirt_daemon
 from nova_vmbeam.nested import agent
+from nova_vmbeam.nested import appliance as appliance_mod
 from nova_vmbeam.nested import host as nested_host
 from nova_vmbeam.nested import network
 from nova_vmbeam.qemu import procfs
@@ -55,15 +56,20 @@ def nested_dir(conf, *parts):
     return os.path.join(conf.vmbeam.state_path, 'nested', *parts)
 
 
-class L0Daemon(colocated.ColocatedSibling):
-    """The libvirt daemon the L1 VMs run under (never rejuvenated here)."""
+class L0Daemon:
+    """The libvirt daemon the L1 VMs run under (never rejuvenated here).
 
-    kind = 'nested-l0'
+    A private libvirtd + virtlogd like a colocated generation's, under
+    ``<state>/nested/l0``, with a host UUID kept there.
+    """
+
+    name = 'nested-l0'
 
     def __init__(self, conf):
-        base_dir = nested_dir(conf, 'l0')
-        os.makedirs(base_dir, exist_ok=True)
-        uuid_file = os.path.join(base_dir, 'host_uuid')
+        self.conf = conf
+        self.base = nested_dir(conf, 'l0')
+        os.makedirs(self.base, exist_ok=True)
+        uuid_file = os.path.join(self.base, 'host_uuid')
         try:
             with open(uuid_file) as f:
                 host_uuid = f.read().strip()
@@ -71,12 +77,17 @@ class L0Daemon(colocated.ColocatedSibling):
             host_uuid = str(uuid.uuid4())
             with open(uuid_file, 'w') as f:
                 f.write(host_uuid)
-        super().__init__(conf, 0, host_uuid)
-        self.base = base_dir
+        self.daemon = libvirt_daemon.PrivateLibvirtd(conf, self.base,
+                                                     host_uuid, self.name, 0)
 
-    @property
-    def name(self):
-        return 'nested-l0'
+    def host(self):
+        return self.daemon.host()
+
+    def running(self):
+        return self.daemon.running()
+
+    def retire(self):
+        self.daemon.stop()
 
     def ensure(self):
         """Start the daemon unless it runs.
@@ -85,9 +96,13 @@ class L0Daemon(colocated.ColocatedSibling):
         """
         with open(os.path.join(self.base, '.lock'), 'a') as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            if not self.running():
-                self.start()
-                self.wait_ready(self.conf.vmbeam.sibling_start_timeout)
+            if not self.daemon.running():
+                self.daemon.start()
+                try:
+                    self.daemon.wait_ready(
+                        self.conf.vmbeam.sibling_start_timeout)
+                except libvirt_daemon.DaemonStartFailed as exc:
+                    raise base.SiblingStartFailed(str(exc))
         return self
 
 
@@ -193,45 +208,31 @@ class NestedSibling(base.Sibling):
 
     def domain_xml(self, kernel, initrd):
         conf = self.conf.vmbeam_nested
-        domain = ET.Element('domain', type='qemu')
-        sub = libvirt_config._sub
-        sub(domain, 'name', self.domain_name)
-        sub(domain, 'uuid', self.domain_uuid)
-        sub(domain, 'memory', conf.l1_memory_mib, unit='MiB')
-        sub(domain, 'vcpu', conf.l1_vcpus)
-        os_el = sub(domain, 'os')
-        sub(os_el, 'type', 'hvm', arch='x86_64', machine='pc')
-        sub(os_el, 'kernel', kernel)
-        sub(os_el, 'initrd', initrd)
-        sub(os_el, 'cmdline', '%s vmbeam.ip=%s/%d vmbeam.hostname=l1-%s' %
-            (KERNEL_OPTS, self.address, self.prefix, self.name))
-        features = sub(domain, 'features')
-        sub(features, 'acpi')
-        sub(domain, 'on_poweroff', 'destroy')
-        sub(domain, 'on_reboot', 'destroy')
-        sub(domain, 'on_crash', 'destroy')
-        devices = sub(domain, 'devices')
-        sub(devices, 'emulator', shutil.which(
-            self.conf.vmbeam.qemu_binary) or self.conf.vmbeam.qemu_binary)
-        nic = sub(devices, 'interface', type='bridge')
-        sub(nic, 'source', bridge=conf.bridge)
-        sub(nic, 'mac', address='52:54:00:be:%02x:%02x' % (
-            (self.generation >> 8) & 0xff, self.generation & 0xff))
-        sub(nic, 'model', type='virtio')
-        sub(nic, 'rom', enabled='no')
-        serial = sub(devices, 'serial', type='file')
-        sub(serial, 'source', path=self.console_log, append='on')
-        sub(serial, 'target', port='0')
-        channel = sub(devices, 'channel', type='unix')
-        sub(channel, 'target', type='virtio', name='org.qemu.guest_agent.0')
-        sub(devices, 'memballoon', model='none')
+        domain = libvirt_config.new_domain(
+            self.domain_name, self.domain_uuid, conf.l1_memory_mib,
+            conf.l1_vcpus, kernel=kernel, initrd=initrd,
+            cmdline='%s vmbeam.ip=%s/%d vmbeam.hostname=l1-%s' % (
+                KERNEL_OPTS, self.address, self.prefix, self.name),
+            emulator=shutil.which(self.conf.vmbeam.qemu_binary) or
+            self.conf.vmbeam.qemu_binary,
+            # An L1 that reboots has lost its guests: it is over.
+            on_reboot='destroy')
+        devices = domain.find('devices')
+        libvirt_config.add_bridge_nic(
+            devices, conf.bridge, '52:54:00:be:%02x:%02x' % (
+                (self.generation >> 8) & 0xff, self.generation & 0xff))
+        libvirt_config.add_file_serial(devices, self.console_log)
+        channel = libvirt_config.sub_element(devices, 'channel', type='unix')
+        libvirt_config.sub_element(channel, 'target', type='virtio',
+                                   name='org.qemu.guest_agent.0')
+        libvirt_config.sub_element(devices, 'memballoon', model='none')
         # A QMP monitor of our own, beside libvirt's, for the pool daemon's
         # ivshmem hotplug.
-        libvirt_config._set_args(domain, [
+        libvirt_config.add_commandline_args(domain, [
             '-chardev', 'socket,id=%s,path=%s,server=on,wait=off' %
             (QMP_ID, self.qmp_socket),
             '-mon', 'chardev=%s,mode=control' % QMP_ID])
-        return ET.tostring(domain, encoding='unicode')
+        return libvirt_config.to_xml(domain)
 
     def _prepare_dirs(self):
         pw = pwd.getpwnam(self.conf.vmbeam.qemu_user)

@@ -8,9 +8,9 @@ runs diskworker, which writes and verifies records on its virtio disk.  See
 builder.py for the cache layout and console.py for reading the console log.
 """
 
-from nova_vmbeam.guestimage.builder import build  # noqa: F401
-from nova_vmbeam.guestimage.builder import default_cache_dir  # noqa: F401
-from nova_vmbeam.guestimage.builder import GuestImage  # noqa: F401
-from nova_vmbeam.guestimage.builder import GuestImageError  # noqa: F401
-from nova_vmbeam.guestimage.builder import kernel_cmdline  # noqa: F401
-from nova_vmbeam.guestimage.console import ConsoleLog  # noqa: F401
+from vmbeam_devtools.guestimage.builder import build  # noqa: F401
+from vmbeam_devtools.guestimage.builder import default_cache_dir  # noqa: F401
+from vmbeam_devtools.guestimage.builder import GuestImage  # noqa: F401
+from vmbeam_devtools.guestimage.builder import GuestImageError  # noqa: F401
+from vmbeam_devtools.guestimage.builder import kernel_cmdline  # noqa: F401
+from vmbeam_devtools.guestimage.console import ConsoleLog  # noqa: F401

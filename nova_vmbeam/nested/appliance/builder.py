@@ -19,14 +19,15 @@ tooling and without installing anything:
    once in a chroot of the result (``--version``): a missing library fails
    the build, not the boot.
 4. busybox-static (the host's), ``init.sh`` as /init, the daemons'
-   configuration, the kernel modules for virtio and the project's test
-   guest image (the L2 payload the tests and the benchmark boot) are
-   added, and the whole is written as an uncompressed newc cpio
+   configuration and the kernel modules for virtio are added, plus the
+   caller's extra files if any (the dev tools add the test guest image and
+   the bench's bandwidth probe that way: the production appliance carries
+   no test payload), and the whole is written as an uncompressed newc cpio
    (uncompressed: unpacking it under TCG is a memcpy, not minutes of
    inflate). Entries have uid 0 and mtime 0: the same inputs give the
    same bytes, and the manifest records the SHA-256.
 
-Cache layout (under ``guestimage.builder.default_cache_dir()``)::
+Cache layout (under ``imagekit.default_cache_dir()``)::
 
     appliance/debs/<name>_<version>_<arch>.deb
     appliance/image-<key>/initrd.img     the root filesystem
@@ -36,27 +37,25 @@ Cache layout (under ``guestimage.builder.default_cache_dir()``)::
 """
 
 import collections
+import dataclasses
 import glob
 import hashlib
 import json
 import os
 import shutil
-import subprocess
 import tempfile
 
 from oslo_log import log as logging
 
-from nova_vmbeam import exception
-from nova_vmbeam.guestimage import builder as guest_builder
+from nova_vmbeam import imagekit
 
 LOG = logging.getLogger(__name__)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 LOCK_FILE = os.path.join(HERE, 'packages.lock')
 INIT_SRC = os.path.join(HERE, 'init.sh')
-BWPROBE_SRC = os.path.join(HERE, 'bwprobe.c')
-BWPROBE = 'usr/bin/vmbeam-bwprobe'
-FORMAT_VERSION = '1'
+# 2: no test payload of its own (extra files instead)
+FORMAT_VERSION = '2'
 
 #: what the appliance is for; their closure is pinned in packages.lock
 ROOT_PACKAGES = ('qemu-system-x86', 'libvirt-daemon',
@@ -83,8 +82,6 @@ DATA_TREES = ('usr/share/qemu', 'usr/share/seabios', 'usr/share/libvirt')
 LIBRARY_DIRS = ('lib/x86_64-linux-gnu', 'usr/lib/x86_64-linux-gnu',
                 'lib64', 'usr/lib64', 'lib', 'usr/lib')
 INTERPRETER = 'lib64/ld-linux-x86-64.so.2'
-#: where the L2 test guest image is inside the L1
-GUEST_DIR = 'opt/vmbeam/guest'
 LIBVIRT_TCP_PORT = 16509
 
 LIBVIRTD_CONF = '''# nova-vmbeam L1 appliance: TCP without authentication.
@@ -109,26 +106,26 @@ namespaces = [ ]
 '''
 
 Appliance = collections.namedtuple('Appliance',
-                                   ['kernel', 'initrd', 'guest_kernel',
-                                    'guest_initrd', 'manifest'])
+                                   ['kernel', 'initrd', 'manifest'])
 
 
-class ApplianceError(exception.VMBeamError):
+@dataclasses.dataclass(frozen=True)
+class ExtraFile:
+    """A file a caller adds to the appliance's root filesystem."""
+
+    #: path inside the L1, relative to / (e.g. "opt/vmbeam/guest/vmlinux")
+    dest: str
+    #: the file on this host whose bytes go there
+    source: str
+    mode: int = 0o644
+
+
+class ApplianceError(imagekit.ImageBuildError):
     msg_fmt = 'Cannot build the L1 appliance: %(reason)s. %(fix)s'
 
 
 def _run(cmd, fix, cwd=None):
-    try:
-        return subprocess.run(cmd, cwd=cwd, check=True, capture_output=True,
-                              text=True).stdout
-    except FileNotFoundError:
-        raise ApplianceError(reason='%s is not installed' % cmd[0], fix=fix)
-    except subprocess.CalledProcessError as e:
-        raise ApplianceError(
-            reason='%s failed (exit %d): %s' % (
-                ' '.join(cmd[:6]), e.returncode,
-                (e.stderr or e.stdout or '').strip()[-2000:]),
-            fix=fix)
+    return imagekit.run(cmd, fix, cwd=cwd, error=ApplianceError)
 
 
 # --- the lock file ----------------------------------------------------------
@@ -185,17 +182,18 @@ def resolve_closure(packages=ROOT_PACKAGES, suite=SUITE):
     return pins
 
 
+@imagekit.errors_as(ApplianceError)
 def write_lock(path=LOCK_FILE):
     """Pin the current closure and kernel in ``path``; return the pins."""
     pins = resolve_closure()
-    kernel = guest_builder._resolve_kernel_package()
+    kernel = imagekit.resolve_kernel_package()
     pins.append(kernel)
     lines = ['# nova-vmbeam L1 appliance packages, written by "vmbeam '
              'appliance lock".',
              '# Closure of %s from %s without recommends, plus the kernel.'
              % (' '.join(ROOT_PACKAGES), SUITE)]
     lines += ['%s=%s' % pin for pin in sorted(pins)]
-    guest_builder._atomic_write(path, ('\n'.join(lines) + '\n').encode())
+    imagekit.atomic_write(path, ('\n'.join(lines) + '\n').encode())
     return sorted(pins)
 
 
@@ -234,14 +232,6 @@ def fetch(pins, deb_dir):
                                              os.path.basename(path)))
         have = fetch(pins, deb_dir)
     return have
-
-
-def _sha256(path):
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            h.update(block)
-    return h.hexdigest()
 
 
 def unpack(debs, stage):
@@ -353,15 +343,16 @@ def _smoke_test(root):
 
 # --- the image --------------------------------------------------------------
 
-def _cache_key(pins, guest_image):
+def _cache_key(pins, extra_files):
     h = hashlib.sha256()
     h.update(('format=%s\n' % FORMAT_VERSION).encode())
     h.update(''.join('%s=%s\n' % pin for pin in sorted(pins)).encode())
-    for path in (INIT_SRC, BWPROBE_SRC, guest_builder.BUSYBOX,
-                 guest_image.kernel,
-                 guest_image.initrd):
+    for path in (INIT_SRC, imagekit.BUSYBOX):
         with open(path, 'rb') as f:
             h.update(hashlib.sha256(f.read()).digest())
+    for extra in extra_files:
+        h.update(('extra=%s mode=%o\n' % (extra.dest, extra.mode)).encode())
+        h.update(bytes.fromhex(imagekit.sha256_file(extra.source)))
     h.update((LIBVIRTD_CONF + QEMU_CONF + ','.join(
         L1_MODULES + EXECUTABLES + PLUGINS + DATA_TREES)).encode())
     return h.hexdigest()[:16]
@@ -369,19 +360,24 @@ def _cache_key(pins, guest_image):
 
 def default_dir(cache_dir=None):
     return os.path.join(os.path.abspath(
-        cache_dir or guest_builder.default_cache_dir()), 'appliance')
+        cache_dir or imagekit.default_cache_dir()), 'appliance')
 
 
-def build(cache_dir=None, lock_file=LOCK_FILE):
-    """Build (or reuse) the L1 appliance; returns an Appliance."""
-    cache_dir = os.path.abspath(cache_dir or
-                                guest_builder.default_cache_dir())
+@imagekit.errors_as(ApplianceError)
+def build(cache_dir=None, lock_file=LOCK_FILE, extra_files=()):
+    """Build (or reuse) the L1 appliance; returns an Appliance.
+
+    :param extra_files: ExtraFile objects added to the root filesystem;
+        they are part of the cache key, so an appliance with them is
+        another image than one without.
+    """
+    cache_dir = os.path.abspath(cache_dir or imagekit.default_cache_dir())
     top = default_dir(cache_dir)
     os.makedirs(top, exist_ok=True)
     pins = read_lock(lock_file)
-    guest_image = guest_builder.build(cache_dir)
-    with guest_builder._locked(os.path.join(top, '.lock')):
-        key = _cache_key(pins, guest_image)
+    extra_files = tuple(sorted(extra_files, key=lambda e: e.dest))
+    with imagekit.locked(os.path.join(top, '.lock')):
+        key = _cache_key(pins, extra_files)
         image_dir = os.path.join(top, 'image-%s' % key)
         manifest_path = os.path.join(image_dir, 'manifest.json')
         found = load(manifest_path)
@@ -390,13 +386,15 @@ def build(cache_dir=None, lock_file=LOCK_FILE):
         LOG.info('Building the L1 appliance %s', image_dir)
         kernel_pin = [p for p in pins if p[0].startswith(KERNEL_PREFIX)][0]
         user_pins = [p for p in pins if p is not kernel_pin]
+        # The kernel cache the test guest image uses too (same layout):
+        # one download of a kernel package serves both.
         guest_root = os.path.join(cache_dir, 'guestimage')
         kdir = os.path.join(guest_root, 'kernel', '%s_%s' % kernel_pin)
         os.makedirs(kdir, exist_ok=True)
-        vmlinuz, module_files = guest_builder._fetch_kernel(
+        vmlinuz, module_files = imagekit.fetch_kernel(
             guest_root, kdir, kernel_pin[0], kernel_pin[1],
             tuple(sorted(L1_MODULES)))
-        kernel = guest_builder._pvh_kernel(vmlinuz, kdir)
+        kernel = imagekit.pvh_kernel(vmlinuz, kdir)
         debs = fetch(user_pins, os.path.join(top, 'debs'))
         os.makedirs(image_dir, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=top) as tmp:
@@ -406,24 +404,20 @@ def build(cache_dir=None, lock_file=LOCK_FILE):
             chosen = select(stage)
             _copy_selected(stage, root, chosen)
             _smoke_test(root)
-            # The bandwidth probe of "vmbeam bench --nested-bandwidth".
-            guest_builder._compile(BWPROBE_SRC, os.path.join(root,
-                                                             BWPROBE))
             initrd = os.path.join(image_dir, 'initrd.img')
-            size = _write_initrd(root, module_files, guest_image, initrd)
+            size = _write_initrd(root, module_files, extra_files, initrd)
         manifest = {
             'format': FORMAT_VERSION, 'key': key,
             'kernel': kernel, 'kernel_package': '%s=%s' % kernel_pin,
             'modules': [name for name, _ in module_files],
             'initrd': initrd, 'initrd_bytes': size,
-            'initrd_sha256': _sha256(initrd),
+            'initrd_sha256': imagekit.sha256_file(initrd),
             'files': len(chosen),
-            'guest_kernel': '/' + GUEST_DIR + '/vmlinux',
-            'guest_initrd': '/' + GUEST_DIR + '/initrd.img',
+            'extra_files': ['/' + extra.dest for extra in extra_files],
             'packages': {name: {'version': version,
-                                'sha256': _sha256(debs[name])}
+                                'sha256': imagekit.sha256_file(debs[name])}
                          for name, version in user_pins}}
-        guest_builder._atomic_write(manifest_path, json.dumps(
+        imagekit.atomic_write(manifest_path, json.dumps(
             manifest, indent=1, sort_keys=True).encode())
         return load(manifest_path)
 
@@ -437,17 +431,14 @@ def load(manifest_path):
     if not all(os.path.exists(manifest.get(k) or '')
                for k in ('kernel', 'initrd')):
         return None
-    return Appliance(manifest['kernel'], manifest['initrd'],
-                     manifest['guest_kernel'], manifest['guest_initrd'],
-                     manifest_path)
+    return Appliance(manifest['kernel'], manifest['initrd'], manifest_path)
 
 
-def _write_initrd(root, module_files, guest_image, dest):
-    cpio = guest_builder._NewcWriter()
+def _write_initrd(root, module_files, extra_files, dest):
+    cpio = imagekit.NewcWriter()
     for d in ('bin', 'dev', 'etc', 'etc/libvirt', 'lib', 'lib/modules',
               'proc', 'root', 'run', 'sbin', 'sys', 'tmp', 'usr', 'usr/bin',
-              'usr/sbin', 'var', 'var/lib', 'var/log', 'var/cache', 'opt',
-              'opt/vmbeam', GUEST_DIR):
+              'usr/sbin', 'var', 'var/lib', 'var/log', 'var/cache', 'opt'):
         cpio.add_dir(d)
     cpio.add_chardev('dev/console', 5, 1, 0o600)
     cpio.add_chardev('dev/null', 1, 3, 0o666)
@@ -467,10 +458,10 @@ def _write_initrd(root, module_files, guest_image, dest):
                 with open(path, 'rb') as f:
                     cpio.add_file(rel, f.read(),
                                   os.stat(path).st_mode & 0o7777)
-    busybox = guest_builder._find_busybox()
+    busybox = imagekit.find_busybox()
     with open(busybox, 'rb') as f:
         cpio.add_file('bin/busybox', f.read(), 0o755)
-    for applet in guest_builder._busybox_applets(busybox):
+    for applet in imagekit.busybox_applets(busybox):
         applet = applet.lstrip('/')
         if applet not in ('bin/busybox', 'linuxrc') and \
                 not os.path.lexists(os.path.join(root, applet)):
@@ -492,12 +483,18 @@ def _write_initrd(root, module_files, guest_image, dest):
             ('etc/libvirt/libvirtd.conf', LIBVIRTD_CONF),
             ('etc/libvirt/qemu.conf', QEMU_CONF)):
         cpio.add_file(name, text.encode())
-    for src, name in ((guest_image.kernel, 'vmlinux'),
-                      (guest_image.initrd, 'initrd.img')):
-        with open(src, 'rb') as f:
-            cpio.add_file('%s/%s' % (GUEST_DIR, name), f.read())
+    for extra in extra_files:
+        parent = os.path.dirname(extra.dest)
+        parents = []
+        while parent:
+            parents.append(parent)
+            parent = os.path.dirname(parent)
+        for directory in reversed(parents):
+            cpio.add_dir(directory)   # once: the writer skips repeats
+        with open(extra.source, 'rb') as f:
+            cpio.add_file(extra.dest, f.read(), extra.mode)
     with open(INIT_SRC, 'rb') as f:
         cpio.add_file('init', f.read(), 0o755)
     data = cpio.finish()
-    guest_builder._atomic_write(dest, data)
+    imagekit.atomic_write(dest, data)
     return len(data)

@@ -19,7 +19,7 @@ from oslo_log import log as logging
 from nova_vmbeam import guest as guest_mod
 from nova_vmbeam import movers as movers_mod
 from nova_vmbeam.qemu import version
-from nova_vmbeam import testbed as testbed_mod
+from vmbeam_devtools import testbed as testbed_mod
 
 LOG = logging.getLogger(__name__)
 

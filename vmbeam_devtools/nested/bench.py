@@ -20,13 +20,14 @@ import uuid
 from oslo_log import log as logging
 
 from nova_vmbeam.nested import agent
-from nova_vmbeam.nested import testbed as nested_testbed
+from nova_vmbeam.nested import sibling as nested_sibling
 from nova_vmbeam.rejuvenation import orchestrator as orchestrator_mod
-from nova_vmbeam.siblings import nested as nested_sibling
+from vmbeam_devtools.nested import appliance as devappliance
+from vmbeam_devtools.nested import testbed as nested_testbed
 
 LOG = logging.getLogger(__name__)
 
-BWPROBE = '/usr/bin/vmbeam-bwprobe'
+BWPROBE = devappliance.BWPROBE
 
 
 def _isolated(conf, name):

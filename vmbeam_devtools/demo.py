@@ -15,7 +15,7 @@ import shutil
 
 from nova_vmbeam import movers as movers_mod
 from nova_vmbeam.rejuvenation import orchestrator as orchestrator_mod
-from nova_vmbeam import testbed as testbed_mod
+from vmbeam_devtools import testbed as testbed_mod
 
 
 def run(conf, out, guests=3, ram_mib=512, dirty_mib_s=16, mover=None,

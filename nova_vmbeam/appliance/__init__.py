@@ -1,6 +1,0 @@
-"""The L1 appliance: the hypervisor VM image of the nested sibling."""
-
-from nova_vmbeam.appliance.builder import Appliance  # noqa: F401
-from nova_vmbeam.appliance.builder import ApplianceError  # noqa: F401
-from nova_vmbeam.appliance.builder import build  # noqa: F401
-from nova_vmbeam.appliance.builder import write_lock  # noqa: F401

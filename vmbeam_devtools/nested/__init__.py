@@ -1,0 +1,1 @@
+"""Dev tools of the nested sibling: its testbed, bench and test payload."""
