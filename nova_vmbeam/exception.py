@@ -23,10 +23,11 @@ class InvalidInput(VMBeamError):
     msg_fmt = 'Invalid input: %(reason)s'
 
 
-class UnknownMover(InvalidInput):
-    msg_fmt = ('Unknown mover %(name)r. Available movers: %(available)s. '
-               'Pick one of them, or install the package that provides '
-               '%(name)r in the nova_vmbeam.movers entry-point namespace.')
+class UnknownPlugin(InvalidInput):
+    """No plugin of that name is installed (nova_vmbeam.plugins)."""
+
+    msg_fmt = ('Unknown %(kind)s %(name)r; installed: %(available)s. '
+               '%(fix)s')
 
 
 class RamNotShareable(InvalidInput):

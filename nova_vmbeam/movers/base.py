@@ -89,7 +89,7 @@ class MoveContext:
         return (self.marks[end] - self.marks[start]) * 1000.0
 
 
-class Mover(metaclass=abc.ABCMeta):
+class MoverBase(metaclass=abc.ABCMeta):
     """Base class of the movers in the ``nova_vmbeam.movers`` namespace."""
 
     #: entry-point name

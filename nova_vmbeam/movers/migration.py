@@ -31,7 +31,7 @@ class MigrationFailed(Exception):
     pass
 
 
-class QmpMigrationMover(base.Mover):
+class QmpMigrationMover(base.MoverBase):
     """prepare/transfer/verify/switchover/rollback over QMP."""
 
     #: migration capabilities enabled on both ends

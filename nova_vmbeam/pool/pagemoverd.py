@@ -17,12 +17,13 @@ does.
 import os
 
 from nova_vmbeam import pool as pool_mod
+from nova_vmbeam.pool import base
 from nova_vmbeam.pool import daemon
 from nova_vmbeam.pool import guard as guard_mod
 from nova_vmbeam.pool import protocol
 
 
-class PagemoverdPool(guard_mod.GuardedPool):
+class PagemoverdPool(base.AttachablePool):
     """A RAM pool directory, through vmbeam-pagemoverd."""
 
     def __init__(self, conf):
@@ -53,7 +54,8 @@ class PagemoverdPool(guard_mod.GuardedPool):
             return protocol.call(self.socket, request)
 
     def daemon_info(self):
-        return daemon.hello(self.conf, self.path)
+        """The daemon's hello reply (pid, pools, total...) and its socket."""
+        return dict(daemon.hello(self.conf, self.path), socket=self.socket)
 
     def ensure(self):
         """Create the pool directory if missing (mode 0711), then check."""

@@ -14,7 +14,7 @@ class SiblingStartFailed(exception.VMBeamError):
     """A sibling's daemons did not come up (the message says why)."""
 
 
-class Sibling(metaclass=abc.ABCMeta):
+class SiblingBase(metaclass=abc.ABCMeta):
     """One numbered generation of the hypervisor on this node."""
 
     #: entry-point name

@@ -56,7 +56,7 @@ def _proc_usage(pid):
     return rss, fds
 
 
-class ColocatedSibling(base.Sibling):
+class ColocatedSibling(base.SiblingBase):
     kind = 'colocated'
 
     def __init__(self, conf, generation, host_uuid=None):

@@ -108,7 +108,7 @@ def appliance(conf):
     return appliance_mod.build()
 
 
-class NestedSibling(base.Sibling):
+class NestedSibling(base.SiblingBase):
     kind = 'nested'
 
     def __init__(self, conf, generation, domain_uuid=None):

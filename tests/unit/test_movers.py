@@ -26,11 +26,11 @@ class TestLoading(testtools.TestCase):
         conf = fakes.make_conf()
         for name in movers.available():
             mover = movers.load(name, conf)
-            self.assertIsInstance(mover, base.Mover)
+            self.assertIsInstance(mover, base.MoverBase)
             self.assertEqual(name, mover.name)
 
     def test_unknown_mover_lists_available(self):
-        exc = self.assertRaises(exception.UnknownMover, movers.load,
+        exc = self.assertRaises(exception.UnknownPlugin, movers.load,
                                 'teleport', fakes.make_conf())
         self.assertIn("'teleport'", str(exc))
         self.assertIn('cpr, nested, precopy, zerocopy', str(exc))
