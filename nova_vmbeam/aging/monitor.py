@@ -28,6 +28,7 @@ from nova_vmbeam.aging import base
 from nova_vmbeam.aging import policy as policy_mod
 from nova_vmbeam.aging import slots as slots_mod
 from nova_vmbeam.aging import trend as trend_mod
+from nova_vmbeam import exception
 from nova_vmbeam.rejuvenation import orchestrator as orchestrator_mod
 
 LOG = logging.getLogger(__name__)
@@ -220,7 +221,7 @@ class AgingMonitor:
                 (decision.reason, unsafe))
         try:
             slot = self.slots.try_acquire()
-        except slots_mod.CoordinationUnavailable as exc:
+        except exception.CoordinationUnavailable as exc:
             LOG.warning('aging: no rejuvenation slot for %s: %s', self.host,
                         exc)
             return decision._replace(

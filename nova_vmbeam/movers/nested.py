@@ -34,7 +34,6 @@ from nova_vmbeam.movers import base
 from nova_vmbeam.movers import zerocopy
 from nova_vmbeam import pool as pool_mod
 from nova_vmbeam.pool import base as pool_base
-from nova_vmbeam.qemu import monitor as monitor_mod
 
 LOG = logging.getLogger(__name__)
 
@@ -132,7 +131,7 @@ class NestedMover(zerocopy.ZeroCopyMover):
                        any(int(addr.get('port', 0)) == port for addr in
                            destination.execute('query-migrate').get(
                                'socket-address', ())))
-        except monitor_mod.MonitorError as exc:
+        except exception.MonitorError as exc:
             LOG.warning('prepared destination of %s: %s', source.spec.name,
                         exc)
             waiting = False

@@ -36,16 +36,6 @@ START_TIMEOUT = 30.0
 _spawn_lock = threading.Lock()
 
 
-class DaemonNotFound(exception.VMBeamError):
-    msg_fmt = ('%(binary)s not found (looked at %(looked)s). Build it with '
-               '"make -C native" (tools/install.sh does), or set [vmbeam] '
-               'pagemoverd_binary, or use [vmbeam] ram_pool_backend = file.')
-
-
-class DaemonStartFailed(exception.VMBeamError):
-    msg_fmt = 'vmbeam-pagemoverd did not start: %(detail)s'
-
-
 def socket_path(conf):
     if conf.vmbeam.pagemoverd_socket:
         return conf.vmbeam.pagemoverd_socket
@@ -72,7 +62,7 @@ def find_binary(conf):
         looked.append(tree)
         if os.access(tree, os.X_OK):
             return tree
-    raise DaemonNotFound(binary=BINARY, looked=', '.join(looked))
+    raise exception.DaemonNotFound(binary=BINARY, looked=', '.join(looked))
 
 
 def _answers(path):
@@ -125,16 +115,16 @@ def _start(conf, path, pool_dir):
                                     capture_output=True, text=True,
                                     timeout=START_TIMEOUT)
         except subprocess.TimeoutExpired:
-            raise DaemonStartFailed(detail='no answer within %.0f s' %
-                                    START_TIMEOUT)
+            raise exception.DaemonStartFailed(
+                detail='no answer within %.0f s' % START_TIMEOUT)
         if result.returncode:
-            raise DaemonStartFailed(detail=(result.stderr or result.stdout or
-                                            'exit status %d' %
-                                            result.returncode).strip())
+            raise exception.DaemonStartFailed(
+                detail=(result.stderr or result.stdout or
+                        'exit status %d' % result.returncode).strip())
         info = _answers(path)
         if info is None:
-            raise DaemonStartFailed(detail='it exited right after start; '
-                                    'see %s.log' % base)
+            raise exception.DaemonStartFailed(
+                detail='it exited right after start; see %s.log' % base)
         LOG.info('started vmbeam-pagemoverd %d on %s in %.0f ms (%d pools '
                  'recovered, %d in use, %d orphans collected)', info['pid'],
                  path, (time.monotonic() - started) * 1000,
@@ -168,5 +158,5 @@ def stop(conf, timeout=10.0):
         if daemon is None or not daemon.alive():
             return True
         time.sleep(0.01)
-    raise DaemonStartFailed(detail='pid %d did not exit after shutdown' %
-                            info['pid'])
+    raise exception.DaemonStartFailed(
+        detail='pid %d did not exit after shutdown' % info['pid'])

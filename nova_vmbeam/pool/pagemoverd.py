@@ -16,6 +16,7 @@ does.
 
 import os
 
+from nova_vmbeam import exception
 from nova_vmbeam import pool as pool_mod
 from nova_vmbeam.pool import base
 from nova_vmbeam.pool import daemon
@@ -77,7 +78,7 @@ class PagemoverdPool(base.AttachablePool):
         """Pids of processes that map the guest's pool."""
         try:
             return self._call('mapped_by', uuid=guest_uuid)[0]['pids']
-        except protocol.DaemonError as exc:
+        except exception.DaemonError as exc:
             if exc.code == protocol.UNKNOWN_POOL:
                 return []
             raise
@@ -86,7 +87,7 @@ class PagemoverdPool(base.AttachablePool):
         """Free a guest's RAM; refused while any process maps it."""
         try:
             self._call('release', uuid=guest_uuid)
-        except protocol.DaemonError as exc:
+        except exception.DaemonError as exc:
             if exc.code == protocol.UNKNOWN_POOL:
                 return False
             raise
@@ -96,9 +97,9 @@ class PagemoverdPool(base.AttachablePool):
         """A descriptor of the guest's pool (SCM_RIGHTS); caller closes it."""
         reply, fd = self._call('fd', uuid=guest_uuid)
         if fd is None:
-            raise protocol.ProtocolError(socket=self.socket,
-                                         version=protocol.VERSION,
-                                         detail='no descriptor in reply')
+            raise exception.ProtocolError(socket=self.socket,
+                                          version=protocol.VERSION,
+                                          detail='no descriptor in reply')
         return fd
 
     def verify(self, guest_uuid, pid):

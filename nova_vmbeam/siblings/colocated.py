@@ -22,6 +22,7 @@ import uuid
 
 from oslo_log import log as logging
 
+from nova_vmbeam import exception
 from nova_vmbeam.libvirt import host as host_mod
 from nova_vmbeam.qemu import procfs
 from nova_vmbeam.siblings import base
@@ -192,7 +193,7 @@ class ColocatedSibling(base.SiblingBase):
         try:
             while True:
                 if self._popen is not None and self._popen.poll() is not None:
-                    raise base.SiblingStartFailed(
+                    raise exception.SiblingStartFailed(
                         'sibling %s exited with %s: %s' %
                         (self.name, self._popen.returncode,
                          self._daemon_log_tail()))
@@ -200,12 +201,12 @@ class ColocatedSibling(base.SiblingBase):
                         host.alive():
                     found = host.host_uuid()
                     if found != self.host_uuid:
-                        raise base.SiblingStartFailed(
+                        raise exception.SiblingStartFailed(
                             'sibling %s answers with host UUID %s, not %s'
                             % (self.name, found, self.host_uuid))
                     return
                 if time.monotonic() > deadline:
-                    raise base.SiblingStartFailed(
+                    raise exception.SiblingStartFailed(
                         'sibling %s not ready within %.0f s: %s' %
                         (self.name, timeout, self._daemon_log_tail()))
                 time.sleep(0.05)

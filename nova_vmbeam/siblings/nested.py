@@ -32,6 +32,7 @@ import libvirt
 from oslo_log import log as logging
 
 from nova_vmbeam import appliance as appliance_mod
+from nova_vmbeam import exception
 from nova_vmbeam.libvirt import config as libvirt_config
 from nova_vmbeam.nested import agent
 from nova_vmbeam.nested import host as nested_host
@@ -272,8 +273,8 @@ class NestedSibling(base.SiblingBase):
         try:
             self._l0_host().conn.createXML(xml, 0)
         except libvirt.libvirtError as exc:
-            raise base.SiblingStartFailed('L1 VM %s did not start: %s' %
-                                          (self.domain_name, exc))
+            raise exception.SiblingStartFailed('L1 VM %s did not start: %s' %
+                                               (self.domain_name, exc))
         LOG.info('starting nested sibling %s (L1 VM %s at %s)', self.name,
                  self.domain_name, self.address)
 
@@ -298,19 +299,19 @@ class NestedSibling(base.SiblingBase):
             while True:
                 dom = self.l1_domain()
                 if dom is None or not dom.isActive():
-                    raise base.SiblingStartFailed(
+                    raise exception.SiblingStartFailed(
                         'L1 VM %s is not running: %s' %
                         (self.domain_name, self._console_tail()))
                 console = self._console_text()
                 if 'VMBEAM-L1 ERROR' in console:
-                    raise base.SiblingStartFailed(
+                    raise exception.SiblingStartFailed(
                         'L1 VM %s failed to boot: %s' %
                         (self.domain_name, self._console_tail()))
                 if 'VMBEAM-L1 ready' in console and \
                         agent.ping(dom, timeout=5) and host.alive():
                     return
                 if time.monotonic() > deadline:
-                    raise base.SiblingStartFailed(
+                    raise exception.SiblingStartFailed(
                         'L1 VM %s not ready within %.0f s: %s' %
                         (self.domain_name, timeout, self._console_tail()))
                 time.sleep(0.5)
@@ -379,8 +380,8 @@ class NestedSibling(base.SiblingBase):
             'cat $d/enable' % {'bdf': bdf, 'bar': bar, 'tries': timeout * 10})
         out = agent.sh(self.l1_domain(), script, timeout=timeout + 10)
         if out.strip() != '1':
-            raise base.SiblingStartFailed('%s: cannot enable %s: %r' %
-                                          (self.domain_name, bdf, out))
+            raise exception.SiblingStartFailed('%s: cannot enable %s: %r' %
+                                               (self.domain_name, bdf, out))
         return bar
 
     def retire(self):
@@ -399,7 +400,7 @@ class NestedSibling(base.SiblingBase):
             finally:
                 host.close()
             if remaining:
-                raise base.SiblingStartFailed(
+                raise exception.SiblingStartFailed(
                     'not retiring %s: guests still run in it: %s' %
                     (self.name, ', '.join(remaining)))
             stop_l1(dom, self.address)

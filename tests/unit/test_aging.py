@@ -595,7 +595,7 @@ class TestFleetDefaults(MonitorHarness):
 
             def try_acquire(self):
                 self.asked += 1
-                raise slots_mod.CoordinationUnavailable(
+                raise exception.CoordinationUnavailable(
                     url='redis://ctl:6379', reason='Connection refused')
 
             def stop(self):
@@ -626,7 +626,7 @@ class TestFleetDefaults(MonitorHarness):
         self.useFixture(fixtures.MockPatch(
             'tooz.coordination.get_coordinator', return_value=Down()))
         slots = slots_mod.Slots('redis://ctl:6379', 'host-a', 1)
-        exc = self.assertRaises(slots_mod.CoordinationUnavailable,
+        exc = self.assertRaises(exception.CoordinationUnavailable,
                                 slots.try_acquire)
         self.assertIn('Connection refused', str(exc))
 

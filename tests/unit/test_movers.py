@@ -8,7 +8,6 @@ from nova_vmbeam import exception
 from nova_vmbeam import guest
 from nova_vmbeam import movers
 from nova_vmbeam.movers import base
-from nova_vmbeam.qemu import monitor
 from nova_vmbeam.qemu import version
 from tests.unit import fakes
 
@@ -195,7 +194,7 @@ class TestMoveSafety(testtools.TestCase):
             def execute(command, **kw):
                 result = original(command, **kw)
                 if command == 'cont':
-                    raise monitor.MonitorError('reply lost')
+                    raise exception.MonitorError('reply lost')
                 return result
             dest.execute = execute
         self.target.on_launch = cont_runs_then_errors
@@ -223,7 +222,7 @@ class TestMoveSafety(testtools.TestCase):
                 if command == 'migrate':
                     self.source.is_alive = False
                     self.source.fail = {
-                        'query-status': monitor.MonitorError('gone')}
+                        'query-status': exception.MonitorError('gone')}
                 return result
             self.source.execute = execute
         self.target.on_launch = source_dies_after_migrate

@@ -1,4 +1,4 @@
-"""The one plugin loader (nova_vmbeam.plugins)."""
+"""The one plugin loader (nova_vmbeam.plugins) and the one error root."""
 
 from unittest import mock
 
@@ -46,3 +46,13 @@ class TestLoader(testtools.TestCase):
                                     plugins.plugin_class, plugins.MOVERS,
                                     'zerocopy')
         self.assertIn('MoverBase', str(exc))
+
+
+class TestErrorRoot(testtools.TestCase):
+
+    def test_every_error_derives_from_vmbeam_error(self):
+        errors = [obj for obj in vars(exception).values()
+                  if isinstance(obj, type) and issubclass(obj, Exception)]
+        self.assertIn(exception.MigrationFailed, errors)
+        for error in errors:
+            self.assertTrue(issubclass(error, exception.VMBeamError), error)
