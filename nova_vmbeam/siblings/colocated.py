@@ -43,20 +43,6 @@ exec %(libvirtd)s --pid-file %(base)s/run/libvirtd.pid
 '''
 
 
-def _proc_usage(pid):
-    """(RSS KiB, open fds) of a process."""
-    rss = 0
-    try:
-        with open('/proc/%d/status' % pid) as f:
-            for line in f:
-                if line.startswith('VmRSS:'):
-                    rss = int(line.split()[1])
-        fds = len(os.listdir('/proc/%d/fd' % pid))
-    except OSError:
-        return 0, 0
-    return rss, fds
-
-
 class ColocatedSibling(base.SiblingBase):
     kind = 'colocated'
 
@@ -236,8 +222,10 @@ class ColocatedSibling(base.SiblingBase):
     def health(self):
         report = {'generation': self.generation, 'running': self.running()}
         for name, pid in self.pids().items():
-            rss, fds = _proc_usage(pid) if pid else (0, 0)
-            report[name] = {'pid': pid, 'rss_kib': rss, 'fds': fds}
+            report[name] = {
+                'pid': pid,
+                'rss_kib': procfs.status_kib(pid, 'VmRSS') if pid else 0,
+                'fds': procfs.open_fds(pid) if pid else 0}
         return report
 
     def kill_daemon(self, sig=signal.SIGKILL):

@@ -340,7 +340,7 @@ class NestedSibling(base.SiblingBase):
         pid = self.l1_pid()
         rss = 0
         if pid and procfs.alive(pid):
-            rss, _fds = colocated._proc_usage(pid)
+            rss = procfs.status_kib(pid, 'VmRSS')
         report['l1'] = {'pid': pid, 'rss_kib': rss}
         if report['running']:
             host = self.host()
