@@ -14,26 +14,25 @@ removes it afterwards): by default its socket, pid file and log are
 ``/run/nova-vmbeam/pagemoverd-<hash of the pool path>.{sock,pid,log}``.
 """
 
-import fcntl
 import hashlib
 import os
 import shutil
 import subprocess
-import threading
 import time
 
+from oslo_concurrency import lockutils
 from oslo_log import log as logging
 
 from nova_vmbeam import exception
 from nova_vmbeam.pool import protocol
 from nova_vmbeam.qemu import procfs
+from nova_vmbeam import waiting
 
 LOG = logging.getLogger(__name__)
 
 BINARY = 'vmbeam-pagemoverd'
 RUN_DIR = '/run/nova-vmbeam'
 START_TIMEOUT = 30.0
-_spawn_lock = threading.Lock()
 
 
 def socket_path(conf):
@@ -97,9 +96,10 @@ def _start(conf, path, pool_dir):
     run_dir = os.path.dirname(path)
     base = os.path.splitext(path)[0]
     os.makedirs(run_dir, mode=0o700, exist_ok=True)
-    # One starter at a time, across threads and processes.
-    with _spawn_lock, open(base + '.start-lock', 'w') as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    # One starter at a time, across threads and processes (the lock file
+    # is <socket base>.start-lock, beside the socket).
+    with lockutils.lock(os.path.basename(base) + '.start-lock',
+                        external=True, lock_path=run_dir):
         info = _answers(path)
         if info is not None:
             return info
@@ -152,11 +152,11 @@ def stop(conf, timeout=10.0):
         protocol.call(path, {'op': 'shutdown'})
     except OSError:
         pass
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        # Exited is enough: whoever adopted it reaps it in its own time.
-        if daemon is None or not daemon.alive():
-            return True
-        time.sleep(0.01)
-    raise exception.DaemonStartFailed(
-        detail='pid %d did not exit after shutdown' % info['pid'])
+
+    def timed_out():
+        raise exception.DaemonStartFailed(
+            detail='pid %d did not exit after shutdown' % info['pid'])
+
+    # Exited is enough: whoever adopted it reaps it in its own time.
+    return waiting.until(lambda: daemon is None or not daemon.alive(),
+                         timeout, 0.01, timed_out)
