@@ -13,6 +13,9 @@ class GuestEndpoint(metaclass=abc.ABCMeta):
     """One QEMU instance of a guest, reachable through its monitor."""
 
     spec = None
+    #: the Hypervisor it runs on, where it knows it (a libvirt guest does;
+    #: a bare QEMU process started by this process does not)
+    host = None
 
     @property
     @abc.abstractmethod

@@ -226,8 +226,9 @@ class MoverBase(metaclass=abc.ABCMeta):
         pids = [os.getpid(), source]
         if qemus:
             pids.append(self._pid(ctx.destination, None))
-        for hypervisor in (getattr(ctx.source, 'host', None), ctx.target):
-            pids.extend(getattr(hypervisor, 'control_pids', list)())
+        for hypervisor in (ctx.source.host, ctx.target):
+            if hypervisor is not None:
+                pids.extend(hypervisor.control_pids())
         # The source starts its migration thread, which sends the device
         # state while the guest is paused, during the boost: it inherits.
         return sched.Boost(pids, self.conf.vmbeam.switchover_priority,
