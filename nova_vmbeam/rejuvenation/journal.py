@@ -123,7 +123,13 @@ class Journal:
 
     @contextlib.contextmanager
     def locked(self):
-        """Hold the host's rejuvenation lock (non-blocking)."""
+        """Hold the host's rejuvenation lock (non-blocking).
+
+        A hand-written flock, not oslo.concurrency's lockutils, which
+        waits for the lock: a second run must be refused at once, and
+        told the holder's pid, which the holder writes into the lock
+        file once it has the lock.
+        """
         os.makedirs(os.path.dirname(self.lock_path), exist_ok=True)
         fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
