@@ -5,7 +5,12 @@ from unittest import mock
 import testtools
 
 from nova_vmbeam import exception
+from nova_vmbeam import hypervisor
+from nova_vmbeam.nested import host as nested_host
 from nova_vmbeam import plugins
+from nova_vmbeam import pool
+from nova_vmbeam.pool import base as pool_base
+from nova_vmbeam.pool import pagemoverd
 from tests.unit import fakes
 
 KINDS = (plugins.SIBLINGS, plugins.MOVERS, plugins.POOLS, plugins.PROBES)
@@ -56,3 +61,14 @@ class TestErrorRoot(testtools.TestCase):
         self.assertIn(exception.MigrationFailed, errors)
         for error in errors:
             self.assertTrue(issubclass(error, exception.VMBeamError), error)
+
+
+class TestDeclaredCapabilities(testtools.TestCase):
+
+    def test_the_nested_movers_needs_are_declared_by_who_meets_them(self):
+        self.assertTrue(issubclass(nested_host.NestedHost,
+                                   hypervisor.PoolAttachingHypervisor))
+        self.assertTrue(issubclass(pagemoverd.PagemoverdPool,
+                                   pool_base.AttachablePool))
+        self.assertFalse(issubclass(pool.RamPool, pool_base.AttachablePool))
+        self.assertIsNone(pool.RamPool('/dev/shm/x').daemon_info())
