@@ -52,10 +52,10 @@ def cmd_pool(args):
     pool = pool_mod.load(CONF)
     fstype = pool.ensure() if args.action == 'init' else pool.check()
     print('RAM pool %s: %s, ok' % (pool.path, fstype))
-    if hasattr(pool, 'daemon_info'):
-        info = pool.daemon_info()
+    info = pool.daemon_info()
+    if info is not None:
         print('owned by vmbeam-pagemoverd %d at %s: %d pools, %d MiB' % (
-            info['pid'], pool.socket, info['pools'], info['total'] >> 20))
+            info['pid'], info['socket'], info['pools'], info['total'] >> 20))
 
 
 def _run_report(run):

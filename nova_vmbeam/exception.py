@@ -23,10 +23,11 @@ class InvalidInput(VMBeamError):
     msg_fmt = 'Invalid input: %(reason)s'
 
 
-class UnknownMover(InvalidInput):
-    msg_fmt = ('Unknown mover %(name)r. Available movers: %(available)s. '
-               'Pick one of them, or install the package that provides '
-               '%(name)r in the nova_vmbeam.movers entry-point namespace.')
+class UnknownPlugin(InvalidInput):
+    """No plugin of that name is installed (nova_vmbeam.plugins)."""
+
+    msg_fmt = ('Unknown %(kind)s %(name)r; installed: %(available)s. '
+               '%(fix)s')
 
 
 class RamNotShareable(InvalidInput):
@@ -45,12 +46,62 @@ class PoolError(InvalidInput):
     msg_fmt = 'RAM pool %(path)s: %(reason)s. %(fix)s'
 
 
+# --- vmbeam-pagemoverd, the daemon that owns the RAM pools ---------------
+
+class DaemonError(PoolError):
+    """The daemon refused a request; it changed nothing.
+
+    ``code`` is the protocol's error code (pool.protocol); the message is
+    the daemon's, which names the fix.
+    """
+
+    def __init__(self, code, message):
+        self.code = code
+        super().__init__(message='%s (pagemoverd: %s)' % (message, code))
+
+
+class ProtocolError(VMBeamError):
+    msg_fmt = ('vmbeam-pagemoverd at %(socket)s answered something that is '
+               'not protocol version %(version)d: %(detail)s. Run a daemon '
+               'from the same nova-vmbeam release as this client.')
+
+
+class DaemonNotFound(VMBeamError):
+    msg_fmt = ('%(binary)s not found (looked at %(looked)s). Build it with '
+               '"make -C native" (tools/install.sh does), or set [vmbeam] '
+               'pagemoverd_binary, or use [vmbeam] ram_pool_backend = file.')
+
+
+class DaemonStartFailed(VMBeamError):
+    msg_fmt = 'vmbeam-pagemoverd did not start: %(detail)s'
+
+
 class GuestNotFound(InvalidInput):
     msg_fmt = 'No guest %(guest)r here. Known guests: %(known)s.'
 
 
 class QemuStartFailed(VMBeamError):
     msg_fmt = 'QEMU for %(guest)s failed to start: %(detail)s'
+
+
+class QemuGone(VMBeamError):
+    """libvirt's pid file names a QEMU that does not run any more."""
+
+
+class MonitorError(VMBeamError):
+    """The monitor refused a command, or could not be reached."""
+
+
+class MigrationFailed(VMBeamError):
+    """QEMU's migration did not complete (the message says how it ended).
+
+    Raised inside a move's transfer phase; the mover rolls back and
+    raises MoveFailed from it.
+    """
+
+
+class SiblingStartFailed(VMBeamError):
+    """A sibling's daemons did not come up (the message says why)."""
 
 
 class MoveFailed(VMBeamError):
@@ -88,6 +139,15 @@ class RejuvenationAborted(VMBeamError):
 class NotInitialized(VMBeamError):
     msg_fmt = ('No hypervisor generation is active on this host (journal '
                '%(path)s). Run "vmbeam init" first.')
+
+
+class CoordinationUnavailable(VMBeamError):
+    """The coordination backend (tooz) did not answer.
+
+    The aging monitor tries again later.
+    """
+
+    msg_fmt = 'coordination backend %(url)s unavailable: %(reason)s'
 
 
 # --- errors of the Nova driver's RPC API (raised on the compute host and

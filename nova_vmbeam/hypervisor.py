@@ -13,6 +13,9 @@ class GuestEndpoint(metaclass=abc.ABCMeta):
     """One QEMU instance of a guest, reachable through its monitor."""
 
     spec = None
+    #: the Hypervisor it runs on, where it knows it (a libvirt guest does;
+    #: a bare QEMU process started by this process does not)
+    host = None
 
     @property
     @abc.abstractmethod
@@ -102,3 +105,34 @@ class Hypervisor(metaclass=abc.ABCMeta):
         vCPUs do not run until resume(). The monitor is not connected yet:
         with cpr-transfer it only answers once the cpr channel was read.
         """
+
+
+class PoolAttachingHypervisor(Hypervisor):
+    """A hypervisor VM whose guests map their RAM through a PCI BAR.
+
+    The guest's RAM pool on this host (pool.base.AttachablePool) is
+    attached to the VM as an ivshmem-plain device, and the guest's QEMU
+    inside the VM maps that device's BAR. A mover that shares RAM across
+    such VMs (the nested mover) needs this of its source and target.
+    """
+
+    #: the sibling (generation) this hypervisor is: its L0 process maps
+    #: the pools attached to it
+    sibling = None
+
+    @property
+    @abc.abstractmethod
+    def address(self):
+        """Where the VM takes incoming migrations (an IP address)."""
+
+    @abc.abstractmethod
+    def attach_pool(self, pool, guest_uuid):
+        """Attach the guest's pool to the VM; the BAR file to map there."""
+
+    @abc.abstractmethod
+    def detach_pool(self, pool, guest_uuid):
+        """Detach the guest's pool from the VM, if attached."""
+
+    @abc.abstractmethod
+    def maps_bar(self, name, bar_path):
+        """True if guest ``name``'s QEMU in the VM maps ``bar_path``."""

@@ -13,7 +13,6 @@ import abc
 import collections
 import functools
 
-from nova_vmbeam import exception
 from nova_vmbeam.rejuvenation import orchestrator as orchestrator_mod
 
 FALLING = 'falling'
@@ -64,7 +63,7 @@ class ProbeContext:
         return self.orchestrator.health(self.sibling)
 
 
-class Probe(metaclass=abc.ABCMeta):
+class ProbeBase(metaclass=abc.ABCMeta):
     """One aging indicator.
 
     ``name`` is the entry-point name, ``unit`` what value and limit are in,
@@ -87,8 +86,3 @@ class Probe(metaclass=abc.ABCMeta):
 
     def describe(self):
         return {'unit': self.unit, 'direction': self.direction}
-
-
-class UnknownProbe(exception.VMBeamError):
-    msg_fmt = ('Unknown aging probe %(name)r; installed probes: '
-               '%(available)s. Fix [vmbeam_aging] probes.')

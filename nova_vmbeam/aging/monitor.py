@@ -17,7 +17,6 @@ cleanup_host.
 import collections
 import json
 import os
-import tempfile
 import threading
 import time
 
@@ -28,6 +27,8 @@ from nova_vmbeam.aging import base
 from nova_vmbeam.aging import policy as policy_mod
 from nova_vmbeam.aging import slots as slots_mod
 from nova_vmbeam.aging import trend as trend_mod
+from nova_vmbeam import exception
+from nova_vmbeam import files
 from nova_vmbeam.rejuvenation import orchestrator as orchestrator_mod
 
 LOG = logging.getLogger(__name__)
@@ -38,21 +39,6 @@ STATUS_FILE = 'status.json'
 
 def state_dir(conf):
     return os.path.join(conf.vmbeam.state_path, 'aging')
-
-
-def _write_json(path, data):
-    """Replace ``path`` atomically (a crash leaves the old or the new)."""
-    directory = os.path.dirname(path)
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix='.aging-')
-    try:
-        with os.fdopen(fd, 'w') as f:
-            json.dump(data, f, indent=1, sort_keys=True)
-        os.rename(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def read_status(conf):
@@ -129,11 +115,15 @@ class AgingMonitor:
         self._last = saved.get('last_rejuvenation')
 
     def _save(self):
-        _write_json(self._path(HISTORY_FILE),
-                    {'generation': self._generation,
-                     'rows': list(self._rows),
-                     'last_rejuvenation': self._last})
-        _write_json(self._path(STATUS_FILE), self.status())
+        # No fsync: the history is evidence for trends, and a round lost
+        # to a host crash is as good as a round not sampled.
+        files.replace_json(self._path(HISTORY_FILE),
+                           {'generation': self._generation,
+                            'rows': list(self._rows),
+                            'last_rejuvenation': self._last},
+                           indent=1, sort_keys=True)
+        files.replace_json(self._path(STATUS_FILE), self.status(),
+                           indent=1, sort_keys=True)
 
     # --- one round ----------------------------------------------------------
 
@@ -220,7 +210,7 @@ class AgingMonitor:
                 (decision.reason, unsafe))
         try:
             slot = self.slots.try_acquire()
-        except slots_mod.CoordinationUnavailable as exc:
+        except exception.CoordinationUnavailable as exc:
             LOG.warning('aging: no rejuvenation slot for %s: %s', self.host,
                         exc)
             return decision._replace(

@@ -24,7 +24,7 @@ def mem_available_kib(path='/proc/meminfo'):
     raise ValueError('%s has no MemAvailable line' % path)
 
 
-class HostFreeMemory(base.Probe):
+class HostFreeMemory(base.ProbeBase):
     """MemAvailable of the host.
 
     Exhausted at [vmbeam_aging] min_free_memory_mib.
@@ -39,7 +39,7 @@ class HostFreeMemory(base.Probe):
                            float(self.conf.vmbeam_aging.min_free_memory_mib))
 
 
-class DaemonRss(base.Probe):
+class DaemonRss(base.ProbeBase):
     """Resident size of the active generation's libvirtd."""
 
     name = 'daemon_rss'
@@ -54,7 +54,7 @@ class DaemonRss(base.Probe):
                            float(self.conf.vmbeam_aging.daemon_rss_limit_mib))
 
 
-class DaemonFds(base.Probe):
+class DaemonFds(base.ProbeBase):
     """Open descriptors of the active generation's libvirtd.
 
     Exhausted at its RLIMIT_NOFILE unless [vmbeam_aging] daemon_fds_limit
@@ -76,7 +76,7 @@ class DaemonFds(base.Probe):
         return base.Sample(float(health['libvirtd']['fds']), float(limit))
 
 
-class QemuOverhead(base.Probe):
+class QemuOverhead(base.ProbeBase):
     """The largest private memory beyond guest RAM over the guests' QEMUs.
 
     A rejuvenation starts every guest's QEMU afresh, so a leaking QEMU is
@@ -100,7 +100,7 @@ class QemuOverhead(base.Probe):
             float(self.conf.vmbeam_aging.qemu_overhead_limit_mib))
 
 
-class InstancesDiskFree(base.Probe):
+class InstancesDiskFree(base.ProbeBase):
     """Free space (for unprivileged users) under the instances path."""
 
     name = 'instances_disk_free'
@@ -116,7 +116,7 @@ class InstancesDiskFree(base.Probe):
                            float(self.conf.vmbeam_aging.min_free_disk_mib))
 
 
-class LibvirtLatency(base.Probe):
+class LibvirtLatency(base.ProbeBase):
     """Milliseconds the active daemon takes to list its domains.
 
     A connection of its own (no event registration), the median of three

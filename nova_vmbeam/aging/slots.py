@@ -54,12 +54,6 @@ class BackendNotInstalled(exception.InvalidInput):
     msg_fmt = '[vmbeam_aging] backend_url %(url)r: %(reason)s. %(fix)s'
 
 
-class CoordinationUnavailable(exception.VMBeamError):
-    """The backend did not answer; the monitor tries again later."""
-
-    msg_fmt = 'coordination backend %(url)s unavailable: %(reason)s'
-
-
 def backend_url(conf):
     """[vmbeam_aging] backend_url, or the file backend under state_path."""
     return conf.vmbeam_aging.backend_url or 'file://' + os.path.join(
@@ -178,7 +172,8 @@ class Slots:
                 # memcached) in a thread of its own.
                 coordinator.start(start_heart=True)
             except coordination.ToozError as exc:
-                raise CoordinationUnavailable(url=self.url, reason=exc)
+                raise exception.CoordinationUnavailable(url=self.url,
+                                                        reason=exc)
             self._coordinator = coordinator
 
     def stop(self):
@@ -191,7 +186,7 @@ class Slots:
     def try_acquire(self):
         """A held Slot, or None when all K are taken (no waiting).
 
-        CoordinationUnavailable when the backend does not answer: no
+        exception.CoordinationUnavailable when the backend does not answer: no
         slot then, as when all are taken.
         """
         from tooz import coordination
@@ -202,7 +197,8 @@ class Slots:
             try:
                 acquired = lock.acquire(blocking=False)
             except coordination.ToozError as exc:
-                raise CoordinationUnavailable(url=self.url, reason=exc)
+                raise exception.CoordinationUnavailable(url=self.url,
+                                                        reason=exc)
             if acquired:
                 LOG.debug('%s holds rejuvenation slot %d of %d',
                           self.member_id, index, self.count)

@@ -23,6 +23,7 @@ from oslo_log import log as logging
 from nova_vmbeam import exception
 from nova_vmbeam.libvirt import host as host_mod
 from nova_vmbeam.qemu import procfs
+from nova_vmbeam import waiting
 
 LOG = logging.getLogger(__name__)
 
@@ -32,10 +33,6 @@ PRIVATE_DIRS = (('run', '/run/libvirt'),
                 ('log', '/var/log/libvirt'),
                 ('cache', '/var/cache/libvirt'),
                 ('etc', '/etc/libvirt'))
-
-
-class DaemonStartFailed(exception.VMBeamError):
-    """The daemons did not come up (the message says why)."""
 
 
 _START_SCRIPT = '''set -e
@@ -172,29 +169,32 @@ class PrivateLibvirtd:
         return '\n'.join((errors or lines)[-5:]) or '(nothing logged)'
 
     def wait_ready(self, timeout):
-        """Until libvirtd answers as ``host_uuid``; DaemonStartFailed."""
-        deadline = time.monotonic() + timeout
+        """Until libvirtd answers as ``host_uuid``; SiblingStartFailed."""
         host = self.host()
+
+        def ready():
+            if self._popen is not None and self._popen.poll() is not None:
+                raise exception.SiblingStartFailed(
+                    'sibling %s exited with %s: %s' %
+                    (self.name, self._popen.returncode,
+                     self._daemon_log_tail()))
+            if not (os.path.exists(self.path('run', 'libvirt-sock')) and
+                    host.alive()):
+                return False
+            found = host.host_uuid()
+            if found != self.host_uuid:
+                raise exception.SiblingStartFailed(
+                    'sibling %s answers with host UUID %s, not %s'
+                    % (self.name, found, self.host_uuid))
+            return True
+
+        def timed_out():
+            raise exception.SiblingStartFailed(
+                'sibling %s not ready within %.0f s: %s' %
+                (self.name, timeout, self._daemon_log_tail()))
+
         try:
-            while True:
-                if self._popen is not None and self._popen.poll() is not None:
-                    raise DaemonStartFailed(
-                        'sibling %s exited with %s: %s' %
-                        (self.name, self._popen.returncode,
-                         self._daemon_log_tail()))
-                if os.path.exists(self.path('run', 'libvirt-sock')) and \
-                        host.alive():
-                    found = host.host_uuid()
-                    if found != self.host_uuid:
-                        raise DaemonStartFailed(
-                            'sibling %s answers with host UUID %s, not %s'
-                            % (self.name, found, self.host_uuid))
-                    return
-                if time.monotonic() > deadline:
-                    raise DaemonStartFailed(
-                        'sibling %s not ready within %.0f s: %s' %
-                        (self.name, timeout, self._daemon_log_tail()))
-                time.sleep(0.05)
+            waiting.until(ready, timeout, 0.05, timed_out)
         finally:
             host.close()
 

@@ -21,10 +21,6 @@ from nova_vmbeam.qemu import procfs
 LOG = logging.getLogger(__name__)
 
 
-class QemuGone(exception.VMBeamError):
-    """libvirt's pid file names a QEMU that does not run any more."""
-
-
 class LibvirtGuest(hypervisor.GuestEndpoint):
 
     def __init__(self, host, dom, spec):
@@ -51,8 +47,8 @@ class LibvirtGuest(hypervisor.GuestEndpoint):
         if self._process is None:
             process = self.host.qemu_process(self.spec.name)
             if process is None:
-                raise QemuGone('no QEMU runs for %s on %s' %
-                               (self.name, self.host.name))
+                raise exception.QemuGone('no QEMU runs for %s on %s' %
+                                         (self.name, self.host.name))
             self._process = process
         return self._process
 
@@ -116,7 +112,7 @@ class LibvirtGuest(hypervisor.GuestEndpoint):
             if process is None and self.dom.isActive():
                 try:
                     process = self.process
-                except QemuGone:
+                except exception.QemuGone:
                     pass   # only libvirt's record of it is left to tidy
             self.dom.destroy()
         except libvirt.libvirtError as exc:
@@ -146,7 +142,7 @@ class LibvirtGuest(hypervisor.GuestEndpoint):
         self.undefine()
         try:
             self.execute('quit')
-        except monitor_mod.MonitorError:
+        except exception.MonitorError:
             pass   # the reply is lost when QEMU closes the monitor
         try:
             self._wait_gone(process, timeout=5.0)

@@ -20,7 +20,6 @@ from nova_vmbeam import exception
 from nova_vmbeam import hypervisor
 from nova_vmbeam.libvirt import config
 from nova_vmbeam.libvirt import guest as guest_mod
-from nova_vmbeam.qemu import monitor as monitor_mod
 from nova_vmbeam.qemu import procfs
 
 LOG = logging.getLogger(__name__)
@@ -337,7 +336,7 @@ class Host(hypervisor.Hypervisor):
                 process = procfs.pidfile_process(path)
                 if process is not None:
                     return process
-                raise guest_mod.QemuGone(
+                raise exception.QemuGone(
                     'QEMU pid file %s is stale: the QEMU it names is gone'
                     % path)
             if time.monotonic() > deadline:
@@ -362,9 +361,9 @@ class Host(hypervisor.Hypervisor):
             reply = json.loads(libvirt_qemu.qemuMonitorCommand(
                 dom, json.dumps(message), 0))
         except libvirt.libvirtError as exc:
-            raise monitor_mod.MonitorError('%s: %s failed: %s' %
-                                           (dom.name(), command, exc))
+            raise exception.MonitorError('%s: %s failed: %s' %
+                                         (dom.name(), command, exc))
         if 'error' in reply:
-            raise monitor_mod.MonitorError('%s: %s failed: %s' % (
+            raise exception.MonitorError('%s: %s failed: %s' % (
                 dom.name(), command, reply['error'].get('desc')))
         return reply.get('return')

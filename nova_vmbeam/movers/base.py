@@ -89,7 +89,7 @@ class MoveContext:
         return (self.marks[end] - self.marks[start]) * 1000.0
 
 
-class Mover(metaclass=abc.ABCMeta):
+class MoverBase(metaclass=abc.ABCMeta):
     """Base class of the movers in the ``nova_vmbeam.movers`` namespace."""
 
     #: entry-point name
@@ -226,8 +226,9 @@ class Mover(metaclass=abc.ABCMeta):
         pids = [os.getpid(), source]
         if qemus:
             pids.append(self._pid(ctx.destination, None))
-        for hypervisor in (getattr(ctx.source, 'host', None), ctx.target):
-            pids.extend(getattr(hypervisor, 'control_pids', list)())
+        for hypervisor in (ctx.source.host, ctx.target):
+            if hypervisor is not None:
+                pids.extend(hypervisor.control_pids())
         # The source starts its migration thread, which sends the device
         # state while the guest is paused, during the boost: it inherits.
         return sched.Boost(pids, self.conf.vmbeam.switchover_priority,

@@ -27,11 +27,7 @@ _FINISHED = ('completed', 'failed', 'cancelled')
 _MIGRATION_THREAD_PREFIX = 'mig/'
 
 
-class MigrationFailed(Exception):
-    pass
-
-
-class QmpMigrationMover(base.Mover):
+class QmpMigrationMover(base.MoverBase):
     """prepare/transfer/verify/switchover/rollback over QMP."""
 
     #: migration capabilities enabled on both ends
@@ -143,7 +139,7 @@ class QmpMigrationMover(base.Mover):
             waiting = (destination.alive() and
                        destination.status() == 'inmigrate' and
                        procfs.listening(destination.pid, path))
-        except monitor_mod.MonitorError as exc:
+        except exception.MonitorError as exc:
             waiting = False
             LOG.warning('prepared destination of %s: %s',
                         source.spec.name, exc)
@@ -189,16 +185,16 @@ class QmpMigrationMover(base.Mover):
                                    expect_event=self.event_clock_shared)
         status = info.get('status')
         if status not in _FINISHED:
-            raise MigrationFailed('not completed within %.0f s (status %s)'
-                                  % (self.conf.vmbeam.migration_timeout,
-                                     status))
+            raise exception.MigrationFailed(
+                'not completed within %.0f s (status %s)' %
+                (self.conf.vmbeam.migration_timeout, status))
         ctx.cpu_migration = ctx.source.cpu_seconds(_MIGRATION_THREAD_PREFIX)
         ctx.migration = info
         if status != 'completed':
             if 'error-desc' not in info:
                 info = ctx.source.execute('query-migrate')
-            raise MigrationFailed('migration %s: %s' %
-                                  (status, info.get('error-desc', '')))
+            raise exception.MigrationFailed(
+                'migration %s: %s' % (status, info.get('error-desc', '')))
         ctx.mark('transferred')
 
     def verify(self, ctx):
@@ -212,7 +208,7 @@ class QmpMigrationMover(base.Mover):
                 dest, ctx.wall_start, self.conf.vmbeam.qmp_timeout,
                 expect_event=(self.monitor_before_migrate and
                               self.event_clock_shared))
-        except monitor_mod.MonitorError:
+        except exception.MonitorError:
             if dest.alive():
                 raise
             raise exception.VerificationFailed(
@@ -320,7 +316,7 @@ class QmpMigrationMover(base.Mover):
             # asked now that the guest runs again.
             try:
                 ctx.migration = ctx.source.execute('query-migrate')
-            except monitor_mod.MonitorError as exc:
+            except exception.MonitorError as exc:
                 LOG.warning('migration figures of %s: %s',
                             ctx.source.spec.name, exc)
         # Keep the source's events (its STOP gives the downtime) before
@@ -362,7 +358,7 @@ class QmpMigrationMover(base.Mover):
         if status not in (None,) + _FINISHED:
             try:
                 source.execute('migrate_cancel')
-            except monitor_mod.MonitorError as exc:
+            except exception.MonitorError as exc:
                 LOG.warning('migrate_cancel: %s', exc)
             deadline = time.monotonic() + self.conf.vmbeam.qmp_timeout
             while source.execute('query-migrate').get('status') \
@@ -427,7 +423,7 @@ class QmpMigrationMover(base.Mover):
             stop = ctx.source.wait_event('STOP', 1.0, since=ctx.wall_start)
             resume = ctx.destination.wait_event('RESUME', 1.0,
                                                 since=ctx.wall_start)
-        except monitor_mod.MonitorError as exc:
+        except exception.MonitorError as exc:
             LOG.warning('downtime of %s unknown: %s', ctx.source.spec.name,
                         exc)
             return float(ctx.migration.get('downtime', 0))

@@ -16,6 +16,7 @@ import time
 import libvirt
 
 from nova_vmbeam import exception
+from nova_vmbeam import hypervisor
 from nova_vmbeam.libvirt import guest as guest_mod
 from nova_vmbeam.libvirt import host as host_mod
 from nova_vmbeam.nested import agent
@@ -80,7 +81,7 @@ class RemoteGuest(guest_mod.LibvirtGuest):
             self.destroy()
 
 
-class NestedHost(host_mod.Host):
+class NestedHost(host_mod.Host, hypervisor.PoolAttachingHypervisor):
     """The libvirtd of one L1 VM, reached from L0 over TCP."""
 
     guest_class = RemoteGuest

@@ -28,11 +28,12 @@ from oslo_log import log as logging
 
 from nova_vmbeam import exception
 from nova_vmbeam import guest as guest_mod
+from nova_vmbeam import hypervisor as hypervisor_mod
 from nova_vmbeam.libvirt import config as libvirt_config
 from nova_vmbeam.movers import base
 from nova_vmbeam.movers import zerocopy
 from nova_vmbeam import pool as pool_mod
-from nova_vmbeam.qemu import monitor as monitor_mod
+from nova_vmbeam.pool import base as pool_base
 
 LOG = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ class NestedMover(zerocopy.ZeroCopyMover):
     def pool(self):
         if self._pool is None:
             self._pool = pool_mod.load(self.conf)
-            if not hasattr(self._pool, 'attach'):
+            if not isinstance(self._pool, pool_base.AttachablePool):
                 raise exception.InvalidInput(
                     reason='the nested mover needs [vmbeam] '
                            'ram_pool_backend = pagemoverd (it attaches '
@@ -61,12 +62,13 @@ class NestedMover(zerocopy.ZeroCopyMover):
         return self._pool
 
     def _l1(self, hypervisor, role):
-        sibling = getattr(hypervisor, 'sibling', None)
-        if sibling is None or not hasattr(hypervisor, 'attach_pool'):
+        if not isinstance(hypervisor,
+                          hypervisor_mod.PoolAttachingHypervisor) or \
+                hypervisor.sibling is None:
             raise exception.InvalidInput(
                 reason='the nested mover moves guests between nested '
                        'siblings; the %s is %s' % (role, hypervisor.name))
-        return sibling
+        return hypervisor.sibling
 
     def port(self, spec):
         return (self.conf.vmbeam_nested.migration_port_base +
@@ -129,7 +131,7 @@ class NestedMover(zerocopy.ZeroCopyMover):
                        any(int(addr.get('port', 0)) == port for addr in
                            destination.execute('query-migrate').get(
                                'socket-address', ())))
-        except monitor_mod.MonitorError as exc:
+        except exception.MonitorError as exc:
             LOG.warning('prepared destination of %s: %s', source.spec.name,
                         exc)
             waiting = False

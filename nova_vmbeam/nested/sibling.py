@@ -31,6 +31,7 @@ import uuid
 import libvirt
 from oslo_log import log as logging
 
+from nova_vmbeam import exception
 from nova_vmbeam.libvirt import config as libvirt_config
 from nova_vmbeam.libvirt import daemon as libvirt_daemon
 from nova_vmbeam.nested import agent
@@ -39,7 +40,6 @@ from nova_vmbeam.nested import host as nested_host
 from nova_vmbeam.nested import network
 from nova_vmbeam.qemu import procfs
 from nova_vmbeam.siblings import base
-from nova_vmbeam.siblings import colocated
 
 LOG = logging.getLogger(__name__)
 
@@ -98,11 +98,8 @@ class L0Daemon:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if not self.daemon.running():
                 self.daemon.start()
-                try:
-                    self.daemon.wait_ready(
-                        self.conf.vmbeam.sibling_start_timeout)
-                except libvirt_daemon.DaemonStartFailed as exc:
-                    raise base.SiblingStartFailed(str(exc))
+                self.daemon.wait_ready(
+                    self.conf.vmbeam.sibling_start_timeout)
         return self
 
 
@@ -123,7 +120,7 @@ def appliance(conf):
     return appliance_mod.build()
 
 
-class NestedSibling(base.Sibling):
+class NestedSibling(base.SiblingBase):
     kind = 'nested'
 
     def __init__(self, conf, generation, domain_uuid=None):
@@ -273,8 +270,8 @@ class NestedSibling(base.Sibling):
         try:
             self._l0_host().conn.createXML(xml, 0)
         except libvirt.libvirtError as exc:
-            raise base.SiblingStartFailed('L1 VM %s did not start: %s' %
-                                          (self.domain_name, exc))
+            raise exception.SiblingStartFailed('L1 VM %s did not start: %s' %
+                                               (self.domain_name, exc))
         LOG.info('starting nested sibling %s (L1 VM %s at %s)', self.name,
                  self.domain_name, self.address)
 
@@ -299,19 +296,19 @@ class NestedSibling(base.Sibling):
             while True:
                 dom = self.l1_domain()
                 if dom is None or not dom.isActive():
-                    raise base.SiblingStartFailed(
+                    raise exception.SiblingStartFailed(
                         'L1 VM %s is not running: %s' %
                         (self.domain_name, self._console_tail()))
                 console = self._console_text()
                 if 'VMBEAM-L1 ERROR' in console:
-                    raise base.SiblingStartFailed(
+                    raise exception.SiblingStartFailed(
                         'L1 VM %s failed to boot: %s' %
                         (self.domain_name, self._console_tail()))
                 if 'VMBEAM-L1 ready' in console and \
                         agent.ping(dom, timeout=5) and host.alive():
                     return
                 if time.monotonic() > deadline:
-                    raise base.SiblingStartFailed(
+                    raise exception.SiblingStartFailed(
                         'L1 VM %s not ready within %.0f s: %s' %
                         (self.domain_name, timeout, self._console_tail()))
                 time.sleep(0.5)
@@ -340,7 +337,7 @@ class NestedSibling(base.Sibling):
         pid = self.l1_pid()
         rss = 0
         if pid and procfs.alive(pid):
-            rss, _fds = colocated._proc_usage(pid)
+            rss = procfs.status_kib(pid, 'VmRSS')
         report['l1'] = {'pid': pid, 'rss_kib': rss}
         if report['running']:
             host = self.host()
@@ -380,8 +377,8 @@ class NestedSibling(base.Sibling):
             'cat $d/enable' % {'bdf': bdf, 'bar': bar, 'tries': timeout * 10})
         out = agent.sh(self.l1_domain(), script, timeout=timeout + 10)
         if out.strip() != '1':
-            raise base.SiblingStartFailed('%s: cannot enable %s: %r' %
-                                          (self.domain_name, bdf, out))
+            raise exception.SiblingStartFailed('%s: cannot enable %s: %r' %
+                                               (self.domain_name, bdf, out))
         return bar
 
     def retire(self):
@@ -400,7 +397,7 @@ class NestedSibling(base.Sibling):
             finally:
                 host.close()
             if remaining:
-                raise base.SiblingStartFailed(
+                raise exception.SiblingStartFailed(
                     'not retiring %s: guests still run in it: %s' %
                     (self.name, ', '.join(remaining)))
             stop_l1(dom, self.address)

@@ -21,12 +21,10 @@ from oslo_messaging import opts as messaging_opts
 from oslo_utils import importutils
 
 from nova_vmbeam import exception
-from nova_vmbeam.osc import plugin
+from nova_vmbeam.osc import defaults
 from nova_vmbeam import rpc
 from nova_vmbeam.rpc import api as rpc_api
 
-DEFAULT_CONFIG_FILE = plugin.DEFAULT_CONFIG_FILE
-DEFAULT_RPC_TIMEOUT = plugin.DEFAULT_RPC_TIMEOUT
 #: seconds a single move (server migrate --rejuvenate) may take
 MOVE_TIMEOUT = rpc_api.DEFAULT_TIMEOUT
 #: Nova's exchange on the bus (nova.rpc sets it as the default); a
@@ -61,8 +59,8 @@ def load_transport(transport_url=None, config_file=None):
                 'nova.conf, or the bus address with '
                 '--os-vmbeam-transport-url.' % config_file)
         files = [config_file]
-    elif not transport_url and os.access(DEFAULT_CONFIG_FILE, os.R_OK):
-        files = [DEFAULT_CONFIG_FILE]
+    elif not transport_url and os.access(defaults.CONFIG_FILE, os.R_OK):
+        files = [defaults.CONFIG_FILE]
     conf = cfg.ConfigOpts()
     # oslo.messaging's [DEFAULT] options (transport_url, control_exchange)
     # are registered before the transport exists: its driver takes the
@@ -93,7 +91,7 @@ def load_transport(transport_url=None, config_file=None):
             'OS_VMBEAM_TRANSPORT_URL), or a nova.conf that has it with '
             '--os-vmbeam-config-file.' % (
                 '%s has no [DEFAULT] transport_url' % files[0] if files
-                else '%s is not readable' % DEFAULT_CONFIG_FILE))
+                else '%s is not readable' % defaults.CONFIG_FILE))
     source = 'transport URL' if transport_url else files[0]
     return rpc_api.get_transport(conf, url=parsed), source
 
@@ -130,7 +128,7 @@ class VMBeamClient:
     """The VMBeam commands' client (``client_manager.vmbeam``)."""
 
     def __init__(self, client_manager, transport_url=None, config_file=None,
-                 rpc_timeout=DEFAULT_RPC_TIMEOUT):
+                 rpc_timeout=defaults.RPC_TIMEOUT):
         self.client_manager = client_manager
         self.transport_url = transport_url
         self.config_file = config_file

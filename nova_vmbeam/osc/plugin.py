@@ -12,15 +12,12 @@ import warnings
 
 from osc_lib import utils
 
+from nova_vmbeam.osc import defaults
+
 API_NAME = 'vmbeam'
 API_VERSION_OPTION = 'os_vmbeam_api_version'
 DEFAULT_API_VERSION = '1'
 API_VERSIONS = {'1': 'nova_vmbeam.osc.client.VMBeamClient'}
-
-#: nova.conf read for the message bus settings when none is given
-DEFAULT_CONFIG_FILE = '/etc/nova/nova.conf'
-#: seconds a host may take to answer before it counts as not answering
-DEFAULT_RPC_TIMEOUT = 60
 
 
 def _client_module():
@@ -46,7 +43,7 @@ def make_client(instance):
         transport_url=options.get('vmbeam_transport_url'),
         config_file=options.get('vmbeam_config_file'),
         rpc_timeout=float(options.get('vmbeam_rpc_timeout_s') or
-                          DEFAULT_RPC_TIMEOUT))
+                          defaults.RPC_TIMEOUT))
 
 
 def build_option_parser(parser):
@@ -73,7 +70,7 @@ def build_option_parser(parser):
              '([DEFAULT] transport_url, control_exchange and the '
              '[oslo_messaging_*] sections), default %s when it is '
              'readable. (Env: OS_VMBEAM_CONFIG_FILE)'
-             % DEFAULT_CONFIG_FILE)
+             % defaults.CONFIG_FILE)
     parser.add_argument(
         '--os-vmbeam-rpc-timeout',
         # Not "..._timeout": openstack.config would take any option ending
@@ -84,5 +81,5 @@ def build_option_parser(parser):
         default=utils.env('OS_VMBEAM_RPC_TIMEOUT'),
         help='Seconds a compute host may take to answer a VMBeam RPC call '
              'before it counts as not answering, default %d. '
-             '(Env: OS_VMBEAM_RPC_TIMEOUT)' % DEFAULT_RPC_TIMEOUT)
+             '(Env: OS_VMBEAM_RPC_TIMEOUT)' % defaults.RPC_TIMEOUT)
     return parser

@@ -2,7 +2,8 @@
 
 The pool owns creating, sizing, permissions and releasing of RAM files, one
 per guest, keyed by the guest's UUID. Its interface is deliberately narrow
-(check, ensure, allocate, file_path, release, mapped_by). Two backends,
+(check, ensure, allocate, file_path, release, mapped_by: base.PoolBase).
+Two backends,
 plugins in the ``nova_vmbeam.pools`` namespace, chosen by [vmbeam]
 ram_pool_backend: ``pagemoverd`` (the native daemon owns the pools and
 keeps them alive across hypervisor generations) and ``file`` (RamPool
@@ -15,36 +16,29 @@ import os
 import pwd
 
 from oslo_log import log as logging
-from stevedore import driver
-from stevedore import exception as stevedore_exc
-from stevedore import extension
 
 from nova_vmbeam import exception
+from nova_vmbeam import plugins
+from nova_vmbeam.pool import base
 from nova_vmbeam.pool import daemon
 from nova_vmbeam.pool import guard as guard_mod
 from nova_vmbeam.qemu import procfs
 
 LOG = logging.getLogger(__name__)
 
-NAMESPACE = 'nova_vmbeam.pools'
-
 
 def available():
     """Names of the installed pool backends, sorted."""
-    return sorted(extension.ExtensionManager(NAMESPACE).names())
+    return plugins.available(plugins.POOLS)
 
 
 def load(conf):
-    """The guest RAM pool of [vmbeam] ram_pool_backend."""
-    name = conf.vmbeam.ram_pool_backend
-    try:
-        manager = driver.DriverManager(NAMESPACE, name)
-    except stevedore_exc.NoMatches:
-        raise exception.InvalidInput(
-            reason='unknown RAM pool backend %r; installed: %s. Fix '
-                   '[vmbeam] ram_pool_backend.' % (name,
-                                                   ', '.join(available())))
-    return manager.driver.from_conf(conf)
+    """The guest RAM pool of [vmbeam] ram_pool_backend.
+
+    UnknownPlugin if no backend of that name is installed.
+    """
+    return plugins.plugin_class(plugins.POOLS,
+                                conf.vmbeam.ram_pool_backend).from_conf(conf)
 
 
 def guest_file_path(pool_path, guest_uuid):
@@ -88,7 +82,7 @@ def _hugepage_size(super_opts):
     return 2 << 20
 
 
-class RamPool(guard_mod.GuardedPool):
+class RamPool(base.PoolBase):
     """A directory of guest RAM files on tmpfs or hugetlbfs (``file``).
 
     ``lock_dir``: where the guests' locks and leases go (pool.guard);

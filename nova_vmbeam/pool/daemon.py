@@ -14,36 +14,25 @@ removes it afterwards): by default its socket, pid file and log are
 ``/run/nova-vmbeam/pagemoverd-<hash of the pool path>.{sock,pid,log}``.
 """
 
-import fcntl
 import hashlib
 import os
 import shutil
 import subprocess
-import threading
 import time
 
+from oslo_concurrency import lockutils
 from oslo_log import log as logging
 
 from nova_vmbeam import exception
 from nova_vmbeam.pool import protocol
 from nova_vmbeam.qemu import procfs
+from nova_vmbeam import waiting
 
 LOG = logging.getLogger(__name__)
 
 BINARY = 'vmbeam-pagemoverd'
 RUN_DIR = '/run/nova-vmbeam'
 START_TIMEOUT = 30.0
-_spawn_lock = threading.Lock()
-
-
-class DaemonNotFound(exception.VMBeamError):
-    msg_fmt = ('%(binary)s not found (looked at %(looked)s). Build it with '
-               '"make -C native" (tools/install.sh does), or set [vmbeam] '
-               'pagemoverd_binary, or use [vmbeam] ram_pool_backend = file.')
-
-
-class DaemonStartFailed(exception.VMBeamError):
-    msg_fmt = 'vmbeam-pagemoverd did not start: %(detail)s'
 
 
 def socket_path(conf):
@@ -72,7 +61,7 @@ def find_binary(conf):
         looked.append(tree)
         if os.access(tree, os.X_OK):
             return tree
-    raise DaemonNotFound(binary=BINARY, looked=', '.join(looked))
+    raise exception.DaemonNotFound(binary=BINARY, looked=', '.join(looked))
 
 
 def _answers(path):
@@ -107,9 +96,10 @@ def _start(conf, path, pool_dir):
     run_dir = os.path.dirname(path)
     base = os.path.splitext(path)[0]
     os.makedirs(run_dir, mode=0o700, exist_ok=True)
-    # One starter at a time, across threads and processes.
-    with _spawn_lock, open(base + '.start-lock', 'w') as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    # One starter at a time, across threads and processes (the lock file
+    # is <socket base>.start-lock, beside the socket).
+    with lockutils.lock(os.path.basename(base) + '.start-lock',
+                        external=True, lock_path=run_dir):
         info = _answers(path)
         if info is not None:
             return info
@@ -125,16 +115,16 @@ def _start(conf, path, pool_dir):
                                     capture_output=True, text=True,
                                     timeout=START_TIMEOUT)
         except subprocess.TimeoutExpired:
-            raise DaemonStartFailed(detail='no answer within %.0f s' %
-                                    START_TIMEOUT)
+            raise exception.DaemonStartFailed(
+                detail='no answer within %.0f s' % START_TIMEOUT)
         if result.returncode:
-            raise DaemonStartFailed(detail=(result.stderr or result.stdout or
-                                            'exit status %d' %
-                                            result.returncode).strip())
+            raise exception.DaemonStartFailed(
+                detail=(result.stderr or result.stdout or
+                        'exit status %d' % result.returncode).strip())
         info = _answers(path)
         if info is None:
-            raise DaemonStartFailed(detail='it exited right after start; '
-                                    'see %s.log' % base)
+            raise exception.DaemonStartFailed(
+                detail='it exited right after start; see %s.log' % base)
         LOG.info('started vmbeam-pagemoverd %d on %s in %.0f ms (%d pools '
                  'recovered, %d in use, %d orphans collected)', info['pid'],
                  path, (time.monotonic() - started) * 1000,
@@ -162,11 +152,11 @@ def stop(conf, timeout=10.0):
         protocol.call(path, {'op': 'shutdown'})
     except OSError:
         pass
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        # Exited is enough: whoever adopted it reaps it in its own time.
-        if daemon is None or not daemon.alive():
-            return True
-        time.sleep(0.01)
-    raise DaemonStartFailed(detail='pid %d did not exit after shutdown' %
-                            info['pid'])
+
+    def timed_out():
+        raise exception.DaemonStartFailed(
+            detail='pid %d did not exit after shutdown' % info['pid'])
+
+    # Exited is enough: whoever adopted it reaps it in its own time.
+    return waiting.until(lambda: daemon is None or not daemon.alive(),
+                         timeout, 0.01, timed_out)

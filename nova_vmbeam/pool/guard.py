@@ -39,6 +39,7 @@ from oslo_concurrency import lockutils
 from oslo_log import log as logging
 
 from nova_vmbeam import exception
+from nova_vmbeam import files
 from nova_vmbeam.pool import daemon
 from nova_vmbeam.qemu import procfs
 
@@ -162,11 +163,8 @@ class GuestRamGuard:
                          inode=st.st_ino,
                          expires=time.time() + self.lease_s,
                          boot_id=_boot_id())
-        target = self._lease_path(guest_uuid)
-        tmp = '%s.%d.tmp' % (target, os.getpid())
-        with open(tmp, 'w') as f:
-            json.dump(lease.as_dict(), f)
-        os.replace(tmp, target)
+        # No fsync: a lease never outlives a boot (boot_id).
+        files.replace_json(self._lease_path(guest_uuid), lease.as_dict())
 
     def end(self, guest_uuid):
         try:

@@ -16,13 +16,15 @@ does.
 
 import os
 
+from nova_vmbeam import exception
 from nova_vmbeam import pool as pool_mod
+from nova_vmbeam.pool import base
 from nova_vmbeam.pool import daemon
 from nova_vmbeam.pool import guard as guard_mod
 from nova_vmbeam.pool import protocol
 
 
-class PagemoverdPool(guard_mod.GuardedPool):
+class PagemoverdPool(base.AttachablePool):
     """A RAM pool directory, through vmbeam-pagemoverd."""
 
     def __init__(self, conf):
@@ -53,7 +55,8 @@ class PagemoverdPool(guard_mod.GuardedPool):
             return protocol.call(self.socket, request)
 
     def daemon_info(self):
-        return daemon.hello(self.conf, self.path)
+        """The daemon's hello reply (pid, pools, total...) and its socket."""
+        return dict(daemon.hello(self.conf, self.path), socket=self.socket)
 
     def ensure(self):
         """Create the pool directory if missing (mode 0711), then check."""
@@ -75,7 +78,7 @@ class PagemoverdPool(guard_mod.GuardedPool):
         """Pids of processes that map the guest's pool."""
         try:
             return self._call('mapped_by', uuid=guest_uuid)[0]['pids']
-        except protocol.DaemonError as exc:
+        except exception.DaemonError as exc:
             if exc.code == protocol.UNKNOWN_POOL:
                 return []
             raise
@@ -84,7 +87,7 @@ class PagemoverdPool(guard_mod.GuardedPool):
         """Free a guest's RAM; refused while any process maps it."""
         try:
             self._call('release', uuid=guest_uuid)
-        except protocol.DaemonError as exc:
+        except exception.DaemonError as exc:
             if exc.code == protocol.UNKNOWN_POOL:
                 return False
             raise
@@ -94,9 +97,9 @@ class PagemoverdPool(guard_mod.GuardedPool):
         """A descriptor of the guest's pool (SCM_RIGHTS); caller closes it."""
         reply, fd = self._call('fd', uuid=guest_uuid)
         if fd is None:
-            raise protocol.ProtocolError(socket=self.socket,
-                                         version=protocol.VERSION,
-                                         detail='no descriptor in reply')
+            raise exception.ProtocolError(socket=self.socket,
+                                          version=protocol.VERSION,
+                                          detail='no descriptor in reply')
         return fd
 
     def verify(self, guest_uuid, pid):

@@ -41,24 +41,6 @@ QMP_ERROR = 'qmp_error'
 SYSTEM_ERROR = 'system_error'
 
 
-class DaemonError(exception.PoolError):
-    """The daemon refused a request; it changed nothing.
-
-    ``code`` is the protocol's error code; the message is the daemon's,
-    which names the fix.
-    """
-
-    def __init__(self, code, message):
-        self.code = code
-        super().__init__(message='%s (pagemoverd: %s)' % (message, code))
-
-
-class ProtocolError(exception.VMBeamError):
-    msg_fmt = ('vmbeam-pagemoverd at %(socket)s answered something that is '
-               'not protocol version %(version)d: %(detail)s. Run a daemon '
-               'from the same nova-vmbeam release as this client.')
-
-
 def encode(request):
     """Header and payload of a request (a dict)."""
     payload = json.dumps(request, separators=(',', ':')).encode('ascii')
@@ -73,11 +55,11 @@ def decode_header(header, socket_path):
     magic, version, kind, reserved, length = HEADER.unpack(header)
     if magic != MAGIC or kind != KIND_REPLY or reserved or \
             length > MAX_PAYLOAD:
-        raise ProtocolError(socket=socket_path, version=VERSION,
-                            detail='bad reply header %r' % header)
+        raise exception.ProtocolError(socket=socket_path, version=VERSION,
+                                      detail='bad reply header %r' % header)
     if version != VERSION:
-        raise ProtocolError(socket=socket_path, version=VERSION,
-                            detail='reply of version %d' % version)
+        raise exception.ProtocolError(socket=socket_path, version=VERSION,
+                                      detail='reply of version %d' % version)
     return length
 
 
@@ -103,7 +85,7 @@ def call(socket_path, request, timeout=30.0):
     """Send one request; returns (reply dict, descriptor or None).
 
     Connection errors (no daemon) propagate as OSError. A failed reply is
-    raised as DaemonError. The caller owns a returned descriptor.
+    raised as exception.DaemonError. The caller owns a returned descriptor.
     """
     fds = []
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
@@ -124,8 +106,8 @@ def call(socket_path, request, timeout=30.0):
     if not reply.get('ok'):
         if fd is not None:
             _close(fd)
-        raise DaemonError(reply.get('error', SYSTEM_ERROR),
-                          reply.get('message', 'request refused'))
+        raise exception.DaemonError(reply.get('error', SYSTEM_ERROR),
+                                    reply.get('message', 'request refused'))
     return reply, fd
 
 

@@ -20,10 +20,6 @@ from nova_vmbeam import exception
 LOG = logging.getLogger(__name__)
 
 
-class MonitorError(exception.VMBeamError):
-    """The monitor refused a command, or could not be reached."""
-
-
 class _LoopThread:
     """One asyncio loop in a daemon thread, shared by all monitors."""
 
@@ -72,8 +68,8 @@ def wait_event(events, who, name, timeout, since=0.0):
             if event['event'] == name and event_time(event) >= since:
                 return event
         if time.monotonic() >= deadline:
-            raise MonitorError('%s: no %s event within %.1f s' %
-                               (who, name, timeout))
+            raise exception.MonitorError('%s: no %s event within %.1f s' %
+                                         (who, name, timeout))
         time.sleep(0.0005)
 
 
@@ -111,9 +107,9 @@ class Monitor:
             _run(_connect(), timeout)
             _LoopThread.monitors.add(self)
         except (qmp.QMPError, OSError, asyncio.TimeoutError) as exc:
-            raise MonitorError('cannot connect to the QEMU monitor of %s at '
-                               '%s: %s' % (self.name, self.address,
-                                           exc or type(exc).__name__))
+            raise exception.MonitorError(
+                'cannot connect to the QEMU monitor of %s at %s: %s' %
+                (self.name, self.address, exc or type(exc).__name__))
 
     @property
     def connected(self):
@@ -123,19 +119,21 @@ class Monitor:
     def execute(self, command, timeout=None, **arguments):
         """Run ``command`` and return its result; MonitorError on error."""
         if self._client is None:
-            raise MonitorError('monitor of %s is not connected' % self.name)
+            raise exception.MonitorError('monitor of %s is not connected' %
+                                         self.name)
         timeout = self.timeout if timeout is None else timeout
         try:
             return _run(self._client.execute(command, arguments or None),
                         timeout)
         except qmp.ExecuteError as exc:
-            raise MonitorError('%s: %s failed: %s' %
-                               (self.name, command, exc.error.error.desc))
+            raise exception.MonitorError('%s: %s failed: %s' %
+                                         (self.name, command,
+                                          exc.error.error.desc))
         except (qmp.QMPError, OSError, EOFError,
                 asyncio.TimeoutError) as exc:
-            raise MonitorError('%s: %s failed: %s' %
-                               (self.name, command,
-                                exc or type(exc).__name__))
+            raise exception.MonitorError('%s: %s failed: %s' %
+                                         (self.name, command,
+                                          exc or type(exc).__name__))
 
     def events(self):
         """All events received so far, oldest first."""

@@ -84,7 +84,7 @@ class QemuProcess(hypervisor.GuestEndpoint):
             try:
                 self.monitor.connect(max(deadline - time.monotonic(), 0.1))
                 return self
-            except monitor_mod.MonitorError as exc:
+            except exception.MonitorError as exc:
                 if not self.alive():
                     raise exception.QemuStartFailed(
                         guest=self.spec.name, detail=self.stderr_text())
@@ -119,7 +119,7 @@ class QemuProcess(hypervisor.GuestEndpoint):
         try:
             self.execute('quit', timeout=5.0)
             self._popen.wait(5.0)
-        except (monitor_mod.MonitorError, subprocess.TimeoutExpired) as exc:
+        except (exception.MonitorError, subprocess.TimeoutExpired) as exc:
             LOG.warning('QEMU %d of %s did not quit (%s); killing it',
                         self.pid, self.spec.name, exc)
         self.destroy()

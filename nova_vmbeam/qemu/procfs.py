@@ -1,4 +1,6 @@
-"""What /proc says about a QEMU process: the RAM it maps, its CPU time.
+"""What /proc says about a process: the RAM it maps, its CPU time, its
+memory and descriptors; and the pid files that name processes. The one
+/proc module of the project (QEMUs mostly, daemons too).
 
 The maps are how a move proves that the destination QEMU maps the very same
 RAM as the source (same device and inode) before the source is let go.
@@ -103,6 +105,31 @@ def cpu_seconds(pid, thread_prefix=None):
     return total / 1e9
 
 
+def status_kib(pid, field):
+    """A size field of /proc/<pid>/status (VmRSS, RssAnon...) in KiB.
+
+    0 when the process is gone or has no such field (a zombie, a kernel
+    thread): a health report counts what is there to count.
+    """
+    prefix = field + ':'
+    try:
+        with open('/proc/%d/status' % pid) as f:
+            for line in f:
+                if line.startswith(prefix):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def open_fds(pid):
+    """Number of descriptors ``pid`` has open; 0 when it is gone."""
+    try:
+        return len(os.listdir('/proc/%d/fd' % pid))
+    except OSError:
+        return 0
+
+
 def cpu_cgroup(pid):
     """The CPU cgroup of ``pid`` (as /proc/<pid>/cgroup names it), or None.
 
@@ -172,6 +199,27 @@ class ProcessIdentity:
     def current(cls):
         return cls.of(os.getpid())
 
+    @classmethod
+    def from_pidfile(cls, path):
+        """The identity in a "pid start_ticks" pid file, or None.
+
+        None if the file is missing or holds something else. Whether that
+        process still runs is alive()'s question.
+        """
+        numbers = _pidfile_numbers(path)
+        if numbers is None or len(numbers) != 2:
+            return None
+        return cls(*numbers)
+
+    def write_pidfile(self, path):
+        """Write "pid start_ticks" to ``path`` (see from_pidfile).
+
+        Unlike a bare pid, it never names a later process that got the
+        same pid.
+        """
+        with open(path, 'w') as f:
+            f.write('%d %d\n' % (self.pid, self.start_ticks))
+
     def alive(self):
         """True while this very process runs (not a zombie, not a reuse)."""
         fields = _stat(self.pid)
@@ -217,13 +265,31 @@ def _lock_holder(fd):
     return found.l_pid if found.l_type != fcntl.F_UNLCK else None
 
 
-def pidfile_pid(path):
-    """The pid written in a pid file, whoever holds it; None if none is."""
+#: more than a pid file's "pid" or "pid start_ticks" line
+_PIDFILE_MAX = 64
+
+
+def _parse_pidfile(text):
+    """The whole numbers of a pid file's text, or None if there are none."""
+    try:
+        numbers = [int(word) for word in text.split()]
+    except ValueError:
+        return None
+    return numbers or None
+
+
+def _pidfile_numbers(path):
     try:
         with open(path) as f:
-            return int(f.read(32).strip())
-    except (OSError, ValueError):
+            return _parse_pidfile(f.read(_PIDFILE_MAX))
+    except (OSError, UnicodeDecodeError):
         return None
+
+
+def pidfile_pid(path):
+    """The pid written in a pid file, whoever holds it; None if none is."""
+    numbers = _pidfile_numbers(path)
+    return numbers[0] if numbers else None
 
 
 def pidfile_process(path):
@@ -244,9 +310,12 @@ def pidfile_process(path):
         return None
     try:
         try:
-            pid = int(os.read(fd, 32).decode().strip())
-        except (OSError, ValueError, UnicodeDecodeError):
+            numbers = _parse_pidfile(os.read(fd, _PIDFILE_MAX).decode())
+        except (OSError, UnicodeDecodeError):
             return None
+        if numbers is None:
+            return None
+        pid = numbers[0]
         if _lock_holder(fd) != pid:
             return None
         process = ProcessIdentity.of(pid)

@@ -22,10 +22,10 @@ import errno
 import fcntl
 import json
 import os
-import tempfile
 import urllib.parse
 
 from nova_vmbeam import exception
+from nova_vmbeam import files
 
 VERSION = 1
 
@@ -109,24 +109,7 @@ class Journal:
         ``text``: ``state`` already encoded by _encode().
         """
         text = _encode(state) if text is None else text
-        directory = os.path.dirname(self.path)
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix='.journal-')
-        try:
-            with os.fdopen(fd, 'w') as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.rename(tmp, self.path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        files.replace(self.path, text, durable=True)
 
     @contextlib.contextmanager
     def update(self):
@@ -140,7 +123,13 @@ class Journal:
 
     @contextlib.contextmanager
     def locked(self):
-        """Hold the host's rejuvenation lock (non-blocking)."""
+        """Hold the host's rejuvenation lock (non-blocking).
+
+        A hand-written flock, not oslo.concurrency's lockutils, which
+        waits for the lock: a second run must be refused at once, and
+        told the holder's pid, which the holder writes into the lock
+        file once it has the lock.
+        """
         os.makedirs(os.path.dirname(self.lock_path), exist_ok=True)
         fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         try:

@@ -23,6 +23,7 @@ from oslo_log import log as logging
 from nova_vmbeam import exception
 from nova_vmbeam import movers as movers_mod
 from nova_vmbeam.movers import base as movers_base
+from nova_vmbeam.qemu import procfs
 from nova_vmbeam.rejuvenation import journal as journal_mod
 from nova_vmbeam import siblings as siblings_mod
 
@@ -45,18 +46,6 @@ _NOT_MOVED = (journal_mod.PENDING, journal_mod.FAILED, journal_mod.GONE)
 
 RejuvenationAborted = exception.RejuvenationAborted
 NotInitialized = exception.NotInitialized
-
-
-def _qemu_overhead_kib(pid):
-    """Private memory of a QEMU beyond guest RAM (RssAnon)."""
-    try:
-        with open('/proc/%d/status' % pid) as f:
-            for line in f:
-                if line.startswith('RssAnon:'):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
 def describe_health(report):
@@ -228,8 +217,9 @@ class Orchestrator:
                         pid = host.qemu_pid(name, timeout=0.5)
                     except exception.VMBeamError:
                         continue
-                    guests[name] = {'pid': pid,
-                                    'overhead_kib': _qemu_overhead_kib(pid)}
+                    # Private memory beyond guest RAM (which is shared).
+                    guests[name] = {'pid': pid, 'overhead_kib':
+                                    procfs.status_kib(pid, 'RssAnon')}
             except (exception.VMBeamError, libvirt.libvirtError) as exc:
                 # Retired (or died) while we looked: report, do not fail.
                 report['error'] = str(exc)

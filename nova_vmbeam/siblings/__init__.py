@@ -1,24 +1,14 @@
-"""Sibling hypervisors: plugins in the ``nova_vmbeam.siblings`` namespace."""
+"""Sibling hypervisors: plugins in the ``nova_vmbeam.siblings`` namespace
+(loaded by nova_vmbeam.plugins; the interface is base.SiblingBase)."""
 
-from stevedore import driver
-from stevedore import exception as stevedore_exc
-from stevedore import extension
-
-from nova_vmbeam import exception
-
-NAMESPACE = 'nova_vmbeam.siblings'
+from nova_vmbeam import plugins
 
 
 def available():
-    return sorted(extension.ExtensionManager(NAMESPACE).names())
+    """Names of the installed sibling kinds, sorted."""
+    return plugins.available(plugins.SIBLINGS)
 
 
 def kind(name):
-    """The sibling class registered as ``name``."""
-    try:
-        return driver.DriverManager(NAMESPACE, name).driver
-    except stevedore_exc.NoMatches:
-        raise exception.InvalidInput(
-            reason='unknown sibling kind %r; available: %s. Set '
-                   '[vmbeam] sibling_kind to one of them.' %
-                   (name, ', '.join(available())))
+    """The sibling class registered as ``name``; UnknownPlugin if none."""
+    return plugins.plugin_class(plugins.SIBLINGS, name)

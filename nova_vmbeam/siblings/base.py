@@ -7,14 +7,8 @@ every guest onto it and retires N once it is empty.
 
 import abc
 
-from nova_vmbeam import exception
 
-
-class SiblingStartFailed(exception.VMBeamError):
-    """A sibling's daemons did not come up (the message says why)."""
-
-
-class Sibling(metaclass=abc.ABCMeta):
+class SiblingBase(metaclass=abc.ABCMeta):
     """One numbered generation of the hypervisor on this node."""
 
     #: entry-point name

@@ -18,26 +18,13 @@ import uuid
 from oslo_log import log as logging
 
 from nova_vmbeam.libvirt import daemon as daemon_mod
+from nova_vmbeam.qemu import procfs
 from nova_vmbeam.siblings import base
 
 LOG = logging.getLogger(__name__)
 
 
-def _proc_usage(pid):
-    """(RSS KiB, open fds) of a process."""
-    rss = 0
-    try:
-        with open('/proc/%d/status' % pid) as f:
-            for line in f:
-                if line.startswith('VmRSS:'):
-                    rss = int(line.split()[1])
-        fds = len(os.listdir('/proc/%d/fd' % pid))
-    except OSError:
-        return 0, 0
-    return rss, fds
-
-
-class ColocatedSibling(base.Sibling):
+class ColocatedSibling(base.SiblingBase):
     kind = 'colocated'
 
     def __init__(self, conf, generation, host_uuid=None):
@@ -84,10 +71,7 @@ class ColocatedSibling(base.Sibling):
                           else None)
 
     def wait_ready(self, timeout):
-        try:
-            self.daemon.wait_ready(timeout)
-        except daemon_mod.DaemonStartFailed as exc:
-            raise base.SiblingStartFailed(str(exc))
+        self.daemon.wait_ready(timeout)
 
     def processes(self):
         """The daemons that run now: name -> procfs.ProcessIdentity or None.
@@ -106,8 +90,10 @@ class ColocatedSibling(base.Sibling):
     def health(self):
         report = {'generation': self.generation, 'running': self.running()}
         for name, pid in self.pids().items():
-            rss, fds = _proc_usage(pid) if pid else (0, 0)
-            report[name] = {'pid': pid, 'rss_kib': rss, 'fds': fds}
+            report[name] = {
+                'pid': pid,
+                'rss_kib': procfs.status_kib(pid, 'VmRSS') if pid else 0,
+                'fds': procfs.open_fds(pid) if pid else 0}
         return report
 
     def kill_daemon(self, sig=signal.SIGKILL):

@@ -21,6 +21,8 @@ import libvirt
 import openstack
 import testtools
 
+from nova_vmbeam.qemu import procfs
+
 TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..'))
 CLOUD_DIR = os.environ.get('VMBEAM_CLOUD_DIR', '/var/lib/vmbeam-cloud')
 VENV_BIN = os.path.join(CLOUD_DIR, 'venv', 'bin')
@@ -178,8 +180,8 @@ class CloudTestCase(testtools.TestCase):
             self.host, timeout))
 
     def compute_pid(self):
-        with open(os.path.join(CLOUD_DIR, 'run', 'nova-compute.pid')) as f:
-            return int(f.read().split()[0])
+        return procfs.pidfile_pid(
+            os.path.join(CLOUD_DIR, 'run', 'nova-compute.pid'))
 
     def kill_compute(self, sig):
         """Signal nova-compute alone, as a crash or a restart would."""

@@ -45,7 +45,7 @@ class FastClock:
         return self.now
 
 
-class InjectedLeak(base.Probe):
+class InjectedLeak(base.ProbeBase):
     """A daemon that grows 20 MiB a (test-clock) minute, with noise."""
 
     name = 'injected_leak'

@@ -11,11 +11,11 @@ each L1, the pool daemon's hotplug, the migration over the L1 network.
 import os
 
 from nova_vmbeam.conf import nested as nested_conf
+from nova_vmbeam import exception
 from nova_vmbeam.nested import mover as nested_mover
 from nova_vmbeam.nested import network
 from nova_vmbeam.nested import sibling as nested_sibling
 from nova_vmbeam.rejuvenation import orchestrator as orchestrator_mod
-from nova_vmbeam.siblings import base as sibling_base
 from tests.functional import base
 from vmbeam_devtools.nested import testbed as nested_testbed
 
@@ -64,7 +64,7 @@ class TestNestedSibling(NestedTestCase):
         guest = tb.boot(host1, tb.spec('l2', host1))
         self.assertEqual(['l2'], host1.running_qemus())
         # Never retire an L1 with a guest in it.
-        self.assertRaises(sibling_base.SiblingStartFailed, gen1.retire)
+        self.assertRaises(exception.SiblingStartFailed, gen1.retire)
         self.assertTrue(gen1.running())
 
         gen2 = tb.start_sibling(2)

@@ -79,7 +79,7 @@ class TestPoolDaemon(base.PrivateStateTestCase):
         self.conf.set_override('ram_pool_budget_mib', 8, 'vmbeam')
         self.pool.ensure()
         self.pool.allocate('u1', 6 * MIB)
-        exc = self.assertRaises(protocol.DaemonError, self.pool.allocate,
+        exc = self.assertRaises(exception.DaemonError, self.pool.allocate,
                                 'u2', 4 * MIB)
         self.assertEqual(protocol.OVER_BUDGET, exc.code)
         self.assertIn('ram_pool_budget_mib', str(exc))
@@ -89,7 +89,7 @@ class TestPoolDaemon(base.PrivateStateTestCase):
     def test_wrong_owner_is_refused(self):
         self.pool.ensure()
         os.chown(self.pool.path, 65534, 65534)
-        exc = self.assertRaises(protocol.DaemonError, self.pool.allocate,
+        exc = self.assertRaises(exception.DaemonError, self.pool.allocate,
                                 'u1', MIB)
         self.assertEqual(protocol.WRONG_OWNER, exc.code)
         self.assertIn('chown', str(exc))
@@ -162,7 +162,7 @@ class TestPoolDaemon(base.PrivateStateTestCase):
                 sock.sendall(junk)
                 sock.shutdown(socket.SHUT_WR)
                 sock.recv(65536)
-        exc = self.assertRaises(protocol.DaemonError, protocol.call,
+        exc = self.assertRaises(exception.DaemonError, protocol.call,
                                 self.pool.socket, {'op': 'allocate',
                                                    'uuid': 'u1',
                                                    'size': 'big'})
@@ -331,13 +331,13 @@ class TestIvshmemAttach(base.PrivateStateTestCase):
         self.assertRaises(exception.PoolError, pool.release, 'l2guest')
 
         # Bad requests change nothing.
-        exc = self.assertRaises(protocol.DaemonError, pool.attach,
+        exc = self.assertRaises(exception.DaemonError, pool.attach,
                                 'l2guest', self.daemon_qmp, 'pool0')
         self.assertEqual(protocol.QMP_ERROR, exc.code)
-        exc = self.assertRaises(protocol.DaemonError, pool.attach,
+        exc = self.assertRaises(exception.DaemonError, pool.attach,
                                 'l2guest', '/nonexistent.sock', 'pool1')
         self.assertIn('cannot connect', str(exc))
-        exc = self.assertRaises(protocol.DaemonError, pool.attach,
+        exc = self.assertRaises(exception.DaemonError, pool.attach,
                                 'nope', self.daemon_qmp, 'pool1')
         self.assertEqual(protocol.UNKNOWN_POOL, exc.code)
         self.assertEqual(['pool0'], list(self._ivshmem_devices()))

@@ -27,6 +27,7 @@ from nova_vmbeam.aging import slots as slots_mod
 from nova_vmbeam.aging import trend as trend_mod
 from nova_vmbeam.aging import window as window_mod
 from nova_vmbeam.conf import aging as aging_conf
+from nova_vmbeam import exception
 from tests.unit import fakes
 
 STEP = 60.0     # seconds between samples
@@ -51,7 +52,7 @@ class Clock:
         return self.now
 
 
-class TraceProbe(base.Probe):
+class TraceProbe(base.ProbeBase):
     """Replays ``trace(seconds since the last cure)``.
 
     A rejuvenation cures the leak, as it does on a real host.
@@ -364,8 +365,8 @@ class TestProbePlugins(testtools.TestCase):
         state = tempfile.mkdtemp(prefix='vmbeam-aging-')
         self.addCleanup(lambda: subprocess.run(['rm', '-rf', state]))
         conf = make_conf(state, probes=['host_free_memory', 'daemon_leaks'])
-        exc = self.assertRaises(base.UnknownProbe, monitor_mod.AgingMonitor,
-                                conf, 'h', None)
+        exc = self.assertRaises(exception.UnknownPlugin,
+                                monitor_mod.AgingMonitor, conf, 'h', None)
         self.assertIn('daemon_leaks', str(exc))
         self.assertIn('[vmbeam_aging] probes', str(exc))
 
@@ -594,7 +595,7 @@ class TestFleetDefaults(MonitorHarness):
 
             def try_acquire(self):
                 self.asked += 1
-                raise slots_mod.CoordinationUnavailable(
+                raise exception.CoordinationUnavailable(
                     url='redis://ctl:6379', reason='Connection refused')
 
             def stop(self):
@@ -625,7 +626,7 @@ class TestFleetDefaults(MonitorHarness):
         self.useFixture(fixtures.MockPatch(
             'tooz.coordination.get_coordinator', return_value=Down()))
         slots = slots_mod.Slots('redis://ctl:6379', 'host-a', 1)
-        exc = self.assertRaises(slots_mod.CoordinationUnavailable,
+        exc = self.assertRaises(exception.CoordinationUnavailable,
                                 slots.try_acquire)
         self.assertIn('Connection refused', str(exc))
 

@@ -28,7 +28,7 @@ def load_trace():
         return list(csv.DictReader(f))
 
 
-class ReplayProbe(base.Probe):
+class ReplayProbe(base.ProbeBase):
     """Plays one column of the recorded trace, row by row."""
 
     def __init__(self, conf, name, rows, limit=None):

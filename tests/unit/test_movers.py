@@ -8,7 +8,6 @@ from nova_vmbeam import exception
 from nova_vmbeam import guest
 from nova_vmbeam import movers
 from nova_vmbeam.movers import base
-from nova_vmbeam.qemu import monitor
 from nova_vmbeam.qemu import version
 from tests.unit import fakes
 
@@ -26,11 +25,11 @@ class TestLoading(testtools.TestCase):
         conf = fakes.make_conf()
         for name in movers.available():
             mover = movers.load(name, conf)
-            self.assertIsInstance(mover, base.Mover)
+            self.assertIsInstance(mover, base.MoverBase)
             self.assertEqual(name, mover.name)
 
     def test_unknown_mover_lists_available(self):
-        exc = self.assertRaises(exception.UnknownMover, movers.load,
+        exc = self.assertRaises(exception.UnknownPlugin, movers.load,
                                 'teleport', fakes.make_conf())
         self.assertIn("'teleport'", str(exc))
         self.assertIn('cpr, nested, precopy, zerocopy', str(exc))
@@ -195,7 +194,7 @@ class TestMoveSafety(testtools.TestCase):
             def execute(command, **kw):
                 result = original(command, **kw)
                 if command == 'cont':
-                    raise monitor.MonitorError('reply lost')
+                    raise exception.MonitorError('reply lost')
                 return result
             dest.execute = execute
         self.target.on_launch = cont_runs_then_errors
@@ -223,7 +222,7 @@ class TestMoveSafety(testtools.TestCase):
                 if command == 'migrate':
                     self.source.is_alive = False
                     self.source.fail = {
-                        'query-status': monitor.MonitorError('gone')}
+                        'query-status': exception.MonitorError('gone')}
                 return result
             self.source.execute = execute
         self.target.on_launch = source_dies_after_migrate

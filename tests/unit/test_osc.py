@@ -354,7 +354,7 @@ class TestRejuvenationShow(OpenStackCommandTestCase):
         self.assertEqual(self.host, out.strip())
         # Without any: the error names the ways to give it.
         self.useFixture(fixtures.MonkeyPatch(
-            'nova_vmbeam.osc.client.DEFAULT_CONFIG_FILE', path + '.absent'))
+            'nova_vmbeam.osc.defaults.CONFIG_FILE', path + '.absent'))
         rc, out, err = self.openstack(
             'hypervisor', 'rejuvenation', 'show', self.host,
             env={'OS_VMBEAM_TRANSPORT_URL': ''})
@@ -379,7 +379,7 @@ class TestRejuvenationShow(OpenStackCommandTestCase):
                 'region_name': 'RegionOne',
                 'vmbeam_transport_url': 'fake://'}}}, f)
         self.useFixture(fixtures.MonkeyPatch(
-            'nova_vmbeam.osc.client.DEFAULT_CONFIG_FILE', path + '.absent'))
+            'nova_vmbeam.osc.defaults.CONFIG_FILE', path + '.absent'))
         # Only the cloud's entry: no OS_* credentials, no bus variable.
         env = {key: '' for key in env}
         env.update(OS_CLIENT_CONFIG_FILE=path, OS_VMBEAM_TRANSPORT_URL='')
@@ -525,7 +525,7 @@ class TestTransport(testtools.TestCase):
         super().setUp()
         self.dir = self.useFixture(fixtures.TempDir()).path
         self.useFixture(fixtures.MonkeyPatch(
-            'nova_vmbeam.osc.client.DEFAULT_CONFIG_FILE',
+            'nova_vmbeam.osc.defaults.CONFIG_FILE',
             os.path.join(self.dir, 'absent.conf')))
 
     def write_conf(self, text):

@@ -100,7 +100,7 @@ class TestProtocol(testtools.TestCase):
             'ok': False, 'error': 'over_budget',
             'message': 'RAM pool /x: 256 MiB more would exceed the budget. '
                        'Raise [vmbeam] ram_pool_budget_mib.'}))
-        exc = self.assertRaises(protocol.DaemonError, protocol.call,
+        exc = self.assertRaises(exception.DaemonError, protocol.call,
                                 self.sock, {'op': 'allocate'})
         self.assertEqual(protocol.OVER_BUDGET, exc.code)
         self.assertIn('ram_pool_budget_mib', str(exc))
@@ -108,13 +108,13 @@ class TestProtocol(testtools.TestCase):
 
     def test_reply_of_another_version_is_a_protocol_error(self):
         ScriptedPeer(self.sock, reply({'ok': True}, version=2))
-        exc = self.assertRaises(protocol.ProtocolError, protocol.call,
+        exc = self.assertRaises(exception.ProtocolError, protocol.call,
                                 self.sock, {'op': 'hello'})
         self.assertIn('version 2', str(exc))
 
     def test_garbage_reply_is_a_protocol_error(self):
         ScriptedPeer(self.sock, b'HTTP/1.0 400 Bad Request\r\n\r\n')
-        self.assertRaises(protocol.ProtocolError, protocol.call, self.sock,
+        self.assertRaises(exception.ProtocolError, protocol.call, self.sock,
                           {'op': 'hello'})
 
     def test_no_daemon_is_an_oserror(self):
@@ -150,6 +150,6 @@ class TestBackendChoice(testtools.TestCase):
 
     def test_missing_binary_names_the_build_command(self):
         conf = fakes.make_conf(pagemoverd_binary='/nonexistent/pagemoverd')
-        exc = self.assertRaises(daemon.DaemonNotFound, daemon.find_binary,
+        exc = self.assertRaises(exception.DaemonNotFound, daemon.find_binary,
                                 conf)
         self.assertIn('make -C native', str(exc))

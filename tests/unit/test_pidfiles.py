@@ -108,7 +108,7 @@ class TestLibvirtPidFiles(testtools.TestCase):
         self.assertIsNone(self.host.qemu_pid('g1', timeout=0))
         self.assertEqual(g2.pid, self.host.qemu_pid('g2', timeout=0))
         started = time.monotonic()
-        self.assertRaises(libvirt_guest.QemuGone, self.host.qemu_process,
+        self.assertRaises(exception.QemuGone, self.host.qemu_process,
                           'g1', timeout=5)
         # Stale is known at once: nothing to wait for.
         self.assertLess(time.monotonic() - started, 1.0)

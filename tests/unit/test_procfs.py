@@ -75,3 +75,38 @@ class TestPidFiles(testtools.TestCase):
             f.write('not a pid')
         self.assertIsNone(procfs.pidfile_pid(self.path))
         self.assertIsNone(procfs.pidfile_process(self.path))
+
+
+class TestStatus(testtools.TestCase):
+
+    def test_sizes_and_descriptors_of_this_process(self):
+        self.assertGreater(procfs.status_kib(os.getpid(), 'VmRSS'), 0)
+        self.assertGreater(procfs.open_fds(os.getpid()), 2)
+
+    def test_a_gone_process_or_missing_field_counts_zero(self):
+        sleep = processes.stranger(self)
+        sleep.kill()
+        sleep.wait()
+        self.assertEqual(0, procfs.status_kib(sleep.pid, 'VmRSS'))
+        self.assertEqual(0, procfs.open_fds(sleep.pid))
+        self.assertEqual(0, procfs.status_kib(os.getpid(), 'NoSuchField'))
+
+
+class TestIdentityPidFiles(testtools.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.path = os.path.join(self.useFixture(fixtures.TempDir()).path,
+                                 'service.pid')
+
+    def test_written_and_read_back(self):
+        me = procfs.ProcessIdentity.current()
+        me.write_pidfile(self.path)
+        self.assertEqual(me, procfs.ProcessIdentity.from_pidfile(self.path))
+        self.assertEqual(me.pid, procfs.pidfile_pid(self.path))
+
+    def test_missing_or_bare_pid_file_is_no_identity(self):
+        self.assertIsNone(procfs.ProcessIdentity.from_pidfile(self.path))
+        with open(self.path, 'w') as f:
+            f.write('%d\n' % os.getpid())
+        self.assertIsNone(procfs.ProcessIdentity.from_pidfile(self.path))

@@ -144,13 +144,8 @@ def running_process(service):
     Its pid file holds pid and start time, so a reused pid is never taken
     (or signalled) for the service.
     """
-    try:
-        with open(service.pidfile) as f:
-            pid, started = (int(v) for v in f.read().split())
-    except (OSError, ValueError):
-        return None
-    process = procfs.ProcessIdentity(pid, started)
-    return process if process.alive() else None
+    process = procfs.ProcessIdentity.from_pidfile(service.pidfile)
+    return process if process is not None and process.alive() else None
 
 
 def running_pid(service):
@@ -218,8 +213,7 @@ def start_service(service, ready=None, timeout=180.0):
             start_new_session=True)
     process = procfs.ProcessIdentity.of(proc.pid)
     if process is not None:   # else it exited already: said below
-        with open(service.pidfile, 'w') as f:
-            f.write('%d %d\n' % (process.pid, process.start_ticks))
+        process.write_pidfile(service.pidfile)
     ready = ready or (lambda: (_http_up(service.url) if service.url
                                else _port_up(service.port)))
     deadline = time.monotonic() + timeout

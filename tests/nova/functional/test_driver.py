@@ -339,7 +339,7 @@ class TestDriverRejuvenation(DriverOnLibvirtTestCase):
         self.assertRaises(exception.InstanceNotFound,
                           self.api.rejuvenate_instance, self.ctxt, HOST,
                           uuidutils.generate_uuid())
-        self.assertRaises(exception.UnknownMover, self.api.rejuvenate_host,
+        self.assertRaises(exception.UnknownPlugin, self.api.rejuvenate_host,
                           self.ctxt, HOST, mover='warp')
 
         # An instance without VMBeam-ready RAM, with plain_ram_policy =

@@ -104,7 +104,7 @@ class TestRpc(base.DriverTestCase):
         self.assert_nothing_changed(instance)
 
     def test_bad_mover_and_concurrency(self):
-        exc = self.assertRaises(exception.UnknownMover,
+        exc = self.assertRaises(exception.UnknownPlugin,
                                 self.api.rejuvenate_host, self.ctxt,
                                 base.CONF.host, mover='warp')
         self.assertIn('zerocopy', str(exc))

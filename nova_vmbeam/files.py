@@ -1,0 +1,51 @@
+"""Files replaced atomically: a reader, or a crash, sees the old or the
+new content, never a part.
+
+The new content goes to a temporary file in the same directory (oslo.utils
+fileutils), which is renamed over the old one. ``durable`` also waits for
+the disk (fsync of the file, then of the directory that holds its new
+name) before returning, for records that must outlive a host crash, such
+as the rejuvenation journal; files that only matter while this boot lasts
+skip the wait.
+"""
+
+import os
+
+from oslo_serialization import jsonutils
+from oslo_utils import fileutils
+
+
+def _fsync(path, flags=os.O_RDONLY):
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def replace(path, text, durable=False):
+    """Replace the file at ``path`` with ``text`` (a str), atomically.
+
+    The directory is created if missing; the file is mode 0600.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = fileutils.write_to_tempfile(
+        text.encode(), path=directory,
+        prefix='.%s-' % os.path.basename(path))
+    try:
+        if durable:
+            _fsync(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        fileutils.delete_if_exists(tmp)
+        raise
+    if durable:
+        _fsync(directory, os.O_RDONLY | os.O_DIRECTORY)
+
+
+def replace_json(path, data, durable=False, **dumps_args):
+    """Replace the file at ``path`` with ``data`` as JSON, atomically.
+
+    ``dumps_args`` go to jsonutils.dumps (indent, sort_keys...).
+    """
+    replace(path, jsonutils.dumps(data, **dumps_args), durable=durable)
