@@ -34,7 +34,8 @@ qemu_major=$(qemu-system-x86_64 --version 2>/dev/null \
     | sed -n 's/.*version \([0-9]*\)\..*/\1/p' || true)
 if [ -n "$missing" ] || [ "${qemu_major:-0}" -lt 10 ]; then
     apt-get -o DPkg::Lock::Timeout=600 update -q
-    apt-get -o DPkg::Lock::Timeout=600 install -y -q -t bookworm-backports \
+    apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends \
+        -t bookworm-backports \
         $packages
 fi
 
@@ -50,7 +51,7 @@ if [ ! -x .venv/bin/tox ]; then
     quiet .venv/bin/pip install --upgrade pip
     quiet .venv/bin/pip install tox
 fi
-quiet .venv/bin/pip install -r requirements.txt -e .
+quiet .venv/bin/pip install -r requirements.txt -e '.[osc]'
 
 # The test guest's kernel comes from Debian's archive (unpacked with dpkg -x,
 # not installed); fetch it now so demo and tests start without waiting.

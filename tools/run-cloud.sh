@@ -38,7 +38,7 @@ install_cloud() {
     # The tree's own nova-vmbeam (editable: the cloud runs what is here)
     # and the shim that makes compute_driver = vmbeam.VMBeamDriver load.
     if ! "$venv/bin/pip" install -q -r tools/cloud/requirements.txt \
-            -r requirements.txt -e . ./shim >"$log" 2>&1; then
+            -r requirements.txt -e '.[osc]' ./shim >"$log" 2>&1; then
         cat "$log" >&2
         echo "run-cloud.sh: installing the cloud's Python packages failed (above)" >&2
         exit 1

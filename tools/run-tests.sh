@@ -11,7 +11,8 @@ log=$(mktemp)
 # C unit tests, daemon tests and the protocol fuzz run of native/.
 make -s -C native check 2>&1 | tee "$log"
 native_rc=${PIPESTATUS[0]}
-.venv/bin/tox -e py3,functional,nova,nova-functional,pep8,cloud "$@" 2>&1 | tee -a "$log"
+# docs and releasenotes: the Sphinx builds, warnings as errors.
+.venv/bin/tox -e py3,functional,nova,nova-functional,pep8,docs,releasenotes,cloud "$@" 2>&1 | tee -a "$log"
 rc=${PIPESTATUS[0]}
 [ "$rc" = 0 ] && rc=$native_rc
 # One closing line for CI, summed over the stestr runs above.

@@ -1,0 +1,26 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""Sphinx configuration of nova-vmbeam's release notes (tox -e releasenotes)."""
+
+extensions = ['openstackdocstheme', 'reno.sphinxext']
+
+openstackdocs_repo_name = 'x/nova-vmbeam'
+openstackdocs_use_storyboard = False
+openstackdocs_auto_name = False
+project = 'nova-vmbeam Release Notes'
+copyright = 'nova-vmbeam developers'
+
+source_suffix = {'.rst': 'restructuredtext'}
+master_doc = 'index'
+html_theme = 'openstackdocs'
+html_static_path = ['_static']
