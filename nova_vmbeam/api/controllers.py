@@ -76,7 +76,8 @@ class V1:
         except exception.RejuvenationRunning as exc:
             raise errors.Conflict(
                 reason='%s: %s Follow it with GET /v1/hosts/%s/'
-                       'rejuvenations.' % (host, _message(exc), host))
+                       'rejuvenations ("openstack hypervisor rejuvenation '
+                       'show %s").' % (host, _message(exc), host, host))
         except (exception.InstanceNotRunning, exception.HostNotReady) as exc:
             raise errors.Conflict(reason='%s: %s' % (host, _message(exc)))
         except exception.InvalidInput as exc:

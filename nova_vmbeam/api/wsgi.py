@@ -11,6 +11,7 @@ import sys
 
 from oslo_config import cfg
 from oslo_log import log as logging
+import oslo_messaging as messaging
 
 from nova_vmbeam.api import app
 from nova_vmbeam.api import cloud
@@ -39,15 +40,25 @@ def init_application(conf=None):
         sys.exit('vmbeam-api: cannot read %s; write it (see '
                  'etc/vmbeam-api.conf.sample) or name the files in '
                  'OS_VMBEAM_API_CONFIG_FILES.' % ', '.join(missing))
+    # The compute hosts listen on Nova's exchange of Nova's bus.
+    messaging.set_transport_defaults(control_exchange='nova')
     conf(args=[], project='vmbeam', prog='vmbeam-api',
          default_config_files=files)
     logging.setup(conf, 'vmbeam-api')
+    return build_application(conf)
+
+
+def build_application(conf, transport=None, authenticate=True):
+    """The application on an already loaded ``conf``.
+
+    ``transport`` is the RPC transport to the compute hosts (by default
+    [DEFAULT] transport_url's); ``authenticate=False`` only for tests that
+    set keystonemiddleware's headers themselves.
+    """
     policy.get_enforcer(conf)
-    v1 = controllers.V1(cloud.Cloud(conf),
-                        rpc_api.VMBeamAPI(rpc_api.get_transport(conf),
-                                          timeout=conf.vmbeam_api.rpc_timeout,
-                                          monitor_timeout=(
-                                              conf.vmbeam_api.
-                                              heartbeat_timeout)),
-                        conf.vmbeam_api)
-    return app.build(conf, v1)
+    rpcapi = rpc_api.VMBeamAPI(
+        transport or rpc_api.get_transport(conf),
+        timeout=conf.vmbeam_api.rpc_timeout,
+        monitor_timeout=conf.vmbeam_api.heartbeat_timeout)
+    v1 = controllers.V1(cloud.Cloud(conf), rpcapi, conf.vmbeam_api)
+    return app.build(conf, v1, authenticate=authenticate)

@@ -43,20 +43,27 @@ api_opts = [
 ]
 
 
+def _fresh(group):
+    # A group object per ConfigOpts: oslo.config copies a registered group
+    # shallowly, so the options of one ConfigOpts would leak into another
+    # through a shared one.
+    return cfg.OptGroup(group.name, title=group.title, help=group.help)
+
+
 def register_opts(conf):
     # keystonemiddleware's and oslo.policy's own groups, so that the
     # service's configuration is whole before the middleware is made.
     for group, opts in auth_token.list_opts():
         conf.register_opts(opts, group=group)
     policy_opts.set_defaults(conf)
-    conf.register_group(api_group)
-    conf.register_opts(api_opts, group=api_group)
-    conf.register_group(nova_group)
+    conf.register_group(_fresh(api_group))
+    conf.register_opts(api_opts, group=api_group.name)
+    conf.register_group(_fresh(nova_group))
     ks_loading.register_session_conf_options(conf, nova_group.name)
     ks_loading.register_auth_conf_options(conf, nova_group.name)
     ks_loading.register_adapter_conf_options(conf, nova_group.name)
     conf.set_default('service_type', 'compute', group=nova_group.name)
-    conf.register_group(placement_group)
+    conf.register_group(_fresh(placement_group))
     ks_loading.register_adapter_conf_options(conf, placement_group.name)
     conf.set_default('service_type', 'placement',
                      group=placement_group.name)
