@@ -11,9 +11,10 @@ Users: ``admin`` (role admin) and ``demo`` (role member), password
 ``secret``. serve_api() mounts vmbeam-api's own WSGI application under
 /rejuvenation, in the catalog as service type hypervisor-rejuvenation,
 behind what keystonemiddleware's auth_token does: no valid token, 401;
-else the caller's identity in X-User-Id, X-Roles etc. Nova's default policy is modelled where the commands depend on
-it: hypervisors are admin-only, and a server's host
-(OS-EXT-SRV-ATTR:host) is shown to admins only.
+else the caller's identity in X-User-Id, X-Roles etc. Nova's default
+policy is modelled where the commands depend on it: hypervisors are
+admin-only, and a server's host (OS-EXT-SRV-ATTR:host) is shown to admins
+only.
 """
 
 import http.server
