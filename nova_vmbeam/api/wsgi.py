@@ -59,6 +59,7 @@ def build_application(conf, transport=None, authenticate=True):
     rpcapi = rpc_api.VMBeamAPI(
         transport or rpc_api.get_transport(conf),
         timeout=conf.vmbeam_api.rpc_timeout,
-        monitor_timeout=conf.vmbeam_api.heartbeat_timeout)
+        monitor_timeout=conf.vmbeam_api.heartbeat_timeout,
+        version_cap=conf.upgrade_levels.vmbeam)
     v1 = controllers.V1(cloud.Cloud(conf), rpcapi, conf.vmbeam_api)
     return app.build(conf, v1, authenticate=authenticate)

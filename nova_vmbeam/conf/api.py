@@ -25,6 +25,15 @@ placement_group = cfg.OptGroup(
     help='The endpoint of Placement, asked with the [nova] credentials '
          'whether a host reports the CUSTOM_VMBEAM trait.')
 
+upgrade_opts = [
+    cfg.StrOpt('vmbeam',
+               help='Cap of the vmbeam RPC API version vmbeam-api sends to '
+                    'compute hosts, for a rolling upgrade: set it to the '
+                    'version of the oldest nova-vmbeam on a compute host '
+                    '(e.g. "1.0"), and unset it once every host is '
+                    'upgraded. Unset, the newest version is sent.'),
+]
+
 api_opts = [
     cfg.IntOpt('rpc_timeout', default=60, min=1,
                help='Seconds a compute host may take to answer a short '
@@ -63,6 +72,9 @@ def register_opts(conf):
     ks_loading.register_auth_conf_options(conf, nova_group.name)
     ks_loading.register_adapter_conf_options(conf, nova_group.name)
     conf.set_default('service_type', 'compute', group=nova_group.name)
+    # [upgrade_levels] is Nova's group for the same purpose; vmbeam-api
+    # runs apart from Nova, so it registers its own option there.
+    conf.register_opts(upgrade_opts, group='upgrade_levels')
     conf.register_group(_fresh(placement_group))
     ks_loading.register_adapter_conf_options(conf, placement_group.name)
     conf.set_default('service_type', 'placement',
@@ -75,5 +87,6 @@ def list_opts():
                  ks_loading.get_auth_plugin_conf_options('password') +
                  ks_loading.get_adapter_conf_options())
     return [(api_group, api_opts),
+            ('upgrade_levels', upgrade_opts),
             (nova_group, nova_opts),
             (placement_group, ks_loading.get_adapter_conf_options())]

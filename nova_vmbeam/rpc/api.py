@@ -55,19 +55,28 @@ class VMBeamAPI:
     """
 
     def __init__(self, transport=None, timeout=DEFAULT_TIMEOUT,
-                 monitor_timeout=None):
+                 monitor_timeout=None, version_cap=None):
         self.transport = transport or get_transport()
         target = messaging.Target(topic=rpc.TOPIC, version=rpc.VERSION)
+        #: the highest version sent; during a rolling upgrade, the oldest
+        #: compute host's ([upgrade_levels] vmbeam of vmbeam-api)
+        self.version_cap = version_cap
         self.client = messaging.get_rpc_client(
-            self.transport, target, serializer=_ContextSerializer())
+            self.transport, target, serializer=_ContextSerializer(),
+            version_cap=version_cap)
         self.timeout = timeout
         #: with a long ``timeout``, give up once the host has sent no
         #: heartbeat for this many seconds (oslo.messaging's
         #: call_monitor_timeout), rather than wait the whole timeout
         self.monitor_timeout = monitor_timeout
 
-    def _call(self, context, host, method, timeout=None, **kwargs):
-        cctxt = self.client.prepare(server=host,
+    def can_send_version(self, version):
+        """Whether the version cap allows sending ``version``."""
+        return self.client.can_send_version(version)
+
+    def _call(self, context, host, method, version='1.0', timeout=None,
+              **kwargs):
+        cctxt = self.client.prepare(server=host, version=version,
                                     timeout=timeout or self.timeout,
                                     call_monitor_timeout=self.monitor_timeout)
         return cctxt.call(context, method, **kwargs)

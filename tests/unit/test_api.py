@@ -24,6 +24,7 @@ from nova_vmbeam.api import controllers
 from nova_vmbeam.api import errors
 from nova_vmbeam.api import policies
 from nova_vmbeam.api import policy
+from nova_vmbeam.api import wsgi as api_wsgi
 from nova_vmbeam.conf import api as api_conf
 from nova_vmbeam.rpc import api as rpc_api
 from nova_vmbeam.rpc import server as rpc_server
@@ -298,3 +299,35 @@ class TestServers(APITestCase):
             roles='member')
         self.assertEqual(403, status)
         self.assertNothingSent()
+
+
+class TestRPCVersionCap(testtools.TestCase):
+
+    def test_cap_limits_what_is_sent(self):
+        conf = cfg.ConfigOpts()
+        self.useFixture(messaging_conffixture.ConfFixture(conf))
+        transport = rpc_api.get_transport(conf, url='fake://')
+        self.addCleanup(transport.cleanup)
+        capped = rpc_api.VMBeamAPI(transport, version_cap='1.0')
+        self.assertTrue(capped.can_send_version('1.0'))
+        self.assertFalse(capped.can_send_version('1.1'))
+        uncapped = rpc_api.VMBeamAPI(transport)
+        self.assertTrue(uncapped.can_send_version('1.0'))
+
+    def test_the_option_reaches_the_client(self):
+        conf = self.useFixture(config_fixture.Config(cfg.ConfigOpts())).conf
+        api_conf.register_opts(conf)
+        self.useFixture(messaging_conffixture.ConfFixture(conf))
+        conf([], default_config_files=[])
+        conf.set_override('vmbeam', '1.0', group='upgrade_levels')
+        self.addCleanup(policy.reset)
+        transport = rpc_api.get_transport(conf, url='fake://')
+        self.addCleanup(transport.cleanup)
+        made = []
+        real = rpc_api.VMBeamAPI
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_vmbeam.rpc.api.VMBeamAPI',
+            lambda *a, **kw: made.append(real(*a, **kw)) or made[-1]))
+        api_wsgi.build_application(conf, transport=transport)
+        self.assertEqual(['1.0'], [api.version_cap for api in made])
+        self.assertFalse(made[0].can_send_version('1.1'))

@@ -7,6 +7,7 @@ import os
 import time
 from unittest import mock
 
+from nova import context as nova_context
 from nova import objects
 from nova.tests import fixtures as nova_fixtures
 
@@ -117,7 +118,7 @@ class TestRpc(base.DriverTestCase):
 
     def test_one_rejuvenation_at_a_time(self):
         instance = self.make_instance()
-        with self.service._claim('host'):
+        with self.service._claim('host', None):
             self.assertRaises(exception.RejuvenationRunning,
                               self.api.rejuvenate_host, self.ctxt,
                               base.CONF.host)
@@ -212,6 +213,28 @@ class TestMoveFencing(base.DriverTestCase):
             self.ctxt, action.id)
         self.assertEqual([(rejuvenation.EVENT, 'Success')],
                          [(e.event, e.result) for e in action_events])
+
+    def test_action_records_who_asked(self):
+        # vmbeam-api's caller, as the RPC context carries it; not an admin
+        # in Nova: the API authorized the request, the host records it.
+        instance = self.make_instance()
+        service = self.connection._rejuvenation
+        run = completed_run('r-5', instance.name, instance.uuid)
+        service.orchestrator.journal.save(dict(
+            journal_mod._empty(), run=run))
+        caller = nova_context.RequestContext(
+            user_id='alice-id', project_id='ops-id', roles=['rejuvenator'],
+            request_id='req-from-the-api')
+        with service._claim('instance', caller):
+            with service.moving(instance.name, instance.uuid):
+                pass
+        service._release(state='completed')
+        action = [a for a in objects.InstanceActionList.get_by_instance_uuid(
+            self.ctxt, instance.uuid) if a.action == rejuvenation.ACTION][0]
+        self.assertEqual(('alice-id', 'ops-id', 'req-from-the-api'),
+                         (action.user_id, action.project_id,
+                          action.request_id))
+        self.assertIsNone(service._requester)
 
     def test_failed_move_is_recorded_as_an_error(self):
         instance = self.make_instance()
