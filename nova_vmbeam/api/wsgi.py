@@ -11,7 +11,6 @@ import sys
 
 from oslo_config import cfg
 from oslo_log import log as logging
-import oslo_messaging as messaging
 
 from nova_vmbeam.api import app
 from nova_vmbeam.api import cloud
@@ -40,8 +39,6 @@ def init_application(conf=None):
         sys.exit('vmbeam-api: cannot read %s; write it (see '
                  'etc/vmbeam-api.conf.sample) or name the files in '
                  'OS_VMBEAM_API_CONFIG_FILES.' % ', '.join(missing))
-    # The compute hosts listen on Nova's exchange of Nova's bus.
-    messaging.set_transport_defaults(control_exchange='nova')
     conf(args=[], project='vmbeam', prog='vmbeam-api',
          default_config_files=files)
     logging.setup(conf, 'vmbeam-api')

@@ -4,6 +4,7 @@ Placement ([nova], [placement]; keystoneauth's options)."""
 from keystoneauth1 import loading as ks_loading
 from keystonemiddleware import auth_token
 from oslo_config import cfg
+from oslo_messaging import opts as messaging_opts
 from oslo_policy import opts as policy_opts
 
 api_group = cfg.OptGroup(
@@ -65,6 +66,11 @@ def register_opts(conf):
     for group, opts in auth_token.list_opts():
         conf.register_opts(opts, group=group)
     policy_opts.set_defaults(conf)
+    # The message bus: Nova's ([DEFAULT] transport_url), on Nova's
+    # exchange, where the compute hosts serve the vmbeam RPC API.
+    for group, opts in messaging_opts.list_opts():
+        conf.register_opts(opts, group=group)
+    conf.set_default('control_exchange', 'nova')
     conf.register_group(_fresh(api_group))
     conf.register_opts(api_opts, group=api_group.name)
     conf.register_group(_fresh(nova_group))

@@ -13,6 +13,7 @@ from keystoneauth1 import adapter
 from keystoneauth1 import exceptions as ks_exceptions
 from openstack import exceptions as sdk_exceptions
 from osc_lib import exceptions
+from oslo_utils import uuidutils
 
 #: vmbeam-api's service type in the Keystone catalog
 SERVICE_TYPE = 'hypervisor-rejuvenation'
@@ -62,11 +63,18 @@ class VMBeamClient:
         return self._request('POST', '/v1/servers/%s/rejuvenation' %
                              server_id, body)['rejuvenation']
 
-    def find_server(self, name_or_id):
-        """A server by name or ID, as the caller may see it in Nova."""
+    def server_id(self, name_or_id):
+        """A server's ID; a name is looked up in Nova as the caller.
+
+        An ID goes to vmbeam-api as it is: vmbeam-api finds the server
+        with its own service user, so an operator whose role the policy
+        grants needs no right to see other projects' servers in Nova.
+        """
+        if uuidutils.is_uuid_like(name_or_id):
+            return name_or_id
         try:
             return self._compute().find_server(
-                name_or_id, ignore_missing=False, all_projects=True)
+                name_or_id, ignore_missing=False, all_projects=True).id
         except sdk_exceptions.ResourceNotFound:
             raise exceptions.CommandError(
                 'No server with a name or ID of %r exists. Check it with '

@@ -67,14 +67,14 @@ class RejuvenateHook(hooks.CommandHook):
         """Move the server through vmbeam-api; Nova's migrate is skipped."""
         app = self.cmd.app
         client = app.client_manager.vmbeam
-        server = client.find_server(parsed_args.server)
+        server_id = client.server_id(parsed_args.server)
         result = client.rejuvenate_server(
-            server.id, mover=parsed_args.rejuvenate_mover)
+            server_id, mover=parsed_args.rejuvenate_mover)
         app.stdout.write(
             'Server %s moved on host %s to hypervisor generation %s with '
             'the %s mover: downtime %.1f ms, total %.1f ms, %s bytes '
             'transferred.\n' % (
-                server.id, result.get('host'), result.get('generation'),
+                server_id, result.get('host'), result.get('generation'),
                 result.get('mover'), result.get('downtime_ms') or 0.0,
                 result.get('total_ms') or 0.0,
                 result.get('transferred_bytes')))

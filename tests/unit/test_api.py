@@ -64,7 +64,6 @@ class APITestCase(testtools.TestCase):
         self.policy_file = os.path.join(
             self.useFixture(fixtures.TempDir()).path, 'policy.yaml')
         self.conf([], project='vmbeam', default_config_files=[])
-        self.conf.set_override('control_exchange', 'nova')
         self.conf.set_override('policy_file', self.policy_file,
                                group='oslo_policy')
         policy.reset()

@@ -158,7 +158,6 @@ class OpenStackCommandTestCase(testtools.TestCase):
         api_conf.register_opts(conf)
         self.useFixture(messaging_conffixture.ConfFixture(conf))
         conf([], project='vmbeam', default_config_files=[])
-        conf.set_override('control_exchange', 'nova')
         conf.set_override('rpc_timeout', 5, group='vmbeam_api')
         conf.set_override('policy_file', os.path.join(
             self.useFixture(fixtures.TempDir()).path, 'policy.yaml'),

@@ -57,7 +57,6 @@ class TestOpenStackCommand(test_driver.DriverOnLibvirtTestCase):
         conf = cfg.ConfigOpts()
         api_conf.register_opts(conf)
         conf([], project='vmbeam', default_config_files=[])
-        conf.set_override('control_exchange', 'nova')
         conf.set_override('rpc_timeout', 120, group='vmbeam_api')
         conf.set_override('policy_file', os.path.join(
             self.useFixture(fixtures.TempDir()).path, 'policy.yaml'),
@@ -121,10 +120,12 @@ class TestOpenStackCommand(test_driver.DriverOnLibvirtTestCase):
                                       instance.uuid, user='demo')
         self.assertEqual(1, rc)
         self.assertIn('Policy does not allow vmbeam:server:rejuvenate', err)
+        missing = uuidutils.generate_uuid()
         rc, out, err = self.openstack('server', 'migrate', '--rejuvenate',
-                                      uuidutils.generate_uuid())
+                                      missing)
         self.assertEqual(1, rc)
-        self.assertIn('No server with a name or ID of', err)
+        self.assertIn('No server %s' % missing, err)
+        self.assertIn('(HTTP 404)', err)
         rc, out, err = self.openstack('hypervisor', 'rejuvenate', HOST,
                                       '--mover', 'warp')
         self.assertEqual(1, rc)
