@@ -1,6 +1,4 @@
-"""What a WSGI server loads: ``nova_vmbeam.api.wsgi:application``.
-
-    gunicorn 'nova_vmbeam.api.wsgi:init_application()'
+"""Building vmbeam-api's application (nova_vmbeam.wsgi.api serves it).
 
 The configuration files are those of OS_VMBEAM_API_CONFIG_FILES (a
 comma-separated list), else /etc/vmbeam/vmbeam-api.conf.

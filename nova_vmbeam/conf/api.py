@@ -6,6 +6,7 @@ from keystonemiddleware import auth_token
 from oslo_config import cfg
 from oslo_messaging import opts as messaging_opts
 from oslo_policy import opts as policy_opts
+from oslo_utils import importutils
 
 api_group = cfg.OptGroup(
     'vmbeam_api', title='vmbeam-api, the operator API',
@@ -53,6 +54,11 @@ api_opts = [
 ]
 
 
+_UNLISTED_MESSAGING_OPTS = (
+    ('oslo_messaging._metrics.client', 'oslo_messaging_metrics'),
+    ('oslo_messaging._tracing.client', 'oslo_messaging_tracing'))
+
+
 def _fresh(group):
     # A group object per ConfigOpts: oslo.config copies a registered group
     # shallowly, so the options of one ConfigOpts would leak into another
@@ -70,6 +76,12 @@ def register_opts(conf):
     # exchange, where the compute hosts serve the vmbeam RPC API.
     for group, opts in messaging_opts.list_opts():
         conf.register_opts(opts, group=group)
+    # oslo.messaging 18 reads these groups from the transport's conf but
+    # registers them on cfg.CONF only, and list_opts() leaves them out.
+    for module, group in _UNLISTED_MESSAGING_OPTS:
+        opts = getattr(importutils.try_import(module), group, None)
+        if opts is not None:
+            conf.register_opts(opts, group=group)
     conf.set_default('control_exchange', 'nova')
     conf.register_group(_fresh(api_group))
     conf.register_opts(api_opts, group=api_group.name)

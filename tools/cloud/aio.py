@@ -571,7 +571,7 @@ def services(sec):
                   'OS_NEUTRON_CONFIG_FILES': 'neutron.conf'}),
         gunicorn('nova-api', 'nova.wsgi.osapi_compute:application',
                  PORTS['nova-api'], nova_env),
-        gunicorn('vmbeam-api', 'nova_vmbeam.api.wsgi:init_application()',
+        gunicorn('vmbeam-api', 'nova_vmbeam.wsgi.api:application',
                  PORTS['vmbeam-api'],
                  {'OS_VMBEAM_API_CONFIG_FILES': conf_path(
                      'vmbeam', 'vmbeam-api.conf')}),
