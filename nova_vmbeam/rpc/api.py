@@ -35,10 +35,11 @@ class _ContextSerializer(messaging.NoOpSerializer):
         if not hasattr(context, 'to_dict'):
             return dict(context)
         values = context.to_dict()
-        # oslo.context's to_dict leaves the names out; Nova's context (and
-        # so the instance action's and the notifications' record of who
-        # asked) takes them.
-        for key in ('user_name', 'project_name'):
+        # oslo.context's to_dict names the user "user" and leaves the names
+        # out; Nova's RequestContext.from_dict reads "user_id" (and would
+        # take None over "user"), so the instance action's and the
+        # notifications' record of who asked needs these keys.
+        for key in ('user_id', 'project_id', 'user_name', 'project_name'):
             values.setdefault(key, getattr(context, key, None))
         return values
 

@@ -149,6 +149,7 @@ class TestHosts(APITestCase):
         self.assertEqual({'mover': 'zerocopy', 'concurrency': 2}, args)
         # The caller travels in the request context.
         self.assertEqual('u-1', context['user'])
+        self.assertEqual('u-1', context['user_id'])
         self.assertEqual('p-1', context['project_id'])
         self.assertEqual('alice', context['user_name'])
 

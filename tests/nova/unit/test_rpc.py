@@ -9,7 +9,9 @@ from unittest import mock
 
 from nova import context as nova_context
 from nova import objects
+from nova import rpc as nova_rpc
 from nova.tests import fixtures as nova_fixtures
+from oslo_context import context as oslo_context
 
 from nova_vmbeam import exception
 from nova_vmbeam.rejuvenation import journal as journal_mod
@@ -213,6 +215,22 @@ class TestMoveFencing(base.DriverTestCase):
             self.ctxt, action.id)
         self.assertEqual([(rejuvenation.EVENT, 'Success')],
                          [(e.event, e.result) for e in action_events])
+
+    def test_the_callers_context_arrives_as_novas(self):
+        # What vmbeam-api sends (an oslo.context built from
+        # keystonemiddleware's headers), as nova-compute's serializer
+        # turns it into a Nova RequestContext.
+        sent = oslo_context.RequestContext(
+            user_id='alice-id', project_id='ops-id', user_name='alice',
+            project_name='ops', roles=['rejuvenator'],
+            request_id='req-from-the-api')
+        wire = rpc_api._ContextSerializer().serialize_context(sent)
+        got = nova_rpc.RequestContextSerializer(None).deserialize_context(
+            wire)
+        self.assertEqual(('alice-id', 'ops-id', 'alice', 'ops',
+                          'req-from-the-api'),
+                         (got.user_id, got.project_id, got.user_name,
+                          got.project_name, got.request_id))
 
     def test_action_records_who_asked(self):
         # vmbeam-api's caller, as the RPC context carries it; not an admin
