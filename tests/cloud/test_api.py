@@ -18,7 +18,6 @@ from tests.cloud import base
 
 POLICY_FILE = os.path.join(base.CLOUD_DIR, 'etc', 'vmbeam', 'policy.yaml')
 PROJECT = 'vmbeam-api-tests'
-PASSWORD = 'vmbeam-api-tests-%s' % uuid.uuid4().hex[:8]
 
 
 class OperatorAPITest(base.CloudTestCase):
@@ -32,21 +31,25 @@ class OperatorAPITest(base.CloudTestCase):
     # --- callers -------------------------------------------------------
 
     def user(self, name, role):
-        """A user of project PROJECT with ``role``; its Keystone session."""
+        """A new user of project PROJECT with ``role``; its session.
+
+        A user of its own per test, deleted after it: changing an
+        existing user's password would revoke the tokens Keystone issues
+        within the same second.
+        """
         identity = self.conn.identity
         project = identity.find_project(PROJECT) or identity.create_project(
             name=PROJECT, domain_id='default')
         role_obj = identity.find_role(role) or identity.create_role(name=role)
-        user = identity.find_user(name, domain_id='default')
-        if user is None:
-            user = identity.create_user(name=name, password=PASSWORD,
-                                        domain_id='default')
-        else:
-            identity.update_user(user, password=PASSWORD)
+        name = '%s-%s' % (name, uuid.uuid4().hex[:8])
+        password = uuid.uuid4().hex
+        user = identity.create_user(name=name, password=password,
+                                    domain_id='default')
+        self.addCleanup(identity.delete_user, user)
         identity.assign_project_role_to_user(project, user, role_obj)
         auth = v3.Password(
             auth_url=self.conn.auth['auth_url'], username=name,
-            password=PASSWORD, project_name=PROJECT,
+            password=password, project_name=PROJECT,
             user_domain_name='Default', project_domain_name='Default')
         return ks_session.Session(auth=auth), user
 
@@ -157,8 +160,9 @@ class OperatorAPITest(base.CloudTestCase):
         self.assertEqual(403, self.api('POST', path, operator, body={})[0])
         self.assertEqual(before, self.host_state())
 
-        # A policy file that grants the role: no restart of anything.
-        self.grant('"vmbeam:server:rejuvenate": "role:rejuvenator"\n')
+        # A policy file that grants the role too: no restart of anything.
+        self.grant('"vmbeam:server:rejuvenate": "role:rejuvenator or '
+                   'rule:vmbeam_admin_api"\n')
         status, doc = self.api('POST', path, operator, body={})
         self.assertEqual(200, status, doc)
         self.assertEqual(('moved', self.host),
