@@ -16,6 +16,14 @@
 # clean              remove the shim link, the drop-in, the RAM pool and
 #                    the state
 #
+# Where service vmbeam-api is enabled (the controller):
+# stack install      the package, if n-cpu did not install it
+# stack post-config  vmbeam-api.conf (Keystone, Nova's bus, the service
+#                    user for Nova and Placement), its uwsgi file, and its
+#                    user, service and endpoint in Keystone
+# stack extra        start vmbeam-api and wait until it answers
+# unstack / clean    stop it / remove its uwsgi file
+#
 # Where the settings go, read against devstack's stack.sh and lib/nova:
 # start_nova_compute builds $NOVA_CPU_CONF by copying $NOVA_CONF over it
 # and merging local.conf's post-config sections again, so anything written
@@ -244,6 +252,77 @@ function cleanup_nova_vmbeam {
     sudo rmdir --ignore-fail-on-non-empty \
         "$SYSTEMD_DIR/devstack@n-cpu.service.d" 2>/dev/null || true
 }
+
+# vmbeam-api: authenticated by Keystone, authorized by its policy; it asks
+# Nova and Placement as its own service user (admin: the hypervisor list
+# and a server's host are admin-only in Nova) and reaches the compute
+# hosts on Nova's bus, the one nova-compute listens on.
+function configure_vmbeam_api {
+    sudo install -d -o "$STACK_USER" -m 0755 "$VMBEAM_API_CONF_DIR"
+    rm -f "$VMBEAM_API_CONF"
+    iniset "$VMBEAM_API_CONF" DEFAULT debug "$ENABLE_DEBUG_LOG_LEVEL"
+    # The bus nova-compute listens on: its cell's (start_nova_compute),
+    # not nova.conf's, unless devstack runs a single conductor.
+    if [[ "${CELLSV2_SETUP:-superconductor}" == singleconductor ]]; then
+        iniset_rpc_backend nova "$VMBEAM_API_CONF" DEFAULT
+    else
+        iniset_rpc_backend nova "$VMBEAM_API_CONF" DEFAULT \
+            "nova_cell${NOVA_CPU_CELL:-1}"
+    fi
+    configure_keystone_authtoken_middleware "$VMBEAM_API_CONF" vmbeam
+    iniset "$VMBEAM_API_CONF" nova auth_type password
+    iniset "$VMBEAM_API_CONF" nova auth_url "$KEYSTONE_SERVICE_URI"
+    iniset "$VMBEAM_API_CONF" nova username vmbeam
+    iniset "$VMBEAM_API_CONF" nova password "$SERVICE_PASSWORD"
+    iniset "$VMBEAM_API_CONF" nova user_domain_name "$SERVICE_DOMAIN_NAME"
+    iniset "$VMBEAM_API_CONF" nova project_name "$SERVICE_PROJECT_NAME"
+    iniset "$VMBEAM_API_CONF" nova project_domain_name \
+        "$SERVICE_DOMAIN_NAME"
+    iniset "$VMBEAM_API_CONF" nova region_name "$REGION_NAME"
+    iniset "$VMBEAM_API_CONF" placement region_name "$REGION_NAME"
+    iniset "$VMBEAM_API_CONF" oslo_policy policy_file \
+        "$VMBEAM_API_CONF_DIR/policy.yaml"
+    write_uwsgi_config "$VMBEAM_API_UWSGI_CONF" "$VMBEAM_API_UWSGI" \
+        /rejuvenation "" vmbeam-api
+}
+
+function create_vmbeam_api_accounts {
+    create_service_user vmbeam admin
+    get_or_create_service vmbeam "$VMBEAM_API_SERVICE_TYPE" \
+        "nova-vmbeam: in-place hypervisor rejuvenation"
+    get_or_create_endpoint "$VMBEAM_API_SERVICE_TYPE" "$REGION_NAME" \
+        "$SERVICE_PROTOCOL://$SERVICE_HOST/rejuvenation"
+}
+
+function start_vmbeam_api {
+    run_process vmbeam-api \
+        "$(which uwsgi) --procname-prefix vmbeam-api --ini $VMBEAM_API_UWSGI_CONF"
+    if ! wait_for_service "$SERVICE_TIMEOUT" \
+            "$SERVICE_PROTOCOL://$SERVICE_HOST/rejuvenation"; then
+        die "$LINENO" "nova-vmbeam: vmbeam-api did not start; see" \
+            "journalctl -u devstack@vmbeam-api"
+    fi
+}
+
+if is_service_enabled vmbeam-api; then
+    if [[ "$1" == "stack" && "$2" == "install" ]] && \
+            ! is_service_enabled n-cpu; then
+        setup_develop "$NOVA_VMBEAM_DIR"
+    elif [[ "$1" == "stack" && "$2" == "post-config" ]]; then
+        echo_summary "Configuring vmbeam-api"
+        configure_vmbeam_api
+        create_vmbeam_api_accounts
+    elif [[ "$1" == "stack" && "$2" == "extra" ]]; then
+        echo_summary "Starting vmbeam-api"
+        start_vmbeam_api
+    fi
+    if [[ "$1" == "unstack" ]]; then
+        stop_process vmbeam-api
+    fi
+    if [[ "$1" == "clean" ]]; then
+        remove_uwsgi_config "$VMBEAM_API_UWSGI_CONF" vmbeam-api
+    fi
+fi
 
 if is_service_enabled n-cpu; then
     if [[ "$1" == "stack" && "$2" == "install" ]]; then

@@ -12,15 +12,13 @@
 #
 #   tools/devstack-check.sh [SERVERS]
 #
-# Environment: DEVSTACK_DIR (default /opt/stack/devstack), NOVA_CPU_CONF
-# (default /etc/nova/nova-cpu.conf): the openstack command's vmbeam plugin
-# reaches the host over the message bus nova-compute uses, which this file
-# names (devstack gives nova-compute its cell's bus, not nova.conf's).
+# Environment: DEVSTACK_DIR (default /opt/stack/devstack). The openstack
+# command's vmbeam plugin goes through vmbeam-api (enable_service
+# vmbeam-api), found in the Keystone catalog: no bus, no nova.conf.
 set -o errexit -o nounset -o pipefail
 
 servers=${1:-2}
 devstack_dir=${DEVSTACK_DIR:-/opt/stack/devstack}
-export OS_VMBEAM_CONFIG_FILE=${NOVA_CPU_CONF:-/etc/nova/nova-cpu.conf}
 prefix=vmbeam-check-$$
 flavor=$prefix
 # The instance action a rejuvenation records for each server it moves

@@ -6,7 +6,7 @@ the command's take_action. So, only when --rejuvenate is given, before()
 binds this hook's own action as take_action of that one command instance
 (cliff's Command.run calls ``self.take_action``, and a hook is handed the
 command instance it serves); the server is then moved onto its host's
-next hypervisor generation through the vmbeam RPC API, and Nova's
+next hypervisor generation through vmbeam-api, and Nova's
 migration code (MigrateServer.take_action) is not run. Without
 --rejuvenate the hook changes nothing and ``server migrate`` is exactly
 python-openstackclient's. See docs/design/cli.md.
@@ -64,18 +64,17 @@ class RejuvenateHook(hooks.CommandHook):
         return parsed_args
 
     def take_action(self, parsed_args):
-        """Move the server through the vmbeam RPC API; Nova's is skipped."""
+        """Move the server through vmbeam-api; Nova's migrate is skipped."""
         app = self.cmd.app
         client = app.client_manager.vmbeam
-        server = client.find_server(parsed_args.server)
-        host = server.compute_host
-        result = client.rejuvenate_instance(
-            host, server.id, mover=parsed_args.rejuvenate_mover)
+        server_id = client.server_id(parsed_args.server)
+        result = client.rejuvenate_server(
+            server_id, mover=parsed_args.rejuvenate_mover)
         app.stdout.write(
             'Server %s moved on host %s to hypervisor generation %s with '
             'the %s mover: downtime %.1f ms, total %.1f ms, %s bytes '
             'transferred.\n' % (
-                server.id, host, result.get('generation'),
+                server_id, result.get('host'), result.get('generation'),
                 result.get('mover'), result.get('downtime_ms') or 0.0,
                 result.get('total_ms') or 0.0,
                 result.get('transferred_bytes')))

@@ -5,6 +5,14 @@ nova-compute. The contract is in docs/design/rpc.md.
 """
 
 TOPIC = 'vmbeam'
+
+# Version history of the API (bump the minor version for a compatible
+# addition, as nova/compute/rpcapi.py does; the client sends each method
+# at the lowest version that has it, so a version cap lets vmbeam-api talk
+# to compute hosts not yet upgraded):
+#
+#   1.0 - rejuvenate_host, rejuvenate_instance, status
+#
 VERSION = '1.0'
 
 #: The trait VMBeamDriver reports on its compute node's resource provider:

@@ -32,9 +32,16 @@ class _ContextSerializer(messaging.NoOpSerializer):
     def serialize_context(self, context):
         if context is None:
             return {}
-        if hasattr(context, 'to_dict'):
-            return context.to_dict()
-        return dict(context)
+        if not hasattr(context, 'to_dict'):
+            return dict(context)
+        values = context.to_dict()
+        # oslo.context's to_dict names the user "user" and leaves the names
+        # out; Nova's RequestContext.from_dict reads "user_id" (and would
+        # take None over "user"), so the instance action's and the
+        # notifications' record of who asked needs these keys.
+        for key in ('user_id', 'project_id', 'user_name', 'project_name'):
+            values.setdefault(key, getattr(context, key, None))
+        return values
 
     def deserialize_context(self, context):
         return context
@@ -48,16 +55,31 @@ class VMBeamAPI:
     as themselves); by default one is made from cfg.CONF.
     """
 
-    def __init__(self, transport=None, timeout=DEFAULT_TIMEOUT):
+    def __init__(self, transport=None, timeout=DEFAULT_TIMEOUT,
+                 monitor_timeout=None, version_cap=None):
         self.transport = transport or get_transport()
         target = messaging.Target(topic=rpc.TOPIC, version=rpc.VERSION)
+        #: the highest version sent; during a rolling upgrade, the oldest
+        #: compute host's ([upgrade_levels] vmbeam of vmbeam-api)
+        self.version_cap = version_cap
         self.client = messaging.get_rpc_client(
-            self.transport, target, serializer=_ContextSerializer())
+            self.transport, target, serializer=_ContextSerializer(),
+            version_cap=version_cap)
         self.timeout = timeout
+        #: with a long ``timeout``, give up once the host has sent no
+        #: heartbeat for this many seconds (oslo.messaging's
+        #: call_monitor_timeout), rather than wait the whole timeout
+        self.monitor_timeout = monitor_timeout
 
-    def _call(self, context, host, method, timeout=None, **kwargs):
-        cctxt = self.client.prepare(server=host,
-                                    timeout=timeout or self.timeout)
+    def can_send_version(self, version):
+        """Whether the version cap allows sending ``version``."""
+        return self.client.can_send_version(version)
+
+    def _call(self, context, host, method, version='1.0', timeout=None,
+              **kwargs):
+        cctxt = self.client.prepare(server=host, version=version,
+                                    timeout=timeout or self.timeout,
+                                    call_monitor_timeout=self.monitor_timeout)
         return cctxt.call(context, method, **kwargs)
 
     def rejuvenate_host(self, context, host, concurrency=None, mover=None):

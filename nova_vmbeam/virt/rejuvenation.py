@@ -50,6 +50,9 @@ class HostRejuvenation(orchestrator_mod.RunListener):
         self._busy = None           # what runs now: a dict, or None
         self._last = None           # how the last request ended
         self._thread = None
+        # Who asked for what runs now (a Nova RequestContext, as vmbeam-api
+        # sent it): the instance actions record that user and project.
+        self._requester = None
 
     # --- requests (from the RPC endpoint) ------------------------------------
 
@@ -58,7 +61,7 @@ class HostRejuvenation(orchestrator_mod.RunListener):
             else None
 
     @contextlib.contextmanager
-    def _claim(self, kind, **fields):
+    def _claim(self, kind, context, **fields):
         """Mark this host busy, or refuse: one request at a time."""
         with self._lock:
             if self._busy is not None:
@@ -66,11 +69,13 @@ class HostRejuvenation(orchestrator_mod.RunListener):
                     pid=os.getpid(), path=self.orchestrator.journal.path)
             self._busy = dict(fields, kind=kind, state='running',
                               started=time.time())
+            self._requester = context
         try:
             yield self._busy
         except BaseException:
             with self._lock:
                 self._busy = None
+                self._requester = None
             raise
 
     def _release(self, **outcome):
@@ -79,10 +84,11 @@ class HostRejuvenation(orchestrator_mod.RunListener):
                 self._last = dict(self._busy, finished=time.time(),
                                   **outcome)
             self._busy = None
+            self._requester = None
 
     def rejuvenate_host(self, context, concurrency=None, mover=None):
         """Start a host rejuvenation in the background; return at once."""
-        with self._claim('host', mover=mover) as busy:
+        with self._claim('host', context, mover=mover) as busy:
             plan = self.orchestrator.preflight(
                 mover, concurrency, fallback_mover=self._fallback())
             run_id = plan['run_id'] or str(uuid_mod.uuid4())
@@ -179,7 +185,7 @@ class HostRejuvenation(orchestrator_mod.RunListener):
 
     def rejuvenate_instance(self, context, instance_uuid, mover=None):
         """Move one instance onto the next generation; its figures."""
-        with self._claim('instance', instance_uuid=instance_uuid,
+        with self._claim('instance', context, instance_uuid=instance_uuid,
                          mover=mover) as busy:
             instance = self._instance(context, instance_uuid)
             if instance.host != self.host:
@@ -289,8 +295,19 @@ class HostRejuvenation(orchestrator_mod.RunListener):
         run = self.orchestrator.journal.load()['run'] or {}
         return run.get('guests', {}).get(name, {})
 
+    def _action_context(self):
+        """The requester's user and project, with the rights to record.
+
+        vmbeam-api authorized the request; the aging monitor's own runs
+        have no requester and are recorded as the service's.
+        """
+        requester = self._requester
+        if requester is None or not getattr(requester, 'user_id', None):
+            return nova_context.get_admin_context()
+        return requester.elevated()
+
     def _start_action(self, uuid):
-        context = nova_context.get_admin_context()
+        context = self._action_context()
         try:
             objects.InstanceAction.action_start(context, uuid, ACTION,
                                                 want_result=False)

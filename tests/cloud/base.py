@@ -46,8 +46,6 @@ def cloud_env():
     env.update(
         OS_CLIENT_CONFIG_FILE=os.path.join(CLOUD_DIR, 'clouds.yaml'),
         OS_CLOUD='vmbeam',
-        OS_VMBEAM_CONFIG_FILE=os.path.join(CLOUD_DIR, 'etc', 'nova',
-                                           'nova.conf'),
         PATH=VENV_BIN + os.pathsep + env.get('PATH', ''))
     return env
 

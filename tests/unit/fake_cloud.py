@@ -8,9 +8,13 @@ this serves what they would answer, and records every request so a test
 can tell, e.g., whether a Nova migration was asked for.
 
 Users: ``admin`` (role admin) and ``demo`` (role member), password
-``secret``. Nova's default policy is modelled where the commands depend on
-it: hypervisors are admin-only, and a server's host
-(OS-EXT-SRV-ATTR:host) is shown to admins only.
+``secret``. serve_api() mounts vmbeam-api's own WSGI application under
+/rejuvenation, in the catalog as service type hypervisor-rejuvenation,
+behind what keystonemiddleware's auth_token does: no valid token, 401;
+else the caller's identity in X-User-Id, X-Roles etc. Nova's default
+policy is modelled where the commands depend on it: hypervisors are
+admin-only, and a server's host (OS-EXT-SRV-ATTR:host) is shown to admins
+only.
 """
 
 import http.server
@@ -21,6 +25,8 @@ import urllib.parse
 import uuid
 
 import fixtures
+from keystoneauth1 import loading as ks_loading
+import webob
 
 PASSWORD = 'secret'
 USERS = {'admin': ['admin', 'member', 'reader'], 'demo': ['member', 'reader']}
@@ -37,6 +43,7 @@ class FakeCloud(fixtures.Fixture):
         self.hypervisors = []     # os-hypervisors/detail at 2.53
         self.traits = {}          # resource provider uuid -> [trait]
         self.tokens = {}          # token -> (user, roles)
+        self.api = None           # vmbeam-api's WSGI app, once served
         cloud = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -48,6 +55,9 @@ class FakeCloud(fixtures.Fixture):
 
             def do_POST(self):
                 cloud._handle(self, 'POST')
+
+            def do_DELETE(self):
+                cloud._handle(self, 'DELETE')
 
         self.httpd = http.server.ThreadingHTTPServer(('127.0.0.1', 0),
                                                      Handler)
@@ -87,6 +97,26 @@ class FakeCloud(fixtures.Fixture):
             'addresses': {}, 'metadata': {}}
         return server_id
 
+    def serve_api(self, application):
+        """Serve vmbeam-api (an unauthenticated build) at /rejuvenation."""
+        self.api = application
+        return self.base + '/rejuvenation'
+
+    def api_conf(self, conf):
+        """Point vmbeam-api's [nova] credentials at this cloud (admin)."""
+        conf.set_override('auth_type', 'password', group='nova')
+        # keystoneauth registers a plugin's options once it is loaded.
+        conf.register_opts(ks_loading.get_auth_plugin_conf_options(
+            'password'), group='nova')
+        conf.set_override('region_name', 'RegionOne', group='nova')
+        conf.set_override('region_name', 'RegionOne', group='placement')
+        for name, value in (('auth_url', self.url), ('username', 'admin'),
+                            ('password', PASSWORD),
+                            ('project_name', PROJECT['name']),
+                            ('user_domain_name', 'Default'),
+                            ('project_domain_name', 'Default')):
+            conf.set_override(name, value, group='nova')
+
     def calls(self, method, pattern):
         return [r for r in self.requests
                 if r[0] == method and re.search(pattern, r[1])]
@@ -114,6 +144,8 @@ class FakeCloud(fixtures.Fixture):
         handler.wfile.write(data)
 
     def _handle(self, handler, method):
+        if self.api is not None and handler.path.startswith('/rejuvenation'):
+            return self._handle_api(handler, method)
         parsed = urllib.parse.urlsplit(handler.path)
         path = parsed.path.rstrip('/')
         query = urllib.parse.parse_qs(parsed.query)
@@ -127,6 +159,40 @@ class FakeCloud(fixtures.Fixture):
         except Exception as exc:   # a bug of the fake shows as a 500
             status, reply, headers = 500, {'error': repr(exc)}, {}
         self._reply(handler, status, reply, headers)
+
+    def _handle_api(self, handler, method):
+        """vmbeam-api behind the auth_token middleware's part."""
+        length = int(handler.headers.get('Content-Length') or 0)
+        body = handler.rfile.read(length)
+        path = handler.path[len('/rejuvenation'):] or '/'
+        self.requests.append((method, '/rejuvenation' + path, {},
+                              json.loads(body or b'null')))
+        req = webob.Request.blank(path, method=method)
+        req.script_name = '/rejuvenation'
+        if body:
+            req.body = body
+            req.content_type = handler.headers.get('Content-Type')
+        token = self.tokens.get(handler.headers.get('X-Auth-Token'))
+        if token is None and path.strip('/') not in ('', 'v1'):
+            return self._reply(handler, 401, {'error': {
+                'code': 401, 'title': 'Unauthorized',
+                'message': 'The request you have made requires '
+                           'authentication.'}})
+        if token is not None:
+            user, roles = token
+            req.headers.update({
+                'X-Identity-Status': 'Confirmed', 'X-User-Id': user + '-id',
+                'X-User-Name': user, 'X-Project-Id': PROJECT['id'],
+                'X-Project-Name': PROJECT['name'],
+                'X-Roles': ','.join(roles)})
+        response = req.get_response(self.api)
+        handler.send_response(response.status_int)
+        for key, value in response.headerlist:
+            if key.lower() != 'content-length':
+                handler.send_header(key, value)
+        handler.send_header('Content-Length', str(len(response.body)))
+        handler.end_headers()
+        handler.wfile.write(response.body)
 
     def _version(self, service, path, version, min_version='1.0'):
         link = [{'rel': 'self', 'href': self.base + path + '/'}]
@@ -172,6 +238,11 @@ class FakeCloud(fixtures.Fixture):
              'endpoints': [self._endpoint(self.base + '/compute/v2.1')]},
             {'type': 'placement', 'name': 'placement', 'id': 'p',
              'endpoints': [self._endpoint(self.base + '/placement')]}]
+        if self.api is not None:
+            catalog.append(
+                {'type': 'hypervisor-rejuvenation', 'name': 'vmbeam',
+                 'id': 'v', 'endpoints': [
+                     self._endpoint(self.base + '/rejuvenation')]})
         return 201, {'token': {
             'methods': ['password'],
             'expires_at': '2099-01-01T00:00:00.000000Z',

@@ -65,6 +65,20 @@ STUB_FUNCTIONS = textwrap.dedent('''\
         stub_helper service-started "$@"
     }
     stop_process() { record stop_process "$@"; }
+    create_service_user() { record create_service_user "$@"; }
+    get_or_create_service() { record get_or_create_service "$@"; }
+    get_or_create_endpoint() { record get_or_create_endpoint "$@"; }
+    write_uwsgi_config() { record write_uwsgi_config "$@"; }
+    remove_uwsgi_config() { record remove_uwsgi_config "$@"; }
+    wait_for_service() { record wait_for_service "$@"; }
+    configure_keystone_authtoken_middleware() {
+        record configure_keystone_authtoken_middleware "$@"
+        iniset "$1" keystone_authtoken username "$2"
+    }
+    iniset_rpc_backend() {
+        record iniset_rpc_backend "$@"
+        iniset "$2" "$3" transport_url "rabbit://stackrabbit@ctl/${4:-}"
+    }
     die() { shift; echo "die: $*" >&2; exit 1; }
     sudo() { record sudo "$@"; "$@"; }
     iniset() { record iniset "$@"; stub_helper iniset "$@"; }
@@ -682,6 +696,69 @@ class TestPostConfig(DevstackPluginTestCase):
         self.assertIn('NOVA_VMBEAM_BUILD_NATIVE=True', out.stderr)
 
 
+class TestVMBeamAPI(DevstackPluginTestCase):
+    """The vmbeam-api service: configured, registered, started."""
+
+    def api_env(self, services):
+        return dict(
+            ENABLED_SERVICES=services, STACK_USER='root',
+            VMBEAM_API_CONF_DIR=self.path('etc/vmbeam'),
+            SERVICE_PASSWORD='svc-secret',
+            KEYSTONE_SERVICE_URI='http://ctl/identity',
+            SERVICE_DOMAIN_NAME='Default', SERVICE_PROJECT_NAME='service',
+            REGION_NAME='RegionOne', SERVICE_PROTOCOL='http',
+            SERVICE_HOST='ctl', SERVICE_TIMEOUT='60',
+            ENABLE_DEBUG_LOG_LEVEL='True')
+
+    def test_controller_gets_the_api_configured_registered_and_started(self):
+        env = self.api_env('n-api,key,vmbeam-api')
+        out = self.run_phase('stack', 'post-config', **env)
+        self.assertEqual(0, out.returncode, out.stderr)
+        conf = configparser.ConfigParser()
+        conf.read(self.path('etc/vmbeam/vmbeam-api.conf'))
+        # nova-compute's bus: its cell's, as start_nova_compute sets it.
+        self.assertEqual('rabbit://stackrabbit@ctl/nova_cell1',
+                         conf['DEFAULT']['transport_url'])
+        self.assertEqual(('password', 'vmbeam', 'svc-secret',
+                          'http://ctl/identity', 'service'),
+                         tuple(conf['nova'][k] for k in (
+                             'auth_type', 'username', 'password',
+                             'auth_url', 'project_name')))
+        self.assertEqual('vmbeam', conf['keystone_authtoken']['username'])
+        self.assertEqual(self.path('etc/vmbeam/policy.yaml'),
+                         conf['oslo_policy']['policy_file'])
+        calls = self.calls()
+        ini = self.path('etc/vmbeam/vmbeam-api-uwsgi.ini')
+        for call in ('create_service_user vmbeam admin',
+                     'get_or_create_endpoint hypervisor-rejuvenation '
+                     'RegionOne http://ctl/rejuvenation',
+                     'write_uwsgi_config %s nova_vmbeam.wsgi.api:'
+                     'application /rejuvenation  vmbeam-api' % ini):
+            self.assertIn(call, calls)
+        self.assertTrue([c for c in calls if c.startswith(
+            'get_or_create_service vmbeam hypervisor-rejuvenation')])
+        # Nothing of a compute node here.
+        self.assertFalse([c for c in calls if 'pool init' in c])
+
+        out = self.run_phase('stack', 'extra', **env)
+        self.assertEqual(0, out.returncode, out.stderr)
+        runs = [c for c in self.calls() if c.startswith('run_process')]
+        self.assertEqual(1, len(runs))
+        self.assertTrue(runs[0].startswith('run_process vmbeam-api '))
+        self.assertTrue(runs[0].endswith('--ini %s' % ini))
+        self.assertIn('wait_for_service 60 http://ctl/rejuvenation',
+                      self.calls())
+        out = self.run_phase('unstack', **env)
+        self.assertIn('stop_process vmbeam-api', self.calls())
+
+    def test_without_the_service_there_is_no_api(self):
+        out = self.run_phase('stack', 'post-config',
+                             **self.api_env('n-api,key'))
+        self.assertEqual(0, out.returncode, out.stderr)
+        self.assertFalse([c for c in self.calls()
+                          if 'vmbeam-api' in c or 'service_user' in c])
+
+
 class TestExtraUnstackClean(DevstackPluginTestCase):
 
     def test_extra_checks_nova_cpu_conf_movers_and_pool(self):
@@ -849,8 +926,8 @@ class TestDevstackCheck(DevstackPluginTestCase):
         out = self.run_check()
         self.assertEqual(0, out.returncode, out.stdout + out.stderr)
         self.assertIn('OK: 2 servers moved in place', out.stdout)
-        # The vmbeam plugin reaches the host on nova-compute's own bus.
-        bus = ' [OS_VMBEAM_CONFIG_FILE=%s]' % self.conf
+        # The vmbeam plugin goes through vmbeam-api: no bus, no nova.conf.
+        bus = ' [OS_VMBEAM_CONFIG_FILE=None]'
         calls = [c[:-len(bus)] for c in self.calls() if c.endswith(bus)]
         self.assertEqual(len(self.calls()), len(calls))
         flavor = [c.split()[-1] for c in calls if 'flavor create' in c][0]

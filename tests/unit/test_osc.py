@@ -2,11 +2,14 @@
 
 The real openstack command (python-openstackclient, openstacksdk,
 keystoneauth, cliff) runs in this process against tests.unit.fake_cloud
-(Keystone, Nova API, Placement over HTTP) and reaches a vmbeam RPC
-endpoint (nova_vmbeam.rpc.server, the one nova-compute serves) over
+(Keystone, Nova API, Placement over HTTP), which also serves vmbeam-api's
+own WSGI application (nova_vmbeam.api) from its catalog. vmbeam-api asks
+the fake Nova and Placement with its service user, and reaches a vmbeam
+RPC endpoint (nova_vmbeam.rpc.server, the one nova-compute serves) over
 oslo.messaging's in-memory fake:// transport. Behind the endpoint is a
 scripted host instead of VMBeamDriver: the driver on real libvirt and
-RabbitMQ is tests/nova/functional/test_osc.py.
+RabbitMQ is tests/nova/functional/test_osc.py, real Keystone is in
+tests/cloud.
 """
 
 import io
@@ -17,13 +20,14 @@ import time
 import uuid
 
 import fixtures
-from osc_lib import exceptions as osc_exceptions
 from oslo_config import cfg
 from oslo_messaging import conffixture as messaging_conffixture
 import testtools
 
+from nova_vmbeam.api import policy as api_policy
+from nova_vmbeam.api import wsgi as api_wsgi
+from nova_vmbeam.conf import api as api_conf
 from nova_vmbeam import exception
-from nova_vmbeam.osc import client as osc_client
 from nova_vmbeam.osc.v1 import rejuvenation as osc_rejuvenation
 from nova_vmbeam.rpc import api as rpc_api
 from nova_vmbeam.rpc import server as rpc_server
@@ -146,8 +150,26 @@ class OpenStackCommandTestCase(testtools.TestCase):
         self.addCleanup(self.server_transport.cleanup)
         self.useFixture(fixtures.MonkeyPatch(
             'nova_vmbeam.osc.v1.rejuvenation.POLL_INTERVAL', 0.05))
-        self.useFixture(fixtures.MonkeyPatch(
-            'nova_vmbeam.osc.client.MOVE_TIMEOUT', 20))
+        self.api_conf = self.start_api()
+
+    def start_api(self):
+        """vmbeam-api, served by the fake cloud from its catalog."""
+        conf = cfg.ConfigOpts()
+        api_conf.register_opts(conf)
+        self.useFixture(messaging_conffixture.ConfFixture(conf))
+        conf([], project='vmbeam', default_config_files=[])
+        conf.set_override('rpc_timeout', 5, group='vmbeam_api')
+        conf.set_override('policy_file', os.path.join(
+            self.useFixture(fixtures.TempDir()).path, 'policy.yaml'),
+            group='oslo_policy')
+        self.cloud.api_conf(conf)
+        api_policy.reset()
+        self.addCleanup(api_policy.reset)
+        transport = rpc_api.get_transport(conf, url='fake://')
+        self.addCleanup(transport.cleanup)
+        self.cloud.serve_api(api_wsgi.build_application(
+            conf, transport=transport, authenticate=False))
+        return conf
 
     def serve(self, host=None, **kwargs):
         scripted = ScriptedHost(host or self.host, self.guests, **kwargs)
@@ -167,9 +189,7 @@ class OpenStackCommandTestCase(testtools.TestCase):
     def openstack(self, *argv, user='admin', env=None):
         """(exit status, stdout, stderr) of ``openstack argv``."""
         from openstackclient import shell
-        environ = dict(self.cloud.env(user),
-                       OS_VMBEAM_TRANSPORT_URL='fake://',
-                       OS_VMBEAM_RPC_TIMEOUT='5')
+        environ = dict(self.cloud.env(user))
         environ.update(env or {})
         for key in [k for k in os.environ if k.startswith('OS_')]:
             self.useFixture(fixtures.EnvironmentVariable(key))
@@ -220,8 +240,8 @@ class TestHypervisorRejuvenate(OpenStackCommandTestCase):
         self.assertEqual({'concurrency': 2, 'mover': 'zerocopy'}, args)
         self.assertEqual('admin-id', context['user'])
         self.assertEqual(fake_cloud.PROJECT['id'], context['project_id'])
+        self.assertEqual('admin', context['user_name'])
         self.assertIn('admin', context['roles'])
-        self.assertTrue(context['is_admin'])
         self.assertIsNone(context.get('auth_token'))
         self.assertTrue(context['request_id'].startswith('req-'))
 
@@ -275,8 +295,8 @@ class TestHypervisorRejuvenate(OpenStackCommandTestCase):
         rc, out, err = self.openstack('hypervisor', 'rejuvenate', self.host,
                                       user='demo')
         self.assertEqual(1, rc)
-        self.assertIn('Only an admin may rejuvenate hypervisors', err)
-        self.assertIn('user demo', err)
+        self.assertIn('Policy does not allow vmbeam:host:rejuvenate', err)
+        self.assertIn('(HTTP 403)', err)
         self.assertEqual([], scripted.calls)
 
     def test_not_a_vmbeam_host(self):
@@ -292,22 +312,19 @@ class TestHypervisorRejuvenate(OpenStackCommandTestCase):
     def test_unknown_host(self):
         rc, out, err = self.openstack('hypervisor', 'rejuvenate', 'nohost')
         self.assertEqual(1, rc)
-        self.assertIn("No compute host 'nohost' in Nova (hosts: %s)" %
-                      self.host, err)
+        self.assertIn("No compute host 'nohost' in Nova.", err)
+        self.assertIn('(HTTP 404)', err)
 
     def test_host_not_answering(self):
         # The host is in Nova and has the trait, but nothing serves it.
         started = time.monotonic()
-        rc, out, err = self.openstack(
-            'hypervisor', 'rejuvenate', self.host,
-            env={'OS_VMBEAM_RPC_TIMEOUT': '1'})
+        self.api_conf.set_override('rpc_timeout', 1, group='vmbeam_api')
+        rc, out, err = self.openstack('hypervisor', 'rejuvenate', self.host)
         self.assertEqual(1, rc)
         self.assertLess(time.monotonic() - started, 30)
-        self.assertIn('Host %s did not answer the VMBeam RPC call '
-                      'rejuvenate_host within 1 s' % self.host, err)
-        self.assertIn('compute_driver = vmbeam.VMBeamDriver must run on %s'
-                      % self.host, err)
-        self.assertIn('rejuvenation show %s' % self.host, err)
+        self.assertIn('Host %s did not answer in time' % self.host, err)
+        self.assertIn('nova-compute log', err)
+        self.assertIn('(HTTP 504)', err)
 
     def test_bad_concurrency_is_refused_before_anything(self):
         scripted = self.serve()
@@ -340,29 +357,7 @@ class TestRejuvenationShow(OpenStackCommandTestCase):
         self.assertEqual('wait', shown['aging']['decision'])
         self.assertIsNone(shown['running'])
 
-    def test_bus_from_a_nova_conf(self):
-        self.serve()
-        path = os.path.join(self.useFixture(fixtures.TempDir()).path,
-                            'nova.conf')
-        with open(path, 'w') as f:
-            f.write('[DEFAULT]\ntransport_url = fake://\n')
-        rc, out, err = self.openstack(
-            'hypervisor', 'rejuvenation', 'show', self.host, '-f', 'value',
-            '-c', 'host', env={'OS_VMBEAM_TRANSPORT_URL': '',
-                               'OS_VMBEAM_CONFIG_FILE': path})
-        self.assertEqual(0, rc, err)
-        self.assertEqual(self.host, out.strip())
-        # Without any: the error names the ways to give it.
-        self.useFixture(fixtures.MonkeyPatch(
-            'nova_vmbeam.osc.defaults.CONFIG_FILE', path + '.absent'))
-        rc, out, err = self.openstack(
-            'hypervisor', 'rejuvenation', 'show', self.host,
-            env={'OS_VMBEAM_TRANSPORT_URL': ''})
-        self.assertEqual(1, rc)
-        self.assertIn('No message bus address', err)
-        self.assertIn('--os-vmbeam-config-file', err)
-
-    def test_bus_from_clouds_yaml(self):
+    def test_clouds_yaml_is_all_it_needs(self):
         self.serve()
         env = self.cloud.env()
         path = os.path.join(self.useFixture(fixtures.TempDir()).path,
@@ -376,18 +371,24 @@ class TestRejuvenationShow(OpenStackCommandTestCase):
                          'project_name': env['OS_PROJECT_NAME'],
                          'user_domain_name': 'Default',
                          'project_domain_name': 'Default'},
-                'region_name': 'RegionOne',
-                'vmbeam_transport_url': 'fake://'}}}, f)
-        self.useFixture(fixtures.MonkeyPatch(
-            'nova_vmbeam.osc.defaults.CONFIG_FILE', path + '.absent'))
-        # Only the cloud's entry: no OS_* credentials, no bus variable.
+                'region_name': 'RegionOne'}}}, f)
+        # Only the cloud's entry: no OS_* credentials, no bus, no nova.conf.
         env = {key: '' for key in env}
-        env.update(OS_CLIENT_CONFIG_FILE=path, OS_VMBEAM_TRANSPORT_URL='')
+        env.update(OS_CLIENT_CONFIG_FILE=path)
         rc, out, err = self.openstack(
             '--os-cloud', 'vmbeamtest', 'hypervisor', 'rejuvenation', 'show',
             self.host, '-f', 'value', '-c', 'active_generation', env=env)
         self.assertEqual(0, rc, err)
         self.assertEqual('1', out.strip())
+
+    def test_no_api_in_the_catalog(self):
+        self.serve()
+        self.cloud.api = None
+        rc, out, err = self.openstack('hypervisor', 'rejuvenation', 'show',
+                                      self.host)
+        self.assertEqual(1, rc)
+        self.assertIn('The Keystone catalog has no hypervisor-rejuvenation '
+                      'endpoint: vmbeam-api must be deployed', err)
 
     def test_show_before_any_run(self):
         self.serve()
@@ -513,59 +514,9 @@ class TestServerMigrateRejuvenate(OpenStackCommandTestCase):
         rc, out, err = self.openstack('server', 'migrate', '--rejuvenate',
                                       self.server_id, user='demo')
         self.assertEqual(1, rc)
-        self.assertIn('Only an admin may rejuvenate', err)
+        self.assertIn('Policy does not allow vmbeam:server:rejuvenate', err)
         self.assertEqual([], scripted.calls)
         self.assertEqual([], self.nova_migrations())
-
-
-class TestTransport(testtools.TestCase):
-    """Where the CLI finds Nova's message bus."""
-
-    def setUp(self):
-        super().setUp()
-        self.dir = self.useFixture(fixtures.TempDir()).path
-        self.useFixture(fixtures.MonkeyPatch(
-            'nova_vmbeam.osc.defaults.CONFIG_FILE',
-            os.path.join(self.dir, 'absent.conf')))
-
-    def write_conf(self, text):
-        path = os.path.join(self.dir, 'nova.conf')
-        with open(path, 'w') as f:
-            f.write(text)
-        return path
-
-    def test_from_nova_conf(self):
-        path = self.write_conf('[DEFAULT]\ntransport_url = fake://\n'
-                               'control_exchange = mynova\n')
-        transport, source = osc_client.load_transport(config_file=path)
-        self.addCleanup(transport.cleanup)
-        self.assertEqual(path, source)
-        self.assertEqual('mynova', transport.conf.control_exchange)
-
-    def test_url_wins_and_exchange_is_novas(self):
-        transport, source = osc_client.load_transport('fake://')
-        self.addCleanup(transport.cleanup)
-        self.assertEqual('transport URL', source)
-        self.assertEqual('nova', transport.conf.control_exchange)
-
-    def test_nothing_configured(self):
-        exc = self.assertRaises(osc_exceptions.CommandError,
-                                osc_client.load_transport)
-        self.assertIn('No message bus address', str(exc))
-        self.assertIn('--os-vmbeam-transport-url', str(exc))
-
-    def test_conf_without_transport_url(self):
-        path = self.write_conf('[DEFAULT]\ndebug = true\n')
-        exc = self.assertRaises(osc_exceptions.CommandError,
-                                osc_client.load_transport,
-                                config_file=path)
-        self.assertIn('%s has no [DEFAULT] transport_url' % path, str(exc))
-
-    def test_unreadable_conf(self):
-        exc = self.assertRaises(osc_exceptions.CommandError,
-                                osc_client.load_transport,
-                                config_file='/nonexistent/nova.conf')
-        self.assertIn('Cannot read /nonexistent/nova.conf', str(exc))
 
 
 class TestGuestsColumn(testtools.TestCase):

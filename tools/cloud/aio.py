@@ -73,6 +73,7 @@ PORTS = {
     'glance': _port('glance', 9292),
     'neutron': _port('neutron', 9696),
     'nova-api': _port('nova_api', 8774),
+    'vmbeam-api': _port('vmbeam_api', 8797),
 }
 #: rabbitmq's Erlang distribution and epmd ports: private, so that the
 #: broker neither meets nor disturbs another one on the machine
@@ -85,6 +86,9 @@ CATALOG = {
     'placement': ('placement', 'http://%s:%d' % (HOST, PORTS['placement'])),
     'neutron': ('network', 'http://%s:%d' % (HOST, PORTS['neutron'])),
     'nova': ('compute', 'http://%s:%d/v2.1' % (HOST, PORTS['nova-api'])),
+    # vmbeam-api: its service user asks Nova and Placement (admin role).
+    'vmbeam': ('hypervisor-rejuvenation',
+               'http://%s:%d' % (HOST, PORTS['vmbeam-api'])),
 }
 
 #: flavors: name -> (RAM MiB, vCPUs, disk GiB, extra specs)
@@ -455,6 +459,15 @@ def write_configs(sec):
         state_path=os.path.join(DATA, 'nova-plain'),
         instances_path=os.path.join(DATA, 'nova-plain', 'instances'))
     write_ini(conf_path('nova', 'nova-compute-plain.conf'), plain)
+    write_ini(conf_path('vmbeam', 'vmbeam-api.conf'), {
+        'DEFAULT': {'transport_url': rabbit_url(sec['rabbit']),
+                    'debug': 'true'},
+        'keystone_authtoken': authtoken(svc, 'vmbeam'),
+        'nova': service_auth(svc, 'vmbeam'),
+        'placement': {'region_name': REGION},
+        # Read again by vmbeam-api whenever it changes.
+        'oslo_policy': {'policy_file': conf_path('vmbeam', 'policy.yaml')},
+    })
 
 
 def configure_compute_node(path):
@@ -552,6 +565,10 @@ def services(sec):
                   'OS_NEUTRON_CONFIG_FILES': 'neutron.conf'}),
         gunicorn('nova-api', 'nova.wsgi.osapi_compute:application',
                  PORTS['nova-api'], nova_env),
+        gunicorn('vmbeam-api', 'nova_vmbeam.wsgi.api:application',
+                 PORTS['vmbeam-api'],
+                 {'OS_VMBEAM_API_CONFIG_FILES': conf_path(
+                     'vmbeam', 'vmbeam-api.conf')}),
         Service('nova-conductor', [venv_bin('nova-conductor'),
                                    '--config-file', nova_conf]),
         Service('nova-scheduler', [venv_bin('nova-scheduler'),
@@ -688,12 +705,8 @@ def write_client_files(sec):
         f.write('# source this: the all-in-one cloud, as its admin\n'
                 'export OS_CLIENT_CONFIG_FILE=%s\n'
                 'export OS_CLOUD=vmbeam\n'
-                '# the vmbeam commands reach compute hosts over Nova\'s '
-                'bus (issue 14 puts an API before it)\n'
-                'export OS_VMBEAM_CONFIG_FILE=%s\n'
                 'export PATH=%s:$PATH\n' % (
-                    path, conf_path('nova', 'nova.conf'),
-                    os.path.join(VENV, 'bin')))
+                    path, os.path.join(VENV, 'bin')))
 
 
 def sdk():
@@ -870,6 +883,7 @@ def start(args):
         warm_up_neutron()
         init_nova_databases()
         up('nova-api')
+        up('vmbeam-api')
         up('nova-conductor', lambda: True)
         up('nova-scheduler', lambda: True)
         run([venv_bin('vmbeam'), '--config-file',

@@ -73,8 +73,7 @@ def boot(conn, host, count):
 
 def rejuvenate(host):
     env = dict(os.environ, OS_CLIENT_CONFIG_FILE=os.path.join(
-        aio.CLOUD_DIR, 'clouds.yaml'), OS_CLOUD='vmbeam',
-        OS_VMBEAM_CONFIG_FILE=aio.conf_path('nova', 'nova.conf'))
+        aio.CLOUD_DIR, 'clouds.yaml'), OS_CLOUD='vmbeam')
     t0 = time.monotonic()
     proc = subprocess.run([aio.venv_bin('openstack'), 'hypervisor',
                            'rejuvenate', host, '--wait', '-f', 'json'],

@@ -151,7 +151,6 @@ class RejuvenateHost(command.ShowOne):
     def take_action(self, parsed_args):
         client = self.app.client_manager.vmbeam
         host = parsed_args.host
-        client.check_host(host)
         started = client.rejuvenate_host(
             host, concurrency=parsed_args.concurrency,
             mover=parsed_args.mover)
@@ -241,7 +240,6 @@ class ShowRejuvenation(command.ShowOne):
     def take_action(self, parsed_args):
         client = self.app.client_manager.vmbeam
         host = parsed_args.host
-        client.check_host(host)
         status = client.status(host)
         fields = {
             'host': status.get('host', host),

@@ -2,9 +2,11 @@
 
 The real ``openstack`` executable (python-openstackclient with this
 package's plugin and server migrate hook, installed in the tox env) runs
-as a subprocess. It reaches the driver's vmbeam RPC server, served by
-VMBeamDriver.init_host on a private rabbitmq-server, and the driver moves
-a real TCG guest between real libvirt daemons.
+as a subprocess. It finds vmbeam-api in the catalog, served by this test
+process (nova_vmbeam.api, its real application), which reaches the
+driver's vmbeam RPC server, served by VMBeamDriver.init_host on a private
+rabbitmq-server; the driver moves a real TCG guest between real libvirt
+daemons.
 
 Keystone, the Nova API and Placement cannot reasonably run here (no
 database server, no WSGI deployment, 2 cores shared with other work):
@@ -19,11 +21,17 @@ import subprocess
 import sys
 import time
 
+import fixtures
 from nova.compute import provider_tree as nova_provider_tree
+from oslo_config import cfg
 from oslo_utils import uuidutils
 import testtools.content
 
+from nova_vmbeam.api import policy as api_policy
+from nova_vmbeam.api import wsgi as api_wsgi
+from nova_vmbeam.conf import api as api_conf
 from nova_vmbeam import rpc
+from nova_vmbeam.rpc import api as rpc_api
 from tests.nova.functional import test_driver
 from tests.unit import fake_cloud
 
@@ -42,6 +50,25 @@ class TestOpenStackCommand(test_driver.DriverOnLibvirtTestCase):
         node_uuid = self.cloud.add_host(HOST)
         self.cloud.traits[node_uuid] = sorted(self._driver_traits(
             node_uuid))
+        self.api_conf = self._start_api()
+
+    def _start_api(self):
+        """vmbeam-api on the broker, in the fake cloud's catalog."""
+        conf = cfg.ConfigOpts()
+        api_conf.register_opts(conf)
+        conf([], project='vmbeam', default_config_files=[])
+        conf.set_override('rpc_timeout', 120, group='vmbeam_api')
+        conf.set_override('policy_file', os.path.join(
+            self.useFixture(fixtures.TempDir()).path, 'policy.yaml'),
+            group='oslo_policy')
+        self.cloud.api_conf(conf)
+        api_policy.reset()
+        self.addCleanup(api_policy.reset)
+        transport = rpc_api.get_transport(conf, url=self.broker.url)
+        self.addCleanup(transport.cleanup)
+        self.cloud.serve_api(api_wsgi.build_application(
+            conf, transport=transport, authenticate=False))
+        return conf
 
     def _driver_traits(self, node_uuid):
         """The traits VMBeamDriver reports for its compute node."""
@@ -54,9 +81,9 @@ class TestOpenStackCommand(test_driver.DriverOnLibvirtTestCase):
     def openstack(self, *argv, user='admin', rpc_timeout=120):
         env = {k: v for k, v in os.environ.items()
                if not k.startswith('OS_')}
-        env.update(self.cloud.env(user),
-                   OS_VMBEAM_TRANSPORT_URL=self.broker.url,
-                   OS_VMBEAM_RPC_TIMEOUT=str(rpc_timeout))
+        env.update(self.cloud.env(user))
+        self.api_conf.set_override('rpc_timeout', rpc_timeout,
+                                   group='vmbeam_api')
         started = time.monotonic()
         done = subprocess.run([OPENSTACK] + list(argv), env=env,
                               capture_output=True, text=True, timeout=600)
@@ -92,11 +119,13 @@ class TestOpenStackCommand(test_driver.DriverOnLibvirtTestCase):
         rc, out, err = self.openstack('server', 'migrate', '--rejuvenate',
                                       instance.uuid, user='demo')
         self.assertEqual(1, rc)
-        self.assertIn('Only an admin may rejuvenate', err)
+        self.assertIn('Policy does not allow vmbeam:server:rejuvenate', err)
+        missing = uuidutils.generate_uuid()
         rc, out, err = self.openstack('server', 'migrate', '--rejuvenate',
-                                      uuidutils.generate_uuid())
+                                      missing)
         self.assertEqual(1, rc)
-        self.assertIn('No server with a name or ID of', err)
+        self.assertIn('No server %s' % missing, err)
+        self.assertIn('(HTTP 404)', err)
         rc, out, err = self.openstack('hypervisor', 'rejuvenate', HOST,
                                       '--mover', 'warp')
         self.assertEqual(1, rc)
@@ -155,4 +184,4 @@ class TestOpenStackCommand(test_driver.DriverOnLibvirtTestCase):
                                       'vmbeam-ft-silent', rpc_timeout=3)
         self.assertEqual(1, rc)
         self.assertIn('Host vmbeam-ft-silent did not answer', err)
-        self.assertIn('compute_driver = vmbeam.VMBeamDriver', err)
+        self.assertIn('nova-compute log', err)

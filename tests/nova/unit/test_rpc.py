@@ -7,8 +7,11 @@ import os
 import time
 from unittest import mock
 
+from nova import context as nova_context
 from nova import objects
+from nova import rpc as nova_rpc
 from nova.tests import fixtures as nova_fixtures
+from oslo_context import context as oslo_context
 
 from nova_vmbeam import exception
 from nova_vmbeam.rejuvenation import journal as journal_mod
@@ -117,7 +120,7 @@ class TestRpc(base.DriverTestCase):
 
     def test_one_rejuvenation_at_a_time(self):
         instance = self.make_instance()
-        with self.service._claim('host'):
+        with self.service._claim('host', None):
             self.assertRaises(exception.RejuvenationRunning,
                               self.api.rejuvenate_host, self.ctxt,
                               base.CONF.host)
@@ -212,6 +215,44 @@ class TestMoveFencing(base.DriverTestCase):
             self.ctxt, action.id)
         self.assertEqual([(rejuvenation.EVENT, 'Success')],
                          [(e.event, e.result) for e in action_events])
+
+    def test_the_callers_context_arrives_as_novas(self):
+        # What vmbeam-api sends (an oslo.context built from
+        # keystonemiddleware's headers), as nova-compute's serializer
+        # turns it into a Nova RequestContext.
+        sent = oslo_context.RequestContext(
+            user_id='alice-id', project_id='ops-id', user_name='alice',
+            project_name='ops', roles=['rejuvenator'],
+            request_id='req-from-the-api')
+        wire = rpc_api._ContextSerializer().serialize_context(sent)
+        got = nova_rpc.RequestContextSerializer(None).deserialize_context(
+            wire)
+        self.assertEqual(('alice-id', 'ops-id', 'alice', 'ops',
+                          'req-from-the-api'),
+                         (got.user_id, got.project_id, got.user_name,
+                          got.project_name, got.request_id))
+
+    def test_action_records_who_asked(self):
+        # vmbeam-api's caller, as the RPC context carries it; not an admin
+        # in Nova: the API authorized the request, the host records it.
+        instance = self.make_instance()
+        service = self.connection._rejuvenation
+        run = completed_run('r-5', instance.name, instance.uuid)
+        service.orchestrator.journal.save(dict(
+            journal_mod._empty(), run=run))
+        caller = nova_context.RequestContext(
+            user_id='alice-id', project_id='ops-id', roles=['rejuvenator'],
+            request_id='req-from-the-api')
+        with service._claim('instance', caller):
+            with service.moving(instance.name, instance.uuid):
+                pass
+        service._release(state='completed')
+        action = [a for a in objects.InstanceActionList.get_by_instance_uuid(
+            self.ctxt, instance.uuid) if a.action == rejuvenation.ACTION][0]
+        self.assertEqual(('alice-id', 'ops-id', 'req-from-the-api'),
+                         (action.user_id, action.project_id,
+                          action.request_id))
+        self.assertIsNone(service._requester)
 
     def test_failed_move_is_recorded_as_an_error(self):
         instance = self.make_instance()

@@ -1,0 +1,56 @@
+"""The API's policy rules, in code (oslo.policy).
+
+Every action is an admin's by default and no one else's. An operator
+grants it to another role in a policy file ([oslo_policy] policy_file),
+which vmbeam-api reads again when it changes; the compute hosts are not
+involved. `oslopolicy-sample-generator --namespace nova_vmbeam` writes
+the sample (etc/vmbeam-api-policy.yaml.sample).
+"""
+
+from oslo_policy import policy
+
+ADMIN = 'role:admin'
+
+RULE_ADMIN_API = 'rule:vmbeam_admin_api'
+
+HOST_SHOW = 'vmbeam:host:show'
+HOST_REJUVENATE = 'vmbeam:host:rejuvenate'
+RUN_LIST = 'vmbeam:rejuvenation:list'
+RUN_SHOW = 'vmbeam:rejuvenation:show'
+SERVER_REJUVENATE = 'vmbeam:server:rejuvenate'
+
+_base = [
+    policy.RuleDefault(
+        name='vmbeam_admin_api', check_str=ADMIN,
+        description='The default of every vmbeam-api action: a user with '
+                    'the admin role.'),
+]
+
+
+def _rule(name, description, method, path):
+    return policy.DocumentedRuleDefault(
+        name=name, check_str=RULE_ADMIN_API, description=description,
+        operations=[{'method': method, 'path': path}],
+        scope_types=['project'])
+
+
+_rules = [
+    _rule(HOST_SHOW, 'Show a compute host\'s hypervisor generations, '
+          'aging monitor and last rejuvenation.', 'GET', '/v1/hosts/{host}'),
+    _rule(HOST_REJUVENATE, 'Start rejuvenating a compute host: every '
+          'guest moves to a fresh hypervisor generation.', 'POST',
+          '/v1/hosts/{host}/rejuvenations'),
+    _rule(RUN_LIST, 'List a compute host\'s rejuvenations.', 'GET',
+          '/v1/hosts/{host}/rejuvenations'),
+    _rule(RUN_SHOW, 'Show one rejuvenation of a compute host, with each '
+          'guest\'s progress and figures.', 'GET',
+          '/v1/hosts/{host}/rejuvenations/{run_id}'),
+    _rule(SERVER_REJUVENATE, 'Move one server to its host\'s next '
+          'hypervisor generation.', 'POST',
+          '/v1/servers/{server_id}/rejuvenation'),
+]
+
+
+def list_rules():
+    """Entry point oslo.policy.policies (the sample generator's)."""
+    return _base + _rules
