@@ -18,6 +18,7 @@ extensions = [
     # the options the code registers, so they cannot drift from it.
     'oslo_config.sphinxext',
     'oslo_config.sphinxconfiggen',
+    'oslo_policy.sphinxext',
     # The guides are the Markdown pages under docs/, rendered as they are.
     'myst_parser',
 ]
