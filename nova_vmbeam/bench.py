@@ -82,7 +82,7 @@ def _measure(testbed, hypervisors, mover, ram_mib, work_mib, dirty, repeat,
                       'run': attempt + 1}
             try:
                 result = testbed.move(guest, mover, target)
-                record.update(result.as_dict())
+                record.update(result.to_dict())
                 testbed.check_integrity(guest, guest.moved_at)
             except Exception as exc:
                 LOG.error('%s move %d failed: %s', name, attempt + 1, exc)

@@ -166,9 +166,8 @@ def cmd_status(args):
     print('active generation: %s' % status['active'])
     for gen, record in sorted(status['generations'].items()):
         print('  gen%s %-8s %s' % (gen, record['state'], record['uri']))
-        print('    health: ' + orchestrator_mod.describe_health(
-            record['health']))
-        for name in sorted(record['health']['guests']):
+        print('    health: ' + record['health'].describe())
+        for name in sorted(record['health'].guests):
             print('    guest %s' % name)
     if status['run']:
         print(_run_report(status['run']))
@@ -194,13 +193,13 @@ def cmd_standby(args):
               count)
         return 0
     record = orch.standby(mover_name=args.mover)
-    shells = record.get('shells', {})
+    prepared = record.get('prepared', {})
     print('standby generation at %s: ready in %.0f ms, %d prepared '
           'destinations' % (record['uri'], record.get('ready_ms', 0),
-                            len(shells)))
-    for name, shell in sorted(shells.items()):
+                            len(prepared)))
+    for name, destination in sorted(prepared.items()):
         print('  %s: %s, prepared in %.0f ms' % (
-            name, shell['mover'], shell.get('prepare_ms', 0)))
+            name, destination['mover'], destination.get('prepare_ms', 0)))
     return 0
 
 

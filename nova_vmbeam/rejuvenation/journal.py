@@ -27,7 +27,8 @@ import urllib.parse
 
 from nova_vmbeam import exception
 
-VERSION = 1
+#: the journal's format; load() migrates older ones (see _migrate)
+VERSION = 2
 
 # Guest states within a run.
 PENDING = 'pending'     # still on the source generation
@@ -46,6 +47,70 @@ def _encode(state):
     # pure-Python encoder (a copy.deepcopy to compare was as slow).
     # "vmbeam status" or "python3 -m json.tool" shows it readably.
     return json.dumps(state, sort_keys=True)
+
+
+def _health_v2(report):
+    """A version-1 health report in the one shape of records.HealthReport.
+
+    Version 1 named the daemon that hosts the guests by its kind:
+    'libvirtd' (and 'virtlogd') colocated, 'l1' nested.
+    """
+    if not report or 'daemon' in report:
+        return report
+    helpers = []
+    if 'l1' in report:
+        daemon = dict(report['l1'], name='l1')
+    else:
+        daemon = dict(report.get('libvirtd') or {}, name='libvirtd')
+        if 'virtlogd' in report:
+            helpers.append(dict(report['virtlogd'], name='virtlogd'))
+    guests = report.get('guests') or {}
+    if isinstance(guests, list):   # nested: names only
+        guests = {name: {} for name in guests}
+    return {'generation': report.get('generation'),
+            'running': report.get('running', False),
+            'daemon': {'name': daemon['name'], 'pid': daemon.get('pid'),
+                       'rss_kib': daemon.get('rss_kib', 0),
+                       'fds': daemon.get('fds', 0)},
+            'helpers': [{'name': h['name'], 'pid': h.get('pid'),
+                         'rss_kib': h.get('rss_kib', 0),
+                         'fds': h.get('fds', 0)} for h in helpers],
+            'guests': {name: {'pid': g.get('pid'),
+                              'overhead_kib': g.get('overhead_kib', 0)}
+                       for name, g in guests.items()},
+            'address': report.get('address'),
+            'libvirt_alive': report.get('libvirt'),
+            'error': report.get('error')}
+
+
+def _run_v2(run):
+    if not run:
+        return run
+    for key in ('aging_before', 'aging_after'):
+        if key in run:
+            run[key] = _health_v2(run[key])
+    for entry in run.get('guests', {}).values():
+        if 'shell' in entry:
+            entry['prepared'] = entry.pop('shell')
+    return run
+
+
+def _migrate(state):
+    """Bring a journal of an earlier format to VERSION, in place.
+
+    Version 1 (or none: the first journals) called a prepared destination
+    a "shell" ('shells' of a generation, 'shell' of a run's guest) and
+    kept the health report in one shape per sibling kind.
+    """
+    if state.get('version', 1) == 1:
+        for record in state.get('siblings', {}).values():
+            if 'shells' in record:
+                record['prepared'] = record.pop('shells')
+        _run_v2(state.get('run'))
+        for run in state.get('history', []):
+            _run_v2(run)
+        state['version'] = 2
+    return state
 
 
 def _empty():
@@ -97,6 +162,8 @@ class Journal:
                 state = json.load(f)
         except FileNotFoundError:
             return _empty()
+        if state.get('version', 1) < VERSION:
+            state = _migrate(state)
         if state.get('version') != VERSION:
             raise exception.VMBeamError(
                 'journal %s has version %s; this nova-vmbeam reads version '

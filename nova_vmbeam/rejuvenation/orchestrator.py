@@ -23,6 +23,7 @@ from oslo_log import log as logging
 from nova_vmbeam import exception
 from nova_vmbeam import movers as movers_mod
 from nova_vmbeam.movers import base as movers_base
+from nova_vmbeam import records
 from nova_vmbeam.rejuvenation import journal as journal_mod
 from nova_vmbeam import siblings as siblings_mod
 
@@ -33,7 +34,7 @@ _HISTORY = 10
 # A generation started ahead of a rejuvenation (see standby()).
 STANDBY = 'standby'
 # A standby's destination QEMU that waits for its guest.
-SHELL_READY = 'ready'
+PREPARED_READY = 'ready'
 # A run whose orchestrator died (nova-compute killed or stopped mid-run):
 # its guests are settled, some may still be on the old generation; the
 # next rejuvenation goes on with it.
@@ -60,14 +61,14 @@ def _qemu_overhead_kib(pid):
 
 
 def describe_health(report):
-    """One line on a generation's resource use (aging evidence)."""
-    daemon = report.get('libvirtd', {})
-    guests = report.get('guests', {})
-    return ('libvirtd pid %s, RSS %d KiB, %d open fds; %d guests, QEMU '
-            'overhead beyond guest RAM %d KiB in all' %
-            (daemon.get('pid'), daemon.get('rss_kib', 0),
-             daemon.get('fds', 0), len(guests),
-             sum(g['overhead_kib'] for g in guests.values())))
+    """One line on a generation's resource use (aging evidence).
+
+    ``report``: a records.HealthReport, or one as a run's journal record
+    keeps it.
+    """
+    if isinstance(report, dict):
+        report = records.HealthReport.from_dict(report)
+    return report.describe()
 
 
 class RunListener:
@@ -228,14 +229,14 @@ class Orchestrator:
                         pid = host.qemu_pid(name, timeout=0.5)
                     except exception.VMBeamError:
                         continue
-                    guests[name] = {'pid': pid,
-                                    'overhead_kib': _qemu_overhead_kib(pid)}
+                    guests[name] = records.GuestUsage(
+                        pid=pid, overhead_kib=_qemu_overhead_kib(pid))
             except (exception.VMBeamError, libvirt.libvirtError) as exc:
                 # Retired (or died) while we looked: report, do not fail.
-                report['error'] = str(exc)
+                report.error = str(exc)
             finally:
                 host.close()
-        report['guests'] = guests
+        report.guests = guests
         return report
 
     def status(self):
@@ -344,15 +345,15 @@ class Orchestrator:
         failed half way while its daemon was out of reach (killed during
         the call, it found that QEMU again when restarted). It is told
         apart from a moved guest by the journal, from a destination a
-        standby prepared by the shell record, and by its QEMU's state:
+        standby prepared by its journal record, and by its QEMU's state:
         only one still waiting for a migration ('inmigrate': destinations
         start with -incoming, and a guest that moved in has left that
         state for good), or already gone, is destroyed. Anything else (a
         guest that runs, or one Nova started paused: 'prelaunch') is left
         for the operator.
         """
-        shell = entry.get('shell')
-        if shell and shell.get('state') == SHELL_READY:
+        prepared = entry.get('prepared')
+        if prepared and prepared.get('state') == PREPARED_READY:
             return   # a standby's destination, taken over by the run
         try:
             stray = target_host.guest(name)
@@ -417,25 +418,26 @@ class Orchestrator:
         """
         old = self.active(state)
         begun = time.time()
-        aging_before = self.health(old)
+        aging_before = self.health(old).to_dict()
         generation = self._standby_generation(state)
-        shells = {}
+        prepared_all = {}
         if generation is not None:
             # A standby whose daemon died still has its prepared QEMUs:
             # restarted, the daemon finds them again.
             self._ensure_running(self.sibling(generation, state))
             ready_ms = 0.0
-            shells = state['siblings'][str(generation)].get('shells', {})
+            prepared_all = state['siblings'][str(generation)].get(
+                'prepared', {})
             LOG.info('taking over standby generation %d with %d prepared '
-                     'destinations', generation, len(shells))
-            self._discard_shells_except(generation, set(guests))
+                     'destinations', generation, len(prepared_all))
+            self._discard_prepared_except(generation, set(guests))
         else:
             generation = max(int(g) for g in state['siblings']) + 1
             _new, ready_ms = self._start_sibling(state, generation, 'ready')
         run = {'id': run_id or str(uuid.uuid4()), 'from': old.generation,
                'to': generation, 'state': 'running', 'mover': mover_name,
                'begun': begun, 'started': time.time(),
-               'sibling_ready_ms': ready_ms, 'standby': bool(shells),
+               'sibling_ready_ms': ready_ms, 'standby': bool(prepared_all),
                'guests': {name: {'state': journal_mod.PENDING,
                                  'uuid': guest.spec.uuid}
                           for name, guest in guests.items()},
@@ -445,10 +447,10 @@ class Orchestrator:
         with self.journal.update() as st:
             record = st['siblings'][str(generation)]
             record['state'] = 'ready'
-            record.pop('shells', None)
-            for name, shell in shells.items():
+            record.pop('prepared', None)
+            for name, prepared in prepared_all.items():
                 if name in run['guests']:
-                    run['guests'][name]['shell'] = shell
+                    run['guests'][name]['prepared'] = prepared
             st['run'] = run
         return run
 
@@ -504,8 +506,8 @@ class Orchestrator:
             try:
                 for endpoint in host.guests():
                     if names is None or endpoint.name in names:
-                        self._discard_shell(endpoint)
-                        self._set_shell(generation, endpoint.name, None)
+                        self._discard_prepared(endpoint)
+                        self._set_prepared(generation, endpoint.name, None)
                         count += 1
             finally:
                 host.close()
@@ -514,10 +516,10 @@ class Orchestrator:
                 with self.journal.update() as st:
                     record = st['siblings'][str(generation)]
                     record['state'] = 'retired'
-                    record.pop('shells', None)
+                    record.pop('prepared', None)
             return count
 
-    def _discard_shells_except(self, generation, names):
+    def _discard_prepared_except(self, generation, names):
         """Destroy the prepared destinations of guests not in ``names``.
 
         A guest deleted (or stopped) after standby() left its destination
@@ -529,16 +531,16 @@ class Orchestrator:
                 if endpoint.name not in names:
                     LOG.info('discarding the prepared destination of %s: '
                              'the guest is gone', endpoint.name)
-                    self._discard_shell(endpoint)
+                    self._discard_prepared(endpoint)
         finally:
             host.close()
 
     @staticmethod
-    def _discard_shell(endpoint):
+    def _discard_prepared(endpoint):
         """Destroy a prepared destination that never received a guest.
 
-        Only a QEMU still waiting for its migration is a shell; anything
-        else may hold a guest and is left for the operator.
+        Only a QEMU still waiting for its migration is one; anything else
+        may hold a guest and is left for the operator.
         """
         state = endpoint.status() if endpoint.alive() else None
         if state not in (None, 'inmigrate', 'prelaunch'):
@@ -567,23 +569,23 @@ class Orchestrator:
                             error='not running on %s any more' %
                             source_host.name)
             return None
-        shell = self.journal.load()['run']['guests'][name].get('shell')
-        self._set_guest(name, state=journal_mod.MOVING, shell=None,
+        prepared = self.journal.load()['run']['guests'][name].get('prepared')
+        self._set_guest(name, state=journal_mod.MOVING, prepared=None,
                         mover=mover.name,
                         was_running=src.status() == 'running')
         try:
             ctx = None
-            dest = target_host.guest(name) if shell else None
+            dest = target_host.guest(name) if prepared else None
             if dest is not None:
-                if shell.get('state') == SHELL_READY and \
-                        shell.get('mover') == mover.name and \
-                        shell.get('digest') == self._xml_digest(src):
+                if prepared.get('state') == PREPARED_READY and \
+                        prepared.get('mover') == mover.name and \
+                        prepared.get('digest') == self._xml_digest(src):
                     try:
                         ctx = mover.adopt(src, target_host, dest)
                     except exception.InvalidInput as exc:
                         LOG.warning('%s; preparing a new one', exc)
                 if ctx is None:
-                    self._discard_shell(dest)
+                    self._discard_prepared(dest)
             if ctx is None:
                 ctx = mover.begin(src, target_host)
             ctx.adopted = dest is not None and ctx.destination is dest
@@ -622,7 +624,8 @@ class Orchestrator:
             # transient domain there until defined again.
             LOG.warning('defining %s on %s failed: %s', name,
                         target_host.name, exc)
-        figures = dict(result.as_dict(), standby=ctx.adopted)
+        result.standby = ctx.adopted
+        figures = result.to_dict()
         self._set_guest(name, state=journal_mod.MOVED, result=figures,
                         error=None)
         self.journal.clear_switching(name)
@@ -733,39 +736,40 @@ class Orchestrator:
                 self._start_sibling(state, generation, STANDBY)
             else:
                 self._ensure_running(self.sibling(generation, state))
-            self._prepare_shells(mover, generation)
+            self._prepare_destinations(mover, generation)
             return self.journal.load()['siblings'][str(generation)]
 
-    def _set_shell(self, generation, name, shell):
+    def _set_prepared(self, generation, name, prepared):
         with self._journal_lock, self.journal.update() as st:
-            shells = st['siblings'][str(generation)].setdefault('shells', {})
-            if shell is None:
-                shells.pop(name, None)
+            prepared_all = st['siblings'][str(generation)].setdefault(
+                'prepared', {})
+            if prepared is None:
+                prepared_all.pop(name, None)
             else:
-                shells[name] = shell
+                prepared_all[name] = prepared
 
-    def _prepare_shells(self, mover, generation):
+    def _prepare_destinations(self, mover, generation):
         source_host = self.active().host()
         target_host = self.sibling(generation).host()
         try:
             on_source = self._live_guests(source_host)
             record = self.journal.load()['siblings'][str(generation)]
-            shells = record.get('shells', {})
+            prepared_all = record.get('prepared', {})
             for endpoint in target_host.guests():
-                shell = shells.get(endpoint.name)
+                prepared = prepared_all.get(endpoint.name)
                 src = on_source.get(endpoint.name)
-                if shell and shell['state'] == SHELL_READY and src and \
-                        shell['mover'] == mover.name and \
-                        shell['digest'] == self._xml_digest(src):
+                if prepared and prepared['state'] == PREPARED_READY and \
+                        src and prepared['mover'] == mover.name and \
+                        prepared['digest'] == self._xml_digest(src):
                     continue
                 LOG.info('discarding the stale prepared destination of %s',
                          endpoint.name)
-                self._discard_shell(endpoint)
-                self._set_shell(generation, endpoint.name, None)
-            shells = self.journal.load()['siblings'][str(generation)].get(
-                'shells', {})
+                self._discard_prepared(endpoint)
+                self._set_prepared(generation, endpoint.name, None)
+            prepared_all = self.journal.load()['siblings'][
+                str(generation)].get('prepared', {})
             for name, src in sorted(on_source.items()):
-                if name in shells:
+                if name in prepared_all:
                     continue
                 try:
                     mover.check(src.spec)
@@ -773,22 +777,22 @@ class Orchestrator:
                     LOG.warning('no prepared destination for %s: %s', name,
                                 exc)
                     continue
-                shell = {'mover': mover.name,
-                         'digest': self._xml_digest(src),
-                         'state': 'preparing'}
-                # Journalled first: a shell of a killed standby() is
+                prepared = {'mover': mover.name,
+                            'digest': self._xml_digest(src),
+                            'state': 'preparing'}
+                # Journalled first: a destination of a killed standby() is
                 # found and discarded by the next one.
-                self._set_shell(generation, name, shell)
+                self._set_prepared(generation, name, prepared)
                 started = time.monotonic()
                 try:
                     mover.begin(src, target_host)
                 except exception.VMBeamError as exc:
                     LOG.error('preparing a destination for %s: %s', name,
                               exc)
-                    self._set_shell(generation, name, None)
+                    self._set_prepared(generation, name, None)
                     continue
-                self._set_shell(generation, name, dict(
-                    shell, state=SHELL_READY,
+                self._set_prepared(generation, name, dict(
+                    prepared, state=PREPARED_READY,
                     prepare_ms=(time.monotonic() - started) * 1000.0))
         finally:
             source_host.close()
@@ -815,7 +819,7 @@ class Orchestrator:
                 st['run']['left'] = sorted(set(left) | set(remaining))
             return self.journal.load()['run']
         emptied = time.time()   # every guest runs on the target now
-        aging_after = self.health(target)
+        aging_after = self.health(target).to_dict()
         self.listener.retiring(source, target)
         self._link_active(target)
         source.retire()

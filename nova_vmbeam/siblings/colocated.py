@@ -24,6 +24,7 @@ from oslo_log import log as logging
 
 from nova_vmbeam.libvirt import host as host_mod
 from nova_vmbeam.qemu import procfs
+from nova_vmbeam import records
 from nova_vmbeam.siblings import base
 
 LOG = logging.getLogger(__name__)
@@ -233,11 +234,15 @@ class ColocatedSibling(base.Sibling):
         return self.processes()['libvirtd'] is not None
 
     def health(self):
-        report = {'generation': self.generation, 'running': self.running()}
+        daemons = []
         for name, pid in self.pids().items():
             rss, fds = _proc_usage(pid) if pid else (0, 0)
-            report[name] = {'pid': pid, 'rss_kib': rss, 'fds': fds}
-        return report
+            daemons.append(records.DaemonHealth(name=name, pid=pid,
+                                                rss_kib=rss, fds=fds))
+        daemon = next(d for d in daemons if d.name == 'libvirtd')
+        return records.HealthReport(
+            generation=self.generation, running=self.running(),
+            daemon=daemon, helpers=[d for d in daemons if d is not daemon])
 
     def kill_daemon(self, sig=signal.SIGKILL):
         """Signal libvirtd (fault tests, and a wedged daemon)."""

@@ -25,6 +25,7 @@ from oslo_log import log as logging
 from oslo_utils import uuidutils
 
 from nova_vmbeam import exception
+from nova_vmbeam import records
 from nova_vmbeam.rejuvenation import journal as journal_mod
 from nova_vmbeam.rejuvenation import orchestrator as orchestrator_mod
 from nova_vmbeam.virt import notifications
@@ -245,7 +246,7 @@ class HostRejuvenation(orchestrator_mod.RunListener):
         return {'host': self.host,
                 'active_generation': state['active'],
                 'connection': self.driver._host.uri,
-                'generations': state['generations'],
+                'generations': records.as_json(state['generations']),
                 'run': state['run'],
                 'history': state['history'],
                 'running': busy,

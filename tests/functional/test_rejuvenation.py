@@ -142,8 +142,8 @@ class TestRejuvenation(RejuvenationTestCase):
         self.assertEqual(['g0', 'g1'],
                          sorted(self.orchestrator.active().host().domains()))
         # Aging evidence: the hypervisor's resources before and after.
-        self.assertGreater(run['aging_before']['libvirtd']['rss_kib'], 0)
-        self.assertGreater(run['aging_after']['libvirtd']['fds'], 0)
+        self.assertGreater(run['aging_before']['daemon']['rss_kib'], 0)
+        self.assertGreater(run['aging_after']['daemon']['fds'], 0)
         self.assertEqual(2, len(run['aging_after']['guests']))
         self.assert_each_runs_once_intact(guests, marks, 2)
         # And again: generation 3 takes over from 2.
@@ -186,7 +186,7 @@ class TestRejuvenation(RejuvenationTestCase):
         guests = self.boot_many(3)
         record = self.orchestrator.standby()
         self.assertEqual('standby', record['state'])
-        self.assertEqual(['g0', 'g1', 'g2'], sorted(record['shells']))
+        self.assertEqual(['g0', 'g1', 'g2'], sorted(record['prepared']))
         standby = self.orchestrator.sibling(2)
         self.assertEqual(['g0', 'g1', 'g2'],
                          sorted(standby.host().domains()))

@@ -7,6 +7,7 @@ import fixtures
 import testtools
 
 from nova_vmbeam import exception
+from nova_vmbeam import records
 from nova_vmbeam.rejuvenation import journal as journal_mod
 
 
@@ -60,6 +61,69 @@ class TestJournal(testtools.TestCase):
             json.dump({'version': 99}, f)
         exc = self.assertRaises(exception.VMBeamError, self.journal.load)
         self.assertIn('version 99', str(exc))
+
+    # As version 1 wrote it: a standby generation with a "shell" (now a
+    # prepared destination), a run taking one over, health reports in
+    # the kind-specific shapes (colocated 'libvirtd', nested 'l1').
+    V1_JOURNAL = (
+        '{"active": 1, "history": [{"aging_after": {"generation": 2, '
+        '"guests": ["l2"], "l1": {"pid": 77, "rss_kib": 5000}, "libvirt": '
+        'true, "running": true, "address": "10.0.0.12"}, "from": 1, '
+        '"guests": {}, "id": "r0", "state": "completed", "to": 2}], '
+        '"run": {"aging_before": {"generation": 1, "guests": {"g0": '
+        '{"overhead_kib": 900, "pid": 41}}, "libvirtd": {"fds": 30, "pid": '
+        '40, "rss_kib": 20000}, "running": true, "virtlogd": {"fds": 5, '
+        '"pid": 39, "rss_kib": 3000}}, "begun": 10.0, "from": 1, '
+        '"guests": {"g0": {"shell": {"digest": "ab", "mover": "zerocopy", '
+        '"prepare_ms": 200.0, "state": "ready"}, "state": "pending", '
+        '"uuid": "u0"}}, "id": "r1", "mover": "zerocopy", '
+        '"sibling_ready_ms": 0.0, "standby": true, "started": 11.0, '
+        '"state": "running", "to": 3}, "siblings": {"1": {"base": '
+        '"/s/siblings/gen1", "generation": 1, "host_uuid": "h1", "kind": '
+        '"colocated", "state": "active", "uri": "qemu:///system?socket=x"}, '
+        '"3": {"base": "/s/siblings/gen3", "generation": 3, "host_uuid": '
+        '"h3", "kind": "colocated", "ready_ms": 300.0, "shells": {"g0": '
+        '{"digest": "ab", "mover": "zerocopy", "prepare_ms": 200.0, '
+        '"state": "ready"}}, "state": "standby", "uri": "qemu:///y"}}, '
+        '"version": 1}')
+
+    def test_version_1_journal_is_migrated_on_load(self):
+        for text in (self.V1_JOURNAL,
+                     # the first journals had no version key at all
+                     self.V1_JOURNAL.replace(', "version": 1', '')):
+            with open(self.journal.path, 'w') as f:
+                f.write(text)
+            state = self.journal.load()
+            self.assertEqual(journal_mod.VERSION, state['version'])
+            self.assertEqual(
+                {'g0': {'digest': 'ab', 'mover': 'zerocopy',
+                        'prepare_ms': 200.0, 'state': 'ready'}},
+                state['siblings']['3']['prepared'])
+            self.assertNotIn('shells', state['siblings']['3'])
+            entry = state['run']['guests']['g0']
+            self.assertEqual('ready', entry['prepared']['state'])
+            self.assertNotIn('shell', entry)
+            before = records.HealthReport.from_dict(
+                state['run']['aging_before'])
+            self.assertEqual(('libvirtd', 40, 20000, 30),
+                             (before.daemon.name, before.daemon.pid,
+                              before.daemon.rss_kib, before.daemon.fds))
+            self.assertEqual(['virtlogd'],
+                             [h.name for h in before.helpers])
+            self.assertEqual(900, before.guests['g0'].overhead_kib)
+            nested = records.HealthReport.from_dict(
+                state['history'][0]['aging_after'])
+            self.assertEqual(('l1', 77, 5000),
+                             (nested.daemon.name, nested.daemon.pid,
+                              nested.daemon.rss_kib))
+            self.assertEqual(['l2'], sorted(nested.guests))
+            self.assertTrue(nested.libvirt_alive)
+            # Written back in the new format on the next change.
+            with self.journal.update() as st:
+                st['active'] = 3
+            with open(self.journal.path) as f:
+                self.assertEqual(journal_mod.VERSION,
+                                 json.load(f)['version'])
 
     def test_lock_excludes_a_second_orchestrator_and_dies_with_it(self):
         code = ('import sys, time\n'
