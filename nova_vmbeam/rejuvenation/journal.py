@@ -1,8 +1,10 @@
 """The rejuvenation journal: one JSON file, written atomically.
 
-It records the sibling generations (which one is active), the current or
-last run and each guest's progress in it, so that an orchestrator killed at
-any point can be run again and either finish or roll back every guest.
+It records the hypervisor generations (which one is active), the current
+or last run and each guest's progress in it, so that an orchestrator killed
+at any point can be run again and either finish or roll back every guest.
+load() returns, and save() and update() take, a records.JournalState: the
+file's JSON is read and written here only.
 A lock file held for the length of a run keeps two orchestrators apart; the
 kernel drops it when its holder dies.
 
@@ -26,27 +28,33 @@ import tempfile
 import urllib.parse
 
 from nova_vmbeam import exception
+from nova_vmbeam import records
 
 #: the journal's format; load() migrates older ones (see _migrate)
 VERSION = 2
 
-# Guest states within a run.
-PENDING = 'pending'     # still on the source generation
-MOVING = 'moving'       # a move has begun: resolve from the daemons
-MOVED = 'moved'         # runs on the target generation
-FAILED = 'failed'       # the move failed and was rolled back
-GONE = 'gone'           # no longer on the source (deleted): nothing to move
+# Guest states within a run (see nova_vmbeam.records).
+PENDING = records.PENDING
+MOVING = records.MOVING
+MOVED = records.MOVED
+FAILED = records.FAILED
+GONE = records.GONE
 
 
 AlreadyRunning = exception.RejuvenationRunning
 
 
 def _encode(state):
+    """records.JournalState -> the file's text.
+
+    The one place (with load()) where the journal's records become plain
+    data.
+    """
     # One line, by json's C encoder: it runs while other guests' moves
     # wait for the interpreter, and json.dump or an indent would take the
     # pure-Python encoder (a copy.deepcopy to compare was as slow).
     # "vmbeam status" or "python3 -m json.tool" shows it readably.
-    return json.dumps(state, sort_keys=True)
+    return json.dumps(state.to_dict(VERSION), sort_keys=True)
 
 
 def _health_v2(report):
@@ -99,11 +107,13 @@ def _migrate(state):
     """Bring a journal of an earlier format to VERSION, in place.
 
     Version 1 (or none: the first journals) called a prepared destination
-    a "shell" ('shells' of a generation, 'shell' of a run's guest) and
-    kept the health report in one shape per sibling kind.
+    a "shell" ('shells' of a generation, 'shell' of a run's guest), the
+    generations 'siblings', and kept the health report in one shape per
+    sibling kind.
     """
     if state.get('version', 1) == 1:
-        for record in state.get('siblings', {}).values():
+        state['generations'] = state.pop('siblings', {})
+        for record in state['generations'].values():
             if 'shells' in record:
                 record['prepared'] = record.pop('shells')
         _run_v2(state.get('run'))
@@ -111,11 +121,6 @@ def _migrate(state):
             _run_v2(run)
         state['version'] = 2
     return state
-
-
-def _empty():
-    return {'version': VERSION, 'active': None, 'siblings': {},
-            'run': None, 'history': []}
 
 
 class Journal:
@@ -161,14 +166,14 @@ class Journal:
             with open(self.path) as f:
                 state = json.load(f)
         except FileNotFoundError:
-            return _empty()
+            return records.JournalState()
         if state.get('version', 1) < VERSION:
             state = _migrate(state)
         if state.get('version') != VERSION:
             raise exception.VMBeamError(
                 'journal %s has version %s; this nova-vmbeam reads version '
                 '%d' % (self.path, state.get('version'), VERSION))
-        return state
+        return records.JournalState.from_dict(state)
 
     def save(self, state, text=None):
         """Replace the journal atomically: a crash leaves old or new.

@@ -109,8 +109,8 @@ class TestNestedRejuvenation(NestedTestCase):
         guest = tb.boot(host1, tb.spec('l2', host1))
 
         record = orchestrator.standby()
-        self.assertEqual('standby', record['state'])
-        self.assertEqual('ready', record['prepared']['l2']['state'])
+        self.assertEqual('standby', record.state)
+        self.assertEqual('ready', record.prepared['l2'].state)
         gen2 = orchestrator.sibling(2)
         tb.siblings.append(gen2)
         # The destination waits in the pre-warmed L1, paused.
@@ -120,12 +120,12 @@ class TestNestedRejuvenation(NestedTestCase):
         self.assertEqual('inmigrate', host2.guest('l2').status())
 
         run = orchestrator.rejuvenate()
-        self.assertEqual('completed', run['state'], run)
-        figures = run['guests']['l2']['result']
-        self.assertTrue(figures['standby'])
-        self.assertLess(figures['transferred_bytes'], 4 << 20)
+        self.assertEqual('completed', run.state, run)
+        figures = run.guests['l2'].result
+        self.assertTrue(figures.standby)
+        self.assertLess(figures.transferred_bytes, 4 << 20)
         self.assertFalse(gen1.running())
-        self.assertEqual(2, orchestrator.journal.load()['active'])
+        self.assertEqual(2, orchestrator.state().active)
         guest.endpoint = host2.guest('l2')
         self.assertEqual('running', guest.endpoint.status())
         tb.check_integrity(guest, guest.console.offset(), passes=2,

@@ -20,8 +20,8 @@ class TestJournal(testtools.TestCase):
 
     def test_empty_journal_has_no_active_generation(self):
         state = self.journal.load()
-        self.assertIsNone(state['active'])
-        self.assertEqual({}, state['siblings'])
+        self.assertIsNone(state.active)
+        self.assertEqual({}, state.generations)
 
     def test_switchover_marks_per_guest(self):
         self.assertFalse(self.journal.is_switching('g/1'))
@@ -39,22 +39,22 @@ class TestJournal(testtools.TestCase):
 
     def test_update_saves_atomically_and_leaves_no_temp_files(self):
         with self.journal.update() as state:
-            state['active'] = 3
-        self.assertEqual(3, self.journal.load()['active'])
+            state.active = 3
+        self.assertEqual(3, self.journal.load().active)
         self.assertEqual(['j.json'], sorted(os.listdir(self.dir)))
         with open(self.journal.path) as f:
             self.assertEqual(3, json.load(f)['active'])
 
     def test_failed_update_keeps_the_old_journal(self):
         with self.journal.update() as state:
-            state['active'] = 1
+            state.active = 1
 
         def fail():
             with self.journal.update() as state:
-                state['active'] = 2
+                state.active = 2
                 raise RuntimeError('crash mid-update')
         self.assertRaises(RuntimeError, fail)
-        self.assertEqual(1, self.journal.load()['active'])
+        self.assertEqual(1, self.journal.load().active)
 
     def test_other_version_is_refused(self):
         with open(self.journal.path, 'w') as f:
@@ -94,25 +94,33 @@ class TestJournal(testtools.TestCase):
             with open(self.journal.path, 'w') as f:
                 f.write(text)
             state = self.journal.load()
-            self.assertEqual(journal_mod.VERSION, state['version'])
+            standby = state.generations[3]
+            self.assertEqual(('standby', 'colocated', 300.0, 'qemu:///y'),
+                             (standby.state, standby.kind, standby.ready_ms,
+                              standby.uri))
             self.assertEqual(
-                {'g0': {'digest': 'ab', 'mover': 'zerocopy',
-                        'prepare_ms': 200.0, 'state': 'ready'}},
-                state['siblings']['3']['prepared'])
-            self.assertNotIn('shells', state['siblings']['3'])
-            entry = state['run']['guests']['g0']
-            self.assertEqual('ready', entry['prepared']['state'])
-            self.assertNotIn('shell', entry)
-            before = records.HealthReport.from_dict(
-                state['run']['aging_before'])
+                {'g0': records.PreparedDestination(
+                    digest='ab', mover='zerocopy', prepare_ms=200.0,
+                    state=records.READY)},
+                standby.prepared)
+            self.assertEqual('h3', standby.sibling['host_uuid'])
+            self.assertNotIn('shells', standby.sibling)
+            run = state.run
+            self.assertEqual(('r1', 1, 3, 'running', True),
+                             (run.id, run.source, run.target, run.state,
+                              run.standby))
+            entry = run.guests['g0']
+            self.assertEqual((records.PENDING, 'u0', records.READY),
+                             (entry.state, entry.uuid,
+                              entry.prepared.state))
+            before = run.aging_before
             self.assertEqual(('libvirtd', 40, 20000, 30),
                              (before.daemon.name, before.daemon.pid,
                               before.daemon.rss_kib, before.daemon.fds))
             self.assertEqual(['virtlogd'],
                              [h.name for h in before.helpers])
             self.assertEqual(900, before.guests['g0'].overhead_kib)
-            nested = records.HealthReport.from_dict(
-                state['history'][0]['aging_after'])
+            nested = state.history[0].aging_after
             self.assertEqual(('l1', 77, 5000),
                              (nested.daemon.name, nested.daemon.pid,
                               nested.daemon.rss_kib))
@@ -120,10 +128,20 @@ class TestJournal(testtools.TestCase):
             self.assertTrue(nested.libvirt_alive)
             # Written back in the new format on the next change.
             with self.journal.update() as st:
-                st['active'] = 3
+                st.active = 3
             with open(self.journal.path) as f:
-                self.assertEqual(journal_mod.VERSION,
-                                 json.load(f)['version'])
+                written = json.load(f)
+            self.assertEqual(journal_mod.VERSION, written['version'])
+            self.assertEqual({'1', '3'}, set(written['generations']))
+            self.assertEqual('ready', written['generations']['3'][
+                'prepared']['g0']['state'])
+            self.assertEqual('ready', written['run']['guests']['g0'][
+                'prepared']['state'])
+            self.assertEqual('libvirtd', written['run']['aging_before'][
+                'daemon']['name'])
+            self.assertEqual(self.journal.load(), state.__class__(
+                active=3, generations=state.generations, run=state.run,
+                history=state.history))
 
     def test_lock_excludes_a_second_orchestrator_and_dies_with_it(self):
         code = ('import sys, time\n'
