@@ -127,7 +127,7 @@ class MoveResult:
     def from_dict(cls, data):
         if data is None:
             return None
-        return cls(**data)
+        return cls(**_fields(cls, data))
 
 
 # --- the journal's records ---------------------------------------------------

@@ -42,11 +42,6 @@ RejuvenationAborted = exception.RejuvenationAborted
 NotInitialized = exception.NotInitialized
 
 
-def describe_health(report):
-    """One line on a generation's resource use (a records.HealthReport)."""
-    return report.describe()
-
-
 class Orchestrator:
 
     ACTIVE_SOCKET = generations_mod.Generations.ACTIVE_SOCKET
@@ -55,7 +50,7 @@ class Orchestrator:
         self.conf = conf
         self.journal = journal or journal_mod.Journal(
             os.path.join(conf.vmbeam.state_path, 'journal.json'))
-        self.listener = listener or RunListener()
+        listener = listener or RunListener()
         # Set by abort(): the run stops between guests.
         self._abort = threading.Event()
         # Moves run in threads; each journal update is load-change-save.
@@ -64,12 +59,21 @@ class Orchestrator:
         self.prepared = standby_mod.Standby(conf, self.journal,
                                             self.generations, journal_lock)
         self.runs = runs_mod.Runs(self.journal, self.generations,
-                                  self.prepared, self.listener,
+                                  self.prepared, listener,
                                   journal_lock)
         self.moves = moves_mod.Moves(self.journal, self.runs,
-                                     self.listener, self._abort)
+                                     listener, self._abort)
         self.recovery = recovery_mod.Recovery(conf, self.journal,
                                               self.generations, self.runs)
+
+    @property
+    def listener(self):
+        """The RunListener of the runs (may be replaced between runs)."""
+        return self.runs.listener
+
+    @listener.setter
+    def listener(self, listener):
+        self.runs.listener = self.moves.listener = listener
 
     # --- generations ------------------------------------------------------
 
