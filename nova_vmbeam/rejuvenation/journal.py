@@ -162,18 +162,24 @@ class Journal:
             pass
 
     def load(self):
+        """The journal's records.JournalState (empty if there is none)."""
+        return self._load()[0]
+
+    def _load(self):
+        """(the state, its encoding by _encode() or None if unknown)."""
         try:
             with open(self.path) as f:
-                state = json.load(f)
+                text = f.read()
         except FileNotFoundError:
-            return records.JournalState()
+            return records.JournalState(), None
+        state = json.loads(text)
         if state.get('version', 1) < VERSION:
-            state = _migrate(state)
+            state, text = _migrate(state), None
         if state.get('version') != VERSION:
             raise exception.VMBeamError(
                 'journal %s has version %s; this nova-vmbeam reads version '
                 '%d' % (self.path, state.get('version'), VERSION))
-        return records.JournalState.from_dict(state)
+        return records.JournalState.from_dict(state), text
 
     def save(self, state, text=None):
         """Replace the journal atomically: a crash leaves old or new.
@@ -203,8 +209,11 @@ class Journal:
     @contextlib.contextmanager
     def update(self):
         """Load, let the caller change, save (only if it changed)."""
-        state = self.load()
-        before = _encode(state)
+        state, before = self._load()
+        if before is None:
+            before = _encode(state)
+        # Otherwise the file's text is the state's encoding: save() wrote
+        # it with _encode(), which is deterministic (sorted keys).
         yield state
         after = _encode(state)
         if after != before:

@@ -139,6 +139,15 @@ class TestJournal(testtools.TestCase):
                 'prepared']['state'])
             self.assertEqual('libvirtd', written['run']['aging_before'][
                 'daemon']['name'])
+            # Stable: what is loaded encodes to the very text saved, so
+            # update() compares with the file and rewrites only changes.
+            with open(self.journal.path) as f:
+                self.assertEqual(f.read(),
+                                 journal_mod._encode(self.journal.load()))
+            mtime = os.stat(self.journal.path).st_mtime_ns
+            with self.journal.update():
+                pass
+            self.assertEqual(mtime, os.stat(self.journal.path).st_mtime_ns)
             self.assertEqual(self.journal.load(), state.__class__(
                 active=3, generations=state.generations, run=state.run,
                 history=state.history))
