@@ -59,28 +59,28 @@ def cmd_pool(args):
 
 
 def _run_report(run):
-    """Per-guest figures of a rejuvenation run, as a table."""
+    """Per-guest figures of a rejuvenation run (records.Run), a table."""
     lines = ['Run %s: generation %s -> %s, %s' % (
-        run['id'][:8], run['from'], run['to'], run['state'])]
+        run.id[:8], run.source, run.target, run.state)]
     lines.append('| guest | state | mover | total ms | downtime ms | '
                  'bytes sent |')
     lines.append('|---|---|---|---|---|---|')
-    for name, entry in sorted(run['guests'].items()):
-        res = entry.get('result') or {}
+    for name, entry in sorted(run.guests.items()):
+        res = entry.result
         lines.append('| %s | %s | %s | %s | %s | %s |' % (
-            name, entry['state'], res.get('mover', run['mover']),
-            '%.1f' % res['total_ms'] if res else '-',
-            '%.1f' % res['downtime_ms'] if res else '-',
-            res.get('transferred_bytes', '-')))
-        if entry.get('error'):
-            lines.append('    %s' % entry['error'])
-    lines.append('sibling ready in %.0f ms%s; moves took %.0f ms' % (
-        run.get('sibling_ready_ms', 0),
-        ' (standby, destinations prepared ahead)' if run.get('standby')
-        else '', run.get('moves_ms', 0)))
-    if run.get('left'):
+            name, entry.state, res.mover if res else run.mover,
+            '%.1f' % res.total_ms if res else '-',
+            '%.1f' % res.downtime_ms if res else '-',
+            res.transferred_bytes if res else '-'))
+        if entry.error:
+            lines.append('    %s' % entry.error)
+    lines.append('generation ready in %.0f ms%s; moves took %.0f ms' % (
+        run.sibling_ready_ms or 0,
+        ' (standby, destinations prepared ahead)' if run.standby
+        else '', run.moves_ms or 0))
+    if run.left:
         lines.append('not moved: %s (run "vmbeam rejuvenate" again)' %
-                     ', '.join(run['left']))
+                     ', '.join(run.left))
     return '\n'.join(lines)
 
 
@@ -91,27 +91,25 @@ def cmd_init(args):
 
 def cmd_status(args):
     status = orchestrator_mod.Orchestrator(CONF).status()
-    print('active generation: %s' % status['active'])
-    for gen, record in sorted(status['generations'].items()):
-        print('  gen%s %-8s %s' % (gen, record['state'], record['uri']))
-        print('    health: ' + orchestrator_mod.describe_health(
-            record['health']))
-        for name in sorted(record['health']['guests']):
+    print('active generation: %s' % status.active)
+    for number, record in sorted(status.generations.items()):
+        print('  gen%s %-8s %s' % (number, record.generation.state,
+                                   record.generation.uri))
+        print('    health: ' + record.health.describe())
+        for name in sorted(record.health.guests):
             print('    guest %s' % name)
-    if status['run']:
-        print(_run_report(status['run']))
+    if status.run:
+        print(_run_report(status.run))
 
 
 def cmd_rejuvenate(args):
     run = orchestrator_mod.Orchestrator(CONF).rejuvenate(
         mover_name=args.mover, concurrency=args.concurrency)
     print(_run_report(run))
-    if run.get('aging_after'):
-        print('before: ' + orchestrator_mod.describe_health(
-            run['aging_before']))
-        print('after:  ' + orchestrator_mod.describe_health(
-            run['aging_after']))
-    return 0 if run['state'] == 'completed' else 1
+    if run.aging_after:
+        print('before: ' + run.aging_before.describe())
+        print('after:  ' + run.aging_after.describe())
+    return 0 if run.state == 'completed' else 1
 
 
 def cmd_standby(args):
@@ -121,14 +119,14 @@ def cmd_standby(args):
         print('standby discarded (%d prepared destinations destroyed)' %
               count)
         return 0
-    record = orch.standby(mover_name=args.mover)
-    shells = record.get('shells', {})
+    generation = orch.standby(mover_name=args.mover)
+    prepared = generation.prepared
     print('standby generation at %s: ready in %.0f ms, %d prepared '
-          'destinations' % (record['uri'], record.get('ready_ms', 0),
-                            len(shells)))
-    for name, shell in sorted(shells.items()):
+          'destinations' % (generation.uri, generation.ready_ms or 0,
+                            len(prepared)))
+    for name, destination in sorted(prepared.items()):
         print('  %s: %s, prepared in %.0f ms' % (
-            name, shell['mover'], shell.get('prepare_ms', 0)))
+            name, destination.mover, destination.prepare_ms))
     return 0
 
 
@@ -136,8 +134,8 @@ def cmd_move(args):
     run = orchestrator_mod.Orchestrator(CONF).move(args.guest,
                                                    mover_name=args.mover)
     print(_run_report(run))
-    entry = run['guests'].get(args.guest, {})
-    return 0 if entry.get('state') == 'moved' else 1
+    entry = run.guests.get(args.guest)
+    return 0 if entry and entry.state == 'moved' else 1
 
 
 def cmd_aging(args):
@@ -157,9 +155,9 @@ def cmd_aging(args):
     def rejuvenate():
         run = orchestrator.rejuvenate()
         print(_run_report(run), flush=True)
-        if run['state'] != 'completed':
+        if run.state != 'completed':
             raise exception.VMBeamError('rejuvenation ended %s' %
-                                        run['state'])
+                                        run.state)
 
     # The flag decides, whatever [vmbeam_aging] action says: watching
     # never rejuvenates unless asked to here.

@@ -82,7 +82,7 @@ def _measure(testbed, hypervisors, mover, ram_mib, work_mib, dirty, repeat,
                       'run': attempt + 1}
             try:
                 result = testbed.move(guest, mover, target)
-                record.update(result.as_dict())
+                record.update(result.to_dict())
                 testbed.check_integrity(guest, guest.moved_at)
             except Exception as exc:
                 LOG.error('%s move %d failed: %s', name, attempt + 1, exc)
@@ -237,24 +237,24 @@ def _zerocopy_round(orch, method):
     # on the new generation; the old daemon's own exit comes after and is
     # reported apart.
     return {'standby_ms': standby_ms,
-            'sibling_ready_ms': run['sibling_ready_ms'],
-            'end_to_end_ms': (run['emptied'] - run['begun']) * 1000.0,
-            'old_daemon_stop_ms': (run['finished'] - run['emptied']) * 1000.0,
-            'prepare_all_ms': run.get('prepare_all_ms', 0.0),
-            'switch_all_ms': run.get('switch_all_ms', 0.0),
-            'per_guest': [g.get('result') or {'ok': False}
-                          for g in run['guests'].values()]}
+            'sibling_ready_ms': run.sibling_ready_ms,
+            'end_to_end_ms': (run.emptied - run.begun) * 1000.0,
+            'old_daemon_stop_ms': (run.finished - run.emptied) * 1000.0,
+            'prepare_all_ms': run.prepare_all_ms or 0.0,
+            'switch_all_ms': run.switch_all_ms or 0.0,
+            'per_guest': [g.result.to_dict() if g.result else {'ok': False}
+                          for g in run.guests.values()]}
 
 
 def _precopy_round(conf, orch, guests):
     """libvirt's own live migration of every guest to a new sibling."""
     started = time.monotonic()
     old = orch.active()
-    new = orch._new_sibling(old.generation + 1)
+    new = orch.generations.new_sibling(old.generation + 1)
     # In the journal first, so cleanup stops it whatever happens next.
     with orch.journal.update() as st:
-        st['siblings'][str(new.generation)] = dict(new.record(),
-                                                   state='active')
+        st.generations[new.generation] = orch.generations.record(
+            new, 'active')
     new.start(seed_from=old)
     new.wait_ready(conf.vmbeam.sibling_start_timeout)
     ready_ms = (time.monotonic() - started) * 1000.0

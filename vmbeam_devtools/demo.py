@@ -14,7 +14,6 @@ import os
 import shutil
 
 from nova_vmbeam import movers as movers_mod
-from nova_vmbeam.rejuvenation import orchestrator as orchestrator_mod
 from vmbeam_devtools import testbed as testbed_mod
 
 
@@ -56,24 +55,24 @@ def run(conf, out, guests=3, ram_mib=512, dirty_mib_s=16, mover=None,
         record = orchestrator.rejuvenate(mover_name, concurrency)
         say('| guest | mover | total ms | downtime ms | bytes sent |\n'
             '|---|---|---|---|---|\n')
-        for name, entry in sorted(record['guests'].items()):
-            res = entry.get('result') or {}
+        for name, entry in sorted(record.guests.items()):
+            res = entry.result
             say('| %s | %s | %.1f | %.1f | %d |\n' % (
-                name, res.get('mover', mover_name), res.get('total_ms', 0),
-                res.get('downtime_ms', 0), res.get('transferred_bytes', 0))
+                name, res.mover, res.total_ms, res.downtime_ms,
+                res.transferred_bytes)
                 if res else '| %s | %s | failed: %s |\n' %
-                (name, entry['state'], entry.get('error')))
-        say('\nSibling generation %d ready in %.0f ms; all moves took '
-            '%.0f ms; run %s.\n' % (record['to'],
-                                    record['sibling_ready_ms'],
-                                    record['moves_ms'], record['state']))
+                (name, entry.state, entry.error))
+        say('\nGeneration %d ready in %.0f ms; all moves took '
+            '%.0f ms; run %s.\n' % (record.target,
+                                    record.sibling_ready_ms,
+                                    record.moves_ms, record.state))
         say('Hypervisor resources (aging evidence):\n')
-        for label, gen, key in (('before', 'from', 'aging_before'),
-                                ('after ', 'to', 'aging_after')):
-            if record.get(key):
-                say('  %s (gen%d): %s\n' % (
-                    label, record[gen],
-                    orchestrator_mod.describe_health(record[key])))
+        for label, number, report in (
+                ('before', record.source, record.aging_before),
+                ('after ', record.target, record.aging_after)):
+            if report:
+                say('  %s (gen%d): %s\n' % (label, number,
+                                            report.describe()))
 
         say('\nGuests after the rejuvenation:\n')
         for guest in booted:
@@ -85,7 +84,7 @@ def run(conf, out, guests=3, ram_mib=512, dirty_mib_s=16, mover=None,
                  guest.endpoint.pid, status['new_passes'],
                  status['errors']))
         say('\nGeneration %d is retired; generation %d is active.\n' %
-            (record['from'], orchestrator.journal.load()['active']))
+            (record.source, orchestrator.state().active))
         return record
     finally:
         testbed.cleanup()

@@ -267,25 +267,25 @@ class LibvirtTestbed(Testbed):
 
     def locate(self, guest):
         """Point ``guest`` at the generation it runs on now."""
-        state = self.orchestrator.journal.load()
-        for gen, record in state['siblings'].items():
-            if record['state'] in ('retired', 'failed'):
+        state = self.orchestrator.state()
+        for number, generation in state.generations.items():
+            if generation.state in ('retired', 'failed'):
                 continue
-            sibling = self.orchestrator.sibling(int(gen), state)
+            sibling = self.orchestrator.sibling(number, state)
             if not sibling.running():
                 continue
             host = sibling.host()
             endpoint = host.guest(guest.name)
             if endpoint is not None:
                 guest.endpoint, guest.hypervisor = endpoint, host
-                return int(gen)
+                return number
             host.close()
         return None
 
     def cleanup(self):
-        state = self.orchestrator.journal.load()
-        for gen, record in state['siblings'].items():
-            sibling = self.orchestrator.sibling(int(gen), state)
+        state = self.orchestrator.state()
+        for number in state.generations:
+            sibling = self.orchestrator.sibling(number, state)
             if sibling.running():
                 host = sibling.host()
                 try:

@@ -39,12 +39,12 @@ class ProbeContext:
 
     @functools.cached_property
     def _state(self):
-        return self.orchestrator.journal.load()
+        return self.orchestrator.state()
 
     @property
     def generation(self):
         """Number of the active generation, or None before "init"."""
-        return self._state['active']
+        return self._state.active
 
     @functools.cached_property
     def sibling(self):

@@ -52,8 +52,8 @@ def read_status(conf):
 
 def _last_run_end(state):
     """When the journal's newest rejuvenation ended (or began, if open)."""
-    times = [r.get('finished') or r.get('started')
-             for r in state['history'] + [state['run'] or {}]]
+    runs = state.history + ([state.run] if state.run else [])
+    times = [r.finished or r.started for r in runs]
     times = [t for t in times if t]
     return max(times) if times else None
 
@@ -170,7 +170,7 @@ class AgingMonitor:
     def last_rejuvenation(self):
         """When this host last rejuvenated: by us, or by anyone (journal)."""
         times = [self._last['at']] if self._last else []
-        journal_end = _last_run_end(self.orchestrator.journal.load())
+        journal_end = _last_run_end(self.orchestrator.state())
         if journal_end:
             times.append(journal_end)
         return max(times) if times else None

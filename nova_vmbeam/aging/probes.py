@@ -40,7 +40,11 @@ class HostFreeMemory(base.ProbeBase):
 
 
 class DaemonRss(base.ProbeBase):
-    """Resident size of the active generation's libvirtd."""
+    """Resident size of the daemon that hosts the active generation's guests.
+
+    libvirtd (colocated) or the L1 VM (nested): the health report's
+    ``daemon``.
+    """
 
     name = 'daemon_rss'
     unit = 'MiB'
@@ -48,14 +52,14 @@ class DaemonRss(base.ProbeBase):
 
     def sample(self, context):
         health = context.health
-        if not health or not health['libvirtd'].get('rss_kib'):
+        if not health or not health.daemon.rss_kib:
             return None
-        return base.Sample(health['libvirtd']['rss_kib'] / 1024.0,
+        return base.Sample(health.daemon.rss_kib / 1024.0,
                            float(self.conf.vmbeam_aging.daemon_rss_limit_mib))
 
 
 class DaemonFds(base.ProbeBase):
-    """Open descriptors of the active generation's libvirtd.
+    """Open descriptors of the daemon that hosts the guests (see DaemonRss).
 
     Exhausted at its RLIMIT_NOFILE unless [vmbeam_aging] daemon_fds_limit
     is set.
@@ -67,13 +71,13 @@ class DaemonFds(base.ProbeBase):
 
     def sample(self, context):
         health = context.health
-        if not health or not health['libvirtd'].get('fds'):
+        if not health or not health.daemon.fds:
             return None
         limit = self.conf.vmbeam_aging.daemon_fds_limit or \
-            procfs.open_files_limit(health['libvirtd']['pid'])
+            procfs.open_files_limit(health.daemon.pid)
         if not limit:
             return None   # unlimited: descriptors cannot run out
-        return base.Sample(float(health['libvirtd']['fds']), float(limit))
+        return base.Sample(float(health.daemon.fds), float(limit))
 
 
 class QemuOverhead(base.ProbeBase):
@@ -90,9 +94,9 @@ class QemuOverhead(base.ProbeBase):
 
     def sample(self, context):
         health = context.health
-        overheads = [g['overhead_kib'] for g in
-                     (health or {}).get('guests', {}).values()
-                     if g['overhead_kib']]
+        overheads = [g.overhead_kib for g in
+                     (health.guests.values() if health else ())
+                     if g.overhead_kib]
         if not overheads:
             return None
         return base.Sample(

@@ -17,43 +17,18 @@ resumed. Two QEMUs never run on one RAM.
 
 import abc
 import contextlib
-import dataclasses
 import os
 import time
-import typing
 
 from oslo_log import log as logging
 
 from nova_vmbeam import exception
 from nova_vmbeam.qemu import sched
+from nova_vmbeam import records
 
 LOG = logging.getLogger(__name__)
 
 PHASES = ('check', 'prepare', 'transfer', 'verify', 'switchover')
-
-
-@dataclasses.dataclass
-class MoveResult:
-    """What one move did and cost; ``destination`` is the guest now."""
-
-    guest: str
-    mover: str
-    ok: bool
-    prepare_ms: float = 0.0
-    total_ms: float = 0.0
-    downtime_ms: float = 0.0
-    transferred_bytes: int = 0
-    cpu_s: float = 0.0
-    retire_ms: float = 0.0
-    #: where the guest's pause went, in ms, in order (see the mover's
-    #: measure()); empty when a mover does not break it down
-    pause_ms: dict = dataclasses.field(default_factory=dict)
-    error: typing.Optional[str] = None
-    destination: typing.Any = dataclasses.field(default=None, repr=False)
-
-    def as_dict(self):
-        return {f.name: getattr(self, f.name)
-                for f in dataclasses.fields(self) if f.name != 'destination'}
 
 
 class MoveContext:
@@ -139,9 +114,10 @@ class MoverBase(metaclass=abc.ABCMeta):
     def move(self, source, target, on_switchover=None):
         """Move the guest of ``source`` onto ``target``.
 
-        Returns a MoveResult whose ``destination`` is the guest's endpoint
-        now. Raises InvalidInput (nothing changed), MoveFailed (rolled back,
-        guest runs on the source) or RollbackFailed (operator needed).
+        Returns a records.MoveResult whose ``destination`` is the guest's
+        endpoint now. Raises InvalidInput (nothing changed), MoveFailed
+        (rolled back, guest runs on the source) or RollbackFailed (operator
+        needed).
         """
         return self.finish(self.begin(source, target), on_switchover)
 
@@ -205,8 +181,8 @@ class MoverBase(metaclass=abc.ABCMeta):
         finally:
             unpause()
         spec = ctx.source.spec
-        result = MoveResult(guest=spec.name, mover=self.name, ok=True,
-                            destination=ctx.destination)
+        result = records.MoveResult(guest=spec.name, mover=self.name,
+                                    ok=True, destination=ctx.destination)
         try:
             self.measure(ctx, result)
         except Exception as exc:

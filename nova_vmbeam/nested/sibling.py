@@ -39,6 +39,7 @@ from nova_vmbeam.nested import appliance as appliance_mod
 from nova_vmbeam.nested import host as nested_host
 from nova_vmbeam.nested import network
 from nova_vmbeam.qemu import procfs
+from nova_vmbeam import records
 from nova_vmbeam.siblings import base
 
 LOG = logging.getLogger(__name__)
@@ -332,18 +333,24 @@ class NestedSibling(base.SiblingBase):
             return False
 
     def health(self):
-        report = {'generation': self.generation, 'running': self.running(),
-                  'address': self.address}
         pid = self.l1_pid()
-        rss = 0
+        rss = fds = 0
         if pid and procfs.alive(pid):
             rss = procfs.status_kib(pid, 'VmRSS')
-        report['l1'] = {'pid': pid, 'rss_kib': rss}
-        if report['running']:
+            fds = procfs.open_fds(pid)
+        report = records.HealthReport(
+            generation=self.generation, running=self.running(),
+            address=self.address,
+            # The L1 VM hosts the guests, as libvirtd does colocated.
+            daemon=records.DaemonHealth(name='l1', pid=pid, rss_kib=rss,
+                                        fds=fds))
+        if report.running:
             host = self.host()
             try:
-                report['libvirt'] = host.alive()
-                report['guests'] = host.running_qemus()
+                report.libvirt_alive = host.alive()
+                # L2 QEMUs run inside the L1: named, not measurable here.
+                report.guests = {name: records.GuestUsage()
+                                 for name in host.running_qemus()}
             finally:
                 host.close()
         return report

@@ -1,8 +1,10 @@
 """The rejuvenation journal: one JSON file, written atomically.
 
-It records the sibling generations (which one is active), the current or
-last run and each guest's progress in it, so that an orchestrator killed at
-any point can be run again and either finish or roll back every guest.
+It records the hypervisor generations (which one is active), the current
+or last run and each guest's progress in it, so that an orchestrator killed
+at any point can be run again and either finish or roll back every guest.
+load() returns, and save() and update() take, a records.JournalState: the
+file's JSON is read and written here only.
 A lock file held for the length of a run keeps two orchestrators apart; the
 kernel drops it when its holder dies.
 
@@ -26,31 +28,99 @@ import urllib.parse
 
 from nova_vmbeam import exception
 from nova_vmbeam import files
+from nova_vmbeam import records
 
-VERSION = 1
+#: the journal's format; load() migrates older ones (see _migrate)
+VERSION = 2
 
-# Guest states within a run.
-PENDING = 'pending'     # still on the source generation
-MOVING = 'moving'       # a move has begun: resolve from the daemons
-MOVED = 'moved'         # runs on the target generation
-FAILED = 'failed'       # the move failed and was rolled back
-GONE = 'gone'           # no longer on the source (deleted): nothing to move
+# Guest states within a run (see nova_vmbeam.records).
+PENDING = records.PENDING
+MOVING = records.MOVING
+MOVED = records.MOVED
+FAILED = records.FAILED
+GONE = records.GONE
 
 
 AlreadyRunning = exception.RejuvenationRunning
 
 
 def _encode(state):
+    """records.JournalState -> the file's text.
+
+    The one place (with load()) where the journal's records become plain
+    data.
+    """
     # One line, by json's C encoder: it runs while other guests' moves
     # wait for the interpreter, and json.dump or an indent would take the
     # pure-Python encoder (a copy.deepcopy to compare was as slow).
     # "vmbeam status" or "python3 -m json.tool" shows it readably.
-    return json.dumps(state, sort_keys=True)
+    return json.dumps(state.to_dict(VERSION), sort_keys=True)
 
 
-def _empty():
-    return {'version': VERSION, 'active': None, 'siblings': {},
-            'run': None, 'history': []}
+def _health_v2(report):
+    """A version-1 health report in the one shape of records.HealthReport.
+
+    Version 1 named the daemon that hosts the guests by its kind:
+    'libvirtd' (and 'virtlogd') colocated, 'l1' nested.
+    """
+    if not report or 'daemon' in report:
+        return report
+    helpers = []
+    if 'l1' in report:
+        daemon = dict(report['l1'], name='l1')
+    else:
+        daemon = dict(report.get('libvirtd') or {}, name='libvirtd')
+        if 'virtlogd' in report:
+            helpers.append(dict(report['virtlogd'], name='virtlogd'))
+    guests = report.get('guests') or {}
+    if isinstance(guests, list):   # nested: names only
+        guests = {name: {} for name in guests}
+    return {'generation': report.get('generation'),
+            'running': report.get('running', False),
+            'daemon': {'name': daemon['name'], 'pid': daemon.get('pid'),
+                       'rss_kib': daemon.get('rss_kib', 0),
+                       'fds': daemon.get('fds', 0)},
+            'helpers': [{'name': h['name'], 'pid': h.get('pid'),
+                         'rss_kib': h.get('rss_kib', 0),
+                         'fds': h.get('fds', 0)} for h in helpers],
+            'guests': {name: {'pid': g.get('pid'),
+                              'overhead_kib': g.get('overhead_kib', 0)}
+                       for name, g in guests.items()},
+            'address': report.get('address'),
+            'libvirt_alive': report.get('libvirt'),
+            'error': report.get('error')}
+
+
+def _run_v2(run):
+    if not run:
+        return run
+    for key in ('aging_before', 'aging_after'):
+        if key in run:
+            run[key] = _health_v2(run[key])
+    for entry in run.get('guests', {}).values():
+        if 'shell' in entry:
+            entry['prepared'] = entry.pop('shell')
+    return run
+
+
+def _migrate(state):
+    """Bring a journal of an earlier format to VERSION, in place.
+
+    Version 1 (or none: the first journals) called a prepared destination
+    a "shell" ('shells' of a generation, 'shell' of a run's guest), the
+    generations 'siblings', and kept the health report in one shape per
+    sibling kind.
+    """
+    if state.get('version', 1) == 1:
+        state['generations'] = state.pop('siblings', {})
+        for record in state['generations'].values():
+            if 'shells' in record:
+                record['prepared'] = record.pop('shells')
+        _run_v2(state.get('run'))
+        for run in state.get('history', []):
+            _run_v2(run)
+        state['version'] = 2
+    return state
 
 
 class Journal:
@@ -92,16 +162,24 @@ class Journal:
             pass
 
     def load(self):
+        """The journal's records.JournalState (empty if there is none)."""
+        return self._load()[0]
+
+    def _load(self):
+        """(the state, its encoding by _encode() or None if unknown)."""
         try:
             with open(self.path) as f:
-                state = json.load(f)
+                text = f.read()
         except FileNotFoundError:
-            return _empty()
+            return records.JournalState(), None
+        state = json.loads(text)
+        if state.get('version', 1) < VERSION:
+            state, text = _migrate(state), None
         if state.get('version') != VERSION:
             raise exception.VMBeamError(
                 'journal %s has version %s; this nova-vmbeam reads version '
                 '%d' % (self.path, state.get('version'), VERSION))
-        return state
+        return records.JournalState.from_dict(state), text
 
     def save(self, state, text=None):
         """Replace the journal atomically: a crash leaves old or new.
@@ -114,8 +192,11 @@ class Journal:
     @contextlib.contextmanager
     def update(self):
         """Load, let the caller change, save (only if it changed)."""
-        state = self.load()
-        before = _encode(state)
+        state, before = self._load()
+        if before is None:
+            before = _encode(state)
+        # Otherwise the file's text is the state's encoding: save() wrote
+        # it with _encode(), which is deterministic (sorted keys).
         yield state
         after = _encode(state)
         if after != before:

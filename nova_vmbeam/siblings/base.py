@@ -52,7 +52,11 @@ class SiblingBase(metaclass=abc.ABCMeta):
 
     @abc.abstractmethod
     def health(self):
-        """Resource use of the hypervisor stack (for aging evidence)."""
+        """Resource use of the hypervisor stack (for aging evidence).
+
+        A nova_vmbeam.records.HealthReport whose ``daemon`` is the process
+        that hosts the guests.
+        """
 
     @abc.abstractmethod
     def retire(self):

@@ -19,6 +19,7 @@ from oslo_log import log as logging
 
 from nova_vmbeam.libvirt import daemon as daemon_mod
 from nova_vmbeam.qemu import procfs
+from nova_vmbeam import records
 from nova_vmbeam.siblings import base
 
 LOG = logging.getLogger(__name__)
@@ -88,13 +89,16 @@ class ColocatedSibling(base.SiblingBase):
         return self.daemon.running()
 
     def health(self):
-        report = {'generation': self.generation, 'running': self.running()}
+        daemons = []
         for name, pid in self.pids().items():
-            report[name] = {
-                'pid': pid,
-                'rss_kib': procfs.status_kib(pid, 'VmRSS') if pid else 0,
-                'fds': procfs.open_fds(pid) if pid else 0}
-        return report
+            rss = procfs.status_kib(pid, 'VmRSS') if pid else 0
+            fds = procfs.open_fds(pid) if pid else 0
+            daemons.append(records.DaemonHealth(name=name, pid=pid,
+                                                rss_kib=rss, fds=fds))
+        daemon = next(d for d in daemons if d.name == 'libvirtd')
+        return records.HealthReport(
+            generation=self.generation, running=self.running(),
+            daemon=daemon, helpers=[d for d in daemons if d is not daemon])
 
     def kill_daemon(self, sig=signal.SIGKILL):
         """Signal libvirtd (fault tests, and a wedged daemon)."""

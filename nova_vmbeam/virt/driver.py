@@ -75,16 +75,7 @@ class VMBeamDriver(libvirt_driver.LibvirtDriver):
         and an interrupted run's source, whose guests are still to move.
         An interrupted move is settled first.
         """
-        orchestrator = self._rejuvenation.orchestrator
-        orchestrator.init()
-        with orchestrator.journal.locked():
-            orchestrator.recover()
-        state = orchestrator.journal.load()
-        run = state['run']
-        if run and run['state'] != 'completed':
-            return (orchestrator.sibling(run['to'], state).uri,
-                    [orchestrator.sibling(run['from'], state).uri])
-        return orchestrator.active(state).uri, []
+        return self._rejuvenation.orchestrator.endpoints()
 
     def init_host(self, host):
         self._check_aging_config()
@@ -184,6 +175,29 @@ class VMBeamDriver(libvirt_driver.LibvirtDriver):
         if secondary != primary and secondary not in \
                 self._host.secondary_uris():
             self._host.add_secondary(secondary)
+
+    # --- what the host's rejuvenation (virt/rejuvenation.py) asks ----------
+
+    @property
+    def connection_uri(self):
+        """URI of the generation new guests go to (the primary)."""
+        return self._host.uri
+
+    def running_guest(self, instance):
+        """nova's Guest of ``instance`` on whichever generation runs it."""
+        return self._host.get_guest(instance)
+
+    def begin_move(self, uuid):
+        """Guest ``uuid`` moves: its events of the two ends are held."""
+        self._host.begin_move(uuid)
+
+    def end_move(self, uuid, moved):
+        """The move of ``uuid`` ended (``moved``: it runs on the target)."""
+        self._host.end_move(uuid, moved)
+
+    def release_old_generations(self):
+        """Let go of the connections to generations about to be retired."""
+        self._host.release_secondaries()
 
     def update_provider_tree(self, provider_tree, nodename, allocations=None):
         super().update_provider_tree(provider_tree, nodename,

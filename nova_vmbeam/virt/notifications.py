@@ -45,17 +45,18 @@ class GuestMovePayload(_Payload):
 
     @classmethod
     def from_entry(cls, name, entry):
-        result = entry.get('result') or {}
-        return cls(instance_uuid=entry.get('uuid'), name=name,
-                   state=entry.get('state', 'pending'),
-                   mover=result.get('mover', entry.get('mover')),
-                   total_ms=result.get('total_ms'),
-                   downtime_ms=result.get('downtime_ms'),
-                   prepare_ms=result.get('prepare_ms'),
-                   retire_ms=result.get('retire_ms'),
-                   transferred_bytes=result.get('transferred_bytes'),
-                   cpu_s=result.get('cpu_s'),
-                   error=entry.get('error'))
+        """From a run's records.GuestEntry."""
+        result = entry.result
+        return cls(instance_uuid=entry.uuid, name=name,
+                   state=entry.state or 'pending',
+                   mover=result.mover if result else entry.mover,
+                   total_ms=result and result.total_ms,
+                   downtime_ms=result and result.downtime_ms,
+                   prepare_ms=result and result.prepare_ms,
+                   retire_ms=result and result.retire_ms,
+                   transferred_bytes=result and result.transferred_bytes,
+                   cpu_s=result and result.cpu_s,
+                   error=entry.error)
 
 
 @base.VersionedObjectRegistry.register
@@ -76,15 +77,15 @@ class RejuvenationPayload(_Payload):
 
     @classmethod
     def from_run(cls, host, run, state=None, error=None, only=None):
-        """From a journal run record; ``only``: these guest names."""
-        run = run or {}
+        """From a records.Run (or None); ``only``: these guest names."""
         guests = [GuestMovePayload.from_entry(name, entry)
-                  for name, entry in sorted(run.get('guests', {}).items())
-                  if only is None or name in only]
-        return cls(host=host, run_id=run.get('id'),
-                   state=state or run.get('state', 'unknown'),
-                   from_generation=run.get('from'),
-                   to_generation=run.get('to'), mover=run.get('mover'),
+                  for name, entry in sorted(run.guests.items())
+                  if only is None or name in only] if run else []
+        return cls(host=host, run_id=run.id if run else None,
+                   state=state or (run.state if run else 'unknown'),
+                   from_generation=run.source if run else None,
+                   to_generation=run.target if run else None,
+                   mover=run.mover if run else None,
                    guests=guests, error=error)
 
 
@@ -97,7 +98,7 @@ def _send(context, host, event_type, payload, error):
 
 def notify(context, host, event_type, run, state=None, error=None,
            only=None):
-    """Announce ``run`` (a journal run record); ``only``: these guests.
+    """Announce ``run`` (a records.Run); ``only``: these guests.
 
     A broken notifier or payload never breaks a run: it is logged.
     """

@@ -25,7 +25,7 @@ from oslo_log import log as logging
 from oslo_utils import uuidutils
 
 from nova_vmbeam import exception
-from nova_vmbeam.rejuvenation import journal as journal_mod
+from nova_vmbeam import records
 from nova_vmbeam.rejuvenation import orchestrator as orchestrator_mod
 from nova_vmbeam.virt import notifications
 
@@ -91,15 +91,15 @@ class HostRejuvenation(orchestrator_mod.RunListener):
         with self._claim('host', context, mover=mover) as busy:
             plan = self.orchestrator.preflight(
                 mover, concurrency, fallback_mover=self._fallback())
-            run_id = plan['run_id'] or str(uuid_mod.uuid4())
-            busy.update(run_id=run_id, generation=plan['to'])
+            run_id = plan.run_id or str(uuid_mod.uuid4())
+            busy.update(run_id=run_id, generation=plan.target)
             self._thread = threading.Thread(
                 target=self._run_host, name='vmbeam-rejuvenation',
                 args=(context, run_id, plan, concurrency, mover),
                 daemon=True)
             self._thread.start()
         return {'run_id': run_id, 'state': 'running',
-                'generation': plan['to']}
+                'generation': plan.target}
 
     def rejuvenate_and_wait(self):
         """Rejuvenate this host now and return when the run has ended.
@@ -111,30 +111,30 @@ class HostRejuvenation(orchestrator_mod.RunListener):
         thread = self._thread
         if thread is not None:
             thread.join()
-        run = self._journal_run() or {}
-        if run.get('id') != started['run_id'] or \
-                run.get('state') != 'completed':
+        run = self._journal_run()
+        if run is None or run.id != started['run_id'] or \
+                run.state != 'completed':
             raise exception.VMBeamError(
-                'rejuvenation %s ended %s' % (started['run_id'],
-                                              run.get('state', 'unknown')))
+                'rejuvenation %s ended %s' % (
+                    started['run_id'], run.state if run else 'unknown'))
         return run
 
     def _run_host(self, context, run_id, plan, concurrency, mover):
-        pending = {name: {'state': journal_mod.PENDING,
-                          'uuid': plan['uuids'][name], 'mover': m}
-                   for name, m in plan['movers'].items()}
+        pending = {name: records.GuestEntry(
+                       state=records.PENDING, uuid=plan.uuids[name], mover=m)
+                   for name, m in plan.movers.items()}
         notifications.notify(
             context, self.host, notifications.START,
-            {'id': run_id, 'from': plan['from'], 'to': plan['to'],
-             'guests': pending,
-             'mover': mover or self.conf.vmbeam.default_mover},
+            records.Run(id=run_id, source=plan.source, target=plan.target,
+                        state='running', guests=pending,
+                        mover=mover or self.conf.vmbeam.default_mover),
             state='running')
         outcome = {'state': 'error', 'error': 'the run thread died'}
         try:
             run = self.orchestrator.rejuvenate(
                 mover, concurrency, fallback_mover=self._fallback(),
                 run_id=run_id)
-            outcome = {'state': run['state'], 'error': self._run_error(run)}
+            outcome = {'state': run.state, 'error': self._run_error(run)}
             self._report(context, run)
         except Exception as exc:
             LOG.exception('rejuvenation %s failed', run_id)
@@ -147,17 +147,13 @@ class HostRejuvenation(orchestrator_mod.RunListener):
 
     def _journal_run(self):
         try:
-            return self.orchestrator.journal.load()['run']
+            return self.orchestrator.state().run
         except Exception:
             return None
 
     @staticmethod
     def _run_error(run, only=None):
-        left = {name: entry.get('error') or entry['state']
-                for name, entry in run.get('guests', {}).items()
-                if entry['state'] not in (journal_mod.MOVED,
-                                          journal_mod.GONE) and
-                (only is None or name in only)}
+        left = run.left_behind(only)
         if not left:
             return None
         return 'not moved: %s' % '; '.join(
@@ -165,10 +161,10 @@ class HostRejuvenation(orchestrator_mod.RunListener):
 
     def _report(self, context, run, only=None):
         error = self._run_error(run, only)
-        if run['state'] == 'completed' or (only and not error):
-            event, state = notifications.END, run['state']
+        if run.state == 'completed' or (only and not error):
+            event, state = notifications.END, run.state
         else:
-            event, state = notifications.ERROR, run['state']
+            event, state = notifications.ERROR, run.state
         notifications.notify(context, self.host, event, run, state=state,
                              error=error, only=only)
 
@@ -193,7 +189,7 @@ class HostRejuvenation(orchestrator_mod.RunListener):
                     uuid=instance_uuid, where=instance.host or 'no host',
                     host=self.host)
             try:
-                guest = self.driver._host.get_guest(instance)
+                guest = self.driver.running_guest(instance)
                 running = guest.is_active()
             except nova_exception.InstanceNotFound:
                 guest, running = None, False
@@ -209,15 +205,17 @@ class HostRejuvenation(orchestrator_mod.RunListener):
                 raise exception.NotVMBeamReady(
                     uuid=instance_uuid, mover=exc.kwargs.get('mover'),
                     reason=exc.kwargs.get('reason'))
-            run_id = plan['run_id'] or str(uuid_mod.uuid4())
-            busy.update(run_id=run_id, generation=plan['to'])
+            run_id = plan.run_id or str(uuid_mod.uuid4())
+            busy.update(run_id=run_id, generation=plan.target)
         try:
             notifications.notify(
                 context, self.host, notifications.START,
-                {'id': run_id, 'from': plan['from'], 'to': plan['to'],
-                 'mover': plan['movers'][name],
-                 'guests': {name: {'state': journal_mod.PENDING,
-                                   'uuid': instance_uuid}}},
+                records.Run(id=run_id, source=plan.source,
+                            target=plan.target, state='running',
+                            mover=plan.movers[name],
+                            guests={name: records.GuestEntry(
+                                state=records.PENDING,
+                                uuid=instance_uuid)}),
                 state='running')
             run = self.orchestrator.move(name, mover,
                                          fallback_mover=self._fallback(),
@@ -229,17 +227,19 @@ class HostRejuvenation(orchestrator_mod.RunListener):
             self._release(state='error', error=str(exc))
             raise
         self._report(context, run, only=[name])
-        entry = run['guests'].get(name, {})
+        entry = run.guests.get(name) or records.GuestEntry(state=None)
         error = self._run_error(run, only=[name])
-        self._release(state=entry.get('state'), error=error)
-        if entry.get('state') != journal_mod.MOVED:
+        self._release(state=entry.state, error=error)
+        if entry.state != records.MOVED:
             raise exception.InstanceMoveFailed(
                 uuid=instance_uuid,
                 reason='%s; it still runs on generation %s' % (
-                    entry.get('error') or entry.get('state'), run['from']))
-        return dict(entry.get('result') or {}, instance_uuid=instance_uuid,
-                    name=name, state=entry['state'], run_id=run['id'],
-                    generation=run['to'])
+                    entry.error or entry.state, run.source))
+        # The RPC reply: plain data.
+        return dict(entry.result.to_dict() if entry.result else {},
+                    instance_uuid=instance_uuid, name=name,
+                    state=entry.state, run_id=run.id,
+                    generation=run.target)
 
     def status(self, context=None):
         # Requests first: a request is done only once the journal says
@@ -247,13 +247,13 @@ class HostRejuvenation(orchestrator_mod.RunListener):
         with self._lock:
             busy = dict(self._busy) if self._busy else None
             last = dict(self._last) if self._last else None
-        state = self.orchestrator.status()
+        status = records.as_json(self.orchestrator.status())
         return {'host': self.host,
-                'active_generation': state['active'],
-                'connection': self.driver._host.uri,
-                'generations': state['generations'],
-                'run': state['run'],
-                'history': state['history'],
+                'active_generation': status['active'],
+                'connection': self.driver.connection_uri,
+                'generations': status['generations'],
+                'run': status['run'],
+                'history': status['history'],
                 'running': busy,
                 'last_request': last,
                 'aging': self.driver._aging_status()}
@@ -275,25 +275,22 @@ class HostRejuvenation(orchestrator_mod.RunListener):
 
     @contextlib.contextmanager
     def moving(self, name, uuid):
-        host = self.driver._host
         # Nova's own per-instance lock (utils.synchronized(instance.uuid)):
         # reboot, stop, delete, attach and the power-state sync wait for
         # the move instead of racing it.
         with lockutils.lock(uuid, lock_file_prefix='nova-'):
             context = self._start_action(uuid)
-            host.begin_move(uuid)
+            self.driver.begin_move(uuid)
             moved = False
             try:
                 yield
-                entry = self._entry(name)
-                moved = entry.get('state') == journal_mod.MOVED
+                moved = self._entry(name).state == records.MOVED
             finally:
-                host.end_move(uuid, moved)
+                self.driver.end_move(uuid, moved)
                 self._finish_action(context, uuid, name)
 
     def _entry(self, name):
-        run = self.orchestrator.journal.load()['run'] or {}
-        return run.get('guests', {}).get(name, {})
+        return self.orchestrator.guest_entry(name)
 
     def _action_context(self):
         """The requester's user and project, with the rights to record.
@@ -325,9 +322,8 @@ class HostRejuvenation(orchestrator_mod.RunListener):
             return
         entry = self._entry(name)
         error = None
-        if entry.get('state') != journal_mod.MOVED:
-            error = entry.get('error') or 'not moved (%s)' % entry.get(
-                'state')
+        if entry.state != records.MOVED:
+            error = entry.error or 'not moved (%s)' % entry.state
         try:
             objects.InstanceActionEvent.event_finish_with_failure(
                 context, uuid, EVENT, exc_val=error,
@@ -339,12 +335,12 @@ class HostRejuvenation(orchestrator_mod.RunListener):
                         uuid, exc)
 
     def guest_done(self, name, uuid, entry):
-        if entry.get('state') != journal_mod.MOVED:
+        if entry.state != records.MOVED:
             return
         # The source's pause was hidden from Nova; tell it where the guest
         # is now, so the power state it records is the destination's.
         transition = virtevent.EVENT_LIFECYCLE_RESUMED \
-            if entry.get('was_running', True) \
+            if entry.was_running is not False \
             else virtevent.EVENT_LIFECYCLE_PAUSED
         try:
             self.driver.emit_event(virtevent.LifecycleEvent(uuid,
@@ -353,4 +349,4 @@ class HostRejuvenation(orchestrator_mod.RunListener):
             LOG.exception('lifecycle event for %s after its move', uuid)
 
     def retiring(self, source, target):
-        self.driver._host.release_secondaries()
+        self.driver.release_old_generations()

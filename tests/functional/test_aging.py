@@ -117,10 +117,10 @@ class TestMonitorRejuvenates(AgingTestCase):
             self.leak(4)        # about one Sen step per sample
             time.sleep(0.5)
         self.assertEqual(1, len(runs), decision)
-        self.assertEqual('completed', runs[0]['state'])
+        self.assertEqual('completed', runs[0].state)
         self.assertLess(max(seen), limit)
         self.assertIn('daemon_fds predicts exhaustion', decision.reason)
-        self.assertEqual(2, self.journal()['active'])
+        self.assertEqual(2, self.journal().active)
         # The new generation's daemon has not inherited the leak, and the
         # monitor's history started afresh with it.
         self.assertLess(self.sample('daemon_fds').value, baseline + 10)

@@ -54,9 +54,10 @@ class TestNestedSibling(NestedTestCase):
         tb = self.testbed
         gen1 = tb.start_sibling(1)
         health = gen1.health()
-        self.assertTrue(health['running'])
-        self.assertTrue(health['libvirt'])
-        self.assertEqual([], health['guests'])
+        self.assertTrue(health.running)
+        self.assertTrue(health.libvirt_alive)
+        self.assertEqual('l1', health.daemon.name)
+        self.assertEqual({}, health.guests)
         self.assertTrue(gen1.uri.startswith('qemu+tcp://'))
 
         host1 = gen1.host()
@@ -88,7 +89,7 @@ class TestNestedSibling(NestedTestCase):
 
         gen1.retire()
         self.assertFalse(gen1.running())
-        self.assertEqual(['l2'], gen2.health()['guests'])
+        self.assertEqual(['l2'], sorted(gen2.health().guests))
         tb.check_integrity(guest, guest.console.offset(), passes=1,
                            timeout=600)
 
@@ -108,8 +109,8 @@ class TestNestedRejuvenation(NestedTestCase):
         guest = tb.boot(host1, tb.spec('l2', host1))
 
         record = orchestrator.standby()
-        self.assertEqual('standby', record['state'])
-        self.assertEqual('ready', record['shells']['l2']['state'])
+        self.assertEqual('standby', record.state)
+        self.assertEqual('ready', record.prepared['l2'].state)
         gen2 = orchestrator.sibling(2)
         tb.siblings.append(gen2)
         # The destination waits in the pre-warmed L1, paused.
@@ -119,12 +120,12 @@ class TestNestedRejuvenation(NestedTestCase):
         self.assertEqual('inmigrate', host2.guest('l2').status())
 
         run = orchestrator.rejuvenate()
-        self.assertEqual('completed', run['state'], run)
-        figures = run['guests']['l2']['result']
-        self.assertTrue(figures['standby'])
-        self.assertLess(figures['transferred_bytes'], 4 << 20)
+        self.assertEqual('completed', run.state, run)
+        figures = run.guests['l2'].result
+        self.assertTrue(figures.standby)
+        self.assertLess(figures.transferred_bytes, 4 << 20)
         self.assertFalse(gen1.running())
-        self.assertEqual(2, orchestrator.journal.load()['active'])
+        self.assertEqual(2, orchestrator.state().active)
         guest.endpoint = host2.guest('l2')
         self.assertEqual('running', guest.endpoint.status())
         tb.check_integrity(guest, guest.console.offset(), passes=2,

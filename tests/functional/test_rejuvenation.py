@@ -131,26 +131,26 @@ class TestRejuvenation(RejuvenationTestCase):
         marks = self.marks(guests)
         gen1 = self.orchestrator.active()
         run = self.orchestrator.rejuvenate()
-        self.assertEqual('completed', run['state'])
-        for name, entry in run['guests'].items():
-            self.assertEqual('moved', entry['state'], name)
-            self.assertLess(entry['result']['transferred_bytes'], 1 << 20)
+        self.assertEqual('completed', run.state)
+        for name, entry in run.guests.items():
+            self.assertEqual('moved', entry.state, name)
+            self.assertLess(entry.result.transferred_bytes, 1 << 20)
         state = self.journal()
-        self.assertEqual(2, state['active'])
-        self.assertEqual('retired', state['siblings']['1']['state'])
+        self.assertEqual(2, state.active)
+        self.assertEqual('retired', state.generations[1].state)
         self.assertFalse(gen1.running())
         self.assertEqual(['g0', 'g1'],
                          sorted(self.orchestrator.active().host().domains()))
         # Aging evidence: the hypervisor's resources before and after.
-        self.assertGreater(run['aging_before']['libvirtd']['rss_kib'], 0)
-        self.assertGreater(run['aging_after']['libvirtd']['fds'], 0)
-        self.assertEqual(2, len(run['aging_after']['guests']))
+        self.assertGreater(run.aging_before.daemon.rss_kib, 0)
+        self.assertGreater(run.aging_after.daemon.fds, 0)
+        self.assertEqual(2, len(run.aging_after.guests))
         self.assert_each_runs_once_intact(guests, marks, 2)
         # And again: generation 3 takes over from 2.
         marks = self.marks(guests)
         run = self.orchestrator.rejuvenate()
-        self.assertEqual('completed', run['state'])
-        self.assertEqual(3, self.journal()['active'])
+        self.assertEqual('completed', run.state)
+        self.assertEqual(3, self.journal().active)
         self.assert_each_runs_once_intact(guests, marks, 3)
 
     def test_guest_cgroups_weigh_more_only_during_the_switchover(self):
@@ -173,7 +173,7 @@ class TestRejuvenation(RejuvenationTestCase):
         self.orchestrator.journal.mark_switching = at_switchover
         before = shares(1)
         run = self.orchestrator.rejuvenate()
-        self.assertEqual('completed', run['state'])
+        self.assertEqual('completed', run.state)
         # Raised once, also where both generations' daemons name the
         # guest's cgroup alike (qemu-1-g0 here).
         factor = round(1.25 ** -self.conf.vmbeam.switchover_nice)
@@ -185,8 +185,8 @@ class TestRejuvenation(RejuvenationTestCase):
     def test_standby_destinations_are_taken_over(self):
         guests = self.boot_many(3)
         record = self.orchestrator.standby()
-        self.assertEqual('standby', record['state'])
-        self.assertEqual(['g0', 'g1', 'g2'], sorted(record['shells']))
+        self.assertEqual('standby', record.state)
+        self.assertEqual(['g0', 'g1', 'g2'], sorted(record.prepared))
         standby = self.orchestrator.sibling(2)
         self.assertEqual(['g0', 'g1', 'g2'],
                          sorted(standby.host().domains()))
@@ -194,20 +194,20 @@ class TestRejuvenation(RejuvenationTestCase):
         pids = sorted(self.qemu_pids('guest=g1,'))
         self.orchestrator.standby()
         self.assertEqual(pids, sorted(self.qemu_pids('guest=g1,')))
-        self.assertEqual(1, self.journal()['active'])
+        self.assertEqual(1, self.journal().active)
         # g2 goes away after the standby was prepared: its prepared
         # destination maps RAM that must not stay mapped. (Its RAM file
         # cannot be released while that destination maps it.)
         guests.pop().endpoint.destroy()
         marks = self.marks(guests)
         run = self.orchestrator.rejuvenate()
-        self.assertEqual('completed', run['state'])
-        self.assertEqual(0.0, run['sibling_ready_ms'])
-        self.assertTrue(run['standby'])
+        self.assertEqual('completed', run.state)
+        self.assertEqual(0.0, run.sibling_ready_ms)
+        self.assertTrue(run.standby)
         for name in ('g0', 'g1'):
-            result = run['guests'][name]['result']
-            self.assertTrue(result['standby'], name)
-        self.assertEqual(2, self.journal()['active'])
+            result = run.guests[name].result
+            self.assertTrue(result.standby, name)
+        self.assertEqual(2, self.journal().active)
         self.assertEqual(['g0', 'g1'],
                          sorted(self.orchestrator.active().host().domains()))
         self.assertEqual([], self.qemu_pids('guest=g2,'))
@@ -223,27 +223,27 @@ class TestRejuvenation(RejuvenationTestCase):
         os.kill(old_shell[0], signal.SIGKILL)
         marks = self.marks(guests)
         run = self.orchestrator.rejuvenate()
-        self.assertEqual('completed', run['state'])
-        self.assertFalse(run['guests']['g0']['result']['standby'])
+        self.assertEqual('completed', run.state)
+        self.assertFalse(run.guests['g0'].result.standby)
         self.assert_each_runs_once_intact(guests, marks, 2)
         # And a standby can be discarded, leaving nothing behind.
         self.orchestrator.standby()
         self.assertEqual(1, self.orchestrator.discard_standby())
-        self.assertEqual('retired', self.journal()['siblings']['3']['state'])
+        self.assertEqual('retired', self.journal().generations[3].state)
         self.assertEqual(1, len(self.qemu_pids('guest=g0,')))
 
     def test_move_one_guest_then_finish(self):
         guests = self.boot_many(2)
         marks = self.marks(guests)
         run = self.orchestrator.move('g1')
-        self.assertEqual('incomplete', run['state'])
-        self.assertEqual('moved', run['guests']['g1']['state'])
-        self.assertEqual('pending', run['guests']['g0']['state'])
-        self.assertEqual(1, self.journal()['active'])
+        self.assertEqual('incomplete', run.state)
+        self.assertEqual('moved', run.guests['g1'].state)
+        self.assertEqual('pending', run.guests['g0'].state)
+        self.assertEqual(1, self.journal().active)
         self.assertEqual(2, self.testbed.locate(guests[1]))
         self.assertEqual(1, self.testbed.locate(guests[0]))
         run = self.orchestrator.rejuvenate()
-        self.assertEqual('completed', run['state'])
+        self.assertEqual('completed', run.state)
         self.assert_each_runs_once_intact(guests, marks, 2)
 
     def test_unknown_guest_changes_nothing(self):
@@ -272,9 +272,9 @@ class TestRejuvenation(RejuvenationTestCase):
         self.assertIn('nothing changed', str(exc))
         self.conf.clear_override('libvirtd', 'vmbeam')
         state = self.journal()
-        self.assertEqual(1, state['active'])
-        self.assertEqual('failed', state['siblings']['2']['state'])
-        self.assertIsNone(state['run'])
+        self.assertEqual(1, state.active)
+        self.assertEqual('failed', state.generations[2].state)
+        self.assertIsNone(state.run)
         self.assert_each_runs_once_intact(guests, marks, 1)
 
 
@@ -289,7 +289,7 @@ class TestRunListenerAndFallback(RejuvenationTestCase):
         class Listener(orchestrator_mod.RunListener):
             def run_started(self, run, source, target):
                 heard.append(('started', source.generation,
-                              target.generation, run['id']))
+                              target.generation, run.id))
 
             @contextlib.contextmanager
             def moving(self, name, uuid):
@@ -298,13 +298,13 @@ class TestRunListenerAndFallback(RejuvenationTestCase):
                 heard.append(('fenced until', name))
 
             def guest_done(self, name, uuid, entry):
-                heard.append(('done', name, entry['state'], entry['mover']))
+                heard.append(('done', name, entry.state, entry.mover))
 
             def retiring(self, source, target):
                 heard.append(('retiring', source.running()))
 
             def run_finished(self, run):
-                heard.append(('finished', run['state']))
+                heard.append(('finished', run.state))
 
         self.orchestrator.listener = Listener()
         # Without a fallback the plain guest is refused, as before.
@@ -312,20 +312,20 @@ class TestRunListenerAndFallback(RejuvenationTestCase):
                           self.orchestrator.preflight)
         plan = self.orchestrator.preflight(fallback_mover='precopy')
         self.assertEqual({'pooled': 'zerocopy', 'plain': 'precopy'},
-                         plan['movers'])
+                         plan.movers)
         self.assertEqual((None, 1, 2),
-                         (plan['run_id'], plan['from'], plan['to']))
-        self.assertIsNone(self.journal()['run'])   # preflight: no change
+                         (plan.run_id, plan.source, plan.target))
+        self.assertIsNone(self.journal().run)   # preflight: no change
         marks = self.marks([pooled, plain])
         run = self.orchestrator.rejuvenate(fallback_mover='precopy',
                                            run_id='run-x')
-        self.assertEqual(('completed', 'run-x'), (run['state'], run['id']))
-        self.assertEqual('precopy', run['guests']['plain']['mover'])
-        self.assertEqual(plain.spec.uuid, run['guests']['plain']['uuid'])
-        self.assertLess(run['guests']['pooled']['result'][
-            'transferred_bytes'], 1 << 20)
-        self.assertGreater(run['guests']['plain']['result'][
-            'transferred_bytes'], self.WORK_MIB << 20)
+        self.assertEqual(('completed', 'run-x'), (run.state, run.id))
+        self.assertEqual('precopy', run.guests['plain'].mover)
+        self.assertEqual(plain.spec.uuid, run.guests['plain'].uuid)
+        self.assertLess(run.guests['pooled'].result.transferred_bytes,
+                        1 << 20)
+        self.assertGreater(run.guests['plain'].result.transferred_bytes,
+                           self.WORK_MIB << 20)
         self.assertEqual(('started', 1, 2, 'run-x'), heard[0])
         for guest in (pooled, plain):
             mover = 'zerocopy' if guest is pooled else 'precopy'
@@ -343,36 +343,36 @@ class TestRunListenerAndFallback(RejuvenationTestCase):
     def test_guest_deleted_during_an_open_run_does_not_hold_it_up(self):
         guests = self.boot_many(2)
         run = self.orchestrator.move('g1')
-        self.assertEqual('incomplete', run['state'])
+        self.assertEqual('incomplete', run.state)
         self.testbed.locate(guests[0])
         guests[0].endpoint.destroy()
         run = self.orchestrator.rejuvenate()
-        self.assertEqual('completed', run['state'])
-        self.assertEqual('gone', run['guests']['g0']['state'])
-        self.assertEqual(2, self.journal()['active'])
+        self.assertEqual('completed', run.state)
+        self.assertEqual('gone', run.guests['g0'].state)
+        self.assertEqual(2, self.journal().active)
         marks = self.marks(guests[1:])
         self.assert_each_runs_once_intact(guests[1:], marks, 2)
 
     def test_abort_stops_between_guests(self):
         guests = self.boot_many(2)
-        original = self.orchestrator._finish_one
+        original = self.orchestrator.moves.finish_one
 
         def move_then_abort(*args):
             result = original(*args)
             self.orchestrator.abort()
             return result
-        self.orchestrator._finish_one = move_then_abort
+        self.orchestrator.moves.finish_one = move_then_abort
         # One guest after the other: the abort comes between them, and the
         # destination already prepared for the second is given up.
         run = self.orchestrator.rejuvenate(concurrency=1)
-        self.assertEqual('incomplete', run['state'])
+        self.assertEqual('incomplete', run.state)
         self.assertEqual(['moved', 'pending'], sorted(
-            g['state'] for g in run['guests'].values()))
-        self.orchestrator._finish_one = original
+            g.state for g in run.guests.values()))
+        self.orchestrator.moves.finish_one = original
         self.assertEqual(['g0'], sorted(
             self.orchestrator.sibling(2).host().domains()))
         run = self.orchestrator.rejuvenate()
-        self.assertEqual('completed', run['state'])
+        self.assertEqual('completed', run.state)
         self.assert_each_runs_once_intact(guests, self.marks(guests), 2)
 
     def test_libvirt_secrets_are_carried_to_the_next_generation(self):
@@ -386,7 +386,7 @@ class TestRunListenerAndFallback(RejuvenationTestCase):
             "<volume>/vmbeam/private</volume></usage></secret>")
         private.setValue(b'hidden')
         run = self.orchestrator.rejuvenate()
-        self.assertEqual('completed', run['state'])
+        self.assertEqual('completed', run.state)
         new = self.orchestrator.active().host().conn
         self.assertEqual(b'sesame', new.secretLookupByUUIDString(
             secret.UUIDString()).value())
@@ -408,7 +408,7 @@ class TestRejuvenationFaults(RejuvenationTestCase):
     def test_new_sibling_daemon_killed_mid_run(self):
         guests = self.boot_many(2)
         marks = self.marks(guests)
-        original = self.orchestrator._finish_one
+        original = self.orchestrator.moves.finish_one
         moved = []
 
         def move_then_kill_daemon(mover, name, *args):
@@ -417,19 +417,19 @@ class TestRejuvenationFaults(RejuvenationTestCase):
                 self.orchestrator.sibling(2).kill_daemon(signal.SIGKILL)
             moved.append(name)
             return result
-        self.orchestrator._finish_one = move_then_kill_daemon
+        self.orchestrator.moves.finish_one = move_then_kill_daemon
         # One guest after the other: the daemon dies between them.
         run = self.orchestrator.rejuvenate(concurrency=1)
-        self.assertEqual('incomplete', run['state'])
+        self.assertEqual('incomplete', run.state)
         self.assertEqual(['failed', 'moved'],
-                         sorted(g['state'] for g in run['guests'].values()))
-        self.assertEqual(1, self.journal()['active'])
-        self.orchestrator._finish_one = original
+                         sorted(g.state for g in run.guests.values()))
+        self.assertEqual(1, self.journal().active)
+        self.orchestrator.moves.finish_one = original
         # Run again: the dead daemon is restarted, finds its guest again,
         # and the rest moves.
         run = self.orchestrator.rejuvenate()
-        self.assertEqual('completed', run['state'])
-        self.assertEqual(2, self.journal()['active'])
+        self.assertEqual('completed', run.state)
+        self.assertEqual(2, self.journal().active)
         self.assert_each_runs_once_intact(guests, marks, 2)
 
     def test_destination_qemu_killed_mid_move(self):
@@ -445,12 +445,12 @@ class TestRejuvenationFaults(RejuvenationTestCase):
         killer.start()
         run = self.orchestrator.rejuvenate()
         killer.join()
-        self.assertEqual('incomplete', run['state'])
-        self.assertEqual('failed', run['guests']['g0']['state'])
-        self.assertIn('rolled back', run['guests']['g0']['error'])
+        self.assertEqual('incomplete', run.state)
+        self.assertEqual('failed', run.guests['g0'].state)
+        self.assertIn('rolled back', run.guests['g0'].error)
         self.assert_each_runs_once_intact(guests, marks, 1)
         run = self.orchestrator.rejuvenate()
-        self.assertEqual('completed', run['state'])
+        self.assertEqual('completed', run.state)
         self.assert_each_runs_once_intact(guests, self.marks(guests), 2)
 
     def _orchestrator_process(self, *python):
@@ -483,8 +483,8 @@ class TestRejuvenationFaults(RejuvenationTestCase):
         destination = wait_for_incoming_qemu(self.conf.vmbeam.state_path, 'g0')
         os.kill(destination, signal.SIGSTOP)
         deadline = time.monotonic() + 30
-        while self.journal()['run'] is None or \
-                self.journal()['run']['guests']['g0']['state'] != \
+        while self.journal().run is None or \
+                self.journal().run.guests['g0'].state != \
                 journal_mod.MOVING:
             self.assertLess(time.monotonic(), deadline)
             time.sleep(0.01)
@@ -492,18 +492,18 @@ class TestRejuvenationFaults(RejuvenationTestCase):
         orchestrator.kill()
         orchestrator.wait()
         os.kill(destination, signal.SIGCONT)
-        self.assertEqual('running', self.journal()['run']['state'])
+        self.assertEqual('running', self.journal().run.state)
         # Settled (as nova-compute does at start): open, no longer running.
         with self.orchestrator.journal.locked():
             self.orchestrator.recover()
         self.assertEqual(orchestrator_mod.INTERRUPTED,
-                         self.journal()['run']['state'])
+                         self.journal().run.state)
         self.assertEqual(journal_mod.PENDING,
-                         self.journal()['run']['guests']['g0']['state'])
+                         self.journal().run.guests['g0'].state)
         # Run again: the run goes on and completes.
         run = self.orchestrator.rejuvenate()
-        self.assertEqual('completed', run['state'])
-        self.assertEqual(2, self.journal()['active'])
+        self.assertEqual('completed', run.state)
+        self.assertEqual(2, self.journal().active)
         self.assert_each_runs_once_intact(guests, marks, 2)
 
     def test_orchestrator_killed_as_the_switchover_begins(self):
@@ -531,18 +531,18 @@ class TestRejuvenationFaults(RejuvenationTestCase):
         marked = [g.name for g in guests if journal.is_switching(g.name)]
         self.assertEqual(1, len(marked))
         self.assertEqual(journal_mod.MOVING,
-                         self.journal()['run']['guests'][marked[0]]['state'])
+                         self.journal().run.guests[marked[0]].state)
         destination = wait_for_incoming_qemu(self.conf.vmbeam.state_path,
                                              marked[0])
         # Run again: the marked guest goes forward onto that very
         # destination (its stopped source is destroyed, never resumed;
         # without the mark it would be rolled back and moved anew).
         run = self.orchestrator.rejuvenate()
-        self.assertEqual('completed', run['state'])
+        self.assertEqual('completed', run.state)
         self.assertFalse(journal.is_switching(marked[0]))
         self.assertEqual([destination],
                          self.qemu_pids('guest=%s,' % marked[0]))
-        self.assertEqual(2, self.journal()['active'])
+        self.assertEqual(2, self.journal().active)
         self.assert_each_runs_once_intact(guests, marks, 2)
 
 
@@ -578,11 +578,11 @@ class TestHalfCreatedDestination(RejuvenationTestCase):
         self.addCleanup(target.close)
         self.assertNotIn('g0', target.domains())
         self.assert_each_runs_once_intact(guests, marks, 1)
-        self.assertEqual('incomplete', run['state'])
-        self.assertEqual('failed', run['guests']['g0']['state'])
-        self.assertIn('was destroyed', run['guests']['g0']['error'])
+        self.assertEqual('incomplete', run.state)
+        self.assertEqual('failed', run.guests['g0'].state)
+        self.assertIn('was destroyed', run.guests['g0'].error)
         run = self.orchestrator.rejuvenate()
-        self.assertEqual('completed', run['state'])
+        self.assertEqual('completed', run.state)
         self.assert_each_runs_once_intact(guests, self.marks(guests), 2)
 
     def test_stray_left_behind_is_removed_by_the_next_run(self):
@@ -594,7 +594,7 @@ class TestHalfCreatedDestination(RejuvenationTestCase):
                 'nova_vmbeam.libvirt.host.Host._remove_half_created',
                 lambda host, spec, before, exc: str(exc)):
             run = self.orchestrator.rejuvenate()
-        self.assertEqual('failed', run['guests']['g0']['state'])
+        self.assertEqual('failed', run.guests['g0'].state)
         [stray] = self.qemu_pids('guest=g0,', '-incoming')
         stray = procfs.ProcessIdentity.of(stray)
         self.assertEqual(2, len(self.qemu_pids('guest=g0,')))
@@ -602,7 +602,7 @@ class TestHalfCreatedDestination(RejuvenationTestCase):
         # failed, its QEMU still waits for a migration) and destroys it
         # before moving g0 anew.
         run = self.orchestrator.rejuvenate()
-        self.assertEqual('completed', run['state'])
+        self.assertEqual('completed', run.state)
         self.assertFalse(stray.alive())
         self.assert_each_runs_once_intact(guests, marks, 2)
 
@@ -624,7 +624,7 @@ class TestDevicesSurvive(RejuvenationTestCase):
         mark = guest.console.offset()
 
         run = self.orchestrator.rejuvenate()
-        self.assertEqual('completed', run['state'])
+        self.assertEqual('completed', run.state)
         self.assert_each_runs_once_intact([guest], {'dev0': mark}, 2)
         # Network: the guest answers on its old address, from its new tap.
         after = self.guest_tcp('10.251.0.11')

@@ -15,6 +15,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from unittest import mock
 
 import fixtures
 import testtools
@@ -27,7 +28,9 @@ from nova_vmbeam.aging import slots as slots_mod
 from nova_vmbeam.aging import trend as trend_mod
 from nova_vmbeam.aging import window as window_mod
 from nova_vmbeam.conf import aging as aging_conf
+from nova_vmbeam.conf import nested as nested_conf
 from nova_vmbeam import exception
+from nova_vmbeam.nested import sibling as nested_sibling
 from tests.unit import fakes
 
 STEP = 60.0     # seconds between samples
@@ -386,6 +389,41 @@ class TestProbePlugins(testtools.TestCase):
         for name in ('daemon_rss', 'daemon_fds', 'qemu_overhead',
                      'libvirt_latency'):
             self.assertIsNone(aging_mod.load(name, conf).sample(context))
+
+    def test_daemon_probes_measure_the_l1_of_a_nested_node(self):
+        # The nested sibling's health report has the one shape: the L1
+        # VM is the daemon that hosts the guests, as libvirtd is
+        # colocated. Stand-ins: this process as the L1's QEMU, an L1
+        # libvirt that runs one L2 guest.
+        state = tempfile.mkdtemp(prefix='vmbeam-aging-')
+        self.addCleanup(lambda: subprocess.run(['rm', '-rf', state]))
+        conf = make_conf(state)
+        nested_conf.register_opts(conf)
+        l1 = nested_sibling.NestedSibling(conf, 2)
+        l1_host = mock.Mock()
+        l1_host.alive.return_value = True
+        l1_host.running_qemus.return_value = ['l2']
+        self.useFixture(fixtures.MockPatchObject(
+            l1, 'l1_pid', return_value=os.getpid()))
+        self.useFixture(fixtures.MockPatchObject(
+            l1, 'running', return_value=True))
+        self.useFixture(fixtures.MockPatchObject(
+            l1, 'host', return_value=l1_host))
+        report = l1.health()
+        self.assertEqual('l1', report.daemon.name)
+        self.assertEqual(['l2'], sorted(report.guests))
+        context = base.ProbeContext(conf, orchestrator=mock.Mock())
+        context.__dict__['health'] = report   # the round's cached report
+        rss = aging_mod.load('daemon_rss', conf).sample(context)
+        self.assertGreater(rss.value, 0)
+        self.assertAlmostEqual(report.daemon.rss_kib / 1024.0, rss.value)
+        fds = aging_mod.load('daemon_fds', conf).sample(context)
+        self.assertEqual(float(report.daemon.fds), fds.value)
+        self.assertGreater(fds.value, 0)
+        self.assertGreater(fds.limit, 0)
+        # L2 QEMUs run inside the L1: nothing to measure from here.
+        self.assertIsNone(
+            aging_mod.load('qemu_overhead', conf).sample(context))
 
 
 _HOLDER = textwrap.dedent('''

@@ -55,8 +55,8 @@ class TestColocatedDaemons(testtools.TestCase):
         self.assertIsNone(libvirtd.poll())
         self.assertIsNone(virtlogd.poll())
         health = self.sibling.health()
-        self.assertFalse(health['running'])
-        self.assertIsNone(health['libvirtd']['pid'])
+        self.assertFalse(health.running)
+        self.assertIsNone(health.daemon.pid)
 
     def test_daemons_holding_their_pid_files_are_found_and_retired(self):
         libvirtd = processes.pidfile_holder(self, self.libvirtd_pid)

@@ -62,27 +62,26 @@ def run_nested(conf, ram_mib=128, emit=None):
                 standby_ms = (time.monotonic() - started) * 1000.0
             run = orch.rejuvenate('nested')
             tb.siblings.append(orch.active())
-            result = run['guests']['bn1'].get('result') or {}
+            result = run.guests['bn1'].result
             new_host = orch.active().host()
             guest.endpoint = new_host.guest('bn1')
             integrity = tb.check_integrity(guest, guest.console.offset(),
                                            passes=1, timeout=600)
             row = {
                 'kind': 'nested', 'method': method, 'ram_mib': ram_mib,
-                'ok': run['state'] == 'completed' and bool(result.get('ok'))
+                'ok': run.state == 'completed' and bool(result and result.ok)
                 and guest.endpoint is not None,
                 'l1_boot_ms': round(l1_boot_ms, 1),
                 'standby_ms': round(standby_ms, 1),
-                'sibling_ready_ms': round(run.get('sibling_ready_ms') or 0,
-                                          1),
-                'end_to_end_ms': round((run['emptied'] - run['begun'])
+                'sibling_ready_ms': round(run.sibling_ready_ms or 0, 1),
+                'end_to_end_ms': round((run.emptied - run.begun)
                                        * 1000.0, 1),
-                'retire_ms': round((run['finished'] - run['emptied'])
+                'retire_ms': round((run.finished - run.emptied)
                                    * 1000.0, 1),
-                'total_ms': result.get('total_ms'),
-                'downtime_ms': result.get('downtime_ms'),
-                'transferred_bytes': result.get('transferred_bytes'),
-                'standby': result.get('standby'),
+                'total_ms': result and result.total_ms,
+                'downtime_ms': result and result.downtime_ms,
+                'transferred_bytes': result and result.transferred_bytes,
+                'standby': result and result.standby,
                 'integrity_errors': integrity['errors'],
             }
             rows.append(row)

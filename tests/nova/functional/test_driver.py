@@ -187,9 +187,9 @@ class DriverOnLibvirtTestCase(ft_base.PrivateStateTestCase):
 
     def _retire_generations(self):
         orchestrator = self.driver._rejuvenation.orchestrator
-        state = orchestrator.journal.load()
-        for gen in state['siblings']:
-            sibling = orchestrator.sibling(int(gen), state)
+        state = orchestrator.state()
+        for number in state.generations:
+            sibling = orchestrator.sibling(number, state)
             if not sibling.running():
                 continue
             host = sibling.host()
@@ -203,7 +203,7 @@ class DriverOnLibvirtTestCase(ft_base.PrivateStateTestCase):
             try:
                 sibling.retire()
             except Exception as exc:   # the others must still go
-                self.addDetail('retire-%s' % gen,
+                self.addDetail('retire-%s' % number,
                                testtools.content.text_content(str(exc)))
 
     def _kill_strays(self):
@@ -304,17 +304,17 @@ class DriverOnLibvirtTestCase(ft_base.PrivateStateTestCase):
     def generation_of(self, instance):
         """The generation whose daemon holds the instance's domain."""
         orchestrator = self.driver._rejuvenation.orchestrator
-        state = orchestrator.journal.load()
+        state = orchestrator.state()
         found = []
-        for gen, record in state['siblings'].items():
-            sibling = orchestrator.sibling(int(gen), state)
-            if record['state'] in ('retired', 'failed') or \
+        for number, generation in state.generations.items():
+            sibling = orchestrator.sibling(number, state)
+            if generation.state in ('retired', 'failed') or \
                     not sibling.running():
                 continue
             host = sibling.host()
             try:
                 if host.guest(instance.name) is not None:
-                    found.append(int(gen))
+                    found.append(number)
             finally:
                 host.close()
         return found

@@ -14,7 +14,7 @@ from nova.virt.libvirt import config as vconfig
 from nova_vmbeam import exception
 from nova_vmbeam import guest as guest_mod
 from nova_vmbeam.libvirt import config as engine_config
-from nova_vmbeam.rejuvenation import journal as journal_mod
+from nova_vmbeam import records
 from nova_vmbeam.siblings import colocated
 from nova_vmbeam.virt import config as vmbeam_config
 from nova_vmbeam.virt import driver as driver_mod
@@ -210,14 +210,14 @@ class TestStartGenerations(base.DriverTestCase):
 
     def journal(self, run_state):
         orchestrator = self.connection._rejuvenation.orchestrator
-        siblings = {
-            str(n): dict(colocated.ColocatedSibling(base.CONF, n).record(),
-                         state=state)
+        generations = {
+            n: orchestrator.generations.record(
+                colocated.ColocatedSibling(base.CONF, n), state)
             for n, state in ((1, 'active'), (2, 'ready'))}
-        run = {'id': 'r', 'from': 1, 'to': 2, 'state': run_state,
-               'mover': 'zerocopy', 'guests': {}} if run_state else None
-        orchestrator.journal.save(dict(journal_mod._empty(), active=1,
-                                       siblings=siblings, run=run))
+        run = records.Run(id='r', source=1, target=2, state=run_state,
+                          mover='zerocopy') if run_state else None
+        orchestrator.journal.save(records.JournalState(
+            active=1, generations=generations, run=run))
         self.useFixture(base.fixtures.MockPatchObject(orchestrator, 'init'))
         self.useFixture(base.fixtures.MockPatchObject(orchestrator,
                                                       'recover'))

@@ -14,7 +14,7 @@ from nova.tests import fixtures as nova_fixtures
 from oslo_context import context as oslo_context
 
 from nova_vmbeam import exception
-from nova_vmbeam.rejuvenation import journal as journal_mod
+from nova_vmbeam import records
 from nova_vmbeam.rpc import api as rpc_api
 from nova_vmbeam.virt import notifications
 from nova_vmbeam.virt import rejuvenation
@@ -23,16 +23,15 @@ from tests.nova.unit import base
 U1 = '6f1c2a4e-3b5d-4e7f-8a9b-0c1d2e3f4a5b'
 
 
-def completed_run(run_id, name, uuid, state=journal_mod.MOVED):
-    return {'id': run_id, 'from': 1, 'to': 2, 'state': 'completed',
-            'mover': 'zerocopy',
-            'guests': {name: {'state': state, 'uuid': uuid,
-                              'error': None if state == journal_mod.MOVED
-                              else 'boom',
-                              'result': {'mover': 'zerocopy',
-                                         'total_ms': 12.5,
-                                         'downtime_ms': 3.25,
-                                         'transferred_bytes': 4096}}}}
+def completed_run(run_id, name, uuid, state=records.MOVED):
+    return records.Run(
+        id=run_id, source=1, target=2, state='completed', mover='zerocopy',
+        guests={name: records.GuestEntry(
+            state=state, uuid=uuid,
+            error=None if state == records.MOVED else 'boom',
+            result=records.MoveResult(
+                guest=name, mover='zerocopy', ok=True, total_ms=12.5,
+                downtime_ms=3.25, transferred_bytes=4096))})
 
 
 class TestRpc(base.DriverTestCase):
@@ -133,9 +132,9 @@ class TestRpc(base.DriverTestCase):
 
     def test_rejuvenate_host_runs_in_the_background(self):
         run = completed_run('r-1', 'instance-00000001', U1)
-        plan = {'run_id': None, 'from': 1, 'to': 2,
-                'movers': {'instance-00000001': 'zerocopy'},
-                'uuids': {'instance-00000001': U1}}
+        plan = records.RunPlan(run_id=None, source=1, target=2,
+                               movers={'instance-00000001': 'zerocopy'},
+                               uuids={'instance-00000001': U1})
         orchestrator = self.service.orchestrator
         with mock.patch.object(orchestrator, 'preflight',
                                return_value=plan), \
@@ -163,8 +162,8 @@ class TestRpc(base.DriverTestCase):
 
     def test_failed_run_sends_the_error_notification(self):
         orchestrator = self.service.orchestrator
-        plan = {'run_id': 'r-2', 'from': 1, 'to': 2, 'movers': {},
-                'uuids': {}}
+        plan = records.RunPlan(run_id='r-2', source=1, target=2, movers={},
+                               uuids={})
         with mock.patch.object(orchestrator, 'preflight',
                                return_value=plan), \
                 mock.patch.object(orchestrator, 'rejuvenate',
@@ -193,8 +192,7 @@ class TestMoveFencing(base.DriverTestCase):
         events = []
         self.connection.register_event_listener(events.append)
         run = completed_run('r-3', instance.name, instance.uuid)
-        service.orchestrator.journal.save(dict(
-            journal_mod._empty(), run=run))
+        service.orchestrator.journal.save(records.JournalState(run=run))
         host = self.connection._host
         lock = rejuvenation.lockutils.internal_lock(instance.uuid)
         with service.moving(instance.name, instance.uuid):
@@ -205,7 +203,7 @@ class TestMoveFencing(base.DriverTestCase):
         lock.release()
         self.assertFalse(host.is_moving(instance.uuid))
         service.guest_done(instance.name, instance.uuid,
-                           run['guests'][instance.name])
+                           run.guests[instance.name])
         self.assertEqual([(instance.uuid, 'Resumed')],
                          [(e.uuid, e.get_name()) for e in events])
         actions = objects.InstanceActionList.get_by_instance_uuid(
@@ -258,9 +256,8 @@ class TestMoveFencing(base.DriverTestCase):
         instance = self.make_instance()
         service = self.connection._rejuvenation
         run = completed_run('r-4', instance.name, instance.uuid,
-                            state=journal_mod.FAILED)
-        service.orchestrator.journal.save(dict(
-            journal_mod._empty(), run=run))
+                            state=records.FAILED)
+        service.orchestrator.journal.save(records.JournalState(run=run))
         with service.moving(instance.name, instance.uuid):
             pass
         action = [a for a in objects.InstanceActionList.get_by_instance_uuid(
