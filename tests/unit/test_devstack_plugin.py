@@ -19,6 +19,7 @@ the real client does on first use.
 """
 
 import configparser
+import getpass
 import os
 import shlex
 import shutil
@@ -383,7 +384,10 @@ class DevstackPluginTestCase(testtools.TestCase):
             'VIRT_DRIVER': 'libvirt',
             'LIBVIRT_TYPE': 'kvm',
             'LIBVIRT_GROUP': 'libvirt',
-            'STACK_USER': 'stack',
+            # stack.sh runs as STACK_USER: here, whoever runs the tests
+            # (the plugin gives it its config directory).
+            'STACK_USER': getpass.getuser(),
+            'VMBEAM_API_CONF_DIR': self.path('etc/vmbeam'),
             'SYSTEMD_DIR': self.systemd,
             'FIXED_KEY': 'bae3516c',
             'NOVA_VMBEAM_NATIVE_PREFIX': self.prefix,
@@ -701,8 +705,7 @@ class TestVMBeamAPI(DevstackPluginTestCase):
 
     def api_env(self, services):
         return dict(
-            ENABLED_SERVICES=services, STACK_USER='root',
-            VMBEAM_API_CONF_DIR=self.path('etc/vmbeam'),
+            ENABLED_SERVICES=services,
             SERVICE_PASSWORD='svc-secret',
             KEYSTONE_SERVICE_URI='http://ctl/identity',
             SERVICE_DOMAIN_NAME='Default', SERVICE_PROJECT_NAME='service',

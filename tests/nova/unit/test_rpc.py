@@ -236,8 +236,7 @@ class TestMoveFencing(base.DriverTestCase):
         instance = self.make_instance()
         service = self.connection._rejuvenation
         run = completed_run('r-5', instance.name, instance.uuid)
-        service.orchestrator.journal.save(dict(
-            journal_mod._empty(), run=run))
+        service.orchestrator.journal.save(records.JournalState(run=run))
         caller = nova_context.RequestContext(
             user_id='alice-id', project_id='ops-id', roles=['rejuvenator'],
             request_id='req-from-the-api')
