@@ -10,7 +10,7 @@
 # License for the specific language governing permissions and limitations
 # under the License.
 
-"""Sphinx configuration of nova-vmbeam's release notes (tox -e releasenotes)."""
+"""Sphinx configuration of the release notes (tox -e releasenotes)."""
 
 extensions = ['openstackdocstheme', 'reno.sphinxext']
 
