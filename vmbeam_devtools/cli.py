@@ -44,7 +44,7 @@ def cmd_demo(args):
     record = demo.run(CONF, sys.stdout, guests=args.guests,
                       ram_mib=args.ram_mib, dirty_mib_s=args.dirty_mib_s,
                       mover=args.mover, concurrency=args.concurrency)
-    return 0 if record['state'] == 'completed' else 1
+    return 0 if record.state == 'completed' else 1
 
 
 def cmd_bench(args):
