@@ -259,13 +259,15 @@ class HostRejuvenation(orchestrator_mod.RunListener):
         with self._lock:
             busy = dict(self._busy) if self._busy else None
             last = dict(self._last) if self._last else None
-        status = records.as_json(self.orchestrator.status())
+        status = self.orchestrator.status()
         return {'host': self.host,
-                'active_generation': status['active'],
+                'active_generation': status.active,
                 'connection': self.driver.connection_uri,
-                'generations': status['generations'],
-                'run': status['run'],
-                'history': status['history'],
+                'generations': {str(number): records.as_json(generation)
+                                for number, generation in
+                                status.generations.items()},
+                'run': records.as_json(status.run),
+                'history': records.as_json(status.history),
                 'running': busy,
                 'last_request': last,
                 'aging': self.driver._aging_status()}
