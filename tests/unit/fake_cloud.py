@@ -20,7 +20,7 @@ this serves what they would answer, and records every request so a test
 can tell, e.g., whether a Nova migration was asked for.
 
 Users: ``admin`` (role admin) and ``demo`` (role member), password
-``secret``. serve_api() mounts vmbeam-api's own WSGI application under
+``secret``. start_api() mounts vmbeam-api's own WSGI application under
 /rejuvenation, in the catalog as service type hypervisor-rejuvenation,
 behind what keystonemiddleware's auth_token does: no valid token, 401;
 else the caller's identity in X-User-Id, X-Roles etc. Nova's default
@@ -31,6 +31,7 @@ only.
 
 import http.server
 import json
+import os
 import re
 import threading
 import urllib.parse
@@ -109,13 +110,28 @@ class FakeCloud(fixtures.Fixture):
             'addresses': {}, 'metadata': {}}
         return server_id
 
-    def serve_api(self, application):
-        """Serve vmbeam-api (an unauthenticated build) at /rejuvenation."""
-        self.api = application
-        return self.base + '/rejuvenation'
+    def start_api(self, transport_url, rpc_timeout):
+        """vmbeam-api's real application, served at /rejuvenation.
 
-    def api_conf(self, conf):
-        """Point vmbeam-api's [nova] credentials at this cloud (admin)."""
+        Its [nova] service user is this cloud's admin, its bus
+        ``transport_url``, its policy file a fresh one; returns its conf.
+        """
+        from oslo_config import cfg
+        from oslo_messaging import conffixture as messaging_conffixture
+
+        from nova_vmbeam.api import policy as api_policy
+        from nova_vmbeam.api import wsgi as api_wsgi
+        from nova_vmbeam.conf import api as api_conf
+        from nova_vmbeam.rpc import api as rpc_api
+
+        conf = cfg.ConfigOpts()
+        api_conf.register_opts(conf)
+        self.useFixture(messaging_conffixture.ConfFixture(conf))
+        conf([], project='vmbeam', default_config_files=[])
+        conf.set_override('rpc_timeout', rpc_timeout, group='vmbeam_api')
+        conf.set_override('policy_file', os.path.join(
+            self.useFixture(fixtures.TempDir()).path, 'policy.yaml'),
+            group='oslo_policy')
         conf.set_override('auth_type', 'password', group='nova')
         # keystoneauth registers a plugin's options once it is loaded.
         conf.register_opts(ks_loading.get_auth_plugin_conf_options(
@@ -128,6 +144,14 @@ class FakeCloud(fixtures.Fixture):
                             ('user_domain_name', 'Default'),
                             ('project_domain_name', 'Default')):
             conf.set_override(name, value, group='nova')
+        api_policy.reset()
+        self.addCleanup(api_policy.reset)
+        transport = rpc_api.get_transport(conf, url=transport_url)
+        self.addCleanup(transport.cleanup)
+        self.api = api_wsgi.build_application(conf, transport=transport,
+                                              authenticate=False)
+        self.addCleanup(setattr, self, 'api', None)
+        return conf
 
     def calls(self, method, pattern):
         return [r for r in self.requests

@@ -36,9 +36,6 @@ from oslo_config import cfg
 from oslo_messaging import conffixture as messaging_conffixture
 import testtools
 
-from nova_vmbeam.api import policy as api_policy
-from nova_vmbeam.api import wsgi as api_wsgi
-from nova_vmbeam.conf import api as api_conf
 from nova_vmbeam import exception
 from nova_vmbeam.osc.v1 import rejuvenation as osc_rejuvenation
 from nova_vmbeam.rpc import api as rpc_api
@@ -162,26 +159,7 @@ class OpenStackCommandTestCase(testtools.TestCase):
         self.addCleanup(self.server_transport.cleanup)
         self.useFixture(fixtures.MonkeyPatch(
             'nova_vmbeam.osc.v1.rejuvenation.POLL_INTERVAL', 0.05))
-        self.api_conf = self.start_api()
-
-    def start_api(self):
-        """vmbeam-api, served by the fake cloud from its catalog."""
-        conf = cfg.ConfigOpts()
-        api_conf.register_opts(conf)
-        self.useFixture(messaging_conffixture.ConfFixture(conf))
-        conf([], project='vmbeam', default_config_files=[])
-        conf.set_override('rpc_timeout', 5, group='vmbeam_api')
-        conf.set_override('policy_file', os.path.join(
-            self.useFixture(fixtures.TempDir()).path, 'policy.yaml'),
-            group='oslo_policy')
-        self.cloud.api_conf(conf)
-        api_policy.reset()
-        self.addCleanup(api_policy.reset)
-        transport = rpc_api.get_transport(conf, url='fake://')
-        self.addCleanup(transport.cleanup)
-        self.cloud.serve_api(api_wsgi.build_application(
-            conf, transport=transport, authenticate=False))
-        return conf
+        self.api_conf = self.cloud.start_api('fake://', rpc_timeout=5)
 
     def serve(self, host=None, **kwargs):
         scripted = ScriptedHost(host or self.host, self.guests, **kwargs)

@@ -33,17 +33,11 @@ import subprocess
 import sys
 import time
 
-import fixtures
 from nova.compute import provider_tree as nova_provider_tree
-from oslo_config import cfg
 from oslo_utils import uuidutils
 import testtools.content
 
-from nova_vmbeam.api import policy as api_policy
-from nova_vmbeam.api import wsgi as api_wsgi
-from nova_vmbeam.conf import api as api_conf
 from nova_vmbeam import rpc
-from nova_vmbeam.rpc import api as rpc_api
 from tests.nova.functional import test_driver
 from tests.unit import fake_cloud
 
@@ -62,25 +56,8 @@ class TestOpenStackCommand(test_driver.DriverOnLibvirtTestCase):
         node_uuid = self.cloud.add_host(HOST)
         self.cloud.traits[node_uuid] = sorted(self._driver_traits(
             node_uuid))
-        self.api_conf = self._start_api()
-
-    def _start_api(self):
-        """vmbeam-api on the broker, in the fake cloud's catalog."""
-        conf = cfg.ConfigOpts()
-        api_conf.register_opts(conf)
-        conf([], project='vmbeam', default_config_files=[])
-        conf.set_override('rpc_timeout', 120, group='vmbeam_api')
-        conf.set_override('policy_file', os.path.join(
-            self.useFixture(fixtures.TempDir()).path, 'policy.yaml'),
-            group='oslo_policy')
-        self.cloud.api_conf(conf)
-        api_policy.reset()
-        self.addCleanup(api_policy.reset)
-        transport = rpc_api.get_transport(conf, url=self.broker.url)
-        self.addCleanup(transport.cleanup)
-        self.cloud.serve_api(api_wsgi.build_application(
-            conf, transport=transport, authenticate=False))
-        return conf
+        self.api_conf = self.cloud.start_api(self.broker.url,
+                                             rpc_timeout=120)
 
     def _driver_traits(self, node_uuid):
         """The traits VMBeamDriver reports for its compute node."""
