@@ -65,9 +65,10 @@ class BadInputTest(base.CloudTestCase):
         self.conn.compute.stop_server(server.id)
         self.wait_status(server.id, 'SHUTOFF')
         before = self.snapshot([server.id])
+        # vmbeam-api refuses it from Nova's status, before the host.
         self.assert_refused(('server', 'migrate', '--rejuvenate', server.id),
-                            'only a running instance can be moved',
-                            'Start it first')
+                            'is SHUTOFF: only an ACTIVE server can be '
+                            'rejuvenated', 'Start it', '(HTTP 409)')
         self.assertEqual(before, self.snapshot([server.id]))
 
         self.conn.compute.shelve_server(server.id)
