@@ -24,6 +24,7 @@ from nova_vmbeam import exception
 from nova_vmbeam import movers as movers_mod
 from nova_vmbeam.movers import base as movers_base
 from nova_vmbeam import records
+from nova_vmbeam.rejuvenation import generations as generations_mod
 from nova_vmbeam.rejuvenation import runs as runs_mod
 
 LOG = logging.getLogger(__name__)
@@ -86,6 +87,7 @@ class Recovery:
         if state.active is None:
             return
         self.generations.ensure_running(self.generations.active(state))
+        self._retire_abandoned(state)
         run = state.run
         if not run or run.state == 'completed':
             return
@@ -123,6 +125,34 @@ class Recovery:
         with self.runs.journal_lock, self.journal.update() as st:
             if st.run and st.run.state == 'running':
                 st.run.state = runs_mod.INTERRUPTED
+
+    def _retire_abandoned(self, state):
+        """Stop generations whose start a killed orchestrator left behind.
+
+        A generation is 'starting' until it accepts guests, then 'ready'
+        until a run names it as its target. recover() holds the host's
+        rejuvenation lock, so nothing is starting now: one found so, and
+        not the target of an open run, lost its orchestrator in between.
+        No guest runs on it; its daemons are stopped and it is marked
+        failed, so that no daemon is left running that nothing tracks.
+        """
+        run = state.run
+        target = run.target if run and run.state != 'completed' else None
+        for number, record in sorted(state.generations.items()):
+            if record.state not in (generations_mod.STARTING,
+                                    generations_mod.READY) or \
+                    number == target:
+                continue
+            sibling = self.generations.sibling(number, state)
+            LOG.warning('generation %s was left %s by an orchestrator that '
+                        'died; stopping it', sibling.name, record.state)
+            try:
+                sibling.retire()
+            except Exception:
+                LOG.exception('stopping the abandoned generation %s',
+                              sibling.name)
+            with self.journal.update() as st:
+                st.generations[number].state = generations_mod.FAILED
 
     def _remove_stray(self, name, entry, target_host):
         """Destroy a destination of ``name`` that never received the guest.

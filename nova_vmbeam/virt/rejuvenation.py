@@ -65,6 +65,8 @@ class HostRejuvenation(orchestrator_mod.RunListener):
         # Who asked for what runs now (a Nova RequestContext, as vmbeam-api
         # sent it): the instance actions record that user and project.
         self._requester = None
+        # Set once the run in the background is in the journal.
+        self._begun = threading.Event()
 
     # --- requests (from the RPC endpoint) ------------------------------------
 
@@ -105,11 +107,20 @@ class HostRejuvenation(orchestrator_mod.RunListener):
                 mover, concurrency, fallback_mover=self._fallback())
             run_id = plan.run_id or str(uuid_mod.uuid4())
             busy.update(run_id=run_id, generation=plan.target)
+            self._begun.clear()
             self._thread = threading.Thread(
                 target=self._run_host, name='vmbeam-rejuvenation',
                 args=(context, run_id, plan, concurrency, mover),
                 daemon=True)
             self._thread.start()
+        # Answer once the run is in the journal (its generation started):
+        # the run id the caller gets then names a run that a crash of
+        # nova-compute right after this answer leaves to be settled.
+        deadline = time.monotonic() + \
+            self.conf.vmbeam.sibling_start_timeout + 30
+        while not self._begun.wait(0.05):
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                break
         return {'run_id': run_id, 'state': 'running',
                 'generation': plan.target}
 
@@ -286,6 +297,7 @@ class HostRejuvenation(orchestrator_mod.RunListener):
 
     def run_started(self, run, source, target):
         self.driver.follow_generations(target.uri, source.uri)
+        self._begun.set()
 
     @contextlib.contextmanager
     def moving(self, name, uuid):

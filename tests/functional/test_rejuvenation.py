@@ -444,6 +444,24 @@ class TestRejuvenationFaults(RejuvenationTestCase):
         self.assertEqual(2, self.journal().active)
         self.assert_each_runs_once_intact(guests, marks, 2)
 
+    def test_generation_left_starting_or_ready_is_stopped(self):
+        # What an orchestrator killed after starting the next generation
+        # and before recording its run leaves: a generation nothing
+        # tracks, its daemons running.
+        guests = self.boot_many(1)
+        marks = self.marks(guests)
+        state = self.journal()
+        abandoned, _ms = self.orchestrator.generations.start(state, 2,
+                                                             'ready')
+        self.assertTrue(abandoned.running())
+        self.orchestrator.recover()
+        self.assertEqual('failed', self.journal().generations[2].state)
+        self.assertFalse(abandoned.running())
+        # The next run starts a generation of its own and moves the guest.
+        run = self.orchestrator.rejuvenate()
+        self.assertEqual(('completed', 3), (run.state, run.target))
+        self.assert_each_runs_once_intact(guests, marks, 3)
+
     def test_destination_qemu_killed_mid_move(self):
         guests = self.boot_many(1)
         marks = self.marks(guests)

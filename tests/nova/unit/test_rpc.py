@@ -172,6 +172,36 @@ class TestRpc(base.DriverTestCase):
         last = self.api.status(self.ctxt, base.CONF.host)['last_request']
         self.assertEqual('completed', last['state'])
 
+    def test_rejuvenate_host_answers_once_the_run_is_recorded(self):
+        # The run id the caller gets must name a run in the journal: the
+        # answer waits for the orchestrator's run_started (after the run
+        # is written), not only for the thread to start.
+        run = completed_run('r-6', 'instance-00000001', U1)
+        plan = records.RunPlan(
+            run_id=None, source=1, target=2,
+            movers={'instance-00000001': 'zerocopy'},
+            uuids={'instance-00000001': U1})
+        orchestrator = self.service.orchestrator
+        recorded = []
+
+        def rejuvenate(*args, **kwargs):
+            time.sleep(0.3)
+            recorded.append(time.monotonic())
+            with mock.patch.object(self.connection, 'follow_generations'):
+                self.service.run_started(run, mock.Mock(uri='a'),
+                                         mock.Mock(uri='b'))
+            time.sleep(0.3)
+            return run
+        with mock.patch.object(orchestrator, 'preflight',
+                               return_value=plan), \
+                mock.patch.object(orchestrator, 'rejuvenate',
+                                  side_effect=rejuvenate):
+            self.api.rejuvenate_host(self.ctxt, base.CONF.host)
+            answered = time.monotonic()
+            self.service._thread.join(10)
+        self.assertEqual(1, len(recorded))
+        self.assertGreaterEqual(answered, recorded[0])
+
     def test_failed_run_sends_the_error_notification(self):
         orchestrator = self.service.orchestrator
         plan = records.RunPlan(run_id='r-2', source=1, target=2, movers={},
