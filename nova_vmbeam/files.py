@@ -35,16 +35,18 @@ def _fsync(path, flags=os.O_RDONLY):
         os.close(fd)
 
 
-def replace(path, text, durable=False):
-    """Replace the file at ``path`` with ``text`` (a str), atomically.
+def replace(path, text, durable=False, mode=0o600):
+    """Replace the file at ``path`` with ``text`` (str or bytes), atomically.
 
-    The directory is created if missing; the file is mode 0600.
+    The directory is created if missing; the file gets ``mode``.
     """
     directory = os.path.dirname(os.path.abspath(path))
     tmp = fileutils.write_to_tempfile(
-        text.encode(), path=directory,
+        text.encode() if isinstance(text, str) else text, path=directory,
         prefix='.%s-' % os.path.basename(path))
     try:
+        if mode != 0o600:
+            os.chmod(tmp, mode)
         if durable:
             _fsync(tmp)
         os.replace(tmp, path)

@@ -39,6 +39,7 @@ import zlib
 from oslo_log import log as logging
 
 from nova_vmbeam import exception
+from nova_vmbeam import files
 
 LOG = logging.getLogger(__name__)
 
@@ -433,19 +434,11 @@ class NewcWriter(object):
 
 
 def atomic_write(path, data):
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path),
-                               prefix='.%s.' % os.path.basename(path))
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.rename(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """Replace ``path`` with ``data`` (bytes), durably, mode 0644.
+
+    Readable by all: QEMU reads the images as its own user.
+    """
+    files.replace(path, data, durable=True, mode=0o644)
 
 
 def atomic_copy(src, path):
