@@ -19,7 +19,10 @@ the host at qemu:///system?socket=<base>/run/libvirt-sock.
 
 Used by the colocated sibling (one per generation) and by the nested
 sibling's L0 daemon (the one the L1 VMs run under). The daemons outlive
-the process that started them; they are found again from their pid files.
+the process that started them, its session and its cgroup (lifetime.py:
+a systemd unit of their own, else a cgroup of their own,
+``vmbeam/<name>-<hash of base>``); they are found again from their pid
+files.
 """
 
 import grp
@@ -27,13 +30,13 @@ import os
 import pwd
 import shutil
 import signal
-import subprocess
 import time
 
 from oslo_log import log as logging
 
 from nova_vmbeam import exception
 from nova_vmbeam.libvirt import host as host_mod
+from nova_vmbeam import lifetime
 from nova_vmbeam.qemu import procfs
 from nova_vmbeam import waiting
 
@@ -67,7 +70,9 @@ class PrivateLibvirtd:
         self.host_uuid = host_uuid
         self.name = name
         self.generation = generation
-        self._popen = None
+        # The daemons' own cgroup (or unit name prefix), per state path.
+        self.group = lifetime.group_name(name, base)
+        self._spawned = None
 
     def path(self, *parts):
         return os.path.join(self.base, *parts)
@@ -151,18 +156,18 @@ class PrivateLibvirtd:
         script = _START_SCRIPT % {'binds': binds, 'base': self.base,
                                   'start_virtlogd': start_virtlogd,
                                   'libvirtd': self.conf.vmbeam.libvirtd}
-        with open(self.path('daemon.log'), 'ab') as log:
-            argv = ['unshare', '--mount', '--propagation', 'private', '--',
-                    '/bin/sh', '-c', script]
-            if self.conf.vmbeam.sibling_netns:
-                argv = ['ip', 'netns', 'exec',
-                        self.conf.vmbeam.sibling_netns] + argv
-            self._popen = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                start_new_session=True)
-        LOG.info('starting sibling %s (pid %d)', self.name,
-                 self._popen.pid)
+        argv = ['unshare', '--mount', '--propagation', 'private', '--',
+                '/bin/sh', '-c', script]
+        if self.conf.vmbeam.sibling_netns:
+            argv = ['ip', 'netns', 'exec',
+                    self.conf.vmbeam.sibling_netns] + argv
+        # Out of the starter's session and cgroup before it runs anything.
+        self._spawned = lifetime.spawn(self.group, argv,
+                                       log_path=self.path('daemon.log'))
+        LOG.info('starting sibling %s (pid %d%s)', self.name,
+                 self._spawned.pid,
+                 ', unit %s' % self._spawned.unit if self._spawned.unit
+                 else '')
 
     def _unlink_run(self, *names):
         for name in names:
@@ -185,10 +190,10 @@ class PrivateLibvirtd:
         host = self.host()
 
         def ready():
-            if self._popen is not None and self._popen.poll() is not None:
+            if self._spawned is not None and self._spawned.failed():
                 raise exception.SiblingStartFailed(
                     'sibling %s exited with %s: %s' %
-                    (self.name, self._popen.returncode,
+                    (self.name, self._spawned.returncode,
                      self._daemon_log_tail()))
             if not (os.path.exists(self.path('run', 'libvirt-sock')) and
                     host.alive()):
@@ -253,8 +258,10 @@ class PrivateLibvirtd:
                     process.signal(signal.SIGKILL)
                     deadline += 5
                 time.sleep(0.05)
-        if self._popen is not None:
-            self._popen.wait()
+        if self._spawned is not None:
+            self._spawned.wait()
+        # Its cgroup goes with it (where it had one and nothing is left).
+        lifetime.remove_group(self.group)
         LOG.info('retired sibling %s', self.name)
 
 

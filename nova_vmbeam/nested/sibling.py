@@ -29,7 +29,12 @@ L0 side:
     L0 daemon (``virDomainQemuAgentCommand``);
   * each L1 has a second QMP monitor on a unix socket
     (``<state>/nested/genN/qmp.sock``) through which vmbeam-pagemoverd
-    hotplugs guest RAM pools as ivshmem-plain devices.
+    hotplugs guest RAM pools as ivshmem-plain devices;
+  * the L0 daemon runs outside the cgroup of whoever started it
+    (lifetime.py), and so do the L1 VMs' QEMUs: libvirt puts them in
+    machine cgroups of their own where it makes any, they inherit the L0
+    daemon's elsewhere, and one found in its starter's cgroup all the
+    same is moved out (``vmbeam/l1-genN-<hash>``).
 """
 
 import fcntl
@@ -46,6 +51,7 @@ from oslo_log import log as logging
 from nova_vmbeam import exception
 from nova_vmbeam.libvirt import config as libvirt_config
 from nova_vmbeam.libvirt import daemon as libvirt_daemon
+from nova_vmbeam import lifetime
 from nova_vmbeam.nested import agent
 from nova_vmbeam.nested import appliance as appliance_mod
 from nova_vmbeam.nested import host as nested_host
@@ -152,6 +158,11 @@ class NestedSibling(base.SiblingBase):
         return {'kind': self.kind, 'generation': self.generation,
                 'domain_uuid': self.domain_uuid, 'uri': self.uri,
                 'address': self.address, 'base': self.base}
+
+    @property
+    def l1_group(self):
+        """The L1 QEMU's own cgroup, should it need one (lifetime)."""
+        return lifetime.group_name('l1-%s' % self.name, self.base)
 
     @property
     def domain_name(self):
@@ -285,6 +296,11 @@ class NestedSibling(base.SiblingBase):
         except libvirt.libvirtError as exc:
             raise exception.SiblingStartFailed('L1 VM %s did not start: %s' %
                                                (self.domain_name, exc))
+        pid = self.l1_pid()
+        if pid:
+            # The hypervisor VM outlives its starter as a generation's
+            # daemons do.
+            lifetime.keep_out(pid, self.l1_group)
         LOG.info('starting nested sibling %s (L1 VM %s at %s)', self.name,
                  self.domain_name, self.address)
 
@@ -408,6 +424,7 @@ class NestedSibling(base.SiblingBase):
         """
         dom = self.l1_domain()
         if dom is None:
+            lifetime.remove_group(self.l1_group)
             return
         if dom.isActive():
             host = self.host()
@@ -420,6 +437,7 @@ class NestedSibling(base.SiblingBase):
                     'not retiring %s: guests still run in it: %s' %
                     (self.name, ', '.join(remaining)))
             stop_l1(dom, self.address)
+        lifetime.remove_group(self.l1_group)
         LOG.info('retired nested sibling %s', self.name)
 
 

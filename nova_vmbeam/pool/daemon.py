@@ -16,8 +16,11 @@ The daemon is started on first use, the way libvirtd starts virtlogd: when
 its socket does not answer, the client runs ``vmbeam-pagemoverd --daemon``,
 which returns once the daemon listens. The daemon double-forks into a
 session of its own, so neither the orchestrator's death nor a signal to
-its process group ends it. It is started from the host-side caller
-(orchestrator, testbed, CLI), never from inside a sibling's mount
+its process group ends it; and it starts outside its starter's cgroup
+(lifetime.py: a systemd unit, else the cgroup ``vmbeam/pagemoverd-<hash>``),
+so neither does a restart of nova-compute's service or container: it owns
+guest RAM and must outlive nova-compute. It is started from the host-side
+caller (orchestrator, testbed, CLI), never from inside a sibling's mount
 namespace, so it sees the host's pool directory.
 
 There is one daemon per pool directory, whatever the state directory of
@@ -36,6 +39,7 @@ from oslo_concurrency import lockutils
 from oslo_log import log as logging
 
 from nova_vmbeam import exception
+from nova_vmbeam import lifetime
 from nova_vmbeam.pool import protocol
 from nova_vmbeam.qemu import procfs
 from nova_vmbeam import waiting
@@ -53,6 +57,11 @@ def socket_path(conf):
     pool_dir = os.path.abspath(conf.vmbeam.ram_pool_path)
     digest = hashlib.sha256(pool_dir.encode()).hexdigest()[:16]
     return os.path.join(RUN_DIR, 'pagemoverd-%s.sock' % digest)
+
+
+def group(path):
+    """The daemon's cgroup (or unit name prefix): one per socket."""
+    return lifetime.group_name('pagemoverd', path)
 
 
 def find_binary(conf):
@@ -122,17 +131,20 @@ def _start(conf, path, pool_dir):
                 '--reserve-mib', str(conf.vmbeam.ram_pool_reserve_mib),
                 '--pidfile', base + '.pid', '--log', base + '.log']
         started = time.monotonic()
+        # Forked away by the daemon itself; under systemd, Type=forking.
+        spawned = lifetime.spawn(group(path), argv, service_type='forking',
+                                 pid_file=base + '.pid')
         try:
-            result = subprocess.run(argv, stdin=subprocess.DEVNULL,
-                                    capture_output=True, text=True,
-                                    timeout=START_TIMEOUT)
+            stdout, stderr = spawned.communicate(timeout=START_TIMEOUT)
         except subprocess.TimeoutExpired:
+            spawned.popen.kill()
+            spawned.communicate()
             raise exception.DaemonStartFailed(
                 detail='no answer within %.0f s' % START_TIMEOUT)
-        if result.returncode:
+        if spawned.returncode:
             raise exception.DaemonStartFailed(
-                detail=(result.stderr or result.stdout or
-                        'exit status %d' % result.returncode).strip())
+                detail=(stderr or stdout or b'exit status %d' %
+                        spawned.returncode).decode(errors='replace').strip())
         info = _answers(path)
         if info is None:
             raise exception.DaemonStartFailed(
@@ -170,5 +182,7 @@ def stop(conf, timeout=10.0):
             detail='pid %d did not exit after shutdown' % info['pid'])
 
     # Exited is enough: whoever adopted it reaps it in its own time.
-    return waiting.until(lambda: daemon is None or not daemon.alive(),
-                         timeout, 0.01, timed_out)
+    stopped = waiting.until(lambda: daemon is None or not daemon.alive(),
+                            timeout, 0.01, timed_out)
+    lifetime.remove_group(group(path))
+    return stopped

@@ -11,8 +11,8 @@
 # under the License.
 
 """What /proc says about a process: the RAM it maps, its CPU time, its
-memory and descriptors; and the pid files that name processes. The one
-/proc module of the project (QEMUs mostly, daemons too).
+memory, descriptors and cgroups; and the pid files that name processes.
+The one /proc module of the project (QEMUs mostly, daemons too).
 
 The maps are how a move proves that the destination QEMU maps the very same
 RAM as the source (same device and inode) before the source is let go.
@@ -160,6 +160,57 @@ def cpu_cgroup(pid):
         if controllers == '':
             unified = path
     return unified
+
+
+def cgroups(pid='self', path=None):
+    """The cgroups of ``pid``: hierarchy key -> cgroup path; {} if gone.
+
+    The key is what /proc/<pid>/cgroup names the hierarchy by: '' for the
+    unified (cgroup v2) one, else its controllers as listed there
+    ('pids', 'cpu,cpuacct', 'name=systemd').
+    """
+    try:
+        with open(path or '/proc/%s/cgroup' % pid) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return {}
+    found = {}
+    for line in lines:
+        try:
+            _hierarchy, controllers, cgroup = line.split(':', 2)
+        except ValueError:
+            continue
+        found[controllers] = cgroup
+    return found
+
+
+CgroupMount = collections.namedtuple('CgroupMount',
+                                     'fstype options root mount_point')
+
+
+def cgroup_mounts(path='/proc/self/mountinfo'):
+    """The cgroup file systems mounted here, as CgroupMount records.
+
+    ``options`` are the super options (a v1 hierarchy's controllers and
+    name= among them); ``root`` is the cgroup mounted there ('/' unless a
+    subtree is bind-mounted).
+    """
+    mounts = []
+    with open(path) as mountinfo:
+        for line in mountinfo:
+            fields = line.split()
+            try:
+                sep = fields.index('-')
+            except ValueError:
+                continue
+            fstype = fields[sep + 1]
+            if fstype not in ('cgroup', 'cgroup2'):
+                continue
+            mounts.append(CgroupMount(
+                fstype, frozenset(fields[sep + 3].split(',')),
+                fields[3].replace('\\040', ' '),
+                fields[4].replace('\\040', ' ')))
+    return mounts
 
 
 def _stat(pid):
