@@ -272,9 +272,11 @@ def run(argv, fix, **kwargs):
     """Run a set-up command; a failure names ``fix``."""
     proc = subprocess.run(argv, capture_output=True, text=True, **kwargs)
     if proc.returncode:
-        raise CloudError('%s failed (%d): %s\n%s' % (
-            ' '.join(argv), proc.returncode,
-            (proc.stderr or proc.stdout).strip()[-3000:], fix))
+        # The command's own words come last: a log cut to its tail (CI's)
+        # still shows why.
+        raise CloudError('%s\n%s failed (%d): %s' % (
+            fix, ' '.join(argv), proc.returncode,
+            (proc.stderr or proc.stdout).strip()[-3000:]))
     return proc.stdout
 
 
@@ -613,6 +615,20 @@ def mysql(sql, database=None):
                os.path.join(LOGS, 'mariadb.log'))
 
 
+def mariadb_ready():
+    """True once MariaDB answers a query on its socket.
+
+    The socket file alone says too little: a server killed earlier leaves
+    it behind, and a starting server creates it before it accepts.
+    """
+    if not os.path.exists(MYSQL_SOCK):
+        return False
+    proc = subprocess.run(['mariadb', '--socket=' + MYSQL_SOCK, '-uroot',
+                           '--connect-timeout=5', '-e', 'SELECT 1'],
+                          capture_output=True)
+    return proc.returncode == 0
+
+
 def init_mariadb():
     datadir = os.path.join(DATA, 'mysql')
     os.makedirs(os.path.dirname(MYSQL_SOCK), exist_ok=True)
@@ -870,7 +886,7 @@ def start(args):
                 started.append(by_name[name])
 
         init_mariadb()
-        up('mariadb', lambda: os.path.exists(MYSQL_SOCK))
+        up('mariadb', mariadb_ready)
         init_databases(sec)
         init_rabbitmq(sec)
         up('rabbitmq', rabbitmq_ready(by_name['rabbitmq']))
