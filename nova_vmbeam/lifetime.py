@@ -52,33 +52,30 @@ through it, and v1 leaves the pages a process charged where they were
 when the process moves (memory.move_charge_at_immigrate is deprecated),
 so moving the daemons would only escape a limit someone set on purpose.
 
-move_into and remove_group are the only writes to cgroupfs; they need
-root and take typed arguments only, so that they can become privsep
-entrypoints (issue 16, part 1) as they are.
+The writes to cgroupfs are privsep entrypoints (privsep/cgroups.py);
+spawn itself runs in the privsep daemon (privsep/daemons.py), whose
+children the daemons are.
 """
 
 import dataclasses
-import errno
 import hashlib
 import os
-import re
 import subprocess
 import time
 
 from oslo_log import log as logging
 
+from nova_vmbeam.privsep import cgroups
 from nova_vmbeam.qemu import procfs
 
 LOG = logging.getLogger(__name__)
 
 SYSTEMD_DIR = '/run/systemd/system'
-#: the cgroup (in each hierarchy) under which every group is made
-PARENT = 'vmbeam'
+PARENT = cgroups.PARENT
 #: the v1 hierarchies a daemon is taken out of, besides the unified one
 V1_HIERARCHIES = ('name=systemd', 'pids')
-UNIFIED = ''
+UNIFIED = cgroups.UNIFIED
 
-_GROUP = re.compile(r'^[a-z0-9][a-z0-9.-]{0,62}$')
 # Waits for one line on stdin, then execs its arguments: constant, no
 # value is ever put into it (they follow as "$@").
 GATE = ('/bin/sh', '-c', 'read -r _ || exit 1; exec "$@" </dev/null',
@@ -97,11 +94,6 @@ def group_name(name, key):
     gen1 at once; the hash keeps their groups apart.
     """
     return '%s-%s' % (name, hashlib.sha256(key.encode()).hexdigest()[:8])
-
-
-def _check_group(group):
-    if not isinstance(group, str) or not _GROUP.match(group):
-        raise ValueError('not a vmbeam cgroup name: %r' % (group,))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,16 +120,6 @@ class Hierarchy:
             path.startswith(self.path.rstrip('/') + '/')
 
 
-def _mount_for(key, mounts):
-    for mount in mounts:
-        if key == UNIFIED and mount.fstype == 'cgroup2':
-            return mount
-        if key != UNIFIED and mount.fstype == 'cgroup' and \
-                set(key.split(',')) <= mount.options:
-            return mount
-    return None
-
-
 def hierarchies(pid='self', keys=None, mounts=None):
     """The hierarchies of interest and ``pid``'s cgroup in each.
 
@@ -151,7 +133,7 @@ def hierarchies(pid='self', keys=None, mounts=None):
     for key, path in procfs.cgroups(pid).items():
         if key not in keys:
             continue
-        mount = _mount_for(key, mounts)
+        mount = cgroups.mount_for(key, mounts)
         if mount is None:
             continue
         root = mount.root.rstrip('/')
@@ -161,56 +143,6 @@ def hierarchies(pid='self', keys=None, mounts=None):
             path = path[len(root):] or '/'
         found.append(Hierarchy(key, mount.mount_point, path))
     return found
-
-
-# --- the cgroupfs writes (root; privsep entrypoints to be) -----------------
-
-def move_into(pid, group, keys):
-    """Move process ``pid`` into ``vmbeam/<group>``; the directories.
-
-    In each hierarchy in ``keys``, making the cgroup first. Typed
-    arguments only: a pid, a group name (checked), hierarchy keys (looked
-    up here among the mounted cgroup file systems).
-    """
-    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
-        raise ValueError('not a pid: %r' % (pid,))
-    _check_group(group)
-    mounts = procfs.cgroup_mounts()
-    moved = []
-    for key in keys:
-        mount = _mount_for(key, mounts)
-        if mount is None:
-            raise ValueError('no cgroup hierarchy %r is mounted' % (key,))
-        directory = os.path.join(mount.mount_point, PARENT, group)
-        os.makedirs(directory, exist_ok=True)
-        with open(os.path.join(directory, 'cgroup.procs'), 'w') as f:
-            f.write('%d\n' % pid)
-        moved.append(directory)
-    return moved
-
-
-def remove_group(group):
-    """Remove ``vmbeam/<group>`` in every hierarchy where it is empty.
-
-    True when none is left; a group that still holds a process (a QEMU
-    that outlived its daemon in name=systemd or pids) stays and says so.
-    """
-    _check_group(group)
-    left = []
-    for mount in procfs.cgroup_mounts():
-        directory = os.path.join(mount.mount_point, PARENT, group)
-        try:
-            os.rmdir(directory)
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            if exc.errno != errno.EBUSY:
-                raise
-            left.append(directory)
-    if left:
-        LOG.info('cgroups %s still hold processes; left in place',
-                 ', '.join(left))
-    return not left
 
 
 # --- taking processes out of the starter's cgroups -------------------------
@@ -230,7 +162,7 @@ def detach(pid, group):
     if not keys:
         return []
     try:
-        moved = move_into(pid, group, keys)
+        moved = cgroups.move_into(pid, group, keys)
     except (OSError, ValueError) as exc:
         LOG.warning('could not move pid %d out of the cgroup of its starter '
                     '(%s): it will die with it: %s', pid,
@@ -259,7 +191,7 @@ def keep_out(pid, group):
                     'die with it', pid, ', '.join(keys))
         return []
     try:
-        return move_into(pid, group, keys)
+        return cgroups.move_into(pid, group, keys)
     except (OSError, ValueError) as exc:
         LOG.warning('could not move pid %d out of the cgroup of its starter: '
                     'it will die with it: %s', pid, exc)
@@ -332,7 +264,7 @@ def spawn(group, argv, log_path=None, service_type='simple', pid_file=None):
     ``service_type``/``pid_file``: the unit's Type= (``forking`` for a
     daemon that forks itself away) and PIDFile=, under systemd.
     """
-    _check_group(group)
+    cgroups.check_group(group)
     log = open(log_path, 'ab') if log_path else None
     output = log if log is not None else subprocess.PIPE
     try:

@@ -36,25 +36,17 @@ from oslo_log import log as logging
 
 from nova_vmbeam import exception
 from nova_vmbeam.libvirt import host as host_mod
+from nova_vmbeam.libvirt import namespace
 from nova_vmbeam import lifetime
+from nova_vmbeam.privsep import cgroups
+from nova_vmbeam.privsep import daemons as privsep_daemons
+from nova_vmbeam.privsep import files as privsep_files
 from nova_vmbeam.qemu import procfs
 from nova_vmbeam import waiting
 
 LOG = logging.getLogger(__name__)
 
-# private directory -> where the daemons see it
-PRIVATE_DIRS = (('run', '/run/libvirt'),
-                ('lib', '/var/lib/libvirt'),
-                ('log', '/var/log/libvirt'),
-                ('cache', '/var/cache/libvirt'),
-                ('etc', '/etc/libvirt'))
-
-
-_START_SCRIPT = '''set -e
-%(binds)s
-%(start_virtlogd)s
-exec %(libvirtd)s --pid-file %(base)s/run/libvirtd.pid
-'''
+PRIVATE_DIRS = namespace.PRIVATE_DIRS
 
 
 class PrivateLibvirtd:
@@ -72,7 +64,7 @@ class PrivateLibvirtd:
         self.generation = generation
         # The daemons' own cgroup (or unit name prefix), per state path.
         self.group = lifetime.group_name(name, base)
-        self._spawned = None
+        self._started_pid = None   # the namespace's first process
 
     def path(self, *parts):
         return os.path.join(self.base, *parts)
@@ -127,8 +119,8 @@ class PrivateLibvirtd:
                             dirs_exist_ok=True)
         os.makedirs(self.migrate_dir, exist_ok=True)
         pw = pwd.getpwnam(user)
-        os.chown(self.migrate_dir, pw.pw_uid, pw.pw_gid)
         os.chmod(self.migrate_dir, 0o770)
+        privsep_files.chown(self.migrate_dir, pw.pw_uid, pw.pw_gid)
 
     def start(self, seed_cache=None):
         """Start the daemons; do not wait (``wait_ready``).
@@ -140,34 +132,26 @@ class PrivateLibvirtd:
             return
         self._prepare_dirs(seed_cache if seed_cache and
                            os.path.isdir(seed_cache) else None)
-        binds = '\n'.join('mkdir -p %s && mount --bind %s %s' %
-                          (target, self.path(private), target)
-                          for private, target in PRIVATE_DIRS)
         virtlogd = self.processes()['virtlogd']
         if virtlogd is not None:
             # Only libvirtd died: the running QEMUs still log through
             # this virtlogd, so the restarted libvirtd uses it too.
-            start_virtlogd = ': reusing virtlogd %d' % virtlogd.pid
+            LOG.info('sibling %s reuses virtlogd %d', self.name, virtlogd.pid)
+            virtlogd_binary = None
         else:
-            start_virtlogd = '%s --daemon --pid-file %s' % (
-                self.conf.vmbeam.virtlogd, self.path('run', 'virtlogd.pid'))
+            virtlogd_binary = self.conf.vmbeam.virtlogd
             self._unlink_run('virtlogd.pid')
         self._unlink_run('libvirt-sock', 'libvirtd.pid')
-        script = _START_SCRIPT % {'binds': binds, 'base': self.base,
-                                  'start_virtlogd': start_virtlogd,
-                                  'libvirtd': self.conf.vmbeam.libvirtd}
-        argv = ['unshare', '--mount', '--propagation', 'private', '--',
-                '/bin/sh', '-c', script]
-        if self.conf.vmbeam.sibling_netns:
-            argv = ['ip', 'netns', 'exec',
-                    self.conf.vmbeam.sibling_netns] + argv
-        # Out of the starter's session and cgroup before it runs anything.
-        self._spawned = lifetime.spawn(self.group, argv,
-                                       log_path=self.path('daemon.log'))
-        LOG.info('starting sibling %s (pid %d%s)', self.name,
-                 self._spawned.pid,
-                 ', unit %s' % self._spawned.unit if self._spawned.unit
-                 else '')
+        # Root's work (a mount namespace, the daemons), done by the
+        # privsep daemon, out of the starter's session and cgroup.
+        pid, unit = privsep_daemons.start_libvirtd(
+            self.base, self.group, self.conf.vmbeam.libvirtd,
+            virtlogd=virtlogd_binary,
+            netns=self.conf.vmbeam.sibling_netns or None,
+            log_path=self.path('daemon.log'))
+        self._started_pid = pid
+        LOG.info('starting sibling %s (pid %d%s)', self.name, pid,
+                 ', unit %s' % unit if unit else '')
 
     def _unlink_run(self, *names):
         for name in names:
@@ -190,11 +174,12 @@ class PrivateLibvirtd:
         host = self.host()
 
         def ready():
-            if self._spawned is not None and self._spawned.failed():
+            status = None if self._started_pid is None else \
+                privsep_daemons.exit_status(self._started_pid)
+            if status is not None:
                 raise exception.SiblingStartFailed(
                     'sibling %s exited with %s: %s' %
-                    (self.name, self._spawned.returncode,
-                     self._daemon_log_tail()))
+                    (self.name, status, self._daemon_log_tail()))
             if not (os.path.exists(self.path('run', 'libvirt-sock')) and
                     host.alive()):
                 return False
@@ -239,7 +224,7 @@ class PrivateLibvirtd:
         """Signal libvirtd (fault tests, and a wedged daemon)."""
         libvirtd = self.processes()['libvirtd']
         if libvirtd is not None:
-            libvirtd.signal(sig)
+            privsep_daemons.signal(libvirtd, sig)
 
     def stop(self):
         """SIGTERM both daemons, SIGKILL what ignores it; wait until gone."""
@@ -248,20 +233,21 @@ class PrivateLibvirtd:
         daemons = {name: process for name, process in
                    self.processes().items() if process is not None}
         for process in daemons.values():
-            process.signal(signal.SIGTERM)
+            privsep_daemons.signal(process, signal.SIGTERM)
         deadline = time.monotonic() + 15
         for name, process in daemons.items():
             while process.alive():
                 if time.monotonic() > deadline:
                     LOG.warning('%s of %s ignores SIGTERM; killing it',
                                 name, self.name)
-                    process.signal(signal.SIGKILL)
+                    privsep_daemons.signal(process, signal.SIGKILL)
                     deadline += 5
                 time.sleep(0.05)
-        if self._spawned is not None:
-            self._spawned.wait()
+        if self._started_pid is not None:
+            privsep_daemons.reap(self._started_pid)
+            self._started_pid = None
         # Its cgroup goes with it (where it had one and nothing is left).
-        lifetime.remove_group(self.group)
+        cgroups.remove_group(self.group)
         LOG.info('retired sibling %s', self.name)
 
 

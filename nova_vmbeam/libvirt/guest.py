@@ -27,6 +27,7 @@ from oslo_log import log as logging
 from nova_vmbeam import exception
 from nova_vmbeam import hypervisor
 from nova_vmbeam.libvirt import config
+from nova_vmbeam.privsep import daemons as privsep_daemons
 from nova_vmbeam.qemu import monitor as monitor_mod
 from nova_vmbeam.qemu import procfs
 
@@ -135,7 +136,7 @@ class LibvirtGuest(hypervisor.GuestEndpoint):
                 # The daemon is gone or wedged: the QEMU still is not.
                 LOG.warning('libvirt could not destroy %s (%s); killing '
                             'QEMU %d', self.name, exc, process.pid)
-                process.signal(signal.SIGKILL)
+                privsep_daemons.signal(process, signal.SIGKILL)
         if process is not None:
             self._wait_gone(process)
         self.undefine()

@@ -18,9 +18,9 @@ discovered.
 """
 
 import ipaddress
-import subprocess
 
 from nova_vmbeam import exception
+from nova_vmbeam.privsep import network as privsep_network
 
 FIRST_L1 = 10
 
@@ -58,27 +58,18 @@ def l1_address(conf, generation):
             net.prefixlen)
 
 
-def _ip(*args):
-    return subprocess.run(('ip',) + args, capture_output=True, text=True)
-
-
 def ensure_bridge(conf):
     """Create the bridge with the host's address if it is missing."""
     bridge = conf.vmbeam_nested.bridge
     address, prefix = host_address(conf)
-    if _ip('link', 'show', 'dev', bridge).returncode != 0:
-        done = _ip('link', 'add', 'name', bridge, 'type', 'bridge')
-        if done.returncode != 0 and 'exists' not in done.stderr:
-            raise NetworkError(reason='cannot create bridge %s: %s' %
-                               (bridge, done.stderr.strip()),
-                               fix='Run as root with the bridge module, '
-                                   'or create the bridge yourself.')
-    have = _ip('-4', '-o', 'addr', 'show', 'dev', bridge).stdout
-    if ' %s/%d ' % (address, prefix) not in have:
-        _ip('addr', 'add', '%s/%d' % (address, prefix), 'dev', bridge)
-    _ip('link', 'set', bridge, 'up')
+    failed = privsep_network.ensure_bridge(bridge, address, prefix)
+    if failed:
+        raise NetworkError(reason='cannot create bridge %s: %s' %
+                           (bridge, failed),
+                           fix='Load the bridge module, or create the '
+                               'bridge yourself.')
     return bridge
 
 
 def remove_bridge(conf):
-    _ip('link', 'del', conf.vmbeam_nested.bridge)
+    privsep_network.remove_bridge(conf.vmbeam_nested.bridge)

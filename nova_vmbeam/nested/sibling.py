@@ -41,7 +41,6 @@ import fcntl
 import os
 import pwd
 import shutil
-import subprocess
 import time
 import uuid
 
@@ -56,6 +55,9 @@ from nova_vmbeam.nested import agent
 from nova_vmbeam.nested import appliance as appliance_mod
 from nova_vmbeam.nested import host as nested_host
 from nova_vmbeam.nested import network
+from nova_vmbeam.privsep import cgroups
+from nova_vmbeam.privsep import files as privsep_files
+from nova_vmbeam.privsep import network as privsep_network
 from nova_vmbeam.qemu import procfs
 from nova_vmbeam import records
 from nova_vmbeam.siblings import base
@@ -260,8 +262,8 @@ class NestedSibling(base.SiblingBase):
         os.makedirs(os.path.join(self.base, 'migrate'), exist_ok=True)
         qmp_dir = os.path.dirname(self.qmp_socket)
         os.makedirs(qmp_dir, exist_ok=True)
-        os.chown(qmp_dir, pw.pw_uid, pw.pw_gid)
         os.chmod(qmp_dir, 0o750)
+        privsep_files.chown(qmp_dir, pw.pw_uid, pw.pw_gid)
         if os.path.exists(self.qmp_socket):
             os.unlink(self.qmp_socket)
 
@@ -424,7 +426,7 @@ class NestedSibling(base.SiblingBase):
         """
         dom = self.l1_domain()
         if dom is None:
-            lifetime.remove_group(self.l1_group)
+            cgroups.remove_group(self.l1_group)
             return
         if dom.isActive():
             host = self.host()
@@ -437,7 +439,7 @@ class NestedSibling(base.SiblingBase):
                     'not retiring %s: guests still run in it: %s' %
                     (self.name, ', '.join(remaining)))
             stop_l1(dom, self.address)
-        lifetime.remove_group(self.l1_group)
+        cgroups.remove_group(self.l1_group)
         LOG.info('retired nested sibling %s', self.name)
 
 
@@ -467,7 +469,7 @@ def stop_l1(dom, address):
     except libvirt.libvirtError as exc:
         if exc.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID:
             raise
-    subprocess.run(['ss', '-K', 'dst', address], capture_output=True)
+    privsep_network.kill_sockets_to(address)
 
 
 def generation_of(domain_name):

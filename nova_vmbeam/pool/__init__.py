@@ -34,6 +34,7 @@ from nova_vmbeam import plugins
 from nova_vmbeam.pool import base
 from nova_vmbeam.pool import daemon
 from nova_vmbeam.pool import guard as guard_mod
+from nova_vmbeam.privsep import files as privsep_files
 from nova_vmbeam.qemu import procfs
 
 LOG = logging.getLogger(__name__)
@@ -133,7 +134,7 @@ class RamPool(base.PoolBase):
         if not os.path.isdir(self.path):
             uid, gid = self._owner_ids()
             os.makedirs(self.path, mode=0o711)
-            os.chown(self.path, uid, gid)
+            privsep_files.chown(self.path, uid, gid)
         return self.check()
 
     def check(self):

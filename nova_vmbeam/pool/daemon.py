@@ -32,7 +32,6 @@ removes it afterwards): by default its socket, pid file and log are
 import hashlib
 import os
 import shutil
-import subprocess
 import time
 
 from oslo_concurrency import lockutils
@@ -41,6 +40,8 @@ from oslo_log import log as logging
 from nova_vmbeam import exception
 from nova_vmbeam import lifetime
 from nova_vmbeam.pool import protocol
+from nova_vmbeam.privsep import cgroups
+from nova_vmbeam.privsep import daemons as privsep_daemons
 from nova_vmbeam.qemu import procfs
 from nova_vmbeam import waiting
 
@@ -124,27 +125,21 @@ def _start(conf, path, pool_dir):
         info = _answers(path)
         if info is not None:
             return info
-        argv = [find_binary(conf), '--daemon', '--socket', path,
-                '--pool-dir', pool_dir,
-                '--owner', conf.vmbeam.qemu_user,
-                '--budget-mib', str(conf.vmbeam.ram_pool_budget_mib),
-                '--reserve-mib', str(conf.vmbeam.ram_pool_reserve_mib),
-                '--pidfile', base + '.pid', '--log', base + '.log']
         started = time.monotonic()
-        # Forked away by the daemon itself; under systemd, Type=forking.
-        spawned = lifetime.spawn(group(path), argv, service_type='forking',
-                                 pid_file=base + '.pid')
-        try:
-            stdout, stderr = spawned.communicate(timeout=START_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            spawned.popen.kill()
-            spawned.communicate()
+        # Root's: started by the privsep daemon, out of the starter's
+        # cgroup (forked away by the daemon itself; under systemd,
+        # Type=forking).
+        status, stdout, stderr = privsep_daemons.start_pagemoverd(
+            group(path), find_binary(conf), path, pool_dir,
+            conf.vmbeam.qemu_user, conf.vmbeam.ram_pool_budget_mib,
+            conf.vmbeam.ram_pool_reserve_mib, START_TIMEOUT)
+        if status is None:
             raise exception.DaemonStartFailed(
                 detail='no answer within %.0f s' % START_TIMEOUT)
-        if spawned.returncode:
+        if status:
             raise exception.DaemonStartFailed(
                 detail=(stderr or stdout or b'exit status %d' %
-                        spawned.returncode).decode(errors='replace').strip())
+                        status).decode(errors='replace').strip())
         info = _answers(path)
         if info is None:
             raise exception.DaemonStartFailed(
@@ -184,5 +179,5 @@ def stop(conf, timeout=10.0):
     # Exited is enough: whoever adopted it reaps it in its own time.
     stopped = waiting.until(lambda: daemon is None or not daemon.alive(),
                             timeout, 0.01, timed_out)
-    lifetime.remove_group(group(path))
+    cgroups.remove_group(group(path))
     return stopped

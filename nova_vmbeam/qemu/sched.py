@@ -40,6 +40,7 @@ import threading
 
 from oslo_log import log as logging
 
+from nova_vmbeam.privsep import sched as privsep_sched
 from nova_vmbeam.qemu import procfs
 
 LOG = logging.getLogger(__name__)
@@ -73,98 +74,14 @@ def _threads(pid, which='other'):
 _held = {}
 _held_lock = threading.Lock()
 
-# SCHED_FIFO priority of a realtime boost: the lowest, above every normal
-# thread and below the kernel's own realtime threads.
-_FIFO_PRIORITY = 1
-
-
-# A boosted thread may start a thread or a process meanwhile (libvirtd
-# starting a QEMU, QEMU an I/O worker): it must not pass the boost on for
-# good, so boosted threads carry SCHED_RESET_ON_FORK, which starts what
-# they create, threads included, at SCHED_OTHER and nice 0.
-_RESET = os.SCHED_RESET_ON_FORK
-
-
-def _raise_nice(tid, nice, reset=_RESET):
-    old = (os.getpriority(os.PRIO_PROCESS, tid),
-           os.sched_getscheduler(tid), os.sched_getparam(tid))
-    if old[1] == os.SCHED_OTHER:
-        os.sched_setscheduler(tid, os.SCHED_OTHER | reset,
-                              os.sched_param(0))
-    if old[0] > nice:
-        os.setpriority(os.PRIO_PROCESS, tid, nice)
-    return old
-
-
-def _restore_nice(tid, old):
-    os.setpriority(os.PRIO_PROCESS, tid, old[0])
-    os.sched_setscheduler(tid, old[1], old[2])
-
-
-def _raise_fifo(tid, _nice, reset=_RESET):
-    old = (os.sched_getscheduler(tid), os.sched_getparam(tid))
-    if old[0] == os.SCHED_OTHER:
-        os.sched_setscheduler(tid, os.SCHED_FIFO | reset,
-                              os.sched_param(_FIFO_PRIORITY))
-    return old
-
-
-def _restore_fifo(tid, old):
-    os.sched_setscheduler(tid, old[0], old[1])
-
-
-def _inherited(tid, policy, nice):
-    """True if ``tid`` carries the boost of ``policy`` (passed on to it)."""
-    current = os.sched_getscheduler(tid)
-    if policy == 'realtime':
-        return (current == os.SCHED_FIFO and os.sched_getparam(
-            tid).sched_priority == _FIFO_PRIORITY)
-    return (current == os.SCHED_OTHER and
-            os.getpriority(os.PRIO_PROCESS, tid) == nice)
-
-
-def _reset(tid):
-    os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
-    os.setpriority(os.PRIO_PROCESS, tid, 0)
-
-
-_POLICIES = {'nice': (_raise_nice, _restore_nice),
-             'realtime': (_raise_fifo, _restore_fifo)}
-
 # Processes whose boosted threads pass the boost on to the threads they
 # start (pid -> moves holding it); see Boost's ``inherit_pids``.
 _inheriting = {}
 
 
-def _hold(tid, policy, nice, reset=_RESET):
-    """Boost ``tid`` or count one more holder; False if it cannot be."""
-    if tid in _held:
-        _held[tid][0] += 1
-        return True
-    try:
-        old = _POLICIES[policy][0](tid, nice, reset)
-    except OSError as exc:
-        LOG.debug('no priority boost for thread %d: %s', tid, exc)
-        return False
-    _held[tid] = [1, old]
-    return True
-
-
-def _release(tid, policy):
-    """One holder less; the last one restores ``tid``."""
-    entry = _held[tid]
-    entry[0] -= 1
-    if entry[0]:
-        return
-    del _held[tid]
-    try:
-        _POLICIES[policy][1](tid, entry[1])
-    except OSError:
-        pass   # the thread is gone
-
-
 def _active(policy, nice):
-    return policy in _POLICIES and not (policy == 'nice' and nice == 0)
+    return policy in privsep_sched.POLICIES and not (
+        policy == 'nice' and nice == 0)
 
 
 class Boost:
@@ -178,9 +95,11 @@ class Boost:
     the last boost of such a process ends, every thread of it that still
     carries the boost is set back to normal, so none keeps it for good.
 
-    Other threads started meanwhile are not raised (see _RESET). Threads
-    that cannot be changed (no CAP_SYS_NICE, or gone) are skipped: a boost
-    is an optimisation, never a reason for a move to fail.
+    Other threads started meanwhile are not raised (SCHED_RESET_ON_FORK,
+    privsep/sched.py). Threads that cannot be changed (gone, or refused
+    by the kernel) are skipped: a boost is an optimisation, never a reason
+    for a move to fail. The changes are made by the privsep daemon, one
+    call for the whole batch each way.
     """
 
     def __init__(self, pids, policy, nice=0, vcpus=False, inherit_pids=()):
@@ -196,35 +115,57 @@ class Boost:
         if not _active(self.policy, self.nice):
             return self
         with _held_lock:
+            wanted = []   # (tid, reset on fork) not yet held by any move
             for pid in self.pids:
-                reset = _RESET
+                reset = True
                 if pid in self.inherit_pids:
-                    reset = 0
+                    reset = False
                     _inheriting[pid] = _inheriting.get(pid, 0) + 1
                     self._inheriting.append(pid)
                 for tid in _threads(pid,
                                     'vcpus' if self.vcpus else 'other'):
-                    if _hold(tid, self.policy, self.nice, reset):
+                    if tid in _held:
+                        _held[tid][0] += 1
                         self._tids.append(tid)
+                    else:
+                        wanted.append((tid, reset))
+            if wanted:
+                try:
+                    raised = privsep_sched.raise_threads(
+                        self.policy, self.nice, wanted)
+                except Exception as exc:
+                    LOG.debug('no priority boost: %s', exc)
+                    raised = {}
+                for tid, old in raised.items():
+                    _held[tid] = [1, old]
+                    self._tids.append(tid)
         return self
 
     def __exit__(self, *exc_info):
         with _held_lock:
+            restore = []
             for tid in self._tids:
-                _release(tid, self.policy)
+                entry = _held[tid]
+                entry[0] -= 1
+                if not entry[0]:
+                    del _held[tid]
+                    restore.append((tid, entry[1]))
+            inherited = []
             for pid in self._inheriting:
                 _inheriting[pid] -= 1
                 if _inheriting[pid]:
                     continue
                 del _inheriting[pid]
-                for tid in _threads(pid, 'all'):
-                    if tid in _held or tid in self._tids:
-                        continue
-                    try:
-                        if _inherited(tid, self.policy, self.nice):
-                            _reset(tid)
-                    except OSError:
-                        pass   # the thread is gone
+                inherited += [tid for tid in _threads(pid, 'all')
+                              if tid not in _held and tid not in self._tids]
+            try:
+                if restore:
+                    privsep_sched.restore_threads(self.policy, restore)
+                if inherited:
+                    privsep_sched.reset_inherited(self.policy, self.nice,
+                                                  inherited)
+            except Exception as exc:
+                LOG.warning('could not restore thread priorities: %s', exc)
             self._tids = []
             self._inheriting = []
         return False

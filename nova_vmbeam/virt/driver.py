@@ -48,6 +48,7 @@ from nova_vmbeam import exception
 from nova_vmbeam import guest as guest_mod
 from nova_vmbeam.libvirt import config as engine_config
 from nova_vmbeam.libvirt import host as engine_host
+from nova_vmbeam.privsep import files as privsep_files
 from nova_vmbeam.rejuvenation import orchestrator as orchestrator_mod
 from nova_vmbeam import rpc
 from nova_vmbeam.rpc import server as rpc_server
@@ -253,7 +254,7 @@ class VMBeamDriver(libvirt_driver.LibvirtDriver):
             file_path = os.path.join(path, name)
             if name in _NOT_QEMUS or not os.path.isfile(file_path):
                 continue
-            os.chown(file_path, *ids)
+            privsep_files.chown(file_path, *ids)
 
     def _live_snapshot(self, context, instance, guest, disk_path, out_path,
                        *args, **kwargs):
@@ -262,11 +263,9 @@ class VMBeamDriver(libvirt_driver.LibvirtDriver):
         # instead (qemu-img keeps the file's owner when it writes it).
         ids = self._qemu_ids()
         if ids is not None:
-            fd = os.open(out_path + '.delta', os.O_WRONLY | os.O_CREAT, 0o600)
-            try:
-                os.fchown(fd, *ids)
-            finally:
-                os.close(fd)
+            delta = out_path + '.delta'
+            os.close(os.open(delta, os.O_WRONLY | os.O_CREAT, 0o600))
+            privsep_files.chown(delta, *ids)
         return super()._live_snapshot(context, instance, guest, disk_path,
                                       out_path, *args, **kwargs)
 
@@ -285,14 +284,14 @@ class VMBeamDriver(libvirt_driver.LibvirtDriver):
         if 'vmbeam_owner' not in data:
             st = os.stat(path)
             data['vmbeam_owner'] = [st.st_uid, st.st_gid]
-        os.chown(path, *ids)
+        privsep_files.chown(path, *ids)
 
     def _disconnect_volume(self, context, connection_info, instance,
                            *args, **kwargs):
         data = connection_info.get('data') or {}
         path, owner = data.get('device_path'), data.get('vmbeam_owner')
         if path and owner and os.path.exists(path):
-            os.chown(path, *owner)
+            privsep_files.chown(path, *owner)
             del data['vmbeam_owner']
         super()._disconnect_volume(context, connection_info, instance,
                                    *args, **kwargs)

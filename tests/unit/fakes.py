@@ -12,11 +12,13 @@
 
 """Scripted stand-ins for QEMU endpoints, to test mover control flow."""
 
+import fixtures
 from oslo_config import cfg
 
 from nova_vmbeam.conf import driver
 from nova_vmbeam.conf import vmbeam
 from nova_vmbeam import hypervisor
+from nova_vmbeam.privsep import vmbeam_pctxt
 
 
 def make_conf(**overrides):
@@ -116,3 +118,16 @@ class FakeHypervisor(hypervisor.Hypervisor):
         if self.on_launch:
             self.on_launch(dest)
         return dest
+
+
+class InProcessPrivsep(fixtures.Fixture):
+    """Run privsep entrypoints in the test's own process.
+
+    As Nova's PrivsepFixture: what a unit test fakes (cgroup mounts, /proc,
+    os calls) is then what the entrypoints see. Functional tests go
+    through the real privsep daemon.
+    """
+
+    def _setUp(self):
+        vmbeam_pctxt.set_client_mode(False)
+        self.addCleanup(vmbeam_pctxt.set_client_mode, True)

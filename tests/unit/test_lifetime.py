@@ -26,6 +26,7 @@ import testtools
 from nova_vmbeam.libvirt import daemon as libvirt_daemon
 from nova_vmbeam import lifetime
 from nova_vmbeam.pool import daemon as pool_daemon
+from nova_vmbeam.privsep import cgroups
 from nova_vmbeam.qemu import procfs
 from tests.unit import fakes
 
@@ -89,6 +90,7 @@ class CgroupTreeTestCase(testtools.TestCase):
 
     def setUp(self):
         super().setUp()
+        self.useFixture(fakes.InProcessPrivsep())
         self.root = self.useFixture(fixtures.TempDir()).path
         self.mounts = [
             procfs.CgroupMount('cgroup2', frozenset({'rw'}), '/',
@@ -155,7 +157,7 @@ class TestHierarchies(CgroupTreeTestCase):
 class TestCgroupWrites(CgroupTreeTestCase):
 
     def test_move_into_makes_the_group_and_writes_the_pid(self):
-        moved = lifetime.move_into(4242, 'gen2-0123abcd', ['', 'pids'])
+        moved = cgroups.move_into(4242, 'gen2-0123abcd', ['', 'pids'])
         self.assertEqual(
             [os.path.join(self.root, 'unified', 'vmbeam', 'gen2-0123abcd'),
              os.path.join(self.root, 'pids', 'vmbeam', 'gen2-0123abcd')],
@@ -166,33 +168,33 @@ class TestCgroupWrites(CgroupTreeTestCase):
 
     def test_move_into_takes_typed_arguments_only(self):
         for pid in ('4242', 0, -1, True, 1.5):
-            self.assertRaises(ValueError, lifetime.move_into, pid, 'gen1-a',
+            self.assertRaises(ValueError, cgroups.move_into, pid, 'gen1-a',
                               [''])
         for group in ('../x', 'a/b', '', 'Gen1', 'x' * 64, None, 'a b'):
-            self.assertRaises(ValueError, lifetime.move_into, 1, group, [''])
-        self.assertRaises(ValueError, lifetime.move_into, 1, 'gen1-a',
+            self.assertRaises(ValueError, cgroups.move_into, 1, group, [''])
+        self.assertRaises(ValueError, cgroups.move_into, 1, 'gen1-a',
                           ['freezer'])
         self.assertEqual([], os.listdir(os.path.join(self.root, 'unified')))
 
     def test_remove_group_where_empty(self):
-        lifetime.move_into(4242, 'gen1-a', ['', 'pids'])
+        cgroups.move_into(4242, 'gen1-a', ['', 'pids'])
         for hierarchy in ('unified', 'pids'):
             # What the kernel shows of an empty cgroup: rmdir takes it.
             os.unlink(os.path.join(self.root, hierarchy, 'vmbeam', 'gen1-a',
                                    'cgroup.procs'))
-        self.assertTrue(lifetime.remove_group('gen1-a'))
+        self.assertTrue(cgroups.remove_group('gen1-a'))
         self.assertEqual([], os.listdir(os.path.join(self.root, 'unified',
                                                      'vmbeam')))
         # Nothing to remove is no error.
-        self.assertTrue(lifetime.remove_group('gen1-a'))
+        self.assertTrue(cgroups.remove_group('gen1-a'))
 
     def test_remove_group_leaves_one_that_holds_a_process(self):
         busy = OSError(errno.EBUSY, 'Device or resource busy')
         with mock.patch('os.rmdir', side_effect=busy):
-            self.assertFalse(lifetime.remove_group('gen1-a'))
+            self.assertFalse(cgroups.remove_group('gen1-a'))
         other = OSError(errno.EACCES, 'Permission denied')
         with mock.patch('os.rmdir', side_effect=other):
-            self.assertRaises(OSError, lifetime.remove_group, 'gen1-a')
+            self.assertRaises(OSError, cgroups.remove_group, 'gen1-a')
 
 
 class TestDetach(CgroupTreeTestCase):
@@ -217,7 +219,7 @@ class TestDetach(CgroupTreeTestCase):
 
     def test_a_failed_move_is_logged_not_raised(self):
         logger = self.useFixture(fixtures.FakeLogger())
-        with mock.patch('nova_vmbeam.lifetime.move_into',
+        with mock.patch('nova_vmbeam.privsep.cgroups.move_into',
                         side_effect=PermissionError(errno.EACCES, 'no')):
             self.assertEqual([], lifetime.detach(4242, 'gen1-a'))
         self.assertIn('will die with it', logger.output)

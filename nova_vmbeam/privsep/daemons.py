@@ -1,0 +1,170 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+
+"""Starting, signalling and reaping root daemons (privsep entrypoints).
+
+The daemons a generation runs (libvirtd and virtlogd in a mount namespace,
+vmbeam-pagemoverd) run as root and outlive nova-compute (lifetime.py).
+They are started here, in the privsep daemon, whose children they are;
+what they are started with is built here from typed arguments:
+
+* binaries must be root's own and writable by no one else (check_binary),
+  so an unprivileged caller can start only what root installed;
+* state directories and sockets are absolute paths;
+* nothing is ever given to a shell.
+
+The privsep daemon keeps what it started (by pid) to tell the caller
+whether a start failed and to reap it; a pid it did not start is only
+ever signalled through its identity (pid and start time).
+"""
+
+import os
+import re
+import stat
+import subprocess
+import sys
+import threading
+
+from nova_vmbeam import lifetime
+from nova_vmbeam.privsep import vmbeam_pctxt
+from nova_vmbeam.qemu import procfs
+
+_NETNS = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$')
+
+# pid -> lifetime.Spawned, in the privsep daemon
+_started = {}
+_started_lock = threading.Lock()
+
+
+def check_binary(path):
+    """Refuse a binary that is not root's own, or that others may change."""
+    if not isinstance(path, str) or not os.path.isabs(path):
+        raise ValueError('not an absolute path: %r' % (path,))
+    real = os.path.realpath(path)
+    st = os.stat(real)
+    if not stat.S_ISREG(st.st_mode) or not st.st_mode & 0o111:
+        raise ValueError('%s is not an executable file' % path)
+    directory = real
+    while True:
+        st = os.stat(directory)
+        if st.st_uid != 0 or st.st_mode & 0o022:
+            raise ValueError(
+                '%s may be changed by someone other than root (%s is owned '
+                'by uid %d, mode %o): install it as root, writable by root '
+                'only' % (path, directory, st.st_uid, st.st_mode & 0o7777))
+        if directory == '/':
+            return real
+        directory = os.path.dirname(directory)
+
+
+def check_path(path):
+    if not isinstance(path, str) or not os.path.isabs(path) or \
+            os.path.normpath(path) != path:
+        raise ValueError('not an absolute, normal path: %r' % (path,))
+    return path
+
+
+def _keep(spawned):
+    with _started_lock:
+        _started[spawned.pid] = spawned
+    return spawned.pid, spawned.unit
+
+
+@vmbeam_pctxt.entrypoint
+def start_libvirtd(base, group, libvirtd, virtlogd=None, netns=None,
+                   log_path=None):
+    """Start a generation's libvirtd (and virtlogd) under ``base``.
+
+    ``virtlogd`` None: the generation's virtlogd runs already and is
+    reused. ``netns``: a network namespace to run in. Returns (pid of the
+    namespace's first process, systemd unit or None).
+    """
+    check_path(base)
+    if not os.path.isdir(base) or os.path.islink(base):
+        raise ValueError('%s is not a directory' % base)
+    argv = ['unshare', '--mount', '--propagation', 'private', '--',
+            sys.executable, '-m', 'nova_vmbeam.libvirt.namespace',
+            '--base', base, '--libvirtd', check_binary(libvirtd)]
+    if virtlogd is not None:
+        argv += ['--virtlogd', check_binary(virtlogd)]
+    if netns:
+        if not _NETNS.match(netns):
+            raise ValueError('not a network namespace name: %r' % (netns,))
+        argv = ['ip', 'netns', 'exec', netns] + argv
+    return _keep(lifetime.spawn(group, argv, log_path=log_path and
+                                check_path(log_path)))
+
+
+@vmbeam_pctxt.entrypoint
+def start_pagemoverd(group, binary, socket_path, pool_dir, owner, budget_mib,
+                     reserve_mib, timeout):
+    """Start vmbeam-pagemoverd; (exit status of its start, stdout, stderr).
+
+    The daemon forks itself away (--daemon) once it serves; the status is
+    that of the process started here, None if it did not get that far
+    within ``timeout`` seconds (it is then killed).
+    """
+    base = os.path.splitext(check_path(socket_path))[0]
+    argv = [check_binary(binary), '--daemon', '--socket', socket_path,
+            '--pool-dir', check_path(pool_dir), '--owner', str(owner),
+            '--budget-mib', str(int(budget_mib)),
+            '--reserve-mib', str(int(reserve_mib)),
+            '--pidfile', base + '.pid', '--log', base + '.log']
+    spawned = lifetime.spawn(group, argv, service_type='forking',
+                             pid_file=base + '.pid')
+    try:
+        stdout, stderr = spawned.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        spawned.popen.kill()
+        stdout, stderr = spawned.communicate()
+        return None, stdout, stderr
+    return spawned.returncode, stdout, stderr
+
+
+@vmbeam_pctxt.entrypoint
+def exit_status(pid):
+    """The exit status of a daemon started here; None while it runs.
+
+    None too for a pid this privsep daemon did not start (another one, or
+    an earlier privsep daemon, started it).
+    """
+    with _started_lock:
+        spawned = _started.get(pid)
+    if spawned is None or not spawned.failed():
+        return None
+    return spawned.returncode
+
+
+@vmbeam_pctxt.entrypoint
+def reap(pid, timeout=None):
+    """Wait for a daemon started here to exit, and forget it."""
+    with _started_lock:
+        spawned = _started.pop(pid, None)
+    if spawned is not None:
+        spawned.wait(timeout)
+
+
+@vmbeam_pctxt.entrypoint
+def signal_process(pid, start_ticks, sig):
+    """Send ``sig`` to the process (pid, start time); False if it is gone.
+
+    The start time makes sure a process that got the pid later is never
+    signalled (procfs.ProcessIdentity.signal).
+    """
+    return procfs.ProcessIdentity(int(pid), int(start_ticks)).signal(
+        int(sig))
+
+
+def signal(process, sig):
+    """Signal ``process`` (a procfs.ProcessIdentity) with root's rights."""
+    return signal_process(process.pid, process.start_ticks, int(sig))

@@ -1,0 +1,58 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+
+"""Files handed to the QEMU user and back (privsep entrypoints).
+
+Generations never chown (two of them share an instance's files during a
+move), so what QEMU opens is made the QEMU user's beforehand: instance
+files, a generation's migrate directory, the RAM pool, Cinder volumes.
+"""
+
+import os
+import stat
+
+from nova_vmbeam.privsep import vmbeam_pctxt
+
+
+def _check_ids(uid, gid):
+    for value in (uid, gid):
+        if not isinstance(value, int) or isinstance(value, bool) or \
+                value < 0:
+            raise ValueError('not a user or group id: %r' % (value,))
+
+
+@vmbeam_pctxt.entrypoint
+def chown(path, uid, gid):
+    """Give ``path`` to ``uid``:``gid``.
+
+    A regular file or directory is changed only where it is, never
+    through a symbolic link (one planted in an instance directory cannot
+    hand /etc/shadow to QEMU). A block device may be named through links
+    (os-brick's /dev/disk/by-path/...), as long as it is one under /dev.
+    """
+    if not isinstance(path, str) or not os.path.isabs(path):
+        raise ValueError('not an absolute path: %r' % (path,))
+    _check_ids(uid, gid)
+    real = os.path.realpath(path)
+    if real.startswith('/dev/') and stat.S_ISBLK(os.stat(real).st_mode):
+        os.chown(real, uid, gid)
+        return
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            raise ValueError('%s is neither a file, a directory nor a block '
+                             'device' % path)
+        os.fchown(fd, uid, gid)
+    finally:
+        os.close(fd)
