@@ -134,6 +134,22 @@ def with_partition(xml, partition):
     return ET.tostring(domain, encoding='unicode')
 
 
+def without_partition(xml):
+    """``xml`` without a resource partition (libvirt's default, /machine).
+
+    For a guest that leaves for another host, which has partitions of its
+    own generations, not this one's.
+    """
+    domain = ET.fromstring(xml)
+    resource = domain.find('resource')
+    if resource is None or resource.find('partition') is None:
+        return xml
+    resource.remove(resource.find('partition'))
+    if not len(resource):
+        domain.remove(resource)
+    return ET.tostring(domain, encoding='unicode')
+
+
 # --- the cgroupfs writes (root; privsep entrypoints to be) -----------------
 
 def _hierarchies(mounts):
