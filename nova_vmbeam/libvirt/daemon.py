@@ -141,7 +141,7 @@ class PrivateLibvirtd:
         ``seed_cache``: a capability cache to start from (another
         daemon's ``cache_dir()``), if it exists.
         """
-        self._make_partition()
+        self.make_partition()
         if self.running():
             return
         self._prepare_dirs(seed_cache if seed_cache and
@@ -175,8 +175,8 @@ class PrivateLibvirtd:
                  ', unit %s' % self._spawned.unit if self._spawned.unit
                  else '')
 
-    def _make_partition(self):
-        """Create its guests' partition (also for daemons found running).
+    def make_partition(self):
+        """Create its guests' partition (idempotent; see partition.py).
 
         Without systemd libvirt places guests in it but never creates it;
         where systemd is PID 1 the partition is a slice, which systemd
