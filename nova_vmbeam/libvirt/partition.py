@@ -234,25 +234,48 @@ def make(partition, mounts=None):
     return made
 
 
-def remove(partition, mounts=None):
-    """Remove ``partition``'s cgroup wherever it is empty; True if gone.
+def _remove_tree(directory):
+    """rmdir the cgroups below ``directory``, deepest first, then it.
 
-    libvirt removes a guest's cgroup when the guest stops, so a retired
-    generation leaves an empty partition. One that still holds a guest's
-    cgroup stays, and says so; /machine stays (other guests use it).
+    Only cgroups without processes go: the kernel refuses to remove one
+    that has any (EBUSY), and that one and those above it stay. Returns
+    True if ``directory`` is gone.
+    """
+    for parent, children, _files in os.walk(directory, topdown=False):
+        for child in children:
+            try:
+                os.rmdir(os.path.join(parent, child))
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                if exc.errno not in (errno.EBUSY, errno.ENOTEMPTY):
+                    raise
+    try:
+        os.rmdir(directory)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        if exc.errno not in (errno.EBUSY, errno.ENOTEMPTY):
+            raise
+        return False
+    return True
+
+
+def remove(partition, mounts=None):
+    """Remove ``partition``'s cgroups where no process is left; True: all.
+
+    For a retired generation, whose QEMUs are all gone. libvirt removes a
+    guest's cgroup when the guest stops, but not that of a QEMU that died
+    while its daemon was down: such empty cgroups go with the partition.
+    A partition that still holds a process stays, and says so; /machine
+    stays (other guests use it).
     """
     path = cgroup_path(partition)
     mounts = procfs.cgroup_mounts() if mounts is None else mounts
     left = []
     for mount in _hierarchies(mounts):
         directory = os.path.join(mount.mount_point, path.lstrip('/'))
-        try:
-            os.rmdir(directory)
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            if exc.errno not in (errno.EBUSY, errno.ENOTEMPTY):
-                raise
+        if not _remove_tree(directory):
             left.append(directory)
     if left:
         LOG.info('partition cgroups %s still hold guests; left in place',

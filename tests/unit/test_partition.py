@@ -200,17 +200,24 @@ class TestCgroups(testtools.TestCase):
                             'cpuset.cpus')) as f:
             self.assertEqual('1', f.read())
 
-    def test_removed_where_empty_kept_where_a_guest_is_left(self):
+    def test_removed_where_no_process_is_left(self):
         partition.make(PARTITION, self.mounts)
         leaf = 'vmbeam-gen2-1a2b3c4d.partition'
-        # The test's directories hold files, so rmdir fails as cgroupfs
-        # would with a guest's cgroup left inside: cpuset stays.
+        # Empty cgroups of a guest whose QEMU died while its daemon was
+        # down go along.
+        os.makedirs(self.path('unified', 'machine', leaf,
+                              'qemu-1-g0.libvirt-qemu', 'emulator'))
+        # A file stands for a process: cgroupfs refuses rmdir (EBUSY)
+        # where one is left, and that cgroup stays.
         for hierarchy in ('unified', 'cpu,cpuacct'):
             directory = self.path(hierarchy, 'machine', leaf)
             for name in os.listdir(directory):
-                os.unlink(os.path.join(directory, name))
+                if not name.startswith('qemu-'):
+                    os.unlink(os.path.join(directory, name))
         self.assertFalse(partition.remove(PARTITION, self.mounts))
         self.assertFalse(os.path.exists(self.path('unified', 'machine',
+                                                  leaf)))
+        self.assertFalse(os.path.exists(self.path('cpu,cpuacct', 'machine',
                                                   leaf)))
         self.assertTrue(os.path.exists(self.path('cpuset', 'machine', leaf)))
         # /machine stays: other guests live there.
