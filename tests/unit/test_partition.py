@@ -28,6 +28,7 @@ from nova_vmbeam.libvirt import host as host_mod
 from nova_vmbeam.libvirt import partition
 from nova_vmbeam import lifetime
 from nova_vmbeam.qemu import procfs
+from nova_vmbeam.rejuvenation import generations as generations_mod
 from tests.unit import fakes
 
 PARTITION = '/machine/vmbeam-gen2-1a2b3c4d'
@@ -139,6 +140,17 @@ class TestLaunch(testtools.TestCase):
         host = host_mod.Host('system', 'qemu:///system', '/tmp')
         self.assertIsNone(partition.partition_of(
             self._launch(host, DOMAIN % '')))
+
+
+class TestGenerationFoundRunning(testtools.TestCase):
+
+    def test_running_generation_gets_its_partition_made(self):
+        # One an earlier version started runs without a partition.
+        sibling = mock.Mock(running=mock.Mock(return_value=True))
+        generations = generations_mod.Generations(fakes.make_conf(), None)
+        generations.ensure_running(sibling)
+        sibling.ensure_partition.assert_called_once_with()
+        sibling.start.assert_not_called()
 
 
 # This machine's kind: cgroup v1 per controller, the unified one beside.
