@@ -19,9 +19,9 @@ says otherwise. Domain ids count from 1 in each daemon and a moving guest
 keeps its name, so without more the source and destination of a move (two
 generations' daemons) often get the very same cgroup
 ``/machine/qemu-1-<name>.libvirt-qemu``: what one daemon sets in it (CPU
-shares, the devices list, memory limits) applies to the other's QEMU too,
-and whichever daemon stops its QEMU first removes the cgroup under the
-other.
+shares, the devices list, memory limits) applies to the other's QEMU too
+(measured on this project's test machines: two generations' guests of one
+name, both ``qemu-1-<name>``, in one cgroup).
 
 Nothing in libvirtd's configuration changes the machine name (only the
 embedded driver, ``qemu:///embed?root=``, adds a hash of its root), but
