@@ -35,6 +35,7 @@ from nova_vmbeam.qemu import process
 from nova_vmbeam.qemu import procfs
 from nova_vmbeam.qemu import version
 from nova_vmbeam.rejuvenation import orchestrator as orchestrator_mod
+from nova_vmbeam import waiting
 from vmbeam_devtools import guestimage
 
 LOG = logging.getLogger(__name__)
@@ -296,19 +297,33 @@ class LibvirtTestbed(Testbed):
 
     def cleanup(self):
         state = self.orchestrator.state()
+        dead = []
         for number in state.generations:
             sibling = self.orchestrator.sibling(number, state)
-            if sibling.running():
-                host = sibling.host()
-                try:
-                    for endpoint in host.guests():
-                        endpoint.destroy()
-                except Exception:
-                    LOG.exception('destroying guests of %s', sibling.name)
-                finally:
-                    host.close()
-                sibling.retire()
+            if not sibling.running():
+                if state.generations[number].state != 'retired':
+                    dead.append(sibling)
+                continue
+            host = sibling.host()
+            try:
+                for endpoint in host.guests():
+                    endpoint.destroy()
+            except Exception:
+                LOG.exception('destroying guests of %s', sibling.name)
+            finally:
+                host.close()
+            sibling.retire()
         self._kill_strays()
+        # A generation whose daemon was killed (fault tests) was never
+        # retired: what it leaves (its cgroups, its guests' partition)
+        # goes once the QEMUs killed above are gone.
+        waiting.until(lambda: not procfs.qemu_pids(self.run_dir), 5.0, 0.05,
+                      lambda: None)
+        for sibling in dead:
+            try:
+                sibling.retire()
+            except Exception:
+                LOG.exception('retiring %s', sibling.name)
         for guest in self.guests:
             if guest.spec.ram.kind == guest_mod.RAM_FILE:
                 try:

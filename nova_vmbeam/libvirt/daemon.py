@@ -22,7 +22,8 @@ sibling's L0 daemon (the one the L1 VMs run under). The daemons outlive
 the process that started them, its session and its cgroup (lifetime.py:
 a systemd unit of their own, else a cgroup of their own,
 ``vmbeam/<name>-<hash of base>``); they are found again from their pid
-files.
+files. Its guests go to a resource partition of its own
+(libvirt/partition.py): no other generation's guest shares their cgroups.
 """
 
 import grp
@@ -37,6 +38,7 @@ from oslo_log import log as logging
 from nova_vmbeam import exception
 from nova_vmbeam.libvirt import host as host_mod
 from nova_vmbeam.libvirt import namespace
+from nova_vmbeam.libvirt import partition as partition_mod
 from nova_vmbeam import lifetime
 from nova_vmbeam.privsep import cgroups
 from nova_vmbeam.privsep import daemons as privsep_daemons
@@ -64,6 +66,8 @@ class PrivateLibvirtd:
         self.generation = generation
         # The daemons' own cgroup (or unit name prefix), per state path.
         self.group = lifetime.group_name(name, base)
+        # Where its guests' cgroups go, apart from other generations'.
+        self.partition = partition_mod.name_for(self.group)
         self._started_pid = None   # the namespace's first process
 
     def path(self, *parts):
@@ -89,7 +93,8 @@ class PrivateLibvirtd:
                              pid_dir=self.path('run'),
                              log_dir=self.path('log'),
                              daemon_pid_file=self.path('run',
-                                                       'libvirtd.pid'))
+                                                       'libvirtd.pid'),
+                             partition=self.partition)
 
     def _prepare_dirs(self, seed_cache=None):
         for private, _target in PRIVATE_DIRS:
@@ -128,6 +133,7 @@ class PrivateLibvirtd:
         ``seed_cache``: a capability cache to start from (another
         daemon's ``cache_dir()``), if it exists.
         """
+        self.make_partition()
         if self.running():
             return
         self._prepare_dirs(seed_cache if seed_cache and
@@ -152,6 +158,23 @@ class PrivateLibvirtd:
         self._started_pid = pid
         LOG.info('starting sibling %s (pid %d%s)', self.name, pid,
                  ', unit %s' % unit if unit else '')
+
+    def make_partition(self):
+        """Create its guests' partition (idempotent; see partition.py).
+
+        Without systemd libvirt places guests in it but never creates it;
+        where systemd is PID 1 the partition is a slice, which systemd
+        makes on demand, and its cgroup tree is not ours to write.
+        """
+        if lifetime.systemd_booted():
+            return
+        try:
+            cgroups.make_partition(self.partition)
+        except OSError as exc:
+            # No guest could start in this generation.
+            raise exception.SiblingStartFailed(
+                'sibling %s: cannot make the cgroups of its guests\' '
+                'partition %s: %s' % (self.name, self.partition, exc))
 
     def _unlink_run(self, *names):
         for name in names:
@@ -248,6 +271,8 @@ class PrivateLibvirtd:
             self._started_pid = None
         # Its cgroup goes with it (where it had one and nothing is left).
         cgroups.remove_group(self.group)
+        if not lifetime.systemd_booted():
+            cgroups.remove_partition(self.partition)
         LOG.info('retired sibling %s', self.name)
 
 

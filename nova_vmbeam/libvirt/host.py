@@ -32,6 +32,7 @@ from nova_vmbeam import exception
 from nova_vmbeam import hypervisor
 from nova_vmbeam.libvirt import config
 from nova_vmbeam.libvirt import guest as guest_mod
+from nova_vmbeam.libvirt import partition as partition_mod
 from nova_vmbeam.qemu import procfs
 
 LOG = logging.getLogger(__name__)
@@ -89,8 +90,11 @@ class Host(hypervisor.Hypervisor):
 
     def __init__(self, name, uri, run_dir, pid_dir='/run/libvirt',
                  log_dir='/var/log/libvirt',
-                 daemon_pid_file='/run/libvirtd.pid'):
+                 daemon_pid_file='/run/libvirtd.pid', partition=None):
         self.name = name
+        # The resource partition of the guests it starts (None: libvirt's
+        # default); see libvirt/partition.py.
+        self.partition = partition
         self.daemon_pid_file = daemon_pid_file
         self.uri = uri
         self._run_dir = run_dir
@@ -180,6 +184,10 @@ class Host(hypervisor.Hypervisor):
         before the failure is raised (_remove_half_created).
         """
         xml = spec.domain_xml
+        if self.partition:
+            # Also for a guest of another generation: its XML names that
+            # generation's partition.
+            xml = partition_mod.with_partition(xml, self.partition)
         if incoming:
             xml = config.for_destination(xml, incoming)
         flags = libvirt.VIR_DOMAIN_START_PAUSED if paused else 0

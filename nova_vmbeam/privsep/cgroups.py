@@ -26,6 +26,7 @@ import re
 
 from oslo_log import log as logging
 
+from nova_vmbeam.libvirt import partition as partition_mod
 from nova_vmbeam.privsep import vmbeam_pctxt
 from nova_vmbeam.qemu import procfs
 
@@ -35,6 +36,10 @@ LOG = logging.getLogger(__name__)
 PARENT = 'vmbeam'
 #: the unified (v2) hierarchy's key, as /proc/<pid>/cgroup names it
 UNIFIED = ''
+# The v1 cpuset files a new cpuset cgroup starts empty in: no task may
+# join it until they are set, so they are copied from the parent (as
+# libvirt does for the cgroups it makes itself).
+CPUSET_INHERITED = ('cpuset.cpus', 'cpuset.mems')
 #: a group's name, as lifetime.group_name makes it
 GROUP = re.compile(r'^[a-z0-9][a-z0-9.-]{0,62}$')
 
@@ -102,3 +107,147 @@ def remove_group(group):
         LOG.info('cgroups %s still hold processes; left in place',
                  ', '.join(left))
     return not left
+
+
+# --- a generation's guest partition (libvirt/partition.py) -------------------
+
+def _guest_hierarchies(mounts):
+    """The mounted hierarchies libvirt makes guest cgroups in.
+
+    The unified one and every v1 hierarchy with a controller; not a named
+    v1 hierarchy without controllers (name=systemd), where libvirt never
+    makes a directory.
+    """
+    for mount in mounts:
+        if mount.fstype == 'cgroup2':
+            yield mount
+        elif mount.fstype == 'cgroup' and not any(
+                option.startswith('name=') for option in mount.options):
+            yield mount
+
+
+def _make_cgroup(mount, path):
+    """mkdir ``path`` below ``mount``; True if it was made now."""
+    directory = os.path.join(mount.mount_point, path.lstrip('/'))
+    try:
+        os.mkdir(directory, 0o755)
+    except FileExistsError:
+        return False
+    if mount.fstype == 'cgroup' and 'cpuset' in mount.options:
+        parent = os.path.dirname(directory)
+        for name in CPUSET_INHERITED:
+            with open(os.path.join(parent, name)) as f:
+                value = f.read().strip()
+            with open(os.path.join(directory, name), 'w') as f:
+                f.write(value)
+    return True
+
+
+def _delegate_controllers(mount, path):
+    """Let the cgroups below ``path`` (v2) use the controllers it has.
+
+    On cgroup v2 a child only gets the controllers its parent enables in
+    cgroup.subtree_control; libvirt enables them in the partition for the
+    guest's cgroup, but only if the partition has them itself. A
+    controller that cannot be enabled (held by threaded children, say) is
+    left out, as libvirt leaves it out.
+    """
+    directory = os.path.join(mount.mount_point, path.lstrip('/'))
+    try:
+        with open(os.path.join(directory, 'cgroup.controllers')) as f:
+            controllers = f.read().split()
+    except OSError:
+        return
+    for controller in controllers:
+        try:
+            with open(os.path.join(directory, 'cgroup.subtree_control'),
+                      'w') as f:
+                f.write('+%s' % controller)
+        except OSError as exc:
+            LOG.debug('controller %s not enabled below %s: %s', controller,
+                      directory, exc)
+
+
+def make_partition_in(partition, mounts):
+    """Create ``partition``'s cgroup in each hierarchy; the new directories.
+
+    Also /machine where it does not exist yet (libvirt makes it only for
+    guests of the default partition). Idempotent: a daemon restarted, or
+    a generation found running, makes it again without harm.
+    """
+    path = partition_mod.cgroup_path(partition)
+    made = []
+    for mount in _guest_hierarchies(mounts):
+        # (cgroup, its parent): a cgroup made now gets the controllers of
+        # its parent, as when libvirt makes one.
+        for part, parent in ((partition_mod.PARENT, '/'),
+                             (path, partition_mod.PARENT)):
+            if not _make_cgroup(mount, part):
+                continue
+            made.append(os.path.join(mount.mount_point, part.lstrip('/')))
+            if mount.fstype == 'cgroup2':
+                _delegate_controllers(mount, parent)
+                _delegate_controllers(mount, part)
+    if made:
+        LOG.debug('made cgroups %s', ', '.join(made))
+    return made
+
+
+def _remove_tree(directory):
+    """rmdir the cgroups below ``directory``, deepest first, then it.
+
+    Only cgroups without processes go: the kernel refuses to remove one
+    that has any (EBUSY), and that one and those above it stay. Returns
+    True if ``directory`` is gone.
+    """
+    for parent, children, _files in os.walk(directory, topdown=False):
+        for child in children:
+            try:
+                os.rmdir(os.path.join(parent, child))
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                if exc.errno not in (errno.EBUSY, errno.ENOTEMPTY):
+                    raise
+    try:
+        os.rmdir(directory)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        if exc.errno not in (errno.EBUSY, errno.ENOTEMPTY):
+            raise
+        return False
+    return True
+
+
+def remove_partition_in(partition, mounts):
+    """Remove ``partition``'s cgroups where no process is left; True: all.
+
+    For a retired generation, whose QEMUs are all gone. libvirt removes a
+    guest's cgroup when the guest stops, but not that of a QEMU that died
+    while its daemon was down: such empty cgroups go with the partition.
+    A partition that still holds a process stays, and says so; /machine
+    stays (other guests use it).
+    """
+    path = partition_mod.cgroup_path(partition)
+    left = []
+    for mount in _guest_hierarchies(mounts):
+        directory = os.path.join(mount.mount_point, path.lstrip('/'))
+        if not _remove_tree(directory):
+            left.append(directory)
+    if left:
+        LOG.info('partition cgroups %s still hold guests; left in place',
+                 ', '.join(left))
+    return not left
+
+
+@vmbeam_pctxt.entrypoint
+def make_partition(partition):
+    """Create a generation's guest partition (see make_partition_in)."""
+    return make_partition_in(partition, procfs.cgroup_mounts())
+
+
+@vmbeam_pctxt.entrypoint
+def remove_partition(partition):
+    """Remove a retired generation's partition (see remove_partition_in)."""
+    return remove_partition_in(partition, procfs.cgroup_mounts())

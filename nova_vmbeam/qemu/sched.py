@@ -197,9 +197,12 @@ class CpuSharesBoost:
     against each other by their weight: raising the threads' priority
     only orders them within the guest's cgroup. For the switchover, the
     cgroups of the moving guest's source and destination weigh
-    ``factor`` times as much as before. Two endpoints in one cgroup (two
-    generations' daemons name a domain's cgroup alike) raise it once,
-    and it is restored through whichever of them still exists.
+    ``factor`` times as much as before. Each generation's guests have
+    cgroups of their own (libvirt/partition.py), so source and destination
+    are raised each in its own; two endpoints found in one cgroup (guests
+    started before generations had partitions: two daemons name a domain's
+    cgroup alike) raise it once, and it is restored through whichever of
+    them still exists.
     Endpoints without a cgroup and failures are skipped, as with Boost.
     """
 

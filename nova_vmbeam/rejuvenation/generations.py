@@ -95,6 +95,9 @@ class Generations:
             sibling.wait_ready(self.conf.vmbeam.sibling_start_timeout)
             self._wait_reconnected(sibling,
                                    self.conf.vmbeam.sibling_start_timeout)
+        # Its guests' partition, also where it was never made: a
+        # generation an earlier version started.
+        sibling.ensure_partition()
 
     @staticmethod
     def _wait_reconnected(sibling, timeout):

@@ -54,6 +54,17 @@ class SiblingBase(metaclass=abc.ABCMeta):
     #: path of the daemon's libvirt socket, if it has one on this host
     socket_path = None
 
+    #: libvirt resource partition of its guests (<resource><partition>),
+    #: or None for libvirt's default; see nova_vmbeam/libvirt/partition.py
+    partition = None
+
+    def ensure_partition(self):
+        """Make sure ``partition`` exists, where it must be made.
+
+        Idempotent. For a generation found running, too: one an earlier
+        version started has none yet.
+        """
+
     @abc.abstractmethod
     def host(self):
         """A nova_vmbeam.libvirt.host.Host (a move target) for it."""

@@ -69,6 +69,10 @@ class ColocatedSibling(base.SiblingBase):
         return self.daemon.uri
 
     @property
+    def partition(self):
+        return self.daemon.partition
+
+    @property
     def migrate_dir(self):
         return self.daemon.migrate_dir
 
@@ -82,6 +86,9 @@ class ColocatedSibling(base.SiblingBase):
         """Start the daemons (reusing seed_from's capability cache)."""
         self.daemon.start(seed_from.cache_dir() if seed_from is not None
                           else None)
+
+    def ensure_partition(self):
+        self.daemon.make_partition()
 
     def wait_ready(self, timeout):
         self.daemon.wait_ready(timeout)

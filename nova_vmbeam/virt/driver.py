@@ -37,6 +37,7 @@ import pwd
 from nova import exception as nova_exception
 from nova import rpc as nova_rpc
 from nova.virt.libvirt import driver as libvirt_driver
+from nova.virt.libvirt import guest as libvirt_guest
 from nova.virt.libvirt import utils as libvirt_utils
 from nova.virt.libvirt import vif as libvirt_vif
 from oslo_log import log as logging
@@ -48,6 +49,7 @@ from nova_vmbeam import exception
 from nova_vmbeam import guest as guest_mod
 from nova_vmbeam.libvirt import config as engine_config
 from nova_vmbeam.libvirt import host as engine_host
+from nova_vmbeam.libvirt import partition as partition_mod
 from nova_vmbeam.privsep import files as privsep_files
 from nova_vmbeam.rejuvenation import orchestrator as orchestrator_mod
 from nova_vmbeam import rpc
@@ -296,7 +298,26 @@ class VMBeamDriver(libvirt_driver.LibvirtDriver):
         super()._disconnect_volume(context, connection_info, instance,
                                    *args, **kwargs)
 
+    def _primary_partition(self):
+        """The resource partition of the generation new guests go to.
+
+        None where that generation has none (or is not found): libvirt's
+        default partition, as before.
+        """
+        orchestrator = self._rejuvenation.orchestrator
+        state = orchestrator.state()
+        for number in sorted(state.generations, reverse=True):
+            sibling = orchestrator.sibling(number, state)
+            if sibling is not None and sibling.uri == self._host.uri:
+                return sibling.partition
+        return None
+
     def _create_guest(self, context, xml, instance, *args, **kwargs):
+        # In its generation's partition, as the guests the engine starts
+        # (Host.launch): no other generation's guest shares its cgroups.
+        partition = self._primary_partition()
+        if partition:
+            xml = partition_mod.with_partition(xml, partition)
         spec = engine_config.guest_spec(xml)
         if spec.ram.kind == guest_mod.RAM_FILE:
             ram_plan = ram.plan(instance, CONF)
@@ -351,6 +372,13 @@ class VMBeamDriver(libvirt_driver.LibvirtDriver):
         self._release_ram(instance)
         return result
 
+    def _live_migration_operation(self, context, instance, dest,
+                                  block_migration, migrate_data, guest,
+                                  device_names):
+        return super()._live_migration_operation(
+            context, instance, dest, block_migration, migrate_data,
+            _LeavingGuest(guest._domain), device_names)
+
     @staticmethod
     def _live_migration_uri(dest):
         """Reach the destination's *active* generation over ssh.
@@ -366,3 +394,21 @@ class VMBeamDriver(libvirt_driver.LibvirtDriver):
         return '%s?socket=%s' % (uri, os.path.join(
             CONF.vmbeam.state_path, orchestrator_mod.Orchestrator.
             ACTIVE_SOCKET))
+
+
+class _LeavingGuest(libvirt_guest.Guest):
+    """A guest live-migrated to another host, without this host's partition.
+
+    Its XML names the resource partition of one of this host's
+    generations, which the destination does not have: libvirt there
+    would refuse to start it. Without one it runs in the destination's
+    default partition (/machine) until the destination's next
+    rejuvenation moves it into a generation's partition there.
+    """
+
+    def migrate(self, *args, destination_xml=None, **kwargs):
+        if destination_xml:
+            destination_xml = partition_mod.without_partition(
+                destination_xml)
+        return super().migrate(*args, destination_xml=destination_xml,
+                               **kwargs)

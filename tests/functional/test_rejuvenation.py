@@ -26,6 +26,7 @@ import libvirt
 
 from nova_vmbeam import exception
 from nova_vmbeam import guest as guest_mod
+from nova_vmbeam.libvirt import partition as partition_mod
 from nova_vmbeam.qemu import procfs
 from nova_vmbeam.rejuvenation import journal as journal_mod
 from nova_vmbeam.rejuvenation import orchestrator as orchestrator_mod
@@ -169,6 +170,7 @@ class TestRejuvenation(RejuvenationTestCase):
         guests = self.boot_many(1)
         marks = self.marks(guests)
         seen = []
+        cgroups = []
         mark_switching = self.orchestrator.journal.mark_switching
 
         def shares(generation):
@@ -178,18 +180,32 @@ class TestRejuvenation(RejuvenationTestCase):
             finally:
                 host.close()
 
+        def cpu_cgroup(generation):
+            host = self.orchestrator.sibling(generation).host()
+            try:
+                return procfs.cpu_cgroup(host.guest('g0').pid)
+            finally:
+                host.close()
+
         def at_switchover(name):
             # Source and destination, while the guest is paused.
             seen.append((shares(1), shares(2)))
+            cgroups.append((cpu_cgroup(1), cpu_cgroup(2)))
             return mark_switching(name)
         self.orchestrator.journal.mark_switching = at_switchover
         before = shares(1)
         run = self.orchestrator.rejuvenate()
         self.assertEqual('completed', run.state)
-        # Raised once, also where both generations' daemons name the
-        # guest's cgroup alike (qemu-1-g0 here).
+        # Both ends raised, each in a cgroup of its own generation's
+        # (both daemons call the guest qemu-1-g0).
         factor = round(1.25 ** -self.conf.vmbeam.switchover_nice)
         self.assertEqual([(before * factor, before * factor)], seen)
+        [(source_cgroup, dest_cgroup)] = cgroups
+        self.assertNotEqual(source_cgroup, dest_cgroup)
+        for generation, cgroup in ((1, source_cgroup), (2, dest_cgroup)):
+            self.assertTrue(cgroup.startswith(partition_mod.cgroup_path(
+                self.orchestrator.sibling(generation).partition) + '/'),
+                cgroup)
         # The guest runs on at its former weight.
         self.assertEqual(before, shares(2))
         self.assert_each_runs_once_intact(guests, marks, 2)
@@ -288,6 +304,81 @@ class TestRejuvenation(RejuvenationTestCase):
         self.assertEqual('failed', state.generations[2].state)
         self.assertIsNone(state.run)
         self.assert_each_runs_once_intact(guests, marks, 1)
+
+
+class TestGenerationCgroups(RejuvenationTestCase):
+    """Two generations' guests of one name and id share no cgroup."""
+
+    @staticmethod
+    def cgroups(pid):
+        """hierarchy -> cgroup of ``pid``, where libvirt placed it.
+
+        Those below /machine: in the others (name=systemd, pids) QEMU
+        stays in its daemon's cgroup, a generation's own (lifetime.py).
+        """
+        return {key: path for key, path in procfs.cgroups(pid).items()
+                if path.startswith(partition_mod.PARENT + '/')}
+
+    @staticmethod
+    def cpu_shares_file(cgroup):
+        """The v1 cpu.shares of the domain cgroup holding ``cgroup``."""
+        for mount in procfs.cgroup_mounts():
+            if mount.fstype == 'cgroup' and 'cpu' in mount.options:
+                # The QEMU main thread is in <domain>/emulator.
+                path = os.path.join(mount.mount_point, os.path.dirname(
+                    cgroup).lstrip('/'), 'cpu.shares')
+                with open(path) as f:
+                    return int(f.read())
+        return None
+
+    def test_destination_in_other_generation_has_cgroups_of_its_own(self):
+        self.boot_many(1)
+        # A standby generation prepares the move's destination: the same
+        # guest, paused for an incoming migration, in generation 2.
+        self.orchestrator.standby()
+        source_host = self.orchestrator.sibling(1).host()
+        self.addCleanup(source_host.close)
+        dest_host = self.orchestrator.sibling(2).host()
+        self.addCleanup(dest_host.close)
+        source, dest = source_host.lookup('g0'), dest_host.lookup('g0')
+        # One name and one id: one machine name, qemu-1-g0, in both.
+        self.assertEqual(source.ID(), dest.ID())
+        [source_pid] = [p for p in self.qemu_pids('guest=g0,')
+                        if p not in self.qemu_pids('guest=g0,', '-incoming')]
+        [dest_pid] = self.qemu_pids('guest=g0,', '-incoming')
+        source_cgroups = self.cgroups(source_pid)
+        dest_cgroups = self.cgroups(dest_pid)
+        self.assertTrue(source_cgroups)
+        self.assertEqual(sorted(source_cgroups), sorted(dest_cgroups))
+        for key, path in source_cgroups.items():
+            self.assertNotEqual(path, dest_cgroups[key], key)
+        for generation, cgroups in ((1, source_cgroups), (2, dest_cgroups)):
+            prefix = partition_mod.cgroup_path(
+                self.orchestrator.sibling(generation).partition) + '/'
+            for key, path in cgroups.items():
+                self.assertTrue(path.startswith(prefix), (key, path))
+
+        # A setting of one generation's guest leaves the other's alone.
+        before = source.schedulerParameters()['cpu_shares']
+        dest.setSchedulerParametersFlags({'cpu_shares': before // 2},
+                                         libvirt.VIR_DOMAIN_AFFECT_LIVE)
+        self.assertEqual(before // 2,
+                         dest.schedulerParameters()['cpu_shares'])
+        self.assertEqual(before, source.schedulerParameters()['cpu_shares'])
+        source_cpu = procfs.cpu_cgroup(source_pid)
+        dest_cpu = procfs.cpu_cgroup(dest_pid)
+        if self.cpu_shares_file(source_cpu) is not None:   # cgroup v1
+            self.assertEqual(before, self.cpu_shares_file(source_cpu))
+            self.assertEqual(before // 2, self.cpu_shares_file(dest_cpu))
+
+        # Discarded, the standby generation takes its partition along.
+        dest_partition = self.orchestrator.sibling(2).partition
+        self.orchestrator.discard_standby()
+        self.assertEqual(before, source.schedulerParameters()['cpu_shares'])
+        for mount in procfs.cgroup_mounts():
+            self.assertFalse(os.path.exists(os.path.join(
+                mount.mount_point,
+                partition_mod.cgroup_path(dest_partition).lstrip('/'))))
 
 
 class TestRunListenerAndFallback(RejuvenationTestCase):

@@ -18,6 +18,7 @@ own, as procfs would report them.
 
 import errno
 import os
+import time
 from unittest import mock
 
 import fixtures
@@ -254,8 +255,15 @@ class TestSpawn(CgroupTreeTestCase):
 
         def detach(pid, group):
             # Still the gate, waiting: the real command has not started.
-            with open('/proc/%d/cmdline' % pid) as f:
-                seen.append((group, f.read().split('\0')))
+            # (Popen may return before the child has exec'd the gate: its
+            # cmdline is empty or its parent's until then.)
+            deadline = time.monotonic() + 10
+            cmdline = []
+            while 'vmbeam-gate' not in cmdline and \
+                    time.monotonic() < deadline:
+                with open('/proc/%d/cmdline' % pid) as f:
+                    cmdline = f.read().split('\0')
+            seen.append((group, cmdline))
             return []
         with mock.patch('nova_vmbeam.lifetime.detach', side_effect=detach):
             spawned = lifetime.spawn('gen1-a', ['echo', 'started'],

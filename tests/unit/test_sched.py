@@ -17,6 +17,7 @@ import subprocess
 import threading
 import time
 
+import fixtures
 import testtools
 
 from nova_vmbeam.qemu import sched
@@ -169,6 +170,26 @@ class TestCpuSharesBoost(testtools.TestCase):
             self.assertEqual(18432, dest['shares'])
         self.assertEqual(1024, source['shares'])
         self.assertEqual(2048, dest['shares'])
+
+    def test_endpoints_in_two_partitions_each_raised_and_restored(self):
+        # Source and destination of a move: QEMUs of two generations, each
+        # in its generation's partition (libvirt/partition.py).
+        source_group, dest_group = {'shares': 1024}, {'shares': 1024}
+        source = FakeEndpoint('src', source_group, 101)
+        dest = FakeEndpoint('dst', dest_group, 102)
+        cgroups = {
+            101: '/machine/vmbeam-gen1-aaaaaaaa.partition/'
+                 'qemu-1-g.libvirt-qemu/emulator',
+            102: '/machine/vmbeam-gen2-bbbbbbbb.partition/'
+                 'qemu-1-g.libvirt-qemu/emulator'}
+        self.useFixture(fixtures.MockPatchObject(
+            sched.procfs, 'cpu_cgroup', side_effect=cgroups.get))
+        with sched.CpuSharesBoost([source, dest], 9):
+            self.assertEqual(9216, source_group['shares'])
+            self.assertEqual(9216, dest_group['shares'])
+            source.gone = True   # retired meanwhile: nothing to restore
+        self.assertEqual(9216, source_group['shares'])
+        self.assertEqual(1024, dest_group['shares'])
 
     def test_shared_cgroup_raised_once_and_restored_by_the_survivor(self):
         shared = {'shares': 1024}

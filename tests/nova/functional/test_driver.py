@@ -45,6 +45,8 @@ import testtools.content
 
 from nova_vmbeam import conf as vmbeam_conf
 from nova_vmbeam import exception
+from nova_vmbeam.libvirt import partition as partition_mod
+from nova_vmbeam.qemu import procfs
 from nova_vmbeam.rpc import api as rpc_api
 from nova_vmbeam.virt import notifications
 from nova_vmbeam.virt import rejuvenation
@@ -313,6 +315,15 @@ class DriverOnLibvirtTestCase(ft_base.PrivateStateTestCase):
     def qemus_of(self, instance):
         return self.qemu_pids('guest=%s,' % instance.name)
 
+    def assert_in_partition_of(self, generation, instance):
+        """The instance's QEMU runs in ``generation``'s partition."""
+        [pid] = self.qemus_of(instance)
+        partition = self.driver._rejuvenation.orchestrator.sibling(
+            generation).partition
+        cgroup = procfs.cpu_cgroup(pid)
+        self.assertTrue(cgroup.startswith(
+            partition_mod.cgroup_path(partition) + '/'), cgroup)
+
     def generation_of(self, instance):
         """The generation whose daemon holds the instance's domain."""
         orchestrator = self.driver._rejuvenation.orchestrator
@@ -344,6 +355,8 @@ class TestDriverRejuvenation(DriverOnLibvirtTestCase):
                          self.driver.get_info(instance).state)
         self.assertEqual([1], self.generation_of(instance))
         self.assertEqual(1, len(self.qemus_of(instance)))
+        # Nova created it in its generation's partition.
+        self.assert_in_partition_of(1, instance)
         before = self.api.status(self.ctxt, HOST)
         self.assertEqual(1, before['active_generation'])
 
@@ -396,6 +409,7 @@ class TestDriverRejuvenation(DriverOnLibvirtTestCase):
         # the driver followed it without restarting.
         self.assertEqual([2], self.generation_of(instance))
         self.assertEqual(1, len(self.qemus_of(instance)))
+        self.assert_in_partition_of(2, instance)
         self.assertIn('gen2', self.driver._host.uri)
         self.assertEqual([], self.driver._host.secondary_uris())
         self.assertEqual(power_state.RUNNING,

@@ -246,6 +246,58 @@ class TestStartGenerations(base.DriverTestCase):
         self.assertEqual((uris[1], []), _START_GENERATIONS(self.connection))
 
 
+class TestGenerationPartitions(base.DriverTestCase):
+    """Nova's guests go to the partition of the generation they start on."""
+
+    def journal(self):
+        orchestrator = self.connection._rejuvenation.orchestrator
+        siblings = {n: colocated.ColocatedSibling(base.CONF, n)
+                    for n in (1, 2)}
+        orchestrator.journal.save(records.JournalState(
+            active=1, generations={
+                n: orchestrator.generations.record(sibling, 'active')
+                for n, sibling in siblings.items()}))
+        return siblings
+
+    def test_partition_of_the_primary_generation(self):
+        siblings = self.journal()
+        self.assertIsNone(self.connection._primary_partition())
+        self.connection._host._uri = siblings[2].uri
+        self.assertEqual(siblings[2].partition,
+                         self.connection._primary_partition())
+        self.assertNotEqual(siblings[1].partition, siblings[2].partition)
+
+    def test_created_guest_xml_names_the_partition(self):
+        created = []
+        self.stub_out(
+            'nova.virt.libvirt.driver.LibvirtDriver._create_guest',
+            lambda driver, context, xml, instance, *a, **k:
+            created.append(xml))
+        self.stub_out(
+            'nova_vmbeam.virt.driver.VMBeamDriver._primary_partition',
+            lambda driver: '/machine/vmbeam-gen2-1a2b3c4d')
+        instance = self.make_instance()
+        self.connection._create_guest(
+            self.ctxt, '<domain type="qemu"><name>%s</name><memory>65536'
+            '</memory></domain>' % instance.name, instance)
+        self.assertEqual('/machine/vmbeam-gen2-1a2b3c4d', etree.fromstring(
+            created[0]).findtext('resource/partition'))
+
+    def test_guest_leaves_for_another_host_without_partition(self):
+        sent = []
+        # (Nova's test base replaces Guest.migrate.)
+        self.stub_out('nova.virt.libvirt.guest.Guest.migrate',
+                      lambda guest, uri, destination_xml=None, **kwargs:
+                      sent.append(destination_xml))
+        xml = ('<domain><name>g</name><resource><partition>'
+               '/machine/vmbeam-gen2-1a2b3c4d</partition></resource>'
+               '</domain>')
+        driver_mod._LeavingGuest(mock.Mock()).migrate(
+            'qemu+ssh://dest/system', destination_xml=xml, flags=0)
+        self.assertEqual('g', etree.fromstring(sent[0]).findtext('name'))
+        self.assertIsNone(etree.fromstring(sent[0]).find('resource'))
+
+
 class TestAgingConfig(base.DriverTestCase):
     """nova-compute does not start on an aging config unsafe for a fleet."""
 
