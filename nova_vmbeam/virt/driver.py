@@ -265,7 +265,7 @@ class VMBeamDriver(libvirt_driver.LibvirtDriver):
         # instead (qemu-img keeps the file's owner when it writes it).
         ids = self._qemu_ids()
         if ids is not None:
-            delta = out_path + '.delta'
+            delta = os.path.abspath(out_path + '.delta')
             os.close(os.open(delta, os.O_WRONLY | os.O_CREAT, 0o600))
             privsep_files.chown(delta, *ids)
         return super()._live_snapshot(context, instance, guest, disk_path,
