@@ -20,6 +20,8 @@ cd "$top"
 command=${1:-all}
 cloud_dir=${VMBEAM_CLOUD_DIR:-/var/lib/vmbeam-cloud}
 venv=$cloud_dir/venv
+# nova-compute runs as this user, not as root (tools/cloud/aio.py).
+compute_user=${VMBEAM_CLOUD_COMPUTE_USER:-nova}
 
 if [ "$(id -u)" != 0 ]; then
     echo "run-cloud.sh: run as root (it installs packages and runs a hypervisor)" >&2
@@ -32,17 +34,41 @@ install_cloud() {
     ./tools/install.sh
     local log=$cloud_dir/install.log
     mkdir -p "$cloud_dir"
-    if [ ! -x "$venv/bin/pip" ]; then
-        python3 -m venv "$venv"
+    if ! id "$compute_user" >/dev/null 2>&1; then
+        useradd --system --user-group --no-create-home \
+            --home-dir "$cloud_dir/data/nova" --shell /usr/sbin/nologin \
+            "$compute_user"
     fi
-    # The tree's own nova-vmbeam (editable: the cloud runs what is here)
+    # The venv's interpreter must be one the compute user may run: the
+    # distribution's, not one under /root (pyenv's).
+    local python=/usr/bin/python3
+    [ -x "$python" ] || python=$(command -v python3)
+    if [ -x "$venv/bin/python" ] && ! as_compute_user "$venv/bin/python" -c ''; then
+        echo "run-cloud.sh: $compute_user cannot run $venv/bin/python; making the venv again"
+        rm -rf "$venv"
+    fi
+    if [ ! -x "$venv/bin/pip" ]; then
+        "$python" -m venv "$venv"
+    fi
+    # The tree's own nova-vmbeam (editable: the cloud runs what is here,
+    # where the compute user may read the tree; else installed from it)
     # and the shim that makes compute_driver = vmbeam.VMBeamDriver load.
+    local project=(-e '.[osc]')
+    if ! as_compute_user test -r "$top/setup.cfg"; then
+        "$venv/bin/pip" uninstall -q -y nova-vmbeam >/dev/null 2>&1 || true
+        project=('.[osc]')
+    fi
     if ! "$venv/bin/pip" install -q -r tools/cloud/requirements.txt \
-            -r requirements.txt -e '.[osc]' ./shim >"$log" 2>&1; then
+            -r requirements.txt "${project[@]}" ./shim >"$log" 2>&1; then
         cat "$log" >&2
         echo "run-cloud.sh: installing the cloud's Python packages failed (above)" >&2
         exit 1
     fi
+}
+
+as_compute_user() {
+    setpriv --reuid "$compute_user" --regid "$compute_user" --init-groups \
+        -- "$@" >/dev/null 2>&1
 }
 
 aio() {

@@ -41,6 +41,9 @@ struct conn {
 };
 
 static struct pm_ctx ctx;
+/* The user nova-compute runs as, when not root (--client-uid): it may use
+ * the daemon, and the socket is its own. (uid_t)-1: none. */
+static uid_t client_uid = (uid_t)-1;
 static struct conn *conns[MAX_CLIENTS];
 static volatile sig_atomic_t stopping;
 static int shutdown_requested;
@@ -356,9 +359,11 @@ static void handle(struct conn *c, const struct pm_msg *req,
         out_error(out, PM_E_BAD_ARGUMENT, "\"op\" (string) is required");
         return;
     }
-    if (c->uid != 0 && c->uid != getuid() && c->uid != ctx.uid) {
-        out_error(out, PM_E_PERMISSION, "only root, the daemon's user and "
-                  "the pool owner may use the pool daemon");
+    if (c->uid != 0 && c->uid != getuid() && c->uid != ctx.uid &&
+        c->uid != client_uid) {
+        out_error(out, PM_E_PERMISSION, "only root, the daemon's user, "
+                  "the pool owner and the --client-uid user may use the "
+                  "pool daemon");
         return;
     }
     if (strcmp(op, "hello") == 0) {
@@ -585,6 +590,13 @@ static int listen_on(const char *path, char *why, size_t size)
         return -1;
     }
     umask(old);
+    /* Mode 0600: only the socket's owner (and root) may connect. */
+    if (client_uid != (uid_t)-1 && chown(path, client_uid, (gid_t)-1) < 0) {
+        snprintf(why, size, "cannot give %s to uid %u: %s", path,
+                 (unsigned)client_uid, strerror(errno));
+        close(fd);
+        return -1;
+    }
     return fd;
 }
 
@@ -620,7 +632,8 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: vmbeam-pagemoverd --socket PATH --pool-dir DIR "
             "[--owner USER] [--budget-mib N] [--reserve-mib N] "
-            "[--pidfile PATH] [--log PATH] [--daemon]\n");
+            "[--client-uid UID] [--pidfile PATH] [--log PATH] "
+            "[--daemon]\n");
 }
 
 int main(int argc, char **argv)
@@ -631,6 +644,7 @@ int main(int argc, char **argv)
         { "owner", required_argument, NULL, 'o' },
         { "budget-mib", required_argument, NULL, 'b' },
         { "reserve-mib", required_argument, NULL, 'r' },
+        { "client-uid", required_argument, NULL, 'c' },
         { "pidfile", required_argument, NULL, 'p' },
         { "log", required_argument, NULL, 'l' },
         { "daemon", no_argument, NULL, 'D' },
@@ -656,6 +670,7 @@ int main(int argc, char **argv)
         case 'p': pidfile = optarg; break;
         case 'l': logfile = optarg; break;
         case 'D': daemonize = 1; break;
+        case 'c':
         case 'b':
         case 'r':
             errno = 0;
@@ -664,8 +679,12 @@ int main(int argc, char **argv)
 
                 if (opt == 'b')
                     budget = v;
-                else
+                else if (opt == 'r')
                     reserve = v;
+                else if (v < (uid_t)-1)
+                    client_uid = (uid_t)v;
+                else
+                    errno = ERANGE;
             }
             if (errno || !end || *end || optarg[0] == '-') {
                 fprintf(stderr, "vmbeam-pagemoverd: bad number %s\n",

@@ -102,13 +102,20 @@ class PrivateLibvirtd:
         etc = self.path('etc')
         # The host's daemon settings, but none of its domains or networks
         # (those live in subdirectories): a generation starts empty.
-        for name in os.listdir('/etc/libvirt'):
-            if name.endswith('.conf'):
-                shutil.copyfile(os.path.join('/etc/libvirt', name),
-                                os.path.join(etc, name))
+        # (qemu.conf is root's only: copied by the privsep daemon.)
+        privsep_files.copy_libvirt_conf(etc, os.geteuid(), os.getegid())
         with open(os.path.join(etc, 'libvirtd.conf'), 'a') as f:
             f.write('\n# nova-vmbeam generation %d\nhost_uuid = "%s"\n'
                     % (self.generation, self.host_uuid))
+            if os.geteuid() != 0:
+                # An unprivileged nova-compute reaches its daemons through
+                # the socket's group (its own), as Nova reaches the host's
+                # libvirtd through the libvirt group; no polkit.
+                f.write('unix_sock_group = "%s"\n'
+                        'unix_sock_ro_perms = "0770"\n'
+                        'unix_sock_rw_perms = "0770"\n'
+                        'auth_unix_ro = "none"\nauth_unix_rw = "none"\n'
+                        % grp.getgrgid(os.getegid()).gr_name)
         user = self.conf.vmbeam.qemu_user
         with open(os.path.join(etc, 'qemu.conf'), 'a') as f:
             # Files are shared by two generations at once: neither may
@@ -120,8 +127,14 @@ class PrivateLibvirtd:
         if seed_cache and not os.listdir(self.path('cache')):
             # QEMU's capabilities, probed by an earlier generation: saves
             # the new daemon seconds of probing at start-up.
-            shutil.copytree(seed_cache, self.path('cache'),
-                            dirs_exist_ok=True)
+            try:
+                shutil.copytree(seed_cache, self.path('cache'),
+                                dirs_exist_ok=True)
+            except (OSError, shutil.Error) as exc:
+                # The earlier daemon's files are root's: an unprivileged
+                # starter cannot read them; the new daemon probes QEMU.
+                LOG.info('sibling %s starts without a capability cache: '
+                         '%s', self.name, exc)
         os.makedirs(self.migrate_dir, exist_ok=True)
         pw = pwd.getpwnam(user)
         os.chmod(self.migrate_dir, 0o770)

@@ -56,6 +56,7 @@ from nova_vmbeam.nested import appliance as appliance_mod
 from nova_vmbeam.nested import host as nested_host
 from nova_vmbeam.nested import network
 from nova_vmbeam.privsep import cgroups
+from nova_vmbeam.privsep import daemons as privsep_daemons
 from nova_vmbeam.privsep import files as privsep_files
 from nova_vmbeam.privsep import network as privsep_network
 from nova_vmbeam.qemu import procfs
@@ -367,7 +368,7 @@ class NestedSibling(base.SiblingBase):
         rss = fds = 0
         if pid and procfs.alive(pid):
             rss = procfs.status_kib(pid, 'VmRSS')
-            fds = procfs.open_fds(pid)
+            fds = privsep_daemons.open_fds(pid)
         report = records.HealthReport(
             generation=self.generation, running=self.running(),
             address=self.address,

@@ -132,7 +132,8 @@ def _start(conf, path, pool_dir):
         status, stdout, stderr = privsep_daemons.start_pagemoverd(
             group(path), find_binary(conf), path, pool_dir,
             conf.vmbeam.qemu_user, conf.vmbeam.ram_pool_budget_mib,
-            conf.vmbeam.ram_pool_reserve_mib, START_TIMEOUT)
+            conf.vmbeam.ram_pool_reserve_mib, START_TIMEOUT,
+            client_uid=os.geteuid())
         if status is None:
             raise exception.DaemonStartFailed(
                 detail='no answer within %.0f s' % START_TIMEOUT)

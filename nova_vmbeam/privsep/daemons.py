@@ -107,12 +107,14 @@ def start_libvirtd(base, group, libvirtd, virtlogd=None, netns=None,
 
 @vmbeam_pctxt.entrypoint
 def start_pagemoverd(group, binary, socket_path, pool_dir, owner, budget_mib,
-                     reserve_mib, timeout):
+                     reserve_mib, timeout, client_uid=0):
     """Start vmbeam-pagemoverd; (exit status of its start, stdout, stderr).
 
     The daemon forks itself away (--daemon) once it serves; the status is
     that of the process started here, None if it did not get that far
-    within ``timeout`` seconds (it is then killed).
+    within ``timeout`` seconds (it is then killed). ``client_uid``: the
+    unprivileged user nova-compute runs as, who may then use the daemon
+    (0: root only, with the daemon's user and the pool owner).
     """
     base = os.path.splitext(check_path(socket_path))[0]
     argv = [check_binary(binary), '--daemon', '--socket', socket_path,
@@ -120,6 +122,10 @@ def start_pagemoverd(group, binary, socket_path, pool_dir, owner, budget_mib,
             '--budget-mib', str(int(budget_mib)),
             '--reserve-mib', str(int(reserve_mib)),
             '--pidfile', base + '.pid', '--log', base + '.log']
+    if not isinstance(client_uid, int) or client_uid < 0:
+        raise ValueError('not a user id: %r' % (client_uid,))
+    if client_uid:
+        argv += ['--client-uid', str(client_uid)]
     spawned = lifetime.spawn(group, argv, service_type='forking',
                              pid_file=base + '.pid')
     try:
@@ -152,6 +158,16 @@ def reap(pid, timeout=None):
         spawned = _started.pop(pid, None)
     if spawned is not None:
         spawned.wait(timeout)
+
+
+@vmbeam_pctxt.entrypoint
+def open_fds(pid):
+    """How many descriptors process ``pid`` has open (0 if it is gone).
+
+    /proc/<pid>/fd of a daemon run by root is root's to read; the aging
+    monitor counts them.
+    """
+    return procfs.open_fds(int(pid))
 
 
 @vmbeam_pctxt.entrypoint

@@ -56,3 +56,41 @@ def chown(path, uid, gid):
         os.fchown(fd, uid, gid)
     finally:
         os.close(fd)
+
+
+#: where the host's libvirt settings are, which every generation starts from
+LIBVIRT_CONF_DIR = '/etc/libvirt'
+
+
+@vmbeam_pctxt.entrypoint
+def copy_libvirt_conf(dest, uid, gid):
+    """Copy the host's /etc/libvirt/*.conf into ``dest``, as uid:gid's.
+
+    A generation's daemons start from the host's settings (qemu.conf is
+    root's only, mode 0600), to which its starter then adds its own.
+    Only the top-level .conf files: none of the host's domains, networks
+    or hooks.
+    """
+    if not isinstance(dest, str) or not os.path.isabs(dest):
+        raise ValueError('not an absolute path: %r' % (dest,))
+    _check_ids(uid, gid)
+    if os.path.islink(dest) or not os.path.isdir(dest):
+        raise ValueError('%s is not a directory' % dest)
+    copied = []
+    for name in sorted(os.listdir(LIBVIRT_CONF_DIR)):
+        source = os.path.join(LIBVIRT_CONF_DIR, name)
+        if not name.endswith('.conf') or not os.path.isfile(source):
+            continue
+        target = os.path.join(dest, name)
+        with open(source, 'rb') as f:
+            data = f.read()
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC |
+                     os.O_NOFOLLOW, 0o600)
+        try:
+            os.fchown(fd, uid, gid)
+            os.fchmod(fd, 0o600)
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        copied.append(name)
+    return copied

@@ -30,6 +30,7 @@ import uuid
 from oslo_log import log as logging
 
 from nova_vmbeam.libvirt import daemon as daemon_mod
+from nova_vmbeam.privsep import daemons as privsep_daemons
 from nova_vmbeam.qemu import procfs
 from nova_vmbeam import records
 from nova_vmbeam.siblings import base
@@ -111,7 +112,7 @@ class ColocatedSibling(base.SiblingBase):
         daemons = []
         for name, pid in self.pids().items():
             rss = procfs.status_kib(pid, 'VmRSS') if pid else 0
-            fds = procfs.open_fds(pid) if pid else 0
+            fds = privsep_daemons.open_fds(pid) if pid else 0
             daemons.append(records.DaemonHealth(name=name, pid=pid,
                                                 rss_kib=rss, fds=fds))
         daemon = next(d for d in daemons if d.name == 'libvirtd')

@@ -44,6 +44,8 @@ COMPUTE_LOG = os.path.join(CLOUD_DIR, 'logs', 'nova-compute.log')
 STATE_PATH = os.path.join(CLOUD_DIR, 'data', 'vmbeam')
 SWITCHING_DIR = os.path.join(STATE_PATH, 'journal.json.switching')
 COMPUTE_CONF = os.path.join(CLOUD_DIR, 'etc', 'nova', 'nova-compute.conf')
+#: whom nova-compute runs as (tools/cloud/aio.py COMPUTE_USER)
+COMPUTE_USER = os.environ.get('VMBEAM_CLOUD_COMPUTE_USER', 'nova')
 IMAGE = 'vmbeam-test-guest'
 
 WORKER_RE = re.compile(r'VMBEAM-WORKER tick=(\d+) passes=(\d+) '
@@ -69,6 +71,15 @@ class CommandFailed(Exception):
         self.stderr = proc.stderr
         super().__init__('%s exited %d:\n%s\n%s' % (
             ' '.join(argv), proc.returncode, proc.stdout, proc.stderr))
+
+
+def on_node(argv):
+    """``argv`` as an operator runs it on the compute node.
+
+    As the user nova-compute runs as, whose state it reads and writes.
+    """
+    return ['setpriv', '--reuid', COMPUTE_USER, '--regid', COMPUTE_USER,
+            '--init-groups', '--'] + list(argv)
 
 
 def openstack_cli(*args, check=True, timeout=600):

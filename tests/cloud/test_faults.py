@@ -154,9 +154,9 @@ class ComputeFaultTest(base.CloudTestCase):
         for sig in SIGNALS:
             generation = self.active_generation()
             # The operator prepares the next generation ahead of time.
-            proc = subprocess.run(
+            proc = subprocess.run(base.on_node(
                 [os.path.join(base.VENV_BIN, 'vmbeam'), '--config-file',
-                 base.COMPUTE_CONF, 'standby'],
+                 base.COMPUTE_CONF, 'standby']),
                 capture_output=True, text=True, timeout=300)
             self.assertEqual(0, proc.returncode, proc.stderr)
             status = self.rejuvenation_status()

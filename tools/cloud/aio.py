@@ -34,8 +34,10 @@ This is development tooling; nothing here ships to compute nodes.
 
 import configparser
 import dataclasses
+import hashlib
 import json
 import os
+import pwd
 import secrets
 import shutil
 import signal
@@ -69,6 +71,16 @@ SYNC_POWER_STATE_INTERVAL = int(os.environ.get(
 #: the tests of what the VMBeam commands refuse there
 PLAIN_COMPUTE = os.environ.get('VMBEAM_CLOUD_PLAIN_COMPUTE') == '1'
 PLAIN_HOST = socket.gethostname() + '-plain'
+#: nova-compute runs as this user, not root (tools/run-cloud.sh makes it);
+#: its privsep daemons (Nova's, os-brick's, os-vif's, nova-vmbeam's)
+#: start through sudo, as on a packaged compute node
+COMPUTE_USER = os.environ.get('VMBEAM_CLOUD_COMPUTE_USER', 'nova')
+#: what nova-compute (and the vmbeam command on the node) may write
+COMPUTE_STATE = os.path.join(DATA, 'vmbeam')
+COMPUTE_LOCKS = os.path.join(DATA, 'locks-compute')
+#: the sudo rule that lets COMPUTE_USER start privsep-helper, per cloud
+SUDOERS = '/etc/sudoers.d/vmbeam-cloud-%s' % hashlib.sha256(
+    CLOUD_DIR.encode()).hexdigest()[:8]
 
 
 def _port(name, default):
@@ -284,6 +296,22 @@ def venv_bin(name):
     return os.path.join(VENV, 'bin', name)
 
 
+def as_compute_user(argv):
+    """``argv`` run as COMPUTE_USER (nova-compute, and vmbeam on the node)."""
+    return ['setpriv', '--reuid', COMPUTE_USER, '--regid', COMPUTE_USER,
+            '--init-groups', '--'] + list(argv)
+
+
+def privsep_helper_command(conf_file):
+    """[<context>] helper_command for an unprivileged nova-compute.
+
+    sudo's secure_path does not hold the venv: the helper by full path,
+    which the sudo rule (init_compute_user) names.
+    """
+    return 'sudo %s --config-file %s' % (venv_bin('privsep-helper'),
+                                         conf_file)
+
+
 # --- configuration -----------------------------------------------------------
 
 def load_secrets():
@@ -457,17 +485,32 @@ def write_configs(sec):
         # The test guest ignores ACPI: a soft reboot waits this long for
         # it to go down by itself, then Nova reboots it hard (default 120).
         'wait_soft_reboot_seconds': str(GUEST_SHUTDOWN_TIMEOUT)}
-    # nova-compute runs as root here, so its privsep daemons start
-    # without sudo (and without the rootwrap a packaged Nova brings).
-    helper = '%s --config-file %s' % (venv_bin('privsep-helper'),
-                                      conf_path('nova', 'nova-compute.conf'))
+    # nova-compute runs as COMPUTE_USER: every privsep daemon it needs
+    # starts through sudo (a packaged Nova goes through rootwrap's
+    # privsep-helper filter instead; the sudo rule is the same idea).
+    helper = privsep_helper_command(conf_path('nova', 'nova-compute.conf'))
+    for context in ('nova_sys_admin', 'privsep_osbrick',
+                    'vif_plug_ovs_privileged',
+                    'vif_plug_linux_bridge_privileged', 'vmbeam_privsep'):
+        compute[context] = {'helper_command': helper}
+    # Lock files of its own: the other services (root) share lock_path.
+    compute['oslo_concurrency'] = {'lock_path': COMPUTE_LOCKS}
+    # The pool daemon is started by root (privsep) from the tree's build:
+    # named by path, found whether or not the compute user reads the tree.
+    compute['vmbeam'] = {'pagemoverd_binary': os.path.join(
+        os.path.dirname(os.path.dirname(os.path.dirname(
+            os.path.abspath(__file__)))), 'native', 'build',
+        'vmbeam-pagemoverd')}
+    write_ini(conf_path('nova', 'nova-compute.conf'), compute)
+    configure_compute_node(conf_path('nova', 'nova-compute.conf'))
+    plain = {k: dict(v) for k, v in compute.items()
+             if k not in ('vmbeam', 'vmbeam_privsep')}
+    # The plain host (Nova's fake driver) runs as root: no privsep.
     for context in ('nova_sys_admin', 'privsep_osbrick',
                     'vif_plug_ovs_privileged',
                     'vif_plug_linux_bridge_privileged'):
-        compute[context] = {'helper_command': helper}
-    write_ini(conf_path('nova', 'nova-compute.conf'), compute)
-    configure_compute_node(conf_path('nova', 'nova-compute.conf'))
-    plain = {k: dict(v) for k, v in compute.items()}
+        plain.pop(context, None)
+    plain['oslo_concurrency'] = dict(lock)
     plain['DEFAULT'].update(
         host=PLAIN_HOST, compute_driver='fake.FakeDriverWithoutFakeNodes',
         state_path=os.path.join(DATA, 'nova-plain'),
@@ -587,8 +630,10 @@ def services(sec):
                                    '--config-file', nova_conf]),
         Service('nova-scheduler', [venv_bin('nova-scheduler'),
                                    '--config-file', nova_conf]),
-        Service('nova-compute', [venv_bin('nova-compute'), '--config-file',
-                                 conf_path('nova', 'nova-compute.conf')]),
+        Service('nova-compute', as_compute_user([
+            venv_bin('nova-compute'), '--config-file',
+            conf_path('nova', 'nova-compute.conf')]),
+            env={'HOME': os.path.join(DATA, 'nova')}),
         # Started only with VMBEAM_CLOUD_PLAIN_COMPUTE=1; always stopped.
         Service('nova-compute-plain', [
             venv_bin('nova-compute'), '--config-file',
@@ -699,6 +744,56 @@ def manage(argv, what):
     run(argv, '%s failed: see the message above; the database is at '
         '127.0.0.1:%d (tools/run-cloud.sh status).' % (
             what, PORTS['mariadb']))
+
+
+def init_compute_user():
+    """Let COMPUTE_USER run nova-compute: its sudo rule, its files."""
+    try:
+        pw = pwd.getpwnam(COMPUTE_USER)
+    except KeyError:
+        raise CloudError(
+            'there is no user %s, whom nova-compute runs as: '
+            'tools/run-cloud.sh start makes it (or name another with '
+            'VMBEAM_CLOUD_COMPUTE_USER).' % COMPUTE_USER)
+    rule = ('# tools/run-cloud.sh, the cloud in %s: nova-compute (%s) '
+            'starts its privsep daemons\n%s ALL=(root) NOPASSWD: %s *\n' % (
+                CLOUD_DIR, COMPUTE_USER, COMPUTE_USER,
+                venv_bin('privsep-helper')))
+    staged = SUDOERS + '.new'   # sudo skips names with a dot
+    fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o440)
+    with os.fdopen(fd, 'w') as f:
+        f.write(rule)
+    run(['visudo', '-c', '-q', '-f', staged],
+        'sudo refused the rule for %s; is sudo installed (bindep)?' %
+        staged)
+    os.replace(staged, SUDOERS)
+    for path in (os.path.join(DATA, 'nova'), COMPUTE_STATE, COMPUTE_LOCKS):
+        os.makedirs(path, exist_ok=True)
+        give_to_compute_user(path, pw)
+
+
+def give_to_compute_user(top, pw):
+    """chown to ``pw`` what root owns below ``top`` (made before it ran).
+
+    Not what others own (QEMU's instance files, the RAM pool), not what
+    root's daemons keep: the files of vmbeam-pagemoverd, and each
+    generation's private libvirt directories (only ``siblings`` itself,
+    in which nova-compute makes the next generation's).
+    """
+    def give(path):
+        st = os.lstat(path)
+        if st.st_uid == 0 and not os.path.islink(path):
+            os.chown(path, pw.pw_uid, pw.pw_gid)
+
+    give(top)
+    for directory, dirs, files in os.walk(top):
+        if directory == os.path.join(COMPUTE_STATE, 'siblings'):
+            dirs[:] = []
+            continue
+        for name in dirs + files:
+            if directory == COMPUTE_STATE and name.startswith('pagemoverd'):
+                continue
+            give(os.path.join(directory, name))
 
 
 def init_keystone(sec):
@@ -914,8 +1009,10 @@ def start(args):
         up('vmbeam-api')
         up('nova-conductor', lambda: True)
         up('nova-scheduler', lambda: True)
-        run([venv_bin('vmbeam'), '--config-file',
-             conf_path('nova', 'nova-compute.conf'), 'pool', 'init'],
+        init_compute_user()
+        run(as_compute_user([venv_bin('vmbeam'), '--config-file',
+                             conf_path('nova', 'nova-compute.conf'),
+                             'pool', 'init']),
             'The RAM pool could not be made; see the message.')
         up('nova-compute', lambda: True)
         if PLAIN_COMPUTE:
