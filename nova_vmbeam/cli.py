@@ -14,6 +14,8 @@
 
 import argparse
 import json
+import os
+import pwd
 import socket
 import sys
 import time
@@ -292,6 +294,37 @@ def _add_installed_commands(sub):
         ext.plugin(sub)
 
 
+# The commands that read or write the node's state (journal, locks, pool).
+_STATE_COMMANDS = ('init', 'status', 'rejuvenate', 'standby', 'move',
+                   'aging', 'pool')
+
+
+def _refuse_foreign_state(command):
+    """Refuse root on a state_path an unprivileged nova-compute owns.
+
+    A journal or lock file root writes there would be root's: nova-compute
+    could no longer read or take it. Changes nothing.
+    """
+    path = CONF.vmbeam.state_path
+    if command not in _STATE_COMMANDS or os.geteuid() != 0:
+        return
+    try:
+        owner = os.stat(path).st_uid
+    except OSError:
+        return
+    if owner == 0:
+        return
+    try:
+        name = pwd.getpwuid(owner).pw_name
+    except KeyError:
+        name = str(owner)
+    raise exception.InvalidInput(
+        reason='[vmbeam] state_path %s belongs to %s, whom nova-compute '
+               'runs as: run vmbeam as that user (sudo -u %s vmbeam ...), '
+               'so that what it writes stays readable to nova-compute' %
+               (path, name, name))
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     logging.register_options(CONF)
@@ -317,6 +350,7 @@ def main(argv=None):
         return 2
     logging.setup(CONF, 'nova-vmbeam')
     try:
+        _refuse_foreign_state(args.command)
         return args.func(args) or 0
     except exception.VMBeamError as exc:
         print('vmbeam: error: %s' % exc, file=sys.stderr)

@@ -50,6 +50,9 @@ install_cloud() {
     if [ ! -x "$venv/bin/pip" ]; then
         "$python" -m venv "$venv"
     fi
+    # The distribution's pip (23.0) does not resolve the shim's dependency
+    # on the tree's own package given beside it.
+    "$venv/bin/pip" install -q 'pip>=23.2' >"$log" 2>&1 || { cat "$log" >&2; exit 1; }
     # The tree's own nova-vmbeam (editable: the cloud runs what is here,
     # where the compute user may read the tree; else installed from it)
     # and the shim that makes compute_driver = vmbeam.VMBeamDriver load.

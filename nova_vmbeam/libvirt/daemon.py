@@ -137,8 +137,11 @@ class PrivateLibvirtd:
                          '%s', self.name, exc)
         os.makedirs(self.migrate_dir, exist_ok=True)
         pw = pwd.getpwnam(user)
-        os.chmod(self.migrate_dir, 0o770)
-        privsep_files.chown(self.migrate_dir, pw.pw_uid, pw.pw_gid)
+        if os.stat(self.migrate_dir).st_uid != pw.pw_uid:
+            # Once QEMU's, it is no longer ours to chmod (a daemon
+            # restarted finds it so).
+            os.chmod(self.migrate_dir, 0o770)
+            privsep_files.chown(self.migrate_dir, pw.pw_uid, pw.pw_gid)
 
     def start(self, seed_cache=None):
         """Start the daemons; do not wait (``wait_ready``).

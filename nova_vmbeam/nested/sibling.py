@@ -263,8 +263,9 @@ class NestedSibling(base.SiblingBase):
         os.makedirs(os.path.join(self.base, 'migrate'), exist_ok=True)
         qmp_dir = os.path.dirname(self.qmp_socket)
         os.makedirs(qmp_dir, exist_ok=True)
-        os.chmod(qmp_dir, 0o750)
-        privsep_files.chown(qmp_dir, pw.pw_uid, pw.pw_gid)
+        if os.stat(qmp_dir).st_uid != pw.pw_uid:
+            os.chmod(qmp_dir, 0o750)
+            privsep_files.chown(qmp_dir, pw.pw_uid, pw.pw_gid)
         if os.path.exists(self.qmp_socket):
             os.unlink(self.qmp_socket)
 

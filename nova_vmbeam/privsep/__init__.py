@@ -29,12 +29,13 @@ nova-compute itself may then run as an unprivileged user (``nova``): the
 privsep daemon is started through ``[vmbeam_privsep] helper_command``
 (default: ``sudo privsep-helper --config-file ... --privsep_context
 nova_vmbeam.privsep.vmbeam_pctxt``), as Nova's own ``[nova_sys_admin]``
-is. A caller that already is root (the ``vmbeam`` command on a node, the
-tests) forks its privsep daemon instead, needing neither sudo nor a
-configuration file.
+is. A caller that already is root (a nova-compute run as root, the
+``vmbeam`` command on a node, the tests) runs the helper itself, with this
+interpreter, needing neither sudo nor a configuration file.
 """
 
 import os
+import sys
 import warnings
 
 from oslo_config import cfg
@@ -49,23 +50,41 @@ with warnings.catch_warnings():
     from oslo_privsep import priv_context
 
 
+# privsep-helper's main, run by this interpreter: a constant line, the
+# arguments follow it (the deprecation warning as above).
+_HELPER_MAIN = ('import sys, warnings; warnings.filterwarnings("ignore", '
+                'message=r"\\s*Eventlet is deprecated"); '
+                'from oslo_privsep.daemon import helper_main; '
+                'sys.exit(helper_main())')
+
+
 class _VMBeamContext(priv_context.PrivContext):
-    """A context that forks its daemon when its caller is root already."""
+    """A context whose root caller starts its daemon without sudo.
+
+    Not by forking (oslo.privsep's Method.FORK): a forked daemon would
+    keep every descriptor its caller had open, among them the journal's
+    lock, which would then outlive a killed orchestrator. The helper is
+    started as a process of its own, which inherits none.
+    """
 
     def __init__(self, *args, capabilities, **kwargs):
         super().__init__(*args, capabilities=capabilities, **kwargs)
         self._capabilities = list(capabilities)
 
-    def start(self, method=None):
+    def start(self, method=priv_context.Method.ROOTWRAP):
         # Given again: a configuration cleared since (ConfigOpts.clear(),
         # as tests do) has lost the default set at construction, and a
         # daemon started with none would hold no capability at all.
         cfg.CONF.set_default('capabilities', self._capabilities,
                              group=self.cfg_section)
-        if method is None:
-            method = (priv_context.Method.FORK if os.geteuid() == 0
-                      else priv_context.Method.ROOTWRAP)
         super().start(method)
+
+    def helper_command(self, sockpath):
+        if os.geteuid() != 0 or self.conf.helper_command:
+            return super().helper_command(sockpath)
+        return [sys.executable, '-c', _HELPER_MAIN,
+                '--privsep_context', self.pypath,
+                '--privsep_sock_path', sockpath]
 
 
 #: What the entrypoints need, and nothing else:

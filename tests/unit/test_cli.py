@@ -14,6 +14,7 @@
 
 import contextlib
 import io
+import os
 
 import fixtures
 import testtools
@@ -68,3 +69,33 @@ class TestDevCommands(testtools.TestCase):
                                             "'vmbeam_devtools'")))
         self.assertRaises(ValueError, cli._skip_missing, None, None,
                           ValueError('broken'))
+
+
+class TestStateOwner(testtools.TestCase):
+    """Root on a state_path that an unprivileged nova-compute owns."""
+
+    def setUp(self):
+        super().setUp()
+        self.addCleanup(CONF.reset)
+        self.addCleanup(CONF.clear)
+        self.state = self.useFixture(fixtures.TempDir()).path
+        self.conf_file = os.path.join(self.state, 'vmbeam.conf')
+        with open(self.conf_file, 'w') as f:
+            f.write('[vmbeam]\nstate_path = %s\n' % self.state)
+
+    def run_status(self):
+        err, out = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+            rc = cli.main(['--config-file', self.conf_file, 'status'])
+        return rc, err.getvalue()
+
+    def test_root_is_refused_on_nova_state_and_changes_nothing(self):
+        if os.geteuid() != 0:
+            self.skipTest('the refusal is for root')
+        os.chown(self.state, 65534, 65534)
+        before = sorted(os.listdir(self.state))
+        rc, err = self.run_status()
+        self.assertEqual(2, rc)
+        self.assertIn('belongs to', err)
+        self.assertIn('sudo -u', err)
+        self.assertEqual(before, sorted(os.listdir(self.state)))

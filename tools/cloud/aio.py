@@ -755,10 +755,16 @@ def init_compute_user():
             'there is no user %s, whom nova-compute runs as: '
             'tools/run-cloud.sh start makes it (or name another with '
             'VMBEAM_CLOUD_COMPUTE_USER).' % COMPUTE_USER)
+    helper = venv_bin('privsep-helper')
+    # rlimit_core=user: sudo gives its command a core size limit of 0
+    # (hard too) by default, which the generations' libvirtd would inherit
+    # and then fail to lift for every QEMU it starts (libvirt sets the
+    # limit of each QEMU it starts, max_core).
     rule = ('# tools/run-cloud.sh, the cloud in %s: nova-compute (%s) '
-            'starts its privsep daemons\n%s ALL=(root) NOPASSWD: %s *\n' % (
-                CLOUD_DIR, COMPUTE_USER, COMPUTE_USER,
-                venv_bin('privsep-helper')))
+            'starts its privsep daemons\n'
+            'Defaults!%s rlimit_core=user\n'
+            '%s ALL=(root) NOPASSWD: %s *\n' % (
+                CLOUD_DIR, COMPUTE_USER, helper, COMPUTE_USER, helper))
     staged = SUDOERS + '.new'   # sudo skips names with a dot
     fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o440)
     with os.fdopen(fd, 'w') as f:
@@ -767,6 +773,11 @@ def init_compute_user():
         'sudo refused the rule for %s; is sudo installed (bindep)?' %
         staged)
     os.replace(staged, SUDOERS)
+    # Its configuration, as a package ships nova.conf: root's, readable by
+    # nova's group (it holds the bus password).
+    conf = conf_path('nova', 'nova-compute.conf')
+    os.chown(conf, 0, pw.pw_gid)
+    os.chmod(conf, 0o640)
     for path in (os.path.join(DATA, 'nova'), COMPUTE_STATE, COMPUTE_LOCKS):
         os.makedirs(path, exist_ok=True)
         give_to_compute_user(path, pw)
