@@ -137,7 +137,14 @@ function configure_nova_vmbeam {
         --instances-path "$NOVA_INSTANCES_PATH"
         --aging-enabled "$NOVA_VMBEAM_AGING_ENABLED"
         --aging-action "$NOVA_VMBEAM_AGING_ACTION"
-        --aging-max-concurrent "$NOVA_VMBEAM_AGING_MAX_CONCURRENT")
+        --aging-max-concurrent "$NOVA_VMBEAM_AGING_MAX_CONCURRENT"
+        --privsep-helper-command
+        "sudo $(dirname "$cmd")/privsep-helper --config-file $NOVA_CONF")
+    # (nova-compute runs as $STACK_USER, as devstack starts it, and so does
+    # the vmbeam command here: what VMBeamDriver does as root goes through
+    # its privsep daemon, started with the stack user's sudo, the helper by
+    # full path: sudo's secure_path does not know devstack's venv. A
+    # packaged Nova goes through rootwrap instead, etc/nova/rootwrap.d.)
     if [[ -n "$NOVA_VMBEAM_AGING_WINDOWS" ]]; then
         settings+=(--aging-windows "$NOVA_VMBEAM_AGING_WINDOWS")
     fi
@@ -156,24 +163,6 @@ function nova_vmbeam_cmd {
     cmd=$(command -v "$NOVA_VMBEAM_BIN") || die "$LINENO" \
         "nova-vmbeam: $NOVA_VMBEAM_BIN not found; did stack install run?"
     echo "$cmd"
-}
-
-# VMBeamDriver starts libvirt daemons in mount namespaces of their own
-# (unshare --mount) and talks to the root-only pagemover socket: nova-compute
-# must run as root. start_nova_compute runs it as $STACK_USER (run_process
-# n-cpu ... $LIBVIRT_GROUP); a systemd drop-in for its unit sets the user.
-# write_user_unit_file reloads systemd after writing the unit, so the
-# drop-in counts from nova-compute's first start.
-function run_nova_compute_as_root {
-    local dropin_dir="$SYSTEMD_DIR/devstack@n-cpu.service.d"
-    if [[ "$USER_UNITS" == "True" ]]; then
-        die "$LINENO" "nova-vmbeam: nova-compute must run as root" \
-            "(VMBeamDriver starts libvirt daemons in mount namespaces)," \
-            "which a user's systemd cannot do; set USER_UNITS=False"
-    fi
-    sudo install -d -m 0755 "$dropin_dir"
-    printf '%s\n' "# nova-vmbeam: VMBeamDriver runs as root" "[Service]" \
-        "User=root" | sudo tee "$dropin_dir/nova-vmbeam.conf" >/dev/null
 }
 
 # The one pagemover daemon, when the n-vmbeam-pm service is enabled: it
@@ -197,7 +186,8 @@ function start_nova_vmbeam_pagemover {
             "vmbeam-pagemoverd is not installed under" \
             "$NOVA_VMBEAM_NATIVE_PREFIX; keep NOVA_VMBEAM_BUILD_NATIVE=True"
     fi
-    run_process n-vmbeam-pm "$daemon --socket $socket --pool-dir $NOVA_VMBEAM_RAM_POOL --owner $NOVA_VMBEAM_QEMU_USER --reserve-mib $NOVA_VMBEAM_RAM_POOL_RESERVE_MIB --pidfile ${socket%.sock}.pid" root root
+    # --client-uid: nova-compute ($STACK_USER) may use it.
+    run_process n-vmbeam-pm "$daemon --socket $socket --pool-dir $NOVA_VMBEAM_RAM_POOL --owner $NOVA_VMBEAM_QEMU_USER --reserve-mib $NOVA_VMBEAM_RAM_POOL_RESERVE_MIB --client-uid $(id -u "$STACK_USER") --pidfile ${socket%.sock}.pid" root root
     # systemd returns once the process runs, not once it listens (it binds
     # and listens right after taking its pid file).
     until sudo test -S "$socket"; do
@@ -214,16 +204,17 @@ function start_nova_vmbeam_pagemover {
 # The state directory and the RAM pool, created and checked by the engine
 # itself (tmpfs, owned by the QEMU user) through the pagemover daemon on the
 # socket $NOVA_CONF names: the service's if enabled (started before this);
-# otherwise "pool init" starts it there (as root, on first use), and
-# nova-compute uses that same daemon.
+# otherwise "pool init" starts it there (through privsep, on first use),
+# and nova-compute uses that same daemon. As $STACK_USER, whom nova-compute
+# runs as: what it writes in the state directory stays nova-compute's.
 function prepare_nova_vmbeam_pool {
     local cmd
     cmd=$(nova_vmbeam_cmd)
-    sudo "$cmd" --config-file "$NOVA_CONF" pool init
+    "$cmd" --config-file "$NOVA_CONF" pool init
 }
 
 function prepare_nova_vmbeam_state {
-    sudo install -d -m 0711 "$NOVA_VMBEAM_STATE_PATH"
+    sudo install -d -o "$STACK_USER" -m 0711 "$NOVA_VMBEAM_STATE_PATH"
 }
 
 # nova-cpu.conf as start_nova_compute left it is what nova-compute runs
@@ -239,7 +230,7 @@ function check_nova_vmbeam {
             "that line"
     fi
     "$cmd" --config-file "$NOVA_CPU_CONF" movers
-    sudo "$cmd" --config-file "$NOVA_CPU_CONF" pool check
+    "$cmd" --config-file "$NOVA_CPU_CONF" pool check
 }
 
 function cleanup_nova_vmbeam {
@@ -247,10 +238,7 @@ function cleanup_nova_vmbeam {
     if [[ -L "$target" ]]; then
         rm -f "$target"
     fi
-    sudo rm -rf "$NOVA_VMBEAM_RAM_POOL" "$NOVA_VMBEAM_STATE_PATH" \
-        "$SYSTEMD_DIR/devstack@n-cpu.service.d/nova-vmbeam.conf"
-    sudo rmdir --ignore-fail-on-non-empty \
-        "$SYSTEMD_DIR/devstack@n-cpu.service.d" 2>/dev/null || true
+    sudo rm -rf "$NOVA_VMBEAM_RAM_POOL" "$NOVA_VMBEAM_STATE_PATH"
 }
 
 # vmbeam-api: authenticated by Keystone, authorized by its policy; it asks
@@ -333,7 +321,6 @@ if is_service_enabled n-cpu; then
         configure_nova_vmbeam
     elif [[ "$1" == "stack" && "$2" == "post-config" ]]; then
         echo_summary "Configuring nova-vmbeam"
-        run_nova_compute_as_root
         prepare_nova_vmbeam_state
         start_nova_vmbeam_pagemover
         prepare_nova_vmbeam_pool

@@ -209,6 +209,10 @@ SETTINGS = (
             _tooz_url),
     Setting('--aging-single-node', 'true|false', 'vmbeam_aging',
             'single_node'),
+    # oslo.privsep's option, in the project's context's section: how an
+    # unprivileged nova-compute starts its privsep daemon.
+    Setting('--privsep-helper-command', 'COMMAND', 'vmbeam_privsep',
+            'helper_command', opt_type=types.String()),
 )
 
 

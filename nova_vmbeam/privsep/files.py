@@ -19,6 +19,8 @@ files, a generation's migrate directory, the RAM pool, Cinder volumes.
 """
 
 import os
+import re
+import resource
 import stat
 
 from nova_vmbeam.privsep import vmbeam_pctxt
@@ -61,6 +63,25 @@ def chown(path, uid, gid):
 #: where the host's libvirt settings are, which every generation starts from
 LIBVIRT_CONF_DIR = '/etc/libvirt'
 
+_MAX_CORE = re.compile(rb'^\s*max_core\s*=', re.M)
+
+
+def _max_core_line(qemu_conf):
+    """A max_core setting the generation's libvirtd can apply, or b''.
+
+    libvirt sets each QEMU's core size limit to max_core, unlimited
+    unless set, and fails to start the guest where its own hard limit is
+    lower and it may not raise it. The daemon inherits this process's
+    limit: sudo leaves a core limit of 0 where it cannot restore the
+    caller's (no CAP_SYS_RESOURCE, as in a container). Then the limit is
+    written as max_core, unless the host's qemu.conf sets one.
+    """
+    hard = resource.getrlimit(resource.RLIMIT_CORE)[1]
+    if hard == resource.RLIM_INFINITY or _MAX_CORE.search(qemu_conf):
+        return b''
+    return (b'\n# nova-vmbeam: the core size limit this daemon may grant\n'
+            b'max_core = %d\n' % hard)
+
 
 @vmbeam_pctxt.entrypoint
 def copy_libvirt_conf(dest, uid, gid):
@@ -84,6 +105,8 @@ def copy_libvirt_conf(dest, uid, gid):
         target = os.path.join(dest, name)
         with open(source, 'rb') as f:
             data = f.read()
+        if name == 'qemu.conf':
+            data += _max_core_line(data)
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC |
                      os.O_NOFOLLOW, 0o600)
         try:

@@ -656,17 +656,22 @@ class TestPostConfig(DevstackPluginTestCase):
         self.assertEqual(0, out.returncode, out.stderr)
         os.unlink(self.calls_file)
 
-    def test_nova_compute_runs_as_root(self):
-        out = self.run_phase('stack', 'post-config')
-        self.assertEqual(0, out.returncode, out.stderr)
-        dropin = configparser.ConfigParser()
-        dropin.read(self.dropin())
-        self.assertEqual('root', dropin.get('Service', 'User'))
-
-    def test_user_units_cannot_run_nova_compute_as_root(self):
+    def test_nova_compute_runs_as_the_stack_user_through_privsep(self):
         out = self.run_phase('stack', 'post-config', USER_UNITS='True')
-        self.assertNotEqual(0, out.returncode)
-        self.assertIn('USER_UNITS=False', out.stderr)
+        self.assertEqual(0, out.returncode, out.stderr)
+        # No drop-in makes it root; its privsep daemon starts with the
+        # stack user's sudo, the helper named by full path.
+        self.assertFalse(os.path.exists(self.dropin()))
+        helper = shlex.split(self.ini(self.nova_conf).get(
+            'vmbeam_privsep', 'helper_command'))
+        self.assertEqual('sudo', helper[0])
+        self.assertTrue(os.path.isabs(helper[1]), helper)
+        self.assertEqual('privsep-helper', os.path.basename(helper[1]))
+        self.assertEqual(['--config-file', self.nova_conf], helper[2:])
+        # Its state directory is the stack user's.
+        self.assertEqual(os.getuid(), os.stat(self.state).st_uid)
+        self.assertFalse([c for c in self.calls()
+                          if c.startswith('sudo') and 'pool init' in c])
 
     def test_without_the_service_pool_init_starts_the_one_daemon(self):
         out = self.run_phase('stack', 'post-config')
@@ -688,8 +693,9 @@ class TestPostConfig(DevstackPluginTestCase):
         runs = [c for c in calls if c.startswith('run_process')]
         self.assertEqual(
             ['run_process n-vmbeam-pm %s --socket %s --pool-dir %s --owner '
-             'libvirt-qemu --reserve-mib 256 --pidfile %s/pagemover.pid '
-             'root root' % (daemon, self.socket, self.pool, self.state)],
+             'libvirt-qemu --reserve-mib 256 --client-uid %d --pidfile '
+             '%s/pagemover.pid root root' % (daemon, self.socket, self.pool,
+                                            os.getuid(), self.state)],
             runs)
         init = 'vmbeam --config-file %s pool init' % self.nova_conf
         self.assertLess(calls.index(runs[0]), calls.index(init))
@@ -800,20 +806,18 @@ class TestExtraUnstackClean(DevstackPluginTestCase):
         self.assertEqual(0, out.returncode, out.stderr)
         self.assertIn('stop_process n-vmbeam-pm', self.calls())
 
-    def test_clean_removes_link_dropin_pool_and_state(self):
+    def test_clean_removes_link_pool_and_state(self):
         self.add_shim()
         self.assertEqual(0, self.run_phase('stack', 'install').returncode)
         self.assertEqual(0, self.run_phase('stack',
                                            'post-config').returncode)
         os.makedirs(self.pool)
-        self.assertTrue(os.path.exists(self.dropin()))
         out = self.run_phase('clean')
         self.assertEqual(0, out.returncode, out.stderr)
         self.assertFalse(os.path.lexists(
             os.path.join(self.nova, 'nova/virt/vmbeam')))
         self.assertFalse(os.path.exists(self.pool))
         self.assertFalse(os.path.exists(self.state))
-        self.assertFalse(os.path.exists(os.path.dirname(self.dropin())))
         # The shim itself is untouched.
         self.assertTrue(os.path.exists(os.path.join(
             self.project, 'shim/nova/virt/vmbeam/__init__.py')))
@@ -889,8 +893,8 @@ class TestDevstackRun(DevstackPluginTestCase):
         self.assertEqual('rabbit://stackrabbit@ctl/nova_cell1',
                          ini.get('DEFAULT', 'transport_url'))
         self.assertFalse(ini.has_option('database', 'connection'))
-        # VMBeamDriver starts libvirt daemons in mount namespaces.
-        self.assertEqual('root', user)
+        # As devstack starts it: root's work is its privsep daemon's.
+        self.assertEqual('stack', user)
 
     def test_one_pagemover_daemon_serves_the_pool(self):
         self.run_devstack()

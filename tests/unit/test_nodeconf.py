@@ -21,6 +21,7 @@ import tempfile
 import textwrap
 
 from oslo_config import cfg
+from oslo_privsep import priv_context
 import testtools
 
 from nova_vmbeam.conf import aging as aging_conf
@@ -436,6 +437,8 @@ class TestCommand(NodeConfTestCase):
     def test_every_flag_writes_an_option_of_nova_vmbeam_or_nova(self):
         known = {(g.name, o.name) for g, opts in
                  nodeconf.conf_opts.list_opts() for o in opts}
+        # oslo.privsep's options, in the section of the project's context.
+        known |= {('vmbeam_privsep', o.name) for o in priv_context.OPTS}
         for setting in nodeconf.SETTINGS:
             if setting.section == 'libvirt':
                 continue    # Nova's own
