@@ -694,8 +694,8 @@ class TestPostConfig(DevstackPluginTestCase):
         self.assertEqual(
             ['run_process n-vmbeam-pm %s --socket %s --pool-dir %s --owner '
              'libvirt-qemu --reserve-mib 256 --client-uid %d --pidfile '
-             '%s/pagemover.pid root root' % (daemon, self.socket, self.pool,
-                                            os.getuid(), self.state)],
+             '%s/pagemover.pid root root' % (
+                 daemon, self.socket, self.pool, os.getuid(), self.state)],
             runs)
         init = 'vmbeam --config-file %s pool init' % self.nova_conf
         self.assertLess(calls.index(runs[0]), calls.index(init))
