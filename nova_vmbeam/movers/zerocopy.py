@@ -19,6 +19,7 @@ no shared RAM at all, only device state.
 from nova_vmbeam import exception
 from nova_vmbeam import guest as guest_mod
 from nova_vmbeam.movers import migration
+from nova_vmbeam.privsep import daemons as privsep_daemons
 from nova_vmbeam.qemu import procfs
 
 
@@ -51,7 +52,15 @@ class ZeroCopyMover(migration.QmpMigrationMover):
         """``endpoint`` must map the source's RAM file, whatever it says."""
         spec = ctx.source.spec
         identity = procfs.file_identity(spec.ram.path)
-        if not procfs.maps_identity(endpoint.pid, identity, spec.ram_bytes):
+        try:
+            mapped = procfs.maps_identity(endpoint.pid, identity,
+                                          spec.ram_bytes)
+        except PermissionError:
+            # The QEMU user's process, and nova-compute is not root: read
+            # by the privsep daemon (a round trip more, in the pause).
+            mapped = privsep_daemons.maps_shared_file(
+                endpoint.pid, identity.dev, identity.inode, spec.ram_bytes)
+        if not mapped:
             raise exception.VerificationFailed(
                 guest=spec.name,
                 reason='%s QEMU (pid %d) does not map the RAM file %s' %

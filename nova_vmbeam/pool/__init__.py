@@ -34,6 +34,7 @@ from nova_vmbeam import plugins
 from nova_vmbeam.pool import base
 from nova_vmbeam.pool import daemon
 from nova_vmbeam.pool import guard as guard_mod
+from nova_vmbeam.privsep import daemons as privsep_daemons
 from nova_vmbeam.privsep import files as privsep_files
 from nova_vmbeam.qemu import procfs
 
@@ -219,7 +220,10 @@ class RamPool(base.PoolBase):
         path = self.file_path(guest_uuid)
         if not os.path.exists(path):
             return []
-        return procfs.pids_mapping(procfs.file_identity(path))
+        identity = procfs.file_identity(path)
+        # As root: a process this one may not read must not be missed.
+        return list(privsep_daemons.pids_mapping(identity.dev,
+                                                 identity.inode))
 
     def _release(self, guest_uuid):
         """Free a guest's RAM; refused while any process maps it."""

@@ -97,7 +97,9 @@ class _VMBeamContext(priv_context.PrivContext):
 #:   another user's);
 #: CAP_NET_ADMIN: the nested sibling's bridge, closing its stale sockets;
 #: CAP_SETUID, CAP_SETGID: the daemons started here drop to the QEMU
-#:   user for their guests.
+#:   user for their guests;
+#: CAP_SYS_PTRACE: reading a QEMU's /proc/<pid>/maps (does it map its
+#:   RAM file; who still maps a guest's RAM before it is freed).
 vmbeam_pctxt = _VMBeamContext(
     'nova_vmbeam',
     cfg_section='vmbeam_privsep',
@@ -105,5 +107,5 @@ vmbeam_pctxt = _VMBeamContext(
     capabilities=[caps.CAP_SYS_ADMIN, caps.CAP_CHOWN, caps.CAP_FOWNER,
                   caps.CAP_DAC_OVERRIDE, caps.CAP_DAC_READ_SEARCH,
                   caps.CAP_KILL, caps.CAP_SYS_NICE, caps.CAP_NET_ADMIN,
-                  caps.CAP_SETUID, caps.CAP_SETGID],
+                  caps.CAP_SETUID, caps.CAP_SETGID, caps.CAP_SYS_PTRACE],
 )

@@ -171,6 +171,28 @@ def open_fds(pid):
 
 
 @vmbeam_pctxt.entrypoint
+def maps_shared_file(pid, dev, inode, size):
+    """True if process ``pid`` maps file (dev, inode) shared, ``size`` bytes.
+
+    /proc/<pid>/maps of a QEMU (the QEMU user's) is not an unprivileged
+    nova-compute's to read: the movers' check that a QEMU maps its RAM.
+    """
+    return procfs.maps_identity(int(pid), procfs.RamIdentity(int(dev),
+                                                             int(inode)),
+                                int(size))
+
+
+@vmbeam_pctxt.entrypoint
+def pids_mapping(dev, inode):
+    """Every process that maps file (dev, inode): none may be missed.
+
+    Before a guest's RAM is freed: read as root, so that no process is
+    skipped for being another user's.
+    """
+    return procfs.pids_mapping(procfs.RamIdentity(int(dev), int(inode)))
+
+
+@vmbeam_pctxt.entrypoint
 def signal_process(pid, start_ticks, sig):
     """Send ``sig`` to the process (pid, start time); False if it is gone.
 

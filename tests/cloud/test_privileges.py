@@ -63,7 +63,7 @@ class PrivilegesTest(base.CloudTestCase):
         for cap in (caps.CAP_SYS_ADMIN, caps.CAP_CHOWN, caps.CAP_FOWNER,
                     caps.CAP_DAC_OVERRIDE, caps.CAP_DAC_READ_SEARCH,
                     caps.CAP_KILL, caps.CAP_SYS_NICE, caps.CAP_NET_ADMIN,
-                    caps.CAP_SETUID, caps.CAP_SETGID):
+                    caps.CAP_SETUID, caps.CAP_SETGID, caps.CAP_SYS_PTRACE):
             expected |= 1 << cap
         for pid in helpers:
             status = _status(pid)
