@@ -561,13 +561,21 @@ class TestInstall(DevstackPluginTestCase):
              '--state-path %s --ram-pool-path %s --ram-pool-reserve-mib 256 '
              '--qemu-user libvirt-qemu --mover zerocopy --pagemoverd-socket '
              '%s --instances-path %s --aging-enabled True --aging-action '
-             'report --aging-max-concurrent 1' % (
+             'report --aging-max-concurrent 1 --privsep-helper-command sudo '
+             '%s/privsep-helper --config-file %s' % (
                  self.nova_conf, self.state, self.pool, self.socket,
-                 self.env['NOVA_INSTANCES_PATH'])], configure)
+                 self.env['NOVA_INSTANCES_PATH'],
+                 os.path.dirname(shutil.which(
+                     'vmbeam', path=self.env['PATH'])), self.nova_conf)],
+            configure)
         ini = self.ini(self.nova_conf)
         self.assert_vmbeam_settings(ini, virt_type='kvm')
         self.assertFalse(ini.has_option('vmbeam_aging', 'backend_url'))
         self.assertIn('# by devstack', self.read(self.nova_conf))
+        # nova-compute runs as the stack user; its privsep daemon starts
+        # through sudo, the helper by full path.
+        self.assertTrue(ini.get('vmbeam_privsep', 'helper_command')
+                        .startswith('sudo /'))
         # nova-cpu.conf is start_nova_compute's to build.
         self.assertFalse(os.path.exists(self.conf))
 
