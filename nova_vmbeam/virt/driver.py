@@ -261,13 +261,18 @@ class VMBeamDriver(libvirt_driver.LibvirtDriver):
     def _live_snapshot(self, context, instance, guest, disk_path, out_path,
                        *args, **kwargs):
         # QEMU copies the root disk into out_path.delta, which Nova creates
-        # as root and libvirt would chown: created here as QEMU's own
-        # instead (qemu-img keeps the file's owner when it writes it).
+        # (qemu-img create, as nova-compute's user) and libvirt would chown:
+        # made here beforehand, nova-compute's and writable by QEMU's group,
+        # so that both write it (qemu-img keeps a file's owner and mode).
         ids = self._qemu_ids()
         if ids is not None:
             delta = os.path.abspath(out_path + '.delta')
-            os.close(os.open(delta, os.O_WRONLY | os.O_CREAT, 0o600))
-            privsep_files.chown(delta, *ids)
+            fd = os.open(delta, os.O_WRONLY | os.O_CREAT, 0o660)
+            try:
+                os.fchmod(fd, 0o660)   # whatever the umask
+            finally:
+                os.close(fd)
+            privsep_files.chown(delta, os.geteuid(), ids[1])
         return super()._live_snapshot(context, instance, guest, disk_path,
                                       out_path, *args, **kwargs)
 
