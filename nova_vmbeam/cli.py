@@ -332,6 +332,8 @@ def main(argv=None):
     CONF.set_default('use_stderr', True)
     logging.set_defaults(default_log_levels=logging.get_default_log_levels()
                          + ['nova_vmbeam=WARN', 'vmbeam_devtools=WARN',
+                            # its daemon's start, said at INFO each run
+                            'oslo.privsep.daemon=WARN', 'oslo_privsep=WARN',
                             'qemu.qmp=CRITICAL',
                             'stevedore=ERROR'])
     cfg_args = []
