@@ -23,6 +23,7 @@ host can be written through them.
 import errno
 import os
 import re
+import time
 
 from oslo_log import log as logging
 
@@ -84,6 +85,44 @@ def move_into(pid, group, keys):
     return moved
 
 
+#: how long a cgroup whose last processes have exited may wait for them to
+#: be reaped (a daemon's helpers become init's zombies when it dies)
+REAP_WAIT = 5.0
+
+
+def _only_exited(directory):
+    """True if every process in the cgroup has exited (zombie or gone)."""
+    try:
+        with open(os.path.join(directory, 'cgroup.procs')) as f:
+            pids = [int(pid) for pid in f.read().split()]
+    except (OSError, ValueError):
+        return False
+    return all(procfs.ProcessIdentity.of(pid) is None for pid in pids)
+
+
+def _rmdir_once_reaped(directory):
+    """rmdir a cgroup; True once it is gone, False if a process holds it.
+
+    A zombie still counts as the cgroup's until its parent reaps it: one
+    whose parent was the daemon just stopped (virtlogd's first process,
+    a QEMU) is reaped by init a moment later. Such a cgroup is tried again
+    for up to REAP_WAIT seconds; one with a live process is left at once.
+    """
+    deadline = time.monotonic() + REAP_WAIT
+    while True:
+        try:
+            os.rmdir(directory)
+            return True
+        except FileNotFoundError:
+            return True
+        except OSError as exc:
+            if exc.errno != errno.EBUSY:
+                raise
+        if time.monotonic() > deadline or not _only_exited(directory):
+            return False
+        time.sleep(0.05)
+
+
 @vmbeam_pctxt.entrypoint
 def remove_group(group):
     """Remove ``vmbeam/<group>`` in every hierarchy where it is empty.
@@ -95,13 +134,7 @@ def remove_group(group):
     left = []
     for mount in procfs.cgroup_mounts():
         directory = os.path.join(mount.mount_point, PARENT, group)
-        try:
-            os.rmdir(directory)
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            if exc.errno != errno.EBUSY:
-                raise
+        if not _rmdir_once_reaped(directory):
             left.append(directory)
     if left:
         LOG.info('cgroups %s still hold processes; left in place',
