@@ -91,6 +91,20 @@ def _answers(path):
         return protocol.call(path, {'op': 'hello'}, timeout=5.0)[0]
     except (FileNotFoundError, ConnectionRefusedError):
         return None
+    except PermissionError:
+        # The socket is mode 0600, its daemon's (--client-uid) or root's.
+        if procfs.pidfile_process(os.path.splitext(path)[0] + '.pid') \
+                is None:
+            # Left by a daemon that is gone: the next one replaces it.
+            return None
+        raise exception.PoolError(
+            path=path,
+            reason='the vmbeam-pagemoverd serving this socket does not let '
+                   'uid %d in (started by root, or by a version without '
+                   '--client-uid)' % os.geteuid(),
+            fix='Stop it (kill $(cat %s.pid)); the next start runs one '
+                'for this user. Pools and guests are kept.' %
+                os.path.splitext(path)[0])
 
 
 def hello(conf, pool_dir, start=True):

@@ -787,7 +787,7 @@ def give_to_compute_user(top, pw):
     """chown to ``pw`` what root owns below ``top`` (made before it ran).
 
     Not what others own (QEMU's instance files, the RAM pool), not what
-    root's daemons keep: the files of vmbeam-pagemoverd, and each
+    root's daemons keep: vmbeam-pagemoverd's socket, pid and log, and each
     generation's private libvirt directories (only ``siblings`` itself,
     in which nova-compute makes the next generation's).
     """
@@ -802,8 +802,9 @@ def give_to_compute_user(top, pw):
             dirs[:] = []
             continue
         for name in dirs + files:
-            if directory == COMPUTE_STATE and name.startswith('pagemoverd'):
-                continue
+            if directory == COMPUTE_STATE and name in (
+                    'pagemoverd.sock', 'pagemoverd.pid', 'pagemoverd.log'):
+                continue   # the daemon's own (its start lock is nova's)
             give(os.path.join(directory, name))
 
 
