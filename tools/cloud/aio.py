@@ -784,23 +784,21 @@ def init_compute_user():
 
 
 def give_to_compute_user(top, pw):
-    """chown to ``pw`` what root owns below ``top`` (made before it ran).
+    """chown to ``pw`` what root:root owns below ``top`` (made before it ran).
 
-    Not what others own (QEMU's instance files, the RAM pool), not what
-    root's daemons keep: vmbeam-pagemoverd's socket, pid and log, and each
-    generation's private libvirt directories (only ``siblings`` itself,
-    in which nova-compute makes the next generation's).
+    A nova-compute run as root earlier (an older cloud) left its state,
+    generations included, as root's. Not what others own (QEMU's files,
+    the RAM pool, the QEMU user's directories), and not
+    vmbeam-pagemoverd's socket, pid and log. Root's daemons do not mind
+    owning less: they are root.
     """
     def give(path):
         st = os.lstat(path)
-        if st.st_uid == 0 and not os.path.islink(path):
+        if st.st_uid == 0 and st.st_gid == 0 and not os.path.islink(path):
             os.chown(path, pw.pw_uid, pw.pw_gid)
 
     give(top)
     for directory, dirs, files in os.walk(top):
-        if directory == os.path.join(COMPUTE_STATE, 'siblings'):
-            dirs[:] = []
-            continue
         for name in dirs + files:
             if directory == COMPUTE_STATE and name in (
                     'pagemoverd.sock', 'pagemoverd.pid', 'pagemoverd.log'):
