@@ -43,8 +43,9 @@ install_cloud() {
     # distribution's, not one under /root (pyenv's).
     local python=/usr/bin/python3
     [ -x "$python" ] || python=$(command -v python3)
-    if [ -x "$venv/bin/python" ] && ! as_compute_user "$venv/bin/python" -c ''; then
-        echo "run-cloud.sh: $compute_user cannot run $venv/bin/python; making the venv again"
+    if [ -x "$venv/bin/python" ] && \
+            [ "$(readlink -f "$venv/bin/python")" != "$(readlink -f "$python")" ]; then
+        echo "run-cloud.sh: $venv is not made with $python, which $compute_user runs; making it again"
         rm -rf "$venv"
     fi
     if [ ! -x "$venv/bin/pip" ]; then
