@@ -131,14 +131,22 @@ def remove_group(group):
     that outlived its daemon in name=systemd or pids) stays and says so.
     """
     check_group(group)
-    left = []
-    for mount in procfs.cgroup_mounts():
-        directory = os.path.join(mount.mount_point, PARENT, group)
-        if not _rmdir_once_reaped(directory):
-            left.append(directory)
+    return _remove_each(
+        [os.path.join(mount.mount_point, PARENT, group)
+         for mount in procfs.cgroup_mounts()],
+        _rmdir_once_reaped, 'processes')
+
+
+def _remove_each(directories, remove, held_by):
+    """``remove`` each cgroup directory; True if all went.
+
+    One that stays (it holds ``held_by``) is logged, never an error.
+    """
+    left = [directory for directory in directories
+            if not remove(directory)]
     if left:
-        LOG.info('cgroups %s still hold processes; left in place',
-                 ', '.join(left))
+        LOG.info('cgroups %s still hold %s; left in place',
+                 ', '.join(left), held_by)
     return not left
 
 
@@ -263,15 +271,10 @@ def remove_partition_in(partition, mounts):
     stays (other guests use it).
     """
     path = partition_mod.cgroup_path(partition)
-    left = []
-    for mount in _guest_hierarchies(mounts):
-        directory = os.path.join(mount.mount_point, path.lstrip('/'))
-        if not _remove_tree(directory):
-            left.append(directory)
-    if left:
-        LOG.info('partition cgroups %s still hold guests; left in place',
-                 ', '.join(left))
-    return not left
+    return _remove_each(
+        [os.path.join(mount.mount_point, path.lstrip('/'))
+         for mount in _guest_hierarchies(mounts)],
+        _remove_tree, 'guests')
 
 
 @vmbeam_pctxt.entrypoint
