@@ -63,3 +63,14 @@ def replace_json(path, data, durable=False, **dumps_args):
     ``dumps_args`` go to jsonutils.dumps (indent, sort_keys...).
     """
     replace(path, jsonutils.dumps(data, **dumps_args), durable=durable)
+
+
+def searchable(directory):
+    """Let others pass through ``directory`` and every directory above it.
+
+    The search bit only (o+x, g+x): what the QEMU user must reach is then
+    reachable by its path, and nothing becomes listable or readable.
+    """
+    while directory != '/':
+        os.chmod(directory, os.stat(directory).st_mode | 0o011)
+        directory = os.path.dirname(directory)

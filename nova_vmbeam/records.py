@@ -51,6 +51,28 @@ class GuestUsage:
 
 
 @dataclasses.dataclass
+class KernelHealth:
+    """The hypervisor's own kernel, where it is not the host's.
+
+    Nested: the L1's kernel, read inside the L1. ``boot_id`` is new with
+    every boot, so a generation whose boot id differs from the one it
+    replaced runs a kernel booted afresh: what shows that a rejuvenation
+    renewed the kernel, with ``uptime_s``.
+    """
+
+    boot_id: str
+    uptime_s: float
+    mem_total_kib: int
+    mem_available_kib: int
+    #: slab the kernel cannot reclaim (SUnreclaim): grows with kernel leaks
+    slab_unreclaimable_kib: int
+
+    @classmethod
+    def from_dict(cls, data):
+        return cls(**data) if data else None
+
+
+@dataclasses.dataclass
 class HealthReport:
     """A generation's resource use: the aging evidence, one shape.
 
@@ -73,14 +95,25 @@ class HealthReport:
     libvirt_alive: typing.Optional[bool] = None
     #: why the guests could not all be measured (retired while looked at)
     error: typing.Optional[str] = None
+    #: the hypervisor's own kernel (nested: the L1's); None where the
+    #: hypervisor runs on the host's kernel, or it could not be read
+    kernel: typing.Optional[KernelHealth] = None
 
     def describe(self):
         """One line on the generation's resource use."""
-        return ('%s pid %s, RSS %d KiB, %d open fds; %d guests, QEMU '
+        line = ('%s pid %s, RSS %d KiB, %d open fds; %d guests, QEMU '
                 'overhead beyond guest RAM %d KiB in all' %
                 (self.daemon.name, self.daemon.pid, self.daemon.rss_kib,
                  self.daemon.fds, len(self.guests),
                  sum(g.overhead_kib for g in self.guests.values())))
+        if self.kernel is not None:
+            line += ('; its kernel: boot %s, up %.0f s, %d of %d KiB '
+                     'available, unreclaimable slab %d KiB' % (
+                         self.kernel.boot_id, self.kernel.uptime_s,
+                         self.kernel.mem_available_kib,
+                         self.kernel.mem_total_kib,
+                         self.kernel.slab_unreclaimable_kib))
+        return line
 
     def to_dict(self):
         # By hand: dataclasses.asdict deep-copies, and a run's journal
@@ -90,6 +123,7 @@ class HealthReport:
         data['helpers'] = [dict(h.__dict__) for h in self.helpers]
         data['guests'] = {name: dict(g.__dict__)
                           for name, g in self.guests.items()}
+        data['kernel'] = dict(self.kernel.__dict__) if self.kernel else None
         return data
 
     @classmethod
@@ -102,6 +136,7 @@ class HealthReport:
                            for h in data.get('helpers', ())]
         data['guests'] = {name: GuestUsage.from_dict(g)
                           for name, g in data.get('guests', {}).items()}
+        data['kernel'] = KernelHealth.from_dict(data.get('kernel'))
         return cls(**data)
 
 

@@ -15,6 +15,9 @@ native_rc=${PIPESTATUS[0]}
 .venv/bin/tox -e py3,functional,nova,nova-functional,pep8,docs,releasenotes,cloud "$@" 2>&1 | tee -a "$log"
 rc=${PIPESTATUS[0]}
 [ "$rc" = 0 ] && rc=$native_rc
+# The failed tests by name, near the end: CI keeps the output's end, and
+# their tracebacks are far above.
+grep -E '\.\.\. FAILED$' "$log" | sed -E 's/^\{[0-9]+\} /failed: /'
 # One closing line for CI, summed over the stestr runs above.
 awk '/^ - Passed: /{p+=$3} /^ - Failed: /{f+=$3} /^ - Skipped: /{s+=$3}
      END {printf "tests: %d passed, %d failed, %d skipped\n", p, f, s}' "$log"

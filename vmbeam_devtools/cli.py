@@ -47,6 +47,12 @@ def cmd_demo(args):
     return 0 if record.state == 'completed' else 1
 
 
+def _print_run(started, detail=''):
+    """The header of every bench table: the machine, and when."""
+    print('Machine: %s' % bench.machine_description(CONF))
+    print('Run: %s%s\n' % (started, detail))
+
+
 def cmd_bench(args):
     for name in args.movers or ():
         movers_mod.load(name, CONF)   # unknown names fail before any boot
@@ -56,14 +62,21 @@ def cmd_bench(args):
             print(bench.json_line(record), flush=True)
 
     started = bench.timestamp()
+    if args.compare:
+        rows = nested_bench.run_compare(CONF, rounds=args.host_rounds,
+                                        emit=emit)
+        if not args.json:
+            _print_run(started)
+            print(nested_bench.format_compare_table(rows))
+        return 0 if all(r.get('ok') for r in rows) else 1
     if args.nested or args.nested_bandwidth:
         if args.nested:
-            rows = nested_bench.run_nested(CONF, emit=emit)
+            rows = nested_bench.run_nested(CONF, emit=emit,
+                                           disk_mib=args.disk_mib)
         else:
             rows = nested_bench.run_bandwidth(CONF, emit=emit)
         if not args.json:
-            print('Machine: %s' % bench.machine_description(CONF))
-            print('Run: %s\n' % started)
+            _print_run(started)
             if args.nested:
                 print(nested_bench.format_nested_table(rows))
             else:
@@ -82,17 +95,15 @@ def cmd_bench(args):
                               rounds=args.host_rounds,
                               methods=args.host_methods, emit=emit)
         if not args.json:
-            print('Machine: %s' % bench.machine_description(CONF))
-            print('Run: %s\n' % started)
+            _print_run(started)
             print(bench.format_host_table(rows))
         return 0 if all(r['ok'] for r in rows) else 1
     records = bench.run(CONF, sizes=args.sizes, mover_names=args.movers,
                         dirty_rates=args.dirty_rates, repeat=args.repeat,
                         work_fraction=args.work_fraction, emit=emit)
     if not args.json:
-        print('Machine: %s' % bench.machine_description(CONF))
-        print('Run: %s, %d moves per row, guest memory check after every '
-              'move\n' % (started, args.repeat))
+        _print_run(started, ', %d moves per row, guest memory check '
+                   'after every move' % args.repeat)
         print(bench.format_table(bench.summarize(records)))
     return 0 if all(r['ok'] for r in records) else 1
 
@@ -153,6 +164,16 @@ def add_bench(sub):
                    help='instead: rejuvenate a nested generation (an L1 '
                         'hypervisor VM) with one 128 MiB L2 guest, without '
                         'and with a pre-warmed standby L1')
+    p.add_argument('--disk-mib', type=int, default=0,
+                   help='with --nested: give the guest a qcow2 disk of '
+                        'this many MiB, served from the host over NBD, '
+                        'which it writes and reads back throughout')
+    p.add_argument('--compare', action='store_true',
+                   help='instead: one 128 MiB guest rejuvenated by every '
+                        'method in one run: colocated zerocopy (without '
+                        'and with a standby sibling, --host-rounds times '
+                        'each), libvirt precopy, nested (without and with '
+                        'a standby L1, and a bare move by hand)')
     p.add_argument('--nested-bandwidth', action='store_true',
                    help='instead: memory bandwidth inside an L1 of '
                         'anonymous memory against the guest RAM BAR '

@@ -116,6 +116,59 @@ class QemuOverhead(base.ProbeBase):
             float(self.conf.vmbeam_aging.qemu_overhead_limit_mib))
 
 
+def _hypervisor_kernel(context):
+    """The active generation's own kernel (records.KernelHealth), or None.
+
+    None where the hypervisor runs on the host's kernel, or it could not
+    be read this round.
+    """
+    return context.health.kernel if context.health else None
+
+
+class HypervisorKernelFreeMemory(base.ProbeBase):
+    """MemAvailable of the hypervisor's own kernel (nested: the L1's).
+
+    Nothing to measure where the hypervisor runs on the host's kernel
+    (colocated): host_free_memory watches that one. Exhausted at
+    [vmbeam_aging] hypervisor_kernel_min_free_memory_mib.
+    """
+
+    name = 'hypervisor_kernel_free_memory'
+    unit = 'MiB'
+    direction = base.FALLING
+
+    def sample(self, context):
+        kernel = _hypervisor_kernel(context)
+        if kernel is None:
+            return None
+        return base.Sample(
+            kernel.mem_available_kib / 1024.0,
+            float(self.conf.vmbeam_aging.
+                  hypervisor_kernel_min_free_memory_mib))
+
+
+class HypervisorKernelSlab(base.ProbeBase):
+    """Unreclaimable slab of the hypervisor's own kernel (nested: the L1's).
+
+    What a leaking kernel (a driver, a netfilter table, a cgroup that is
+    never freed) grows; only a reboot of that kernel gives it back.
+    Exhausted at [vmbeam_aging] hypervisor_kernel_slab_limit_percent of
+    its memory.
+    """
+
+    name = 'hypervisor_kernel_slab'
+    unit = 'MiB'
+    direction = base.RISING
+
+    def sample(self, context):
+        kernel = _hypervisor_kernel(context)
+        if kernel is None:
+            return None
+        percent = self.conf.vmbeam_aging.hypervisor_kernel_slab_limit_percent
+        return base.Sample(kernel.slab_unreclaimable_kib / 1024.0,
+                           kernel.mem_total_kib / 1024.0 * percent / 100.0)
+
+
 class InstancesDiskFree(base.ProbeBase):
     """Free space (for unprivileged users) under the instances path."""
 

@@ -14,6 +14,8 @@
 
 from oslo_config import cfg
 
+from nova_vmbeam.conf import groups
+
 aging_group = cfg.OptGroup(
     'vmbeam_aging',
     title='VMBeam aging monitor options',
@@ -50,7 +52,8 @@ monitor_opts = [
     cfg.ListOpt('probes',
                 default=['host_free_memory', 'daemon_rss', 'daemon_fds',
                          'qemu_overhead', 'instances_disk_free',
-                         'libvirt_latency'],
+                         'libvirt_latency', 'hypervisor_kernel_free_memory',
+                         'hypervisor_kernel_slab'],
                 help='Probes to sample: plugins in the nova_vmbeam.aging '
                      'namespace.'),
     cfg.IntOpt('window',
@@ -185,6 +188,22 @@ limit_opts = [
                help='qemu_overhead: a guest\'s QEMU is exhausted when its '
                     'private memory beyond guest RAM reaches this many '
                     'MiB (the largest over all guests is watched).'),
+    cfg.IntOpt('hypervisor_kernel_min_free_memory_mib',
+               default=128,
+               min=0,
+               help='hypervisor_kernel_free_memory: a hypervisor with a '
+                    'kernel of its own (nested: the L1 VM, of [vmbeam_'
+                    'nested] l1_memory_mib) is exhausted when that '
+                    'kernel\'s MemAvailable falls to this many MiB. '
+                    'Colocated generations run on the host\'s kernel: '
+                    'see min_free_memory_mib.'),
+    cfg.IntOpt('hypervisor_kernel_slab_limit_percent',
+               default=25,
+               min=1,
+               max=100,
+               help='hypervisor_kernel_slab: that kernel is exhausted '
+                    'when its unreclaimable slab (SUnreclaim) reaches '
+                    'this percentage of its memory (MemTotal).'),
     cfg.StrOpt('instances_path',
                default='/var/lib/nova/instances',
                help='instances_disk_free: directory whose filesystem is '
@@ -206,10 +225,7 @@ ALL_OPTS = monitor_opts + trend_opts + policy_opts + limit_opts
 
 
 def register_opts(conf):
-    # A group object per ConfigOpts, as for [vmbeam]: values and overrides
-    # live in the group.
-    group = cfg.OptGroup(aging_group.name, title=aging_group.title,
-                         help=aging_group.help)
+    group = groups.fresh(aging_group)
     conf.register_group(group)
     conf.register_opts(ALL_OPTS, group=group)
 

@@ -20,6 +20,8 @@ from oslo_messaging import opts as messaging_opts
 from oslo_policy import opts as policy_opts
 from oslo_utils import importutils
 
+from nova_vmbeam.conf import groups
+
 api_group = cfg.OptGroup(
     'vmbeam_api', title='vmbeam-api, the operator API',
     help='The API service behind "openstack hypervisor rejuvenate". It '
@@ -71,13 +73,6 @@ _UNLISTED_MESSAGING_OPTS = (
     ('oslo_messaging._tracing.client', 'oslo_messaging_tracing'))
 
 
-def _fresh(group):
-    # A group object per ConfigOpts: oslo.config copies a registered group
-    # shallowly, so the options of one ConfigOpts would leak into another
-    # through a shared one.
-    return cfg.OptGroup(group.name, title=group.title, help=group.help)
-
-
 def register_opts(conf):
     # keystonemiddleware's and oslo.policy's own groups, so that the
     # service's configuration is whole before the middleware is made.
@@ -95,9 +90,9 @@ def register_opts(conf):
         if opts is not None:
             conf.register_opts(opts, group=group)
     conf.set_default('control_exchange', 'nova')
-    conf.register_group(_fresh(api_group))
+    conf.register_group(groups.fresh(api_group))
     conf.register_opts(api_opts, group=api_group.name)
-    conf.register_group(_fresh(nova_group))
+    conf.register_group(groups.fresh(nova_group))
     ks_loading.register_session_conf_options(conf, nova_group.name)
     ks_loading.register_auth_conf_options(conf, nova_group.name)
     ks_loading.register_adapter_conf_options(conf, nova_group.name)
@@ -105,7 +100,7 @@ def register_opts(conf):
     # [upgrade_levels] is Nova's group for the same purpose; vmbeam-api
     # runs apart from Nova, so it registers its own option there.
     conf.register_opts(upgrade_opts, group='upgrade_levels')
-    conf.register_group(_fresh(placement_group))
+    conf.register_group(groups.fresh(placement_group))
     ks_loading.register_adapter_conf_options(conf, placement_group.name)
     conf.set_default('service_type', 'placement',
                      group=placement_group.name)

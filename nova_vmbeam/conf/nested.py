@@ -14,6 +14,8 @@
 
 from oslo_config import cfg
 
+from nova_vmbeam.conf import groups
+
 nested_group = cfg.OptGroup(
     'vmbeam_nested',
     title='VMBeam nested sibling options',
@@ -50,16 +52,22 @@ nested_opts = [
                     'L1 VMs to each other and to the host; created (with '
                     'the first address of network_cidr) when missing. '
                     'Guests move between L1s over it and the host reaches '
-                    'each L1\'s libvirtd on it without authentication: do '
-                    'not add a physical interface to it.'),
+                    'each L1\'s libvirtd on it, both in TLS with client '
+                    'certificates of this node\'s own CA; still, do not '
+                    'add a physical interface to it.'),
     cfg.StrOpt('network_cidr',
                default='192.168.223.0/24',
                help='Private L0 network of the L1 VMs. The host takes the '
                     'first address; generation N takes address 10 + (N '
                     'mod (size - 12)).'),
     cfg.StrOpt('bar_mapping',
-               default='resource2',
-               choices=[('resource2', 'the BAR as sysfs maps it: uncached '
+               default='auto',
+               choices=[('auto', 'the file that keeps L2 RAM write-back '
+                         'where one does (nova_vmbeam/nested/caching.py): '
+                         'resource2 when the L1 runs under TCG or under KVM '
+                         'on Intel; resource2_wc under KVM on AMD, where '
+                         'neither is write-back (a warning says so)'),
+                        ('resource2', 'the BAR as sysfs maps it: uncached '
                          'in the L1 page tables (under KVM, whether L2 RAM '
                          'is really uncached depends on the CPU: see '
                          'docs/design/nested.md)'),
@@ -80,12 +88,25 @@ nested_opts = [
                help='First TCP port of the range (500 ports) a guest\'s '
                     'destination listens on in the target L1 during a '
                     'move; the port is derived from the guest UUID.'),
+    cfg.IntOpt('disk_export_port',
+               default=10809,
+               min=1024,
+               max=65535,
+               help='TCP port on which L0 serves the guests\' disks to '
+                    'the L1s over NBD (qemu-storage-daemon, in TLS, on '
+                    'L0\'s address on the L1 network only).'),
+    cfg.StrOpt('storage_daemon_binary',
+               default='qemu-storage-daemon',
+               help='The qemu-storage-daemon that serves guests\' disks '
+                    'to the L1s: a name looked up in PATH or an absolute '
+                    'path (Debian: qemu-utils).'),
 ]
 
 
 def register_opts(conf):
-    conf.register_group(nested_group)
-    conf.register_opts(nested_opts, group=nested_group)
+    group = groups.fresh(nested_group)
+    conf.register_group(group)
+    conf.register_opts(nested_opts, group=group)
 
 
 def list_opts():

@@ -14,6 +14,8 @@
 
 from oslo_config import cfg
 
+from nova_vmbeam.conf import groups
+
 vmbeam_group = cfg.OptGroup(
     'vmbeam',
     title='VMBeam options',
@@ -109,7 +111,10 @@ sibling_opts = [
                     'plugin in the nova_vmbeam.siblings namespace. '
                     'colocated: a fresh libvirt daemon (with its own '
                     'virtlogd) in a private mount namespace on the same '
-                    'kernel.'),
+                    'kernel. nested: a hypervisor VM (L1) per generation, '
+                    'kernel included; for the vmbeam command only: '
+                    'nova-compute (VMBeamDriver) refuses to start with it, '
+                    'since Nova\'s instances cannot run in an L1 yet.'),
     cfg.FloatOpt('sibling_start_timeout',
                  default=60.0,
                  min=1.0,
@@ -173,11 +178,7 @@ ALL_OPTS = pool_opts + qemu_opts + move_opts + sibling_opts
 
 
 def register_opts(conf):
-    # A group object of its own per ConfigOpts: oslo.config keeps option
-    # values and overrides in the group, so a shared one would carry them
-    # from one ConfigOpts to the next.
-    group = cfg.OptGroup(vmbeam_group.name, title=vmbeam_group.title,
-                         help=vmbeam_group.help)
+    group = groups.fresh(vmbeam_group)
     conf.register_group(group)
     conf.register_opts(ALL_OPTS, group=group)
 

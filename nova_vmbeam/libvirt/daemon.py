@@ -58,8 +58,11 @@ class PrivateLibvirtd:
     written into its configuration files as a comment.
     """
 
-    def __init__(self, conf, base, host_uuid, name, generation):
+    def __init__(self, conf, base, host_uuid, name, generation,
+                 qemu_conf_extra=''):
+        """``qemu_conf_extra``: lines added to its qemu.conf, last."""
         self.conf = conf
+        self.qemu_conf_extra = qemu_conf_extra
         self.base = base
         self.host_uuid = host_uuid
         self.name = name
@@ -122,8 +125,9 @@ class PrivateLibvirtd:
             # chown them back when its QEMU goes.
             f.write('\n# nova-vmbeam generation %d\nuser = "%s"\n'
                     'group = "%s"\ndynamic_ownership = 0\n'
-                    'remember_owner = 0\n' %
-                    (self.generation, user, _group_of(user)))
+                    'remember_owner = 0\n%s' %
+                    (self.generation, user, _group_of(user),
+                     self.qemu_conf_extra))
         if seed_cache and not os.listdir(self.path('cache')):
             # QEMU's capabilities, probed by an earlier generation: saves
             # the new daemon seconds of probing at start-up.

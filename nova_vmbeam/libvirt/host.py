@@ -40,6 +40,18 @@ LOG = logging.getLogger(__name__)
 # QMP events kept per domain (a move needs the last few dozen).
 _EVENTS_KEPT = 1024
 
+#: The D-Bus error systemd-machined answers CreateMachine with when a
+#: machine of that name is registered already (systemd's machined-dbus.c,
+#: method_create_or_register_machine). libvirt 11 passes it on as a
+#: VIR_ERR_DBUS_SERVICE error of VIR_FROM_DBUS with this name as str1
+#: (virGDBusCallMethod, virSystemdCreateMachine).
+MACHINE_EXISTS = 'org.freedesktop.machine1.MachineExists'
+
+#: createXML calls for one launch whose machine name machined refuses. A
+#: failed start uses up its domain id, so the second call gets another
+#: machine name; more than two means something else holds the names.
+LAUNCH_ATTEMPTS = 3
+
 _loop_lock = threading.Lock()
 _loop_started = False
 
@@ -73,6 +85,17 @@ def _ensure_event_loop():
         threading.Thread(target=run, name='vmbeam-libvirt-events',
                          daemon=True).start()
         _loop_started = True
+
+
+def machine_exists(exc):
+    """Whether libvirt error ``exc`` is machined refusing a machine name.
+
+    Only that error: another D-Bus failure of machined (not running, no
+    answer, access denied) is a failure like any other.
+    """
+    return (exc.get_error_code() == libvirt.VIR_ERR_DBUS_SERVICE and
+            exc.get_error_domain() == libvirt.VIR_FROM_DBUS and
+            exc.get_str1() == MACHINE_EXISTS)
 
 
 class Host(hypervisor.Hypervisor):
@@ -130,9 +153,13 @@ class Host(hypervisor.Hypervisor):
                 details = json.loads(details)
             except ValueError:
                 details = {'raw': details}
+        # 'received': when it reached us, on this host's clock; QEMU's own
+        # timestamp is on the clock of the kernel it runs on, which is not
+        # ours for a QEMU inside an L1 VM (nested).
         record = {'event': event, 'data': details or {},
                   'timestamp': {'seconds': seconds,
-                                'microseconds': micros}}
+                                'microseconds': micros},
+                  'received': time.time()}
         with self._lock:
             # Bounded: a long-lived connection must not grow with time.
             self._events.setdefault(dom.UUIDString(), collections.deque(
@@ -182,6 +209,16 @@ class Host(hypervisor.Hypervisor):
 
         If createXML fails, a domain it started all the same is destroyed
         before the failure is raised (_remove_half_created).
+
+        Where systemd-machined registers guests, the machine name of the
+        new domain, ``qemu-<id>-<name>``, is the one its source in another
+        generation's daemon has whenever this daemon hands out the
+        source's id (each daemon counts ids from 1), and machined refuses
+        it. libvirt asks machined before the new QEMU execs and tidies up
+        on the refusal without asking machined to terminate anything, but
+        the id stays used up: createXML is called again, up to
+        LAUNCH_ATTEMPTS times in all, and gets a higher id, so another name
+        (docs/nova-driver.md, "Machine names on systemd-machined hosts").
         """
         xml = spec.domain_xml
         if self.partition:
@@ -195,13 +232,49 @@ class Host(hypervisor.Hypervisor):
             before = self._domain_id(spec.name)
         except libvirt.libvirtError as exc:
             raise exception.QemuStartFailed(guest=spec.name, detail=exc)
+        for attempt in range(1, LAUNCH_ATTEMPTS + 1):
+            try:
+                dom = self.conn.createXML(xml, flags)
+            except libvirt.libvirtError as exc:
+                detail = self._remove_half_created(spec, before, exc)
+                if not machine_exists(exc):
+                    raise exception.QemuStartFailed(guest=spec.name,
+                                                    detail=detail)
+                if attempt == LAUNCH_ATTEMPTS:
+                    raise exception.QemuStartFailed(
+                        guest=spec.name,
+                        detail='systemd-machined refused its machine name '
+                               '%d times, the last time: %s' % (
+                                   attempt, detail))
+                self._ready_for_another_attempt(spec, before, detail)
+                LOG.warning('systemd-machined refused the machine name of '
+                            '%s on %s (%s): another guest, most likely its '
+                            'source in another generation, has it; this '
+                            'daemon has used up that domain id, trying '
+                            'again (attempt %d of %d)', spec.name,
+                            self.name, exc, attempt + 1, LAUNCH_ATTEMPTS)
+            else:
+                return self.guest_class(self, dom, spec)
+
+    def _ready_for_another_attempt(self, spec, before, detail):
+        """Raise QemuStartFailed unless the failed call left nothing here.
+
+        A refused machine name stops libvirt before QEMU runs a guest, and
+        libvirt removes the new domain again; should it still be here (or
+        unknown: the daemon out of reach), it is not created a second time.
+        """
         try:
-            dom = self.conn.createXML(xml, flags)
-        except libvirt.libvirtError as exc:
+            now = self._domain_id(spec.name)
+        except (libvirt.libvirtError, exception.VMBeamError) as exc:
             raise exception.QemuStartFailed(
                 guest=spec.name,
-                detail=self._remove_half_created(spec, before, exc))
-        return self.guest_class(self, dom, spec)
+                detail='%s; whether it left a domain behind on %s is '
+                       'unknown: %s' % (detail, self.name, exc))
+        if now != before:
+            raise exception.QemuStartFailed(
+                guest=spec.name,
+                detail='%s; domain %d of that name still runs on %s' % (
+                    detail, now, self.name))
 
     def _domain_id(self, name):
         """The id of the running domain ``name`` here, or None.

@@ -36,11 +36,15 @@ maps it to
   does not create (only the default ``/machine`` is made on demand): make()
   creates it when the generation starts, remove() when it is retired;
 * with systemd-machined: the slice ``machine-vmbeam\\x2d<group>.slice``
-  under machine.slice, which systemd creates on demand. UNTESTED: the
-  machines the tests run on have no systemd. There the machine (and its
-  scope unit) keeps its name ``qemu-<id>-<name>``: machined refuses a
-  second machine of one name, so a destination whose daemon hands out the
-  source's id fails to start and the move rolls back.
+  under machine.slice, which systemd creates on demand. There the machine
+  (and its scope unit) keeps its name ``qemu-<id>-<name>``, and machined
+  refuses a second machine of one name: a destination whose daemon hands
+  out its source's id fails to start (MachineExists). libvirt 11.3 has
+  used up that id and terminated no machine (it registered none), so
+  Host.launch creates the destination again and it gets another id
+  (host.machine_exists, LAUNCH_ATTEMPTS; docs/nova-driver.md, "Machine
+  names on systemd-machined hosts"). UNTESTED against machined: the
+  machines the tests run on have no systemd.
 
 The partition's cgroups are made and removed by the privsep daemon
 (privsep/cgroups.py make_partition, remove_partition).

@@ -32,8 +32,6 @@ _POLL_S = 0.0005
 # While waiting for a migration's MIGRATION event, query-migrate is asked
 # this often too, in case an event is lost.
 _QUERY_INTERVAL_S = 0.05
-# ... and at most this often when an event of another clock prompts it.
-_PROMPTED_QUERY_S = 0.002
 _FINISHED = ('completed', 'failed', 'cancelled')
 # Thread names QEMU gives its outgoing migration threads (debug-threads=on).
 _MIGRATION_THREAD_PREFIX = 'mig/'
@@ -54,11 +52,16 @@ class QmpMigrationMover(base.MoverBase):
     #: receives the RAM during the migration (cpr-transfer's memfd)
     ram_mapped_at_start = True
     #: True where QEMU stamps its events with our own clock (its QEMUs run
-    #: on this kernel): a finished MIGRATION event newer than the move's
-    #: start is then final. False where they run in VMs with clocks of
-    #: their own (nested): an event only prompts a query-migrate, which
-    #: decides, and the pause is not broken down.
+    #: on this kernel). False where they run in VMs with clocks of their
+    #: own (nested): an event's time is then when libvirt delivered it
+    #: here (_event_time). Either way a finished MIGRATION event newer
+    #: than the move's start is final.
     event_clock_shared = True
+    #: True where the QEMUs are processes of this host, so that whether
+    #: one still runs is a look at /proc. False where asking is a round
+    #: trip to another kernel's libvirt (nested): the pause then does
+    #: without the checks that other answers already make (see verify).
+    local_processes = True
 
     # --- hooks for the concrete movers -----------------------------------
 
@@ -193,8 +196,7 @@ class QmpMigrationMover(base.MoverBase):
         if not self.monitor_before_migrate:
             ctx.destination.connect()
         info = self._wait_finished(ctx.source, ctx.wall_start,
-                                   self.conf.vmbeam.migration_timeout,
-                                   expect_event=self.event_clock_shared)
+                                   self.conf.vmbeam.migration_timeout)
         status = info.get('status')
         if status not in _FINISHED:
             raise exception.MigrationFailed(
@@ -212,14 +214,16 @@ class QmpMigrationMover(base.MoverBase):
     def verify(self, ctx):
         source, dest = ctx.source, ctx.destination
         name = source.spec.name
-        self._check_alive(ctx)
+        if self.local_processes:
+            self._check_alive(ctx)
+        # else: a destination that is gone fails the wait below (its
+        # monitor does not answer), without a round trip first.
         # The source reports completed once it has sent everything; wait
         # until the destination has loaded it too.
         try:
             loaded = self._wait_finished(
                 dest, ctx.wall_start, self.conf.vmbeam.qmp_timeout,
-                expect_event=(self.monitor_before_migrate and
-                              self.event_clock_shared))
+                expect_event=self.monitor_before_migrate)
         except exception.MonitorError:
             if dest.alive():
                 raise
@@ -242,7 +246,10 @@ class QmpMigrationMover(base.MoverBase):
                 guest=name, reason='destination runs before switchover')
         if not self.ram_mapped_at_start:
             self.verify_ram(ctx)
-        self._check_alive(ctx)
+        if self.local_processes or not self.ram_mapped_at_start:
+            self._check_alive(ctx)
+        # else: nothing ran since the destination reported the state
+        # loaded; one that dies now fails the resume, which rolls back.
         ctx.mark('verified')
 
     def _ran_early(self, ctx, loaded):
@@ -255,7 +262,7 @@ class QmpMigrationMover(base.MoverBase):
         """
         if loaded.get('event'):
             return any(event['event'] == 'RESUME' and
-                       monitor_mod.event_time(event) >= ctx.wall_start
+                       self._is_new(event, ctx.wall_start)
                        for event in ctx.destination.events())
         return ctx.destination.status() != 'paused'
 
@@ -267,16 +274,16 @@ class QmpMigrationMover(base.MoverBase):
         with the guests, while the guest being moved is paused. The event
         carries the very state query-migrate would report (QEMU emits it
         on every change of that state), so a finished state read from it
-        is final; its answer is then ``{'status': ..., 'event': True}``
-        (event_clock_shared; otherwise the event only prompts a query).
-        query-migrate is still asked every _QUERY_INTERVAL_S in case an
-        event is lost, and at the deadline.
+        is final; its answer is then ``{'status': ..., 'event': True}``.
+        Newer: by QEMU's clock where it is ours, by the event's arrival
+        here where it is not (_event_time). query-migrate is still asked
+        every _QUERY_INTERVAL_S in case an event is lost, and at the
+        deadline.
         """
         deadline = time.monotonic() + timeout
         # ``expect_event`` False: the endpoint's monitor came up after the
         # migration began (cpr's destination) and may never send the
-        # event, or its events carry another clock (nested), so
-        # query-migrate is asked at once too. Otherwise not: a
+        # event, so query-migrate is asked at once too. Otherwise not: a
         # round trip through the daemon while the guest is paused.
         last_query = time.monotonic() if expect_event else float('-inf')
         while True:
@@ -285,12 +292,8 @@ class QmpMigrationMover(base.MoverBase):
             for event in endpoint.events():
                 status = event['data'].get('status') \
                     if event['event'] == 'MIGRATION' else None
-                if status in _FINISHED and \
-                        monitor_mod.event_time(event) >= since:
-                    if self.event_clock_shared:
-                        return {'status': status, 'event': True}
-                    # Another clock: maybe an older event; ask soon.
-                    next_query = last_query + _PROMPTED_QUERY_S
+                if status in _FINISHED and self._is_new(event, since):
+                    return {'status': status, 'event': True}
             if now >= next_query or now >= deadline:
                 info = endpoint.execute('query-migrate')
                 if info.get('status') in _FINISHED or now >= deadline:
@@ -338,8 +341,7 @@ class QmpMigrationMover(base.MoverBase):
         ctx.source.retire()
         ctx.mark('retired')
 
-    @staticmethod
-    def _source_resumed(ctx):
+    def _source_resumed(self, ctx):
         """True if the source emitted RESUME after the migration stopped it.
 
         Read from the events already received, so the guest's pause does
@@ -347,7 +349,7 @@ class QmpMigrationMover(base.MoverBase):
         """
         stopped = False
         for event in ctx.source.events():
-            if monitor_mod.event_time(event) < ctx.wall_start:
+            if not self._is_new(event, ctx.wall_start):
                 continue
             if event['event'] == 'STOP':
                 stopped = True
@@ -401,19 +403,12 @@ class QmpMigrationMover(base.MoverBase):
         migration completed), load: the destination loads it, notice: we
         learn of it, verify: our checks, switch: journal and last checks,
         resume: the resume command until the destination runs. QEMU's
-        event times and ours are on the same wall clock.
+        event times and ours are on the same wall clock, or the events'
+        times of arrival are taken (_event_time).
         """
         def event_at(endpoint, name, status=None):
-            for event in endpoint.events():
-                if (event['event'] == name and
-                        monitor_mod.event_time(event) >= ctx.wall_start and
-                        (status is None or
-                         event['data'].get('status') == status)):
-                    return monitor_mod.event_time(event)
-            return None
+            return self._event_at(endpoint, name, ctx.wall_start, status)
 
-        if not self.event_clock_shared:
-            return {}
         marks = ctx.wall_marks
         points = [('stop', event_at(ctx.source, 'STOP')),
                   ('device_state', event_at(ctx.source, 'MIGRATION',
@@ -428,6 +423,42 @@ class QmpMigrationMover(base.MoverBase):
             return {}
         return {name: round((at - points[i][1]) * 1000.0, 3)
                 for i, (name, at) in enumerate(points[1:])}
+
+    def _event_at(self, endpoint, name, since, status=None, timeout=0.0):
+        """When ``endpoint``'s first ``name`` event since ``since`` happened.
+
+        On our clock (_event_time); a MIGRATION event only with ``status``
+        when one is given. Waits up to ``timeout`` seconds for it to
+        arrive; None if it has not.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            for event in endpoint.events():
+                if (event['event'] == name and self._is_new(event, since) and
+                        (status is None or
+                         event['data'].get('status') == status)):
+                    return self._event_time(event)
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(_POLL_S)
+
+    def _is_new(self, event, since):
+        """True if ``event`` happened at or after ``since`` (our clock)."""
+        at = self._event_time(event)
+        return at is not None and at >= since
+
+    def _event_time(self, event):
+        """When ``event`` happened, on this host's clock, or None.
+
+        QEMU's own stamp where its clock is ours. Where QEMU runs in a VM
+        with a clock of its own (nested), when libvirt delivered the event
+        here ('received', libvirt/host.py): later than QEMU emitted it by
+        the delivery, but on our clock, so it can be compared with our
+        marks. None for an event without it (not from libvirt).
+        """
+        if self.event_clock_shared:
+            return monitor_mod.event_time(event)
+        return event.get('received')
 
     def _downtime_ms(self, ctx):
         """Source STOP to destination RESUME, by QEMU's own clocks."""

@@ -51,13 +51,20 @@ def ping(dom, timeout=5):
         return False
 
 
-def sh(dom, script, timeout=60):
+def sh(dom, script, timeout=60, stdin=None):
     """Run ``script`` with /bin/sh in the VM; its stdout (str).
+
+    :param stdin: bytes the script reads on its standard input. Secrets
+        go there, never into the script: its text is the process's
+        command line in the VM, which every process there can read.
 
     Raises AgentError (with stderr) if it exits non-zero.
     """
-    pid = command(dom, 'guest-exec', path='/bin/sh', arg=['-c', script],
-                  **{'capture-output': True})['pid']
+    arguments = {'path': '/bin/sh', 'arg': ['-c', script],
+                 'capture-output': True}
+    if stdin is not None:
+        arguments['input-data'] = base64.b64encode(stdin).decode()
+    pid = command(dom, 'guest-exec', **arguments)['pid']
     deadline = time.monotonic() + timeout
     delay = 0.005
     while True:

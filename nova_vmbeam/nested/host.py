@@ -20,18 +20,28 @@ is the L1 VM's QEMU, which is what a CPU priority boost should reach.
 Guest RAM: an L0 pool (vmbeam-pagemoverd) is attached to the L1 as an
 ivshmem-plain device (hotplugged through the L1 QEMU's own QMP socket);
 inside the L1 its BAR 2 is enabled and the guest's QEMU maps
-/sys/bus/pci/devices/<bdf>/<[vmbeam_nested] bar_mapping> as RAM.
+/sys/bus/pci/devices/<bdf>/<BAR file> as RAM (the sibling's bar_mapping,
+nested/caching.py).
 """
 
+import dataclasses
+import pwd
 import time
 
 import libvirt
+from oslo_log import log as logging
 
 from nova_vmbeam import exception
 from nova_vmbeam import hypervisor
 from nova_vmbeam.libvirt import guest as guest_mod
 from nova_vmbeam.libvirt import host as host_mod
 from nova_vmbeam.nested import agent
+from nova_vmbeam.nested.appliance import builder as appliance_builder
+from nova_vmbeam.nested import consoles
+from nova_vmbeam.nested import disks
+from nova_vmbeam.nested import uplinks
+
+LOG = logging.getLogger(__name__)
 
 IVSHMEM_PREFIX = 'vmbeam-pool-'
 KEEPALIVE_INTERVAL_S = 2
@@ -66,22 +76,48 @@ class RemoteGuest(guest_mod.LibvirtGuest):
                                    (self.name, self.host.name))
             time.sleep(0.01)
 
+    def _console_log(self):
+        try:
+            return consoles.log_path(self.dom.XMLDesc())
+        except libvirt.libvirtError:
+            return None
+
+    def _leave_console(self, path):
+        """Unplug this guest's console port from its L1 (it left it)."""
+        sibling = getattr(self.host, 'sibling', None)
+        if path and sibling is not None:
+            consoles.remove_port(sibling, self.spec.uuid, path)
+
     def destroy(self):
         """Kill through the L1's libvirt and wait until it is gone.
 
         Never a signal from here: the pid this endpoint reports is the L1
-        VM's, which runs other guests too.
+        VM's, which runs other guests too. An L1 VM that is gone (killed)
+        took this QEMU with it: that is destroyed too, though its libvirt
+        can no longer say so.
         """
+        console_log = self._console_log()
         try:
             self.dom.destroy()
         except libvirt.libvirtError as exc:
             if exc.get_error_code() not in (libvirt.VIR_ERR_OPERATION_INVALID,
                                             libvirt.VIR_ERR_NO_DOMAIN):
-                raise
+                if not self.l1_gone():
+                    raise
+                LOG.warning('%s: its L1 VM %s is gone, and its QEMU with it '
+                            '(%s)', self.name, self.host.name, exc)
+                return
         self._wait_gone()
         self.undefine()
+        self._leave_console(console_log)
+
+    def l1_gone(self):
+        """True if the L1 VM this guest ran in no longer runs (L0 says)."""
+        sibling = getattr(self.host, 'sibling', None)
+        return sibling is not None and not sibling.running()
 
     def retire(self):
+        console_log = self._console_log()
         self.undefine()
         try:
             self.execute('quit')
@@ -91,6 +127,7 @@ class RemoteGuest(guest_mod.LibvirtGuest):
             self._wait_gone(timeout=10.0)
         except RuntimeError:
             self.destroy()
+        self._leave_console(console_log)
 
 
 class NestedHost(host_mod.Host, hypervisor.PoolAttachingHypervisor):
@@ -130,6 +167,32 @@ class NestedHost(host_mod.Host, hypervisor.PoolAttachingHypervisor):
             return sorted(self.domains())
         except libvirt.libvirtError:
             return []
+        except exception.VMBeamError:
+            # Its libvirtd cannot be reached. An L1 VM that is gone (L0
+            # says so) took its guests with it; one that runs may still
+            # hold some, which only the caller can decide about.
+            if self.sibling.running():
+                raise
+            return []
+
+    def launch(self, spec, incoming=(), paused=False):
+        """As Host.launch, once the guest's host bridges reach this L1.
+
+        Its disks are L0's NBD exports (nested/disks.py): a file or block
+        disk in ``spec`` is served from L0 first and named so. Its console
+        log on L0 is written through a port of this L1 (nested/consoles.py).
+        """
+        conf = self.sibling.conf
+        xml = disks.serve(conf, spec.domain_xml)
+        xml, console_log = consoles.to_l1_console(xml)
+        if console_log:
+            pw = pwd.getpwnam(conf.vmbeam.qemu_user)
+            consoles.ensure_port(self.sibling, spec.uuid, console_log,
+                                 (pw.pw_uid, pw.pw_gid),
+                                 appliance_builder.QEMU_USER)
+        uplinks.ensure(self.sibling, uplinks.bridges_of(xml))
+        return super().launch(dataclasses.replace(spec, domain_xml=xml),
+                              incoming, paused)
 
     def guest_qemu_pid(self, name):
         """Pid of guest ``name``'s QEMU inside the L1."""
@@ -146,14 +209,27 @@ class NestedHost(host_mod.Host, hypervisor.PoolAttachingHypervisor):
         """
         device = pool_device(guest_uuid)
         bdf = self.sibling.find_device(device)
-        if bdf is None:
-            pool.attach(guest_uuid, self.sibling.qmp_socket, device)
+        if bdf is not None:
+            return self.sibling.enable_bar(bdf)
+        pool.attach(guest_uuid, self.sibling.qmp_socket, device)
+        try:
             bdf = self.sibling.find_device(device)
             if bdf is None:
                 raise exception.VMBeamError(
                     'pool of %s attached to %s as %s, but the VM does not '
                     'list it' % (guest_uuid, self.name, device))
-        return self.sibling.enable_bar(bdf)
+            return self.sibling.enable_bar(bdf)
+        except Exception:
+            # Attached here and not usable (the L1's agent did not answer,
+            # say): nothing will map it, and whoever called cannot know it
+            # is attached. Left so, this L1 would keep the guest's RAM
+            # mapped after a move that failed.
+            try:
+                self.detach_pool(pool, guest_uuid)
+            except Exception as exc:
+                LOG.warning('detaching the pool of %s from %s after a '
+                            'failed attach: %s', guest_uuid, self.name, exc)
+            raise
 
     def detach_pool(self, pool, guest_uuid):
         device = pool_device(guest_uuid)

@@ -21,7 +21,12 @@ the private L0 network. What differs from zerocopy:
   prepare    the pool is attached to the target L1 first and its BAR
              enabled; the destination maps the target's BAR path (the BDF
              differs per L1), which is checked inside the L1
-  transfer   tcp:<target L1>:<port> instead of a unix socket
+  transfer   tcp:<target L1>:<port> instead of a unix socket, in TLS
+             (QEMU's tls-creds-x509 on both ends, each verifying its
+             peer's certificate against this node's CA, nested/pki.py;
+             the destination's tls-authz names the source L1): a local
+             user of L0 can reach the L1 network, so an unauthenticated
+             stream could be fed to a waiting destination
   verify     at L0: vmbeam-pagemoverd confirms the target L1's QEMU maps
              this very pool (device and inode), plus zerocopy's checks
              of migration state and destination state
@@ -44,19 +49,28 @@ from nova_vmbeam import hypervisor as hypervisor_mod
 from nova_vmbeam.libvirt import config as libvirt_config
 from nova_vmbeam.movers import base
 from nova_vmbeam.movers import zerocopy
+from nova_vmbeam.nested import pki
 from nova_vmbeam import pool as pool_mod
 from nova_vmbeam.pool import base as pool_base
 
 LOG = logging.getLogger(__name__)
 
 PORTS = 500
+#: QEMU objects of the migration's TLS credentials, one per role: a QEMU
+#: that came in by a move (server) later leaves by one (client)
+TLS_INCOMING = 'vmbeam-tls-incoming'
+TLS_OUTGOING = 'vmbeam-tls-outgoing'
+#: the destination's list of the one source it accepts
+TLS_AUTHZ = 'vmbeam-tls-authz'
 
 
 class NestedMover(zerocopy.ZeroCopyMover):
     name = 'nested'
     sibling_kind = 'nested'
-    # The QEMUs run inside L1 VMs, each with a clock of its own.
+    # The QEMUs run inside L1 VMs, each with a clock of its own, and are
+    # reached through each L1's libvirt.
     event_clock_shared = False
+    local_processes = False
 
     def __init__(self, conf):
         super().__init__(conf)
@@ -85,6 +99,35 @@ class NestedMover(zerocopy.ZeroCopyMover):
     def port(self, spec):
         return (self.conf.vmbeam_nested.migration_port_base +
                 uuid_mod.UUID(spec.uuid).int % PORTS)
+
+    def _configure(self, endpoint):
+        super()._configure(endpoint)
+        # The destination is the QEMU still waiting for its state: it
+        # listens (TLS server), the source connects (TLS client).
+        incoming = endpoint.status() == 'inmigrate'
+        creds = TLS_INCOMING if incoming else TLS_OUTGOING
+        have = {o.get('name') for o in endpoint.execute('qom-list',
+                                                        path='/objects')}
+        if creds not in have:
+            endpoint.execute('object-add', **{
+                'qom-type': 'tls-creds-x509', 'id': creds,
+                'dir': '/' + pki.L1_MIGRATION_DIR,
+                'endpoint': 'server' if incoming else 'client',
+                'verify-peer': True})
+        endpoint.execute('migrate-set-parameters', **{'tls-creds': creds})
+
+    def _accept_only(self, destination, source_l1):
+        """The destination takes a stream from the source's L1 only.
+
+        verify-peer proves a certificate of this node's CA; every L1 has
+        one. The name says which L1: root in another L1 must not be able
+        to feed this destination a stream of its own.
+        """
+        destination.execute('object-add', **{
+            'qom-type': 'authz-simple', 'id': TLS_AUTHZ,
+            'identity': pki.migration_dn(source_l1.name)})
+        destination.execute('migrate-set-parameters',
+                            **{'tls-authz': TLS_AUTHZ})
 
     def check_source(self, ctx):
         # At L0: the source L1's QEMU maps this guest's pool.
@@ -121,6 +164,8 @@ class NestedMover(zerocopy.ZeroCopyMover):
                 (ctx.target.name, ctx.bar))
 
     def start_incoming(self, ctx):
+        self._accept_only(ctx.destination, self._l1(ctx.source.host,
+                                                    'source'))
         uri = 'tcp:%s:%d' % (ctx.target.address, self.port(ctx.source.spec))
         ctx.destination.execute('migrate-incoming', uri=uri)
         return {'uri': uri}
@@ -189,12 +234,20 @@ class NestedMover(zerocopy.ZeroCopyMover):
                             ctx.target.name, exc)
 
     def _downtime_ms(self, ctx):
-        """The guest's pause, without comparing two L1s' clocks.
+        """The guest's pause, on L0's clock.
 
         QMP event timestamps come from each L1's own clock, and two L1
         clocks (TCG guests without time sync) disagree by more than the
-        pause. So: the source's own figure from stop to completion
-        (query-migrate "downtime"), plus verify and resume as timed here.
+        pause. So: from the source's STOP to the destination's RESUME as
+        libvirt delivered them here (_event_time; each arrives later than
+        QEMU emitted it by about the same delivery). Without both: the
+        source's own figure from stop to completion (query-migrate
+        "downtime"), plus verify and resume as timed here.
         """
+        stop = self._event_at(ctx.source, 'STOP', ctx.wall_start)
+        resume = stop and self._event_at(ctx.destination, 'RESUME',
+                                         ctx.wall_start, timeout=1.0)
+        if stop is not None and resume is not None:
+            return round((resume - stop) * 1000.0, 3)
         source_ms = float(ctx.migration.get('downtime', 0))
         return round(source_ms + ctx.ms('transferred', 'resumed'), 3)

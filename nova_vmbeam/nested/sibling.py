@@ -24,9 +24,12 @@ L0 side:
     generation's, in ``<state>/nested/l0``), not one of the rejuvenated
     generations;
   * they share a private Linux bridge ([vmbeam_nested] bridge) with
-    static addresses; the host reaches each L1's libvirtd at
-    ``qemu+tcp://<address>/system`` and its qemu-guest-agent through the
-    L0 daemon (``virDomainQemuAgentCommand``);
+    static addresses; the host reaches each L1's libvirtd over TLS with a
+    client certificate, ``qemu+tls://<address>/system?pkipath=<dir>``
+    (nested/pki.py: why, and where the keys live), and its
+    qemu-guest-agent through the L0 daemon (``virDomainQemuAgentCommand``),
+    which is also how the L1 gets its own keys before its libvirtd
+    listens;
   * each L1 has a second QMP monitor on a unix socket
     (``<state>/nested/genN/qmp.sock``) through which vmbeam-pagemoverd
     hotplugs guest RAM pools as ivshmem-plain devices;
@@ -38,23 +41,30 @@ L0 side:
 """
 
 import fcntl
+import functools
 import os
 import pwd
 import shutil
 import time
+import urllib.parse
 import uuid
 
 import libvirt
 from oslo_log import log as logging
 
 from nova_vmbeam import exception
+from nova_vmbeam import files
 from nova_vmbeam.libvirt import config as libvirt_config
 from nova_vmbeam.libvirt import daemon as libvirt_daemon
 from nova_vmbeam import lifetime
 from nova_vmbeam.nested import agent
 from nova_vmbeam.nested import appliance as appliance_mod
+from nova_vmbeam.nested import caching
+from nova_vmbeam.nested import disks
 from nova_vmbeam.nested import host as nested_host
+from nova_vmbeam.nested import kernel as nested_kernel
 from nova_vmbeam.nested import network
+from nova_vmbeam.nested import pki
 from nova_vmbeam.privsep import cgroups
 from nova_vmbeam.privsep import daemons as privsep_daemons
 from nova_vmbeam.privsep import files as privsep_files
@@ -99,8 +109,13 @@ class L0Daemon:
             host_uuid = str(uuid.uuid4())
             with open(uuid_file, 'w') as f:
                 f.write(host_uuid)
-        self.daemon = libvirt_daemon.PrivateLibvirtd(conf, self.base,
-                                                     host_uuid, self.name, 0)
+        # Chardev files opened by libvirtd itself, not by virtlogd: the
+        # L1s' console ports (nested/consoles.py) of one guest append to
+        # the same log from two L1s during a move, and virtlogd lets one
+        # domain at a time open a file.
+        self.daemon = libvirt_daemon.PrivateLibvirtd(
+            conf, self.base, host_uuid, self.name, 0,
+            qemu_conf_extra='stdio_handler = "file"\n')
 
     def host(self):
         return self.daemon.host()
@@ -142,8 +157,15 @@ def appliance(conf):
     return appliance_mod.build()
 
 
+#: the L2 guests' QEMU binary in the L1 appliance
+L2_QEMU = 'qemu-system-x86_64'
+
+
 class NestedSibling(base.SiblingBase):
     kind = 'nested'
+    #: what runs the L1 VMs: TCG (this machine's KVM, like that of many
+    #: nested clouds, cannot boot the appliance's stock kernel)
+    accel = 'tcg'
 
     def __init__(self, conf, generation, domain_uuid=None):
         super().__init__(conf, generation)
@@ -172,8 +194,18 @@ class NestedSibling(base.SiblingBase):
         return '%s%s' % (DOMAIN_PREFIX, self.name)
 
     @property
+    def pki_dir(self):
+        """L0's client credentials for this L1 (libvirt's pkipath)."""
+        return os.path.join(self.base, 'pki')
+
+    @property
     def uri(self):
-        return 'qemu+tcp://%s/system' % self.address
+        return 'qemu+tls://%s/system?pkipath=%s' % (
+            self.address, urllib.parse.quote(self.pki_dir, safe='/'))
+
+    def ensure_client_pki(self):
+        """Make L0's client credentials for this L1 unless they exist."""
+        return pki.ensure_client(self.conf, self.pki_dir)
 
     @property
     def qmp_socket(self):
@@ -201,6 +233,9 @@ class NestedSibling(base.SiblingBase):
             self._l0_conn = None
 
     def host(self):
+        # Credentials first: an L1 adopted from a state without them
+        # (or whose directory was lost) is reached with new ones.
+        self.ensure_client_pki()
         return nested_host.NestedHost(self, os.path.join(self.base,
                                                          'migrate'))
 
@@ -224,10 +259,7 @@ class NestedSibling(base.SiblingBase):
                 os.chmod(tmp, 0o644)
                 os.rename(tmp, target)
             paths.append(target)
-        directory = stage
-        while directory != '/':
-            os.chmod(directory, os.stat(directory).st_mode | 0o011)
-            directory = os.path.dirname(directory)
+        files.searchable(stage)
         return paths
 
     def domain_xml(self, kernel, initrd):
@@ -238,7 +270,7 @@ class NestedSibling(base.SiblingBase):
             cmdline='%s vmbeam.ip=%s/%d vmbeam.hostname=l1-%s' % (
                 KERNEL_OPTS, self.address, self.prefix, self.name),
             emulator=shutil.which(self.conf.vmbeam.qemu_binary) or
-            self.conf.vmbeam.qemu_binary,
+            self.conf.vmbeam.qemu_binary, accel=self.accel,
             # An L1 that reboots has lost its guests: it is over.
             on_reboot='destroy')
         devices = domain.find('devices')
@@ -292,6 +324,7 @@ class NestedSibling(base.SiblingBase):
         network.ensure_bridge(self.conf)
         self.l0.ensure()
         self._prepare_dirs()
+        self.ensure_client_pki()
         kernel, initrd = self._stage(image)
         xml = self.domain_xml(kernel, initrd)
         self.started_at = time.monotonic()
@@ -307,6 +340,18 @@ class NestedSibling(base.SiblingBase):
             lifetime.keep_out(pid, self.l1_group)
         LOG.info('starting nested sibling %s (L1 VM %s at %s)', self.name,
                  self.domain_name, self.address)
+        mapping = self.bar_mapping
+        (LOG.info if mapping.write_back else LOG.warning)(
+            '%s: guests map their RAM from the BAR file %s, %s: %s',
+            self.name, mapping.file,
+            'write-back' if mapping.write_back else 'NOT write-back',
+            mapping.reason)
+
+    @functools.cached_property
+    def bar_mapping(self):
+        """caching.BarMapping: the BAR file L2 QEMUs here map, and why."""
+        return caching.choose(self.conf.vmbeam_nested.bar_mapping,
+                              self.accel, caching.cpu_vendor())
 
     def _console_tail(self):
         try:
@@ -316,15 +361,31 @@ class NestedSibling(base.SiblingBase):
             return '(no console log)'
         return '\n'.join(lines[-5:]) or '(nothing on the console)'
 
+    def deliver_keys(self, dom):
+        """Hand the L1 its TLS keys through the guest agent.
+
+        The agent's channel is a virtio-serial port of the L0 daemon,
+        which only this service's user can reach: the keys never cross
+        the L1 network. They go on the agent command's standard input,
+        not its command line. Idempotent: an L1 that has its keys keeps
+        them.
+        """
+        archive = pki.tar_of(pki.l1_files(self.conf, self.address,
+                                          self.name))
+        agent.sh(dom, pki.INSTALL_SCRIPT, timeout=60, stdin=archive)
+        LOG.info('TLS keys delivered to L1 VM %s', self.domain_name)
+
     def wait_ready(self, timeout):
         """Until the L1's libvirtd and guest agent answer.
 
-        An L1 boots in tens of seconds under TCG: the wait is at least
-        [vmbeam_nested] l1_boot_timeout.
+        The L1 starts libvirtd once it has its keys (deliver_keys, as
+        soon as its agent answers). An L1 boots in tens of seconds under
+        TCG: the wait is at least [vmbeam_nested] l1_boot_timeout.
         """
         timeout = max(timeout, self.conf.vmbeam_nested.l1_boot_timeout)
         deadline = time.monotonic() + timeout
         host = self.host()
+        delivered = False
         try:
             while True:
                 dom = self.l1_domain()
@@ -337,6 +398,15 @@ class NestedSibling(base.SiblingBase):
                     raise exception.SiblingStartFailed(
                         'L1 VM %s failed to boot: %s' %
                         (self.domain_name, self._console_tail()))
+                if not delivered and 'VMBEAM-L1 waiting for keys' in \
+                        console and agent.ping(dom, timeout=5):
+                    try:
+                        self.deliver_keys(dom)
+                    except agent.AgentError as exc:
+                        raise exception.SiblingStartFailed(
+                            'L1 VM %s did not take its keys: %s' %
+                            (self.domain_name, exc))
+                    delivered = True
                 if 'VMBEAM-L1 ready' in console and \
                         agent.ping(dom, timeout=5) and host.alive():
                     return
@@ -385,35 +455,58 @@ class NestedSibling(base.SiblingBase):
                                  for name in host.running_qemus()}
             finally:
                 host.close()
+            # Its own kernel: what a nested rejuvenation renews.
+            dom = self.l1_domain()
+            if dom is not None:
+                report.kernel = nested_kernel.measure(dom)
         return report
 
     # --- guest RAM BARs inside the L1 ---------------------------------------
 
+    def _pci_devices(self):
+        """(bus, device) for every PCI device of the L1, as QEMU lists it.
+
+        QEMU's own answer: libvirt does not know of the pools that
+        vmbeam-pagemoverd hotplugs (QEMU gives them the lowest free
+        slots of the root bus).
+        """
+        dom = self.l1_domain()
+        for bus in self._l0_host().monitor_command(dom, 'query-pci'):
+            for dev in bus.get('devices', ()):
+                yield bus.get('bus'), dev
+
     def find_device(self, device):
         """Guest-visible PCI address (BDF) of QEMU device ``device``."""
-        dom = self.l1_domain()
-        reply = self._l0_host().monitor_command(dom, 'query-pci')
-        for bus in reply:
-            for dev in bus.get('devices', ()):
-                if dev.get('qdev_id') == device:
-                    return '0000:%02x:%02x.%x' % (dev['bus'], dev['slot'],
-                                                  dev['function'])
+        for _, dev in self._pci_devices():
+            if dev.get('qdev_id') == device:
+                return '0000:%02x:%02x.%x' % (dev['bus'], dev['slot'],
+                                              dev['function'])
         return None
+
+    def used_pci_slots(self):
+        """Slots of the L1's root PCI bus in use, whoever plugged them.
+
+        A device libvirt plugs here needs a slot not among them.
+        """
+        return {dev['slot'] for bus, dev in self._pci_devices() if bus == 0}
 
     def enable_bar(self, bdf, timeout=60):
         """Wait for a hotplugged device in the L1 and enable it.
 
-        Returns the BAR file that guests map as their RAM.
+        Returns the BAR file that guests map as their RAM, given to the
+        L1's QEMU user: QEMU does not run as root there, and sysfs makes
+        the file root's, mode 0600.
         """
-        bar = '/sys/bus/pci/devices/%s/%s' % (
-            bdf, self.conf.vmbeam_nested.bar_mapping)
+        bar = '/sys/bus/pci/devices/%s/%s' % (bdf, self.bar_mapping.file)
         script = (
             'd=/sys/bus/pci/devices/%(bdf)s; i=0; '
             'while [ ! -e %(bar)s ] && [ $i -lt %(tries)d ]; do '
             'usleep 100000; i=$((i+1)); done; '
             '[ -e %(bar)s ] || { echo "no $d after hotplug" >&2; exit 1; }; '
             '[ "$(cat $d/enable)" = 1 ] || echo 1 > $d/enable; '
-            'cat $d/enable' % {'bdf': bdf, 'bar': bar, 'tries': timeout * 10})
+            'chown %(user)s:%(user)s %(bar)s; '
+            'cat $d/enable' % {'bdf': bdf, 'bar': bar, 'tries': timeout * 10,
+                               'user': appliance_mod.builder.QEMU_USER})
         out = agent.sh(self.l1_domain(), script, timeout=timeout + 10)
         if out.strip() != '1':
             raise exception.SiblingStartFailed('%s: cannot enable %s: %r' %
@@ -433,7 +526,10 @@ class NestedSibling(base.SiblingBase):
         if dom.isActive():
             host = self.host()
             try:
-                remaining = host.running_qemus() if host.alive() else []
+                if host.alive():
+                    remaining = host.running_qemus()
+                else:
+                    remaining = self._qemus_without_libvirt(dom)
             finally:
                 host.close()
             if remaining:
@@ -443,6 +539,24 @@ class NestedSibling(base.SiblingBase):
             stop_l1(dom, self.address)
         cgroups.remove_group(self.l1_group)
         LOG.info('retired nested sibling %s', self.name)
+
+    def _qemus_without_libvirt(self, dom):
+        """QEMU processes in the L1, asked of its kernel (libvirtd is gone).
+
+        A libvirtd that does not answer says nothing about its guests,
+        which may still run: never taken for none. Raises
+        SiblingStartFailed when the agent cannot tell either.
+        """
+        try:
+            out = agent.sh(dom, 'pidof %s || true' % L2_QEMU, timeout=30)
+        except agent.AgentError as exc:
+            raise exception.SiblingStartFailed(
+                'not retiring %s: neither its libvirtd nor its guest agent '
+                'answers (%s), so whether guests still run in it is unknown. '
+                'Look at its console (%s); once no guest runs in it, stop '
+                'the L1 VM %s with virsh destroy on the L0 daemon.' % (
+                    self.name, exc, self.console_log, self.domain_name))
+        return ['QEMU pid %s' % pid for pid in out.split()]
 
 
 def stop_l1(dom, address):
@@ -484,9 +598,10 @@ def generation_of(domain_name):
 
 
 def stop_all(conf):
-    """Stop every L1 VM and the L0 daemon (tests, bench, uninstall)."""
+    """Stop every L1 VM, the L0 daemon and the disks' (tests, uninstall)."""
     l0 = L0Daemon(conf)
     if not l0.running():
+        disks.StorageDaemon(conf).stop()
         return
     host = l0.host()
     try:
@@ -498,4 +613,5 @@ def stop_all(conf):
                 dom.destroy()
     finally:
         host.close()
+    disks.StorageDaemon(conf).stop()
     l0.retire()

@@ -18,7 +18,8 @@ Every operation nova-compute needs root for goes through an entrypoint of
 arguments and building no shell line:
 
 * daemons.py: start a generation's libvirtd and virtlogd in a mount
-  namespace, and vmbeam-pagemoverd; signal and reap them;
+  namespace, vmbeam-pagemoverd, and the nested sibling's
+  qemu-storage-daemon (as the QEMU user); signal and reap them;
 * cgroups.py: move a daemon into a cgroup of its own, remove it;
 * files.py: hand a file to the QEMU user (and back);
 * sched.py: raise and restore the priority of QEMU and daemon threads

@@ -28,7 +28,10 @@ whether a start failed and to reap it; a pid it did not start is only
 ever signalled through its identity (pid and start time).
 """
 
+import ipaddress
+import json
 import os
+import pwd
 import re
 import stat
 import subprocess
@@ -126,8 +129,18 @@ def start_pagemoverd(group, binary, socket_path, pool_dir, owner, budget_mib,
         raise ValueError('not a user id: %r' % (client_uid,))
     if client_uid:
         argv += ['--client-uid', str(client_uid)]
+    return _start_forking(group, argv, base + '.pid', timeout)
+
+
+def _start_forking(group, argv, pid_file, timeout):
+    """Start a daemon that forks itself away once it serves.
+
+    (exit status of the process started here, stdout, stderr); the status
+    is None if it did not get that far within ``timeout`` seconds (it is
+    then killed).
+    """
     spawned = lifetime.spawn(group, argv, service_type='forking',
-                             pid_file=base + '.pid')
+                             pid_file=pid_file)
     try:
         stdout, stderr = spawned.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -135,6 +148,66 @@ def start_pagemoverd(group, binary, socket_path, pool_dir, owner, budget_mib,
         stdout, stderr = spawned.communicate()
         return None, stdout, stderr
     return spawned.returncode, stdout, stderr
+
+
+def _option_path(path):
+    # QEMU's option syntax splits on commas: a path holding one would be
+    # read as two options (an ",id=..." planted in a directory name, say).
+    check_path(path)
+    if ',' in path:
+        raise ValueError('a comma in %r: QEMU would read it as an option '
+                         'separator' % (path,))
+    return path
+
+
+@vmbeam_pctxt.entrypoint
+def start_storage_daemon(group, binary, base, user, address, port,
+                         client_dn_glob, timeout, client_uid=0):
+    """Start the nested sibling's qemu-storage-daemon on L0.
+
+    It runs as ``user`` (the QEMU user: it opens what an L0 QEMU would),
+    serves NBD only on ``address``:``port``, in TLS with a client
+    certificate required (its keys in ``base``, ``client_dn_glob`` the
+    certificate names it lets in), and takes QMP on ``base``/qmp.sock,
+    given to ``client_uid`` (mode 0600). It forks itself away once it
+    listens (--daemonize). Returns (exit status of its start, stdout,
+    stderr), status None if it did not get that far within ``timeout``.
+    """
+    base = _option_path(base)
+    if not os.path.isdir(base) or os.path.islink(base):
+        raise ValueError('%s is not a directory' % base)
+    pw = pwd.getpwnam(user)
+    address = str(ipaddress.ip_address(address))
+    if not isinstance(port, int) or not 1024 <= port <= 65535:
+        raise ValueError('not an unprivileged TCP port: %r' % (port,))
+    if not isinstance(client_uid, int) or client_uid < 0:
+        raise ValueError('not a user id: %r' % (client_uid,))
+    if not re.match(r'^CN=[A-Za-z0-9*.-]+$', client_dn_glob or ''):
+        raise ValueError('not a certificate name pattern: %r' %
+                         (client_dn_glob,))
+    socket_path = os.path.join(base, 'qmp.sock')
+    pid_file = os.path.join(base, 'qsd.pid')
+    authz = {'qom-type': 'authz-list', 'id': 'vmbeam-nbd-authz',
+             'policy': 'deny',
+             'rules': [{'match': client_dn_glob, 'policy': 'allow',
+                        'format': 'glob'}]}
+    argv = ['setpriv', '--reuid', str(pw.pw_uid), '--regid',
+            str(pw.pw_gid), '--init-groups', '--', check_binary(binary),
+            '--chardev', 'socket,id=vmbeam-qmp,path=%s,server=on,wait=off'
+            % socket_path,
+            '--monitor', 'chardev=vmbeam-qmp',
+            '--object', 'tls-creds-x509,id=vmbeam-nbd-tls,endpoint=server,'
+            'dir=%s,verify-peer=on' % base,
+            '--object', json.dumps(authz),
+            '--nbd-server', 'addr.type=inet,addr.host=%s,addr.port=%d,'
+            'tls-creds=vmbeam-nbd-tls,tls-authz=vmbeam-nbd-authz' %
+            (address, port),
+            '--daemonize', '--pidfile', pid_file]
+    status, stdout, stderr = _start_forking(group, argv, pid_file, timeout)
+    if status == 0 and client_uid and os.path.exists(socket_path):
+        os.chown(socket_path, client_uid, -1)
+        os.chmod(socket_path, 0o600)
+    return status, stdout, stderr
 
 
 @vmbeam_pctxt.entrypoint

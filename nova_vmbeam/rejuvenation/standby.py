@@ -24,7 +24,9 @@ import time
 from oslo_log import log as logging
 
 from nova_vmbeam import exception
+from nova_vmbeam import hypervisor
 from nova_vmbeam import movers as movers_mod
+from nova_vmbeam import pool as pool_mod
 from nova_vmbeam import records
 from nova_vmbeam.rejuvenation import generations as generations_mod
 from nova_vmbeam.rejuvenation import planning
@@ -44,11 +46,14 @@ def adoptable(prepared, mover, src):
             prepared.digest == xml_digest(src))
 
 
-def discard(endpoint):
+def discard(endpoint, pool=None):
     """Destroy a prepared destination that never received a guest.
 
     Only a QEMU still waiting for its migration is one; anything else
-    may hold a guest and is left for the operator.
+    may hold a guest and is left for the operator. With ``pool``, where
+    the guest's RAM was attached to the destination's hypervisor VM for it
+    (nested), the VM lets go of it too: the guest's RAM is then mapped by
+    its source alone, and can be freed once the guest is deleted.
     """
     state = endpoint.status() if endpoint.alive() else None
     if state not in (None, 'inmigrate', 'prelaunch'):
@@ -57,6 +62,9 @@ def discard(endpoint):
             'check it by hand' % (endpoint.name, endpoint.host.name,
                                   state))
     endpoint.destroy()
+    if pool is not None and isinstance(endpoint.host,
+                                       hypervisor.PoolAttachingHypervisor):
+        endpoint.host.detach_pool(pool, endpoint.spec.uuid)
 
 
 class Standby:
@@ -168,10 +176,14 @@ class Standby:
             self.generations.ensure_running(sibling)
             host = sibling.host()
             count = 0
+            # The whole standby goes (retired below, its VM with it), or
+            # the guests named are about to be deleted: their RAM must be
+            # left to their source alone.
+            pool = pool_mod.load(self.conf) if names is not None else None
             try:
                 for endpoint in host.guests():
                     if names is None or endpoint.name in names:
-                        discard(endpoint)
+                        discard(endpoint, pool)
                         self._set(number, endpoint.name, None)
                         count += 1
             finally:
@@ -190,11 +202,12 @@ class Standby:
         behind, mapping RAM that must be freed.
         """
         host = self.generations.sibling(number).host()
+        pool = pool_mod.load(self.conf)
         try:
             for endpoint in host.guests():
                 if endpoint.name not in names:
                     LOG.info('discarding the prepared destination of %s: '
                              'the guest is gone', endpoint.name)
-                    discard(endpoint)
+                    discard(endpoint, pool)
         finally:
             host.close()

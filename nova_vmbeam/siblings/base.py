@@ -26,6 +26,11 @@ class SiblingBase(metaclass=abc.ABCMeta):
     #: entry-point name
     kind = None
 
+    #: whether VMBeamDriver can run Nova's instances on its generations:
+    #: their disks, volumes, networks and console reached from the
+    #: generation's daemon, as Nova sets them up on this host
+    runs_nova_instances = False
+
     def __init__(self, conf, generation):
         self.conf = conf
         self.generation = generation

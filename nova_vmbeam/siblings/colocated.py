@@ -40,6 +40,9 @@ LOG = logging.getLogger(__name__)
 
 class ColocatedSibling(base.SiblingBase):
     kind = 'colocated'
+    # Its daemons run on this kernel and see this host's files, devices
+    # and bridges, as the host's own libvirtd would.
+    runs_nova_instances = True
 
     def __init__(self, conf, generation, host_uuid=None):
         super().__init__(conf, generation)

@@ -54,6 +54,7 @@ from nova_vmbeam.privsep import files as privsep_files
 from nova_vmbeam.rejuvenation import orchestrator as orchestrator_mod
 from nova_vmbeam import rpc
 from nova_vmbeam.rpc import server as rpc_server
+from nova_vmbeam import siblings as siblings_mod
 from nova_vmbeam.virt import config as vmbeam_config
 from nova_vmbeam.virt import host as vmbeam_host
 from nova_vmbeam.virt import ram
@@ -93,6 +94,7 @@ class VMBeamDriver(libvirt_driver.LibvirtDriver):
         return self._rejuvenation.orchestrator.endpoints()
 
     def init_host(self, host):
+        self._check_sibling_kind()
         self._check_aging_config()
         # One libvirt event loop per process: Nova's (started by
         # Host.initialize() in super().init_host) serves the engine's
@@ -127,6 +129,33 @@ class VMBeamDriver(libvirt_driver.LibvirtDriver):
         server, self._rpc_server = self._rpc_server, None
         if server is not None:
             rpc_server.stop(server)
+
+    def _check_sibling_kind(self):
+        """Refuse a sibling kind whose generations cannot run instances.
+
+        A nested generation runs its guests inside a hypervisor VM, which
+        reaches none of what Nova sets up on this host for an instance
+        (its disks under instances_path, its volumes, its VIFs): Nova
+        would boot instances there that could not work. Checked first in
+        init_host, like the aging config, so nothing is started.
+        """
+        name = CONF.vmbeam.sibling_kind
+        try:
+            sibling_class = siblings_mod.kind(name)
+        except exception.UnknownPlugin as exc:
+            raise nova_exception.InvalidConfiguration(str(exc))
+        if sibling_class.runs_nova_instances:
+            return
+        usable = [kind for kind in siblings_mod.available()
+                  if siblings_mod.kind(kind).runs_nova_instances]
+        raise nova_exception.InvalidConfiguration(
+            '[vmbeam] sibling_kind = %s: VMBeamDriver cannot run Nova '
+            'instances on %s generations (their guests run inside a '
+            'hypervisor VM that reaches neither the instances\' disks and '
+            'volumes nor their networks on this host). Set [vmbeam] '
+            'sibling_kind = %s in nova-compute\'s configuration; %s '
+            'generations are for the vmbeam command on a host without '
+            'nova-compute.' % (name, name, ' or '.join(usable), name))
 
     def _check_aging_config(self):
         """Refuse to start on an aging config that is unsafe for a fleet.

@@ -14,6 +14,8 @@
 and nothing changed on any host or server."""
 
 import json
+import os
+import re
 import subprocess
 import time
 
@@ -125,3 +127,64 @@ class BadInputTest(base.CloudTestCase):
                              '00000000-0000-0000-0000-000000000000'),
                             'No server')
         self.assertEqual(before, self.rejuvenation_status()['generations'])
+
+    def test_nova_compute_refuses_a_nested_sibling_kind(self):
+        # An operator sets the kind whose generations Nova's instances
+        # cannot use: nova-compute does not come up, says why and what to
+        # set, and starts, adopts or stops no generation.
+        before = self.snapshot(())
+        conf = os.path.join(base.CLOUD_DIR, 'etc', 'nova',
+                            'nova-compute.conf')
+        with open(conf) as f:
+            original = f.read()
+        self.assertIn('[vmbeam]\n', original)
+        self.addCleanup(self.ensure_compute_up)
+        self.addCleanup(self._write_keeping_owner, conf, original)
+        self._write_keeping_owner(conf, original.replace(
+            '[vmbeam]\n', '[vmbeam]\nsibling_kind = nested\n', 1))
+        generations = self.generation_daemons()
+        offset = self.log_offset()
+        base.aio('restart', 'nova-compute', check=False)
+        deadline = time.monotonic() + 120
+        log = ''
+        while time.monotonic() < deadline:
+            log = self.log_since(offset)
+            if 'sibling_kind = nested' in log:
+                break
+            time.sleep(1)
+        self.assertIn('[vmbeam] sibling_kind = nested: VMBeamDriver cannot '
+                      'run Nova instances on nested generations', log)
+        self.assertIn('Set [vmbeam] sibling_kind = colocated', log)
+        # The error is logged before the process has finished exiting.
+        stopped = re.compile(r'^nova-compute\s+stopped', re.M)
+        deadline = time.monotonic() + 60
+        status = base.aio('status', check=False)
+        while not stopped.search(status) and time.monotonic() < deadline:
+            time.sleep(1)
+            status = base.aio('status', check=False)
+        self.assertRegex(status, stopped)
+        # The generations' daemons it found running still run, untouched.
+        self.assertEqual(generations, self.generation_daemons())
+        self._write_keeping_owner(conf, original)
+        self.restart_compute()
+        self.assertEqual(before, self.snapshot(()))
+
+    @staticmethod
+    def _write_keeping_owner(path, text):
+        st = os.stat(path)
+        with open(path, 'w') as f:
+            f.write(text)
+        os.chown(path, st.st_uid, st.st_gid)
+        os.chmod(path, st.st_mode & 0o7777)
+
+    @staticmethod
+    def generation_daemons():
+        """Pids of the generations' libvirtd (their pid files)."""
+        found = {}
+        siblings = os.path.join(base.CLOUD_DIR, 'data', 'vmbeam', 'siblings')
+        for name in sorted(os.listdir(siblings)):
+            pid_file = os.path.join(siblings, name, 'run', 'libvirtd.pid')
+            if os.path.exists(pid_file):
+                with open(pid_file) as f:
+                    found[name] = f.read().strip()
+        return found

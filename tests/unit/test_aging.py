@@ -42,7 +42,10 @@ from nova_vmbeam.aging import window as window_mod
 from nova_vmbeam.conf import aging as aging_conf
 from nova_vmbeam.conf import nested as nested_conf
 from nova_vmbeam import exception
+from nova_vmbeam.nested import agent as nested_agent
+from nova_vmbeam.nested import kernel as nested_kernel
 from nova_vmbeam.nested import sibling as nested_sibling
+from nova_vmbeam import records
 from tests.unit import fakes
 
 STEP = 60.0     # seconds between samples
@@ -370,8 +373,12 @@ class TestProbePlugins(testtools.TestCase):
     def test_every_probe_is_a_plugin(self):
         self.assertEqual(
             ['daemon_fds', 'daemon_rss', 'host_free_memory',
+             'hypervisor_kernel_free_memory', 'hypervisor_kernel_slab',
              'instances_disk_free', 'libvirt_latency', 'qemu_overhead'],
             aging_mod.available())
+        # Every one is sampled by default.
+        self.assertEqual(aging_mod.available(),
+                         sorted(make_conf('/nonexistent').vmbeam_aging.probes))
         conf = make_conf('/nonexistent')
         for probe in aging_mod.load_all(aging_mod.available(), conf):
             self.assertIn(probe.direction, (base.RISING, base.FALLING))
@@ -399,7 +406,8 @@ class TestProbePlugins(testtools.TestCase):
         self.assertEqual(1024.0, disk.limit)
         # No generation is active in this state dir: nothing to measure.
         for name in ('daemon_rss', 'daemon_fds', 'qemu_overhead',
-                     'libvirt_latency'):
+                     'libvirt_latency', 'hypervisor_kernel_free_memory',
+                     'hypervisor_kernel_slab'):
             self.assertIsNone(aging_mod.load(name, conf).sample(context))
 
     def test_daemon_probes_measure_the_l1_of_a_nested_node(self):
@@ -421,7 +429,19 @@ class TestProbePlugins(testtools.TestCase):
             l1, 'running', return_value=True))
         self.useFixture(fixtures.MockPatchObject(
             l1, 'host', return_value=l1_host))
+        # The L1's kernel, as its guest agent's cat prints it.
+        l1_dom = mock.Mock()
+        l1_dom.name.return_value = 'vmbeam-nested-gen2'
+        self.useFixture(fixtures.MockPatchObject(
+            l1, 'l1_domain', return_value=l1_dom))
+        agent_sh = self.useFixture(fixtures.MockPatch(
+            'nova_vmbeam.nested.agent.sh', return_value=L1_KERNEL)).mock
         report = l1.health()
+        agent_sh.assert_called_once_with(l1_dom, nested_kernel.SCRIPT,
+                                         timeout=10)
+        self.assertEqual('5f8c9a52-2b1e-4c43-9d53-0b8f7f6b2a11',
+                         report.kernel.boot_id)
+        self.assertIn('its kernel: boot 5f8c9a52', report.describe())
         self.assertEqual('l1', report.daemon.name)
         self.assertEqual(['l2'], sorted(report.guests))
         context = base.ProbeContext(conf, orchestrator=mock.Mock())
@@ -436,6 +456,59 @@ class TestProbePlugins(testtools.TestCase):
         # L2 QEMUs run inside the L1: nothing to measure from here.
         self.assertIsNone(
             aging_mod.load('qemu_overhead', conf).sample(context))
+        # The L1's own kernel is.
+        free = aging_mod.load('hypervisor_kernel_free_memory',
+                              conf).sample(context)
+        self.assertEqual((1100000 / 1024.0, 128.0), free)
+        slab = aging_mod.load('hypervisor_kernel_slab', conf).sample(context)
+        self.assertEqual((40000 / 1024.0, 1500000 / 1024.0 * 0.25), slab)
+        # An agent that does not answer: the daemon figures, no kernel.
+        agent_sh.side_effect = nested_agent.AgentError(
+            vm='l1', reason='timed out')
+        report = l1.health()
+        self.assertIsNone(report.kernel)
+        self.assertEqual('l1', report.daemon.name)
+        context.__dict__['health'] = report
+        self.assertIsNone(aging_mod.load('hypervisor_kernel_free_memory',
+                                         conf).sample(context))
+
+
+L1_KERNEL = (
+    '5f8c9a52-2b1e-4c43-9d53-0b8f7f6b2a11\n'
+    '4242.17 4100.02\n'
+    'MemTotal:        1500000 kB\n'
+    'MemFree:          900000 kB\n'
+    'MemAvailable:    1100000 kB\n'
+    'Slab:              60000 kB\n'
+    'SReclaimable:      20000 kB\n'
+    'SUnreclaim:        40000 kB\n')
+
+
+class TestNestedKernel(testtools.TestCase):
+    """The L1's kernel figures, from its agent's output."""
+
+    def test_parse(self):
+        kernel = nested_kernel.parse(L1_KERNEL)
+        self.assertEqual(records.KernelHealth(
+            boot_id='5f8c9a52-2b1e-4c43-9d53-0b8f7f6b2a11', uptime_s=4242.17,
+            mem_total_kib=1500000, mem_available_kib=1100000,
+            slab_unreclaimable_kib=40000), kernel)
+
+    def test_parse_refuses_what_is_not_that(self):
+        for text in ('', 'boot\n1.0 1.0\n',
+                     L1_KERNEL.replace('SUnreclaim', 'Other'),
+                     L1_KERNEL.replace('4242.17', 'soon')):
+            self.assertRaises(ValueError, nested_kernel.parse, text)
+
+    def test_the_journal_keeps_it_and_reads_reports_without_it(self):
+        report = records.HealthReport(
+            generation=3, running=True,
+            daemon=records.DaemonHealth(name='l1', pid=7),
+            kernel=nested_kernel.parse(L1_KERNEL))
+        data = json.loads(json.dumps(report.to_dict()))
+        self.assertEqual(report, records.HealthReport.from_dict(data))
+        del data['kernel']   # written before there was one
+        self.assertIsNone(records.HealthReport.from_dict(data).kernel)
 
 
 _HOLDER = textwrap.dedent('''

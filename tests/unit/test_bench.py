@@ -16,6 +16,7 @@ import sys
 import testtools
 
 from vmbeam_devtools import bench
+from vmbeam_devtools.nested import bench as nested_bench
 
 
 def _rec(mover, total, ok=True, ram=1024, dirty=64):
@@ -64,6 +65,41 @@ class TestHostTable(testtools.TestCase):
         self.assertNotIn('slowest |', table)
 
 
+class TestCompareTable(testtools.TestCase):
+
+    def test_one_row_per_method_with_ratios_to_precopy(self):
+        def host(method, downtimes, totals, sent):
+            return {'method': method, 'standby_ms': 0.0,
+                    'sibling_ready_ms': 400.0, 'end_to_end_ms': 500.0,
+                    'ok': True, 'per_guest': [
+                        {'downtime_ms': d, 'total_ms': t,
+                         'transferred_bytes': sent, 'ok': True}
+                        for d, t in zip(downtimes, totals)]}
+        rows = [host('zerocopy', (3.0, 5.0, 4.0), (10.0, 30.0, 20.0), 100),
+                host('libvirt-precopy', (40.0,), (200.0,), 1000),
+                {'kind': 'nested', 'method': 'nested', 'l1_boot_ms': 15000.0,
+                 'standby_ms': 0.0, 'sibling_ready_ms': 8000.0,
+                 'end_to_end_ms': 13000.0, 'total_ms': 220.0,
+                 'downtime_ms': 100.0, 'transferred_bytes': 300000,
+                 'ok': True},
+                {'kind': 'nested', 'method': 'bare (QMP by hand)',
+                 'total_ms': 150.0, 'downtime_ms': 80.0,
+                 'transferred_bytes': 290000, 'ok': True}]
+        table = nested_bench.format_compare_table(rows)
+        lines = table.splitlines()
+        # Medians over the colocated moves, each with its ratio.
+        self.assertIn('| colocated zerocopy | 3 |  | 0 | '
+                      '400 (1x) | 500 (1x) | 20.0 (0.1x) | '
+                      '4.0 (0.1x) | 100 (0.1x) | True |', lines)
+        self.assertIn('| libvirt-precopy | 1 |', table)
+        # The L1 boot has no counterpart: no ratio.
+        self.assertIn('| nested | 1 | 15000 | 0 | 8000 (20x) | '
+                      '13000 (26x) | 220.0 (1.1x) | 100.0 (2.5x) | '
+                      '300000 (300x) | True |', lines)
+        self.assertIn('| bare (QMP by hand) | 1 |  |  |  |  | 150.0 (0.75x) '
+                      '| 80.0 (2x) |', table)
+
+
 class TestCli(testtools.TestCase):
 
     def _vmbeam(self, *args):
@@ -82,3 +118,24 @@ class TestCli(testtools.TestCase):
         self.assertEqual(0, proc.returncode, proc.stderr)
         self.assertIn('zerocopy', proc.stdout)
         self.assertIn('memfd', proc.stdout)
+
+
+class TestNestedTable(testtools.TestCase):
+
+    def test_disk_size_and_errors_have_columns(self):
+        table = nested_bench.format_nested_table([
+            {'method': 'nested', 'disk_mib': 64, 'l1_boot_ms': 17000.0,
+             'standby_ms': 0.0, 'sibling_ready_ms': 9000.0,
+             'end_to_end_ms': 20000.0, 'total_ms': 600.0,
+             'downtime_ms': 130.0, 'transferred_bytes': 330000,
+             'disk_errors': 0, 'ok': True},
+            {'method': 'bare (QMP by hand)', 'downtime_ms': 120.0}])
+        lines = table.splitlines()
+        self.assertEqual('method | disk MiB | L1 boot ms | standby ms | '
+                         'L1 ready ms (run) | end-to-end ms | total ms | '
+                         'downtime ms | bytes | disk errors | ok', lines[0])
+        self.assertEqual('nested | 64 | 17000.0 | 0.0 | 9000.0 | 20000.0 | '
+                         '600.0 | 130.0 | 330000 | 0 | True', lines[2])
+        # What a row does not have stays empty, not "None".
+        self.assertEqual('bare (QMP by hand) |  |  |  |  |  |  | 120.0 |  '
+                         '|  | ', lines[3])

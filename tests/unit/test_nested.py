@@ -14,9 +14,12 @@
 
 import os
 import tempfile
+import time
+from unittest import mock
 import xml.etree.ElementTree as ET
 
 import fixtures
+import libvirt
 import testtools
 
 from nova_vmbeam.conf import nested as nested_conf
@@ -25,10 +28,13 @@ from nova_vmbeam import exception
 from nova_vmbeam import guest as guest_mod
 from nova_vmbeam.libvirt import config as libvirt_config
 from nova_vmbeam.movers import base as mover_base
+from nova_vmbeam.nested import agent
 from nova_vmbeam.nested.appliance import builder
+from nova_vmbeam.nested import host as nested_host
 from nova_vmbeam.nested import mover as nested_mover
 from nova_vmbeam.nested import network
 from nova_vmbeam.nested import sibling as nested_sibling
+from nova_vmbeam.nested import uplinks
 from tests.unit import fakes
 
 
@@ -114,7 +120,8 @@ class TestL1Domain(testtools.TestCase):
         args = libvirt_config.commandline_args(domain)
         self.assertIn('chardev=vmbeam-qmp,mode=control', args)
         self.assertIn(sibling.qmp_socket, ' '.join(args))
-        self.assertEqual('qemu+tcp://10.9.8.13/system', sibling.uri)
+        self.assertEqual('qemu+tls://10.9.8.13/system?pkipath='
+                         '/var/lib/test-vmbeam/nested/gen3/pki', sibling.uri)
         self.assertEqual(
             {'kind': 'nested', 'generation': 3, 'domain_uuid': 'u-3',
              'uri': sibling.uri, 'address': '10.9.8.13',
@@ -196,6 +203,266 @@ class TestNestedMover(testtools.TestCase):
                           Plain(), None)
 
 
+class _L1Endpoint:
+    """A QEMU in an L1, as L0 sees its events.
+
+    Stamped by the L1's clock (an hour behind ours here) and by their
+    arrival on L0 ('received').
+    """
+
+    def __init__(self, events, status='active'):
+        self._events = events
+        self.status_asked = 0
+        self._status = status
+        self.queries = 0
+
+    def events(self):
+        return list(self._events)
+
+    def execute(self, command, **arguments):
+        assert command == 'query-migrate', command
+        self.queries += 1
+        return {'status': self._status}
+
+    def status(self):
+        self.status_asked += 1
+        return 'paused'
+
+
+def _event(name, received, status=None):
+    l1_clock = received - 3600.0
+    return {'event': name, 'data': {'status': status} if status else {},
+            'timestamp': {'seconds': int(l1_clock),
+                          'microseconds': int(l1_clock % 1 * 1e6)},
+            'received': received}
+
+
+class TestNestedPause(testtools.TestCase):
+    """The pause of a nested move judges events by their arrival on L0."""
+
+    def setUp(self):
+        super().setUp()
+        self.mover = nested_mover.NestedMover(make_conf())
+        self.since = time.time()
+
+    def test_a_finished_event_after_the_start_ends_the_wait_at_once(self):
+        source = _L1Endpoint([
+            _event('MIGRATION', self.since - 5, 'completed'),   # older
+            _event('STOP', self.since + 0.001),
+            _event('MIGRATION', self.since + 0.002, 'completed')])
+        info = self.mover._wait_finished(source, self.since, 5.0)
+        self.assertEqual({'status': 'completed', 'event': True}, info)
+        # No query-migrate round trip while the guest is paused.
+        self.assertEqual(0, source.queries)
+
+    def test_an_older_finished_event_is_not_taken_for_this_one(self):
+        # By the L1's clock every event is older than the move's start;
+        # by its arrival only the first one is.
+        source = _L1Endpoint([_event('MIGRATION', self.since - 5,
+                                     'completed')], status='active')
+        info = self.mover._wait_finished(source, self.since, 0.12)
+        self.assertEqual('active', info['status'])
+        self.assertGreater(source.queries, 0)
+
+    def test_an_event_without_arrival_time_is_never_new(self):
+        event = _event('MIGRATION', self.since + 1, 'completed')
+        del event['received']
+        self.assertFalse(self.mover._is_new(event, self.since))
+
+    def test_source_resumed_from_events_alone(self):
+        ctx = mock.Mock(wall_start=self.since)
+        ctx.source = _L1Endpoint([_event('STOP', self.since + 0.001)])
+        self.assertFalse(self.mover._source_resumed(ctx))
+        self.assertEqual(0, ctx.source.status_asked)
+        ctx.source = _L1Endpoint([_event('STOP', self.since + 0.001),
+                                  _event('RESUME', self.since + 0.002)])
+        self.assertTrue(self.mover._source_resumed(ctx))
+
+
+class FakeL1:
+    """The parts of a NestedSibling that NestedHost.attach_pool uses."""
+
+    name = 'gen2'
+    uri = 'qemu+tls://192.0.2.2/system'
+    qmp_socket = '/nonexistent/qmp.sock'
+
+    def __init__(self, enable_error=None):
+        self.devices = {}
+        self.enable_error = enable_error
+
+    def find_device(self, device):
+        return self.devices.get(device)
+
+    def enable_bar(self, bdf):
+        if self.enable_error:
+            raise self.enable_error
+        return '/sys/bus/pci/devices/%s/resource2_wc' % bdf
+
+
+class FakeAttachablePool:
+
+    def __init__(self, l1):
+        self.l1 = l1
+        self.calls = []
+
+    def attach(self, guest_uuid, qmp_socket, device):
+        self.calls.append(('attach', device))
+        self.l1.devices[device] = '0000:00:05.0'
+
+    def detach(self, guest_uuid, qmp_socket, device, timeout=None):
+        self.calls.append(('detach', device))
+        del self.l1.devices[device]
+
+
+class TestNestedHostAttachPool(testtools.TestCase):
+
+    GUEST = '2f1b5a4e-0000-4000-8000-00000000abcd'
+
+    def _host(self, l1):
+        return nested_host.NestedHost(l1, tempfile.mkdtemp())
+
+    def test_attaches_once_and_returns_the_bar(self):
+        l1 = FakeL1()
+        pool = FakeAttachablePool(l1)
+        host = self._host(l1)
+        bar = host.attach_pool(pool, self.GUEST)
+        self.assertEqual('/sys/bus/pci/devices/0000:00:05.0/resource2_wc',
+                         bar)
+        self.assertEqual(bar, host.attach_pool(pool, self.GUEST))
+        device = nested_host.pool_device(self.GUEST)
+        self.assertEqual([('attach', device)], pool.calls)
+
+    def test_bar_not_enabled_detaches_what_it_attached(self):
+        # The L1's agent does not answer: the pool must not stay attached
+        # (the L1 would map the guest's RAM after the move failed).
+        l1 = FakeL1(enable_error=agent.AgentError(vm='l1', reason='x'))
+        pool = FakeAttachablePool(l1)
+        self.assertRaises(agent.AgentError, self._host(l1).attach_pool,
+                          pool, self.GUEST)
+        device = nested_host.pool_device(self.GUEST)
+        self.assertEqual([('attach', device), ('detach', device)],
+                         pool.calls)
+        self.assertEqual({}, l1.devices)
+
+    def test_bar_not_enabled_leaves_a_pool_attached_before(self):
+        # Attached by someone else (a prepared destination maps it).
+        l1 = FakeL1(enable_error=agent.AgentError(vm='l1', reason='x'))
+        device = nested_host.pool_device(self.GUEST)
+        l1.devices[device] = '0000:00:05.0'
+        pool = FakeAttachablePool(l1)
+        self.assertRaises(agent.AgentError, self._host(l1).attach_pool,
+                          pool, self.GUEST)
+        self.assertEqual([], pool.calls)
+        self.assertIn(device, l1.devices)
+
+
+class FakeDeadConnectionDomain:
+    """A domain whose L1's libvirtd cannot be reached any more."""
+
+    def destroy(self):
+        raise libvirt.libvirtError('internal error: client socket is closed')
+
+    def isActive(self):
+        raise libvirt.libvirtError('internal error: client socket is closed')
+
+    def XMLDesc(self, flags=0):
+        raise libvirt.libvirtError('internal error: client socket is closed')
+
+
+class TestRemoteGuestDestroy(testtools.TestCase):
+
+    def _guest(self, l1_running):
+        class L1:
+            def running(self):
+                return l1_running
+
+        class Host:
+            name = 'gen2'
+            sibling = L1()
+        spec = guest_mod.GuestSpec(name='g', uuid='u', ram_mib=128)
+        return nested_host.RemoteGuest(Host(), FakeDeadConnectionDomain(),
+                                       spec)
+
+    def test_guest_of_a_killed_l1_is_destroyed_with_it(self):
+        # Its QEMU died with the L1 VM: a rollback must not fail on it.
+        self._guest(l1_running=False).destroy()
+
+    def test_unreachable_guest_of_a_running_l1_is_an_error(self):
+        self.assertRaises(libvirt.libvirtError,
+                          self._guest(l1_running=True).destroy)
+
+
+class TestNestedHostRunningQemus(testtools.TestCase):
+
+    def _host(self, l1_running):
+        l1 = FakeL1()
+        l1.running = lambda: l1_running
+        host = nested_host.NestedHost(l1, tempfile.mkdtemp())
+
+        def unreachable():
+            raise exception.VMBeamError('cannot connect to libvirt at %s: '
+                                        'No route to host' % l1.uri)
+        host.domains = unreachable
+        return host
+
+    def test_killed_l1_runs_no_guests(self):
+        # A run whose source L1 died after its guests moved completes.
+        self.assertEqual([], self._host(l1_running=False).running_qemus())
+
+    def test_unreachable_running_l1_is_an_error(self):
+        # It may still hold guests: never taken for empty.
+        self.assertRaises(exception.VMBeamError,
+                          self._host(l1_running=True).running_qemus)
+
+
+class TestRetireWithoutLibvirt(testtools.TestCase):
+    """An L1 whose libvirtd does not answer is never taken for empty."""
+
+    def setUp(self):
+        super().setUp()
+        self.sibling = nested_sibling.NestedSibling(make_conf(), 3)
+        self.dom = mock.Mock()
+        self.dom.isActive.return_value = True
+        host = mock.Mock()
+        host.alive.return_value = False   # libvirtd in the L1 is gone
+        for name, value in (('l1_domain', self.dom), ('host', host)):
+            self.useFixture(fixtures.MockPatchObject(
+                self.sibling, name, return_value=value))
+        self.stop = self.useFixture(fixtures.MockPatch(
+            'nova_vmbeam.nested.sibling.stop_l1')).mock
+        self.useFixture(fixtures.MockPatch(
+            'nova_vmbeam.privsep.cgroups.remove_group'))
+
+    def _agent_says(self, **kwargs):
+        return self.useFixture(fixtures.MockPatch(
+            'nova_vmbeam.nested.agent.sh', **kwargs)).mock
+
+    def test_guests_found_by_the_agent_keep_it(self):
+        self._agent_says(return_value='812 777\n')
+        exc = self.assertRaises(exception.SiblingStartFailed,
+                                self.sibling.retire)
+        self.assertIn('guests still run in it: QEMU pid 812, QEMU pid 777',
+                      str(exc))
+        self.stop.assert_not_called()
+
+    def test_no_answer_from_the_agent_either_keeps_it(self):
+        self._agent_says(side_effect=agent.AgentError(vm='l1',
+                                                      reason='timed out'))
+        exc = self.assertRaises(exception.SiblingStartFailed,
+                                self.sibling.retire)
+        self.assertIn('neither its libvirtd nor its guest agent answers',
+                      str(exc))
+        self.assertIn('virsh destroy', str(exc))
+        self.stop.assert_not_called()
+
+    def test_empty_by_the_agent_is_stopped(self):
+        sh = self._agent_says(return_value='\n')
+        self.sibling.retire()
+        sh.assert_called_once_with(self.dom, 'pidof qemu-system-x86_64 || '
+                                   'true', timeout=30)
+        self.stop.assert_called_once_with(self.dom, self.sibling.address)
+
+
 class TestOptions(testtools.TestCase):
 
     def test_group_listed_for_the_sample(self):
@@ -251,3 +518,107 @@ class TestApplianceExtraFiles(testtools.TestCase):
         self.assertNotEqual(plain, builder._cache_key(pins, (extra,)))
         self.assertEqual(builder._cache_key(pins, (extra,)),
                          builder._cache_key(pins, (extra,)))
+
+
+class TestUplinks(testtools.TestCase):
+
+    XML = ("<domain><devices>"
+           "<interface type='bridge'><source bridge='brq-a'/></interface>"
+           "<interface type='network'><source network='default'/>"
+           "</interface>"
+           "<interface type='bridge'><source bridge='br-b'/></interface>"
+           "<interface type='bridge'><source bridge='brq-a'/></interface>"
+           "</devices></domain>")
+
+    def setUp(self):
+        super().setUp()
+        self.sh = self.useFixture(fixtures.MockPatch(
+            'nova_vmbeam.nested.agent.sh', return_value='eth1\n')).mock
+        self.bridges = {'brq-a', 'br-b'}
+        self.useFixture(fixtures.MockPatch(
+            'os.path.isdir', side_effect=lambda path: path.split('/')[4]
+            in self.bridges and path.endswith('/bridge')))
+        self.sibling = nested_sibling.NestedSibling(make_conf(), 4)
+        self.dom = mock.Mock()
+        self.dom.XMLDesc.return_value = (
+            "<domain><devices><interface type='bridge'>"
+            "<mac address='52:54:00:be:00:04'/></interface>"
+            "</devices></domain>")
+        self.useFixture(fixtures.MockPatchObject(
+            self.sibling, 'l1_domain', return_value=self.dom))
+        self.useFixture(fixtures.MockPatchObject(
+            self.sibling, 'used_pci_slots', return_value={0, 1, 2, 3, 4,
+                                                          0x1f}))
+
+    def test_bridges_of_a_domain(self):
+        self.assertEqual(['brq-a', 'br-b'], uplinks.bridges_of(self.XML))
+        self.assertEqual([], uplinks.bridges_of('<domain/>'))
+
+    def test_mac_is_fixed_per_generation_and_bridge(self):
+        self.assertEqual(uplinks.mac(4, 'brq-a'), uplinks.mac(4, 'brq-a'))
+        self.assertNotEqual(uplinks.mac(4, 'brq-a'), uplinks.mac(5, 'brq-a'))
+        self.assertNotEqual(uplinks.mac(4, 'brq-a'), uplinks.mac(4, 'br-b'))
+        self.assertTrue(uplinks.mac(4, 'brq-a').startswith('52:54:01:'))
+
+    def test_plugs_each_bridge_once_and_bridges_it_in_the_l1(self):
+        uplinks.ensure(self.sibling, ['brq-a', 'br-b'])
+        self.assertEqual(2, self.dom.attachDeviceFlags.call_count)
+        nic = ET.fromstring(self.dom.attachDeviceFlags.call_args_list[0][0][0])
+        self.assertEqual('brq-a', nic.find('source').get('bridge'))
+        self.assertEqual(uplinks.mac(4, 'brq-a'), nic.find('mac').get(
+            'address'))
+        # A slot from the top, not one QEMU gave a RAM pool (or will).
+        self.assertEqual('0x1e', nic.find('address').get('slot'))
+        self.assertEqual(libvirt.VIR_DOMAIN_AFFECT_LIVE,
+                         self.dom.attachDeviceFlags.call_args_list[0][0][1])
+        script = self.sh.call_args_list[0][0][1]
+        self.assertIn('bridge=brq-a', script)
+        self.assertIn('mac=%s' % uplinks.mac(4, 'brq-a'), script)
+        self.assertIn('echo 8 > "/proc/sys/net/ipv4/conf/$bridge/arp_ignore"',
+                      script)
+        self.assertIn('echo 1 > "/proc/sys/net/ipv4/conf/$bridge/rp_filter"',
+                      script)
+        # Plugged already (the L1 lists its MAC): not plugged again, but
+        # still made a port of the bridge in the L1.
+        self.dom.attachDeviceFlags.reset_mock()
+        self.sh.reset_mock()
+        self.dom.XMLDesc.return_value = (
+            "<domain><devices><interface type='bridge'><mac address='%s'/>"
+            "</interface></devices></domain>" % uplinks.mac(4, 'brq-a'))
+        uplinks.ensure(self.sibling, ['brq-a'])
+        self.dom.attachDeviceFlags.assert_not_called()
+        self.assertEqual(1, self.sh.call_count)
+
+    def test_what_is_not_a_host_bridge_is_refused_before_any_change(self):
+        for name, words in (('no-such-br', 'not a bridge of this host'),
+                            ('x' * 16, 'not an interface name'),
+                            ('br;reboot', 'not an interface name'),
+                            ('', 'not an interface name')):
+            exc = self.assertRaises(exception.InvalidInput, uplinks.ensure,
+                                    self.sibling, ['brq-a', name])
+            self.assertIn(words, str(exc))
+        self.dom.attachDeviceFlags.assert_not_called()
+        self.sh.assert_not_called()
+
+    def test_l1_that_cannot_take_it_says_which(self):
+        self.sh.side_effect = agent.AgentError(vm='l1', reason='timed out')
+        exc = self.assertRaises(exception.VMBeamError, uplinks.ensure,
+                                self.sibling, ['br-b'])
+        self.assertIn('did not bridge its uplink on br-b', str(exc))
+        self.dom.attachDeviceFlags.side_effect = libvirt.libvirtError('no')
+        exc = self.assertRaises(exception.VMBeamError, uplinks.ensure,
+                                self.sibling, ['brq-a'])
+        self.assertIn('cannot plug an uplink on bridge brq-a', str(exc))
+
+    def test_a_guest_starts_in_an_l1_only_with_its_bridges_there(self):
+        host = nested_host.NestedHost(self.sibling, '/nonexistent')
+        spec = guest_mod.GuestSpec(name='g', uuid='u', ram_mib=64,
+                                   domain_xml=self.XML)
+        with mock.patch('nova_vmbeam.libvirt.host.Host.launch') as launch:
+            self.bridges.discard('br-b')
+            self.assertRaises(exception.InvalidInput, host.launch, spec)
+            launch.assert_not_called()
+            self.bridges.add('br-b')
+            host.launch(spec)
+        launch.assert_called_once_with(spec, (), False)
+        self.assertEqual(2, self.dom.attachDeviceFlags.call_count)

@@ -87,6 +87,26 @@ class TestChecks(testtools.TestCase):
         self.assertRaises(ValueError, daemons.start_libvirtd, self.dir,
                           'gen1-abc', '/bin/true', netns='a b;c')
 
+    def test_storage_daemon_takes_checked_values_only(self):
+        start = daemons.start_storage_daemon
+        good = dict(group='nested-disks-1', binary='/bin/true',
+                    base=self.dir, user='root', address='192.0.2.1',
+                    port=10809, client_dn_glob='CN=nova-vmbeam-l1-*-m',
+                    timeout=5)
+        with mock.patch('nova_vmbeam.lifetime.spawn') as spawn:
+            for name, bad in (('address', '0.0.0.0; sh'),
+                              ('address', 'example.org'),
+                              ('port', 80), ('port', '10809'),
+                              ('user', 'no-such-user-here'),
+                              ('base', self.dir + ',id=x'),
+                              ('base', 'relative'),
+                              ('client_dn_glob', 'CN=x,O=y'),
+                              ('client_dn_glob', ''),
+                              ('client_uid', -1)):
+                self.assertRaises((ValueError, KeyError), start,
+                                  **dict(good, **{name: bad}))
+            spawn.assert_not_called()
+
     def test_bridge_names_and_addresses_are_checked(self):
         with mock.patch.object(network, '_ip') as ip:
             self.assertRaises(ValueError, network.ensure_bridge,

@@ -26,14 +26,17 @@ against the guest-RAM BAR mapped as ``resource2`` and ``resource2_wc``
 
 import os
 import shutil
+import statistics
 import time
 import uuid
 
 from oslo_log import log as logging
 
+from nova_vmbeam import movers as movers_mod
 from nova_vmbeam.nested import agent
 from nova_vmbeam.nested import sibling as nested_sibling
 from nova_vmbeam.rejuvenation import orchestrator as orchestrator_mod
+from vmbeam_devtools import bench
 from vmbeam_devtools.nested import appliance as devappliance
 from vmbeam_devtools.nested import testbed as nested_testbed
 
@@ -50,8 +53,13 @@ def _isolated(conf, name):
     return state_path
 
 
-def run_nested(conf, ram_mib=128, emit=None):
-    """Rejuvenate a nested generation without and with standby."""
+def run_nested(conf, ram_mib=128, emit=None, disk_mib=0):
+    """Rejuvenate a nested generation without and with standby.
+
+    ``disk_mib``: the guest has a qcow2 disk of that size, served from L0
+    over NBD (nested/disks.py), on which its disk worker writes and reads
+    back; the disk's errors are counted after each move.
+    """
     base_state = conf.vmbeam.state_path
     conf.set_override('sibling_kind', 'nested', 'vmbeam')
     conf.set_override('default_mover', 'nested', 'vmbeam')
@@ -65,7 +73,8 @@ def run_nested(conf, ram_mib=128, emit=None):
         l1_boot_ms = (time.monotonic() - started) * 1000.0
         tb.siblings.append(gen1)
         host = gen1.host()
-        guest = tb.boot(host, tb.spec('bn1', host, ram_mib=ram_mib))
+        guest = tb.boot(host, tb.spec('bn1', host, ram_mib=ram_mib,
+                                      disk_mib=disk_mib))
         for method in ('nested', 'nested-standby'):
             standby_ms = 0.0
             if method == 'nested-standby':
@@ -77,12 +86,18 @@ def run_nested(conf, ram_mib=128, emit=None):
             result = run.guests['bn1'].result
             new_host = orch.active().host()
             guest.endpoint = new_host.guest('bn1')
-            integrity = tb.check_integrity(guest, guest.console.offset(),
-                                           passes=1, timeout=600)
+            moved_at = guest.console.offset()
+            integrity = tb.check_integrity(guest, moved_at, passes=1,
+                                           timeout=600)
+            disk_errors = None
+            if disk_mib:
+                guest.console.wait_for_disk_ok(2, 600, moved_at)
+                disk_errors = guest.console.disk_status(moved_at)['errors']
             row = {
                 'kind': 'nested', 'method': method, 'ram_mib': ram_mib,
+                'disk_mib': disk_mib, 'disk_errors': disk_errors,
                 'ok': run.state == 'completed' and bool(result and result.ok)
-                and guest.endpoint is not None,
+                and guest.endpoint is not None and not disk_errors,
                 'l1_boot_ms': round(l1_boot_ms, 1),
                 'standby_ms': round(standby_ms, 1),
                 'sibling_ready_ms': round(run.sibling_ready_ms or 0, 1),
@@ -95,12 +110,18 @@ def run_nested(conf, ram_mib=128, emit=None):
                 'transferred_bytes': result and result.transferred_bytes,
                 'standby': result and result.standby,
                 'integrity_errors': integrity['errors'],
+                # Where the pause went, on L0's clock (events' arrival).
+                'pause_ms': result and result.pause_ms,
             }
             rows.append(row)
             if emit:
                 emit(row)
             host.close()
             host = new_host
+        row = _bare_move(conf, orch, tb, guest, ram_mib)
+        rows.append(row)
+        if emit:
+            emit(row)
         host.close()
     finally:
         try:
@@ -111,19 +132,180 @@ def run_nested(conf, ram_mib=128, emit=None):
     return rows
 
 
+def _bare_move(conf, orch, tb, guest, ram_mib):
+    """The same guest moved once more, by hand, between two L1s.
+
+    The next L1 and the guest's destination in it are prepared as for a
+    rejuvenation (``standby``), and the nested mover sets both QEMUs up
+    (capabilities, TLS), all before the pause. The pause itself has no
+    orchestration: ``migrate`` on the source, ``query-migrate`` until it
+    has completed, ``cont`` on the destination, each one QMP command
+    through the L1's libvirt. Timed as the mover's moves are, on L0's
+    clock: from the source's STOP to the destination's RESUME as they
+    reach L0. The journal is not told (the bench ends here).
+    """
+    mover = movers_mod.load('nested', conf)
+    source_l1 = orch.active()
+    record = orch.standby('nested')
+    target_l1 = orch.sibling(record.number)
+    tb.siblings.append(target_l1)
+    source_host, target_host = source_l1.host(), target_l1.host()
+    try:
+        source = source_host.guest(guest.spec.name)
+        destination = target_host.guest(guest.spec.name)
+        ctx = mover.adopt(source, target_host, destination)
+        since = time.time()
+        source.execute('migrate', **ctx.migrate_args)
+        status = None
+        while status not in ('completed', 'failed', 'cancelled'):
+            info = source.execute('query-migrate')
+            status = info.get('status')
+        completed_seen = time.time()
+        destination.execute('cont')
+        cont_done = time.time()
+
+        def arrival(endpoint, name, status=None):
+            # The mover's own reading of the events, on L0's clock.
+            return mover._event_at(endpoint, name, since, status,
+                                   timeout=2.0)
+
+        stop = arrival(source, 'STOP')
+        completed = arrival(source, 'MIGRATION', 'completed')
+        resume = arrival(destination, 'RESUME')
+        ok = status == 'completed' and None not in (stop, completed, resume)
+        if ok:
+            source.retire()
+            guest.endpoint = destination
+        integrity = tb.check_integrity(guest, guest.console.offset(),
+                                       passes=1, timeout=600)
+        return {
+            'kind': 'nested', 'method': 'bare (QMP by hand)',
+            'ram_mib': ram_mib, 'ok': ok,
+            'total_ms': round((cont_done - since) * 1000.0, 3),
+            'downtime_ms': ok and round((resume - stop) * 1000.0, 3),
+            'transferred_bytes': info.get('ram', {}).get('transferred'),
+            'integrity_errors': integrity['errors'],
+            'pause_ms': ok and {
+                'device_state': round((completed - stop) * 1000.0, 3),
+                'notice': round((completed_seen - completed) * 1000.0, 3),
+                'resume': round((resume - completed_seen) * 1000.0, 3)},
+        }
+    finally:
+        source_host.close()
+        target_host.close()
+
+
+# The nested L2's workload (NestedTestbed.spec): the colocated rows of
+# run_compare boot the same test guest with the same figures.
+COMPARE_RAM_MIB = 128
+COMPARE_WORK_MIB = 32
+COMPARE_DIRTY_MIB_S = 1
+
+
+def run_compare(conf, rounds=3, emit=None):
+    """Nested against colocated and libvirt precopy, one guest alike.
+
+    One 128 MiB test guest (32 MiB worked, 1 MiB/s dirtied, its memory
+    checked after every move) rejuvenated by each method in turn, in one
+    run on one machine: colocated zerocopy without and with a standby
+    sibling and libvirt's precopy between two colocated siblings
+    (bench.run_host), then the nested rows (run_nested).
+    """
+    rows = bench.run_host(conf, counts=(1,), ram_mib=COMPARE_RAM_MIB,
+                          dirty_mib_s=COMPARE_DIRTY_MIB_S, rounds=rounds,
+                          emit=emit)
+    return rows + run_nested(conf, ram_mib=COMPARE_RAM_MIB, emit=emit)
+
+
+def _median(values):
+    """Median of the figures that were measured (None: none was)."""
+    measured = [v for v in values if v is not None]
+    return statistics.median(measured) if measured else None
+
+
+def compare_figures(rows):
+    """One dict per method: the figures run_compare's table shows."""
+    figures = []
+    for r in rows:
+        if r.get('kind') == 'nested':
+            figures.append({
+                'method': r['method'],
+                'sibling_ms': r.get('l1_boot_ms') if r['method'] ==
+                'nested' else None,
+                'standby_ms': r.get('standby_ms'),
+                'ready_in_run_ms': r.get('sibling_ready_ms'),
+                'end_to_end_ms': r.get('end_to_end_ms'),
+                'total_ms': r.get('total_ms'),
+                'downtime_ms': r.get('downtime_ms'),
+                'bytes': r.get('transferred_bytes'),
+                'moves': 1, 'ok': r.get('ok')})
+            continue
+        per_guest = r.get('per_guest', [])
+        figures.append({
+            'method': 'colocated %s' % r['method'] if
+            r['method'].startswith('zerocopy') else r['method'],
+            'sibling_ms': None,
+            'standby_ms': r.get('standby_ms'),
+            'ready_in_run_ms': r.get('sibling_ready_ms'),
+            'end_to_end_ms': r.get('end_to_end_ms'),
+            'total_ms': _median([g.get('total_ms') for g in per_guest]),
+            'downtime_ms': _median([g.get('downtime_ms')
+                                    for g in per_guest]),
+            'bytes': _median([g.get('transferred_bytes')
+                              for g in per_guest]),
+            'moves': len(per_guest), 'ok': r.get('ok')})
+    return figures
+
+
+def format_compare_table(rows):
+    """The run's table, with each figure's ratio to libvirt precopy's."""
+    figures = compare_figures(rows)
+    reference = next((f for f in figures
+                      if f['method'] == 'libvirt-precopy'), {})
+
+    def cell(value, key, digits=1):
+        if value is None or value is False:
+            return ''
+        text = '%.*f' % (digits, value)
+        base = reference.get(key)
+        if base and key != 'sibling_ms':
+            text += ' (%.3gx)' % (value / base)
+        return text
+
+    head = ('method', 'moves', 'L1 boot ms', 'standby ahead ms',
+            'sibling ready in run ms', 'end-to-end ms', 'total ms',
+            'downtime ms', 'bytes', 'ok')
+    lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+    for f in figures:
+        lines.append('| ' + ' | '.join((
+            f['method'], str(f['moves']), cell(f['sibling_ms'],
+                                               'sibling_ms', 0),
+            cell(f['standby_ms'], 'standby_ms', 0),
+            cell(f['ready_in_run_ms'], 'ready_in_run_ms', 0),
+            cell(f['end_to_end_ms'], 'end_to_end_ms', 0),
+            cell(f['total_ms'], 'total_ms'),
+            cell(f['downtime_ms'], 'downtime_ms'),
+            cell(f['bytes'], 'bytes', 0), str(f['ok']))) + ' |')
+    lines.append('')
+    lines.append('(x): the figure divided by libvirt precopy\'s in the '
+                 'same run; colocated rows are medians over their moves.')
+    return '\n'.join(lines)
+
+
 def _stop_l0(conf):
     nested_sibling.stop_all(conf)
 
 
 def format_nested_table(rows):
-    head = ('method', 'L1 boot ms', 'standby ms', 'L1 ready ms (run)',
-            'end-to-end ms', 'total ms', 'downtime ms', 'bytes', 'ok')
+    head = ('method', 'disk MiB', 'L1 boot ms', 'standby ms',
+            'L1 ready ms (run)', 'end-to-end ms', 'total ms', 'downtime ms',
+            'bytes', 'disk errors', 'ok')
     lines = [' | '.join(head), ' | '.join('---' for _ in head)]
     for r in rows:
-        lines.append(' | '.join(str(v) for v in (
-            r['method'], r['l1_boot_ms'], r['standby_ms'],
-            r['sibling_ready_ms'], r['end_to_end_ms'], r['total_ms'],
-            r['downtime_ms'], r['transferred_bytes'], r['ok'])))
+        lines.append(' | '.join(str(r.get(k, '')) for k in (
+            'method', 'disk_mib', 'l1_boot_ms', 'standby_ms',
+            'sibling_ready_ms', 'end_to_end_ms', 'total_ms', 'downtime_ms',
+            'transferred_bytes', 'disk_errors', 'ok')))
     return '\n'.join(lines)
 
 

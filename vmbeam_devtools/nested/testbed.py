@@ -20,15 +20,19 @@ mapped through the L1's ivshmem BAR and its console collected on L0.
 
 import dataclasses
 import os
+import pwd
 import shutil
+import subprocess
 import time
 import uuid
 import xml.etree.ElementTree as ET
 
 from oslo_log import log as logging
 
+from nova_vmbeam import files
 from nova_vmbeam import guest as guest_mod
 from nova_vmbeam.libvirt import config as libvirt_config
+from nova_vmbeam.nested import disks
 from nova_vmbeam.nested import network
 from nova_vmbeam.nested import sibling as nested_sibling
 from vmbeam_devtools import guestimage
@@ -63,8 +67,20 @@ class NestedTestbed(testbed.Testbed):
         return sibling
 
     def spec(self, name, host, ram_mib=128, work_mib=32, dirty_mib_s=1,
-             report_ms=1000, verify_mib_s=16):
-        """An L2 guest for ``host`` (a NestedHost), its pool attached."""
+             report_ms=1000, verify_mib_s=16, bridge=None, ip=None,
+             disk_mib=0, console_port=False):
+        """An L2 guest for ``host`` (a NestedHost), its pool attached.
+
+        ``bridge``: a virtio NIC on that bridge of this host (L0), which
+        the L1 reaches through an uplink (nested/uplinks.py); ``ip``
+        ("ADDR/PREFIX") the address the guest gives it. ``disk_mib``: a
+        qcow2 disk of that size on this host, as Nova makes an instance's
+        (the L1 reaches it over NBD, nested/disks.py), on which the
+        guest's disk worker writes and reads back. ``console_port``: the
+        console log is written as Nova's would be (nested/consoles.py: a
+        port of the L1 onto the file on this host) instead of sent to a
+        collector here over TCP.
+        """
         os.makedirs(self.run_dir, exist_ok=True)
         guest_uuid = str(uuid.uuid4())
         self.pool.ensure()
@@ -73,9 +89,10 @@ class NestedTestbed(testbed.Testbed):
         log = os.path.join(self.run_dir, '%s.console.log' % name)
         if os.path.exists(log):
             os.unlink(log)
-        collector = console_mod.ConsoleCollector(
-            network.host_address(self.conf)[0], log)
-        self.collectors.append(collector)
+        if not console_port:
+            collector = console_mod.ConsoleCollector(
+                network.host_address(self.conf)[0], log)
+            self.collectors.append(collector)
         spec = guest_mod.GuestSpec(
             name=name, uuid=guest_uuid, ram_mib=ram_mib,
             ram=guest_mod.RamBacking(guest_mod.RAM_FILE, bar),
@@ -83,17 +100,45 @@ class NestedTestbed(testbed.Testbed):
             initrd=devappliance.GUEST_INITRD,
             cmdline=guestimage.kernel_cmdline(
                 work_mib, dirty_mib_s, report_ms,
-                verify_mib_s=verify_mib_s, hostname=name),
+                verify_mib_s=verify_mib_s, ip=ip, hostname=name,
+                disk=bool(disk_mib)),
             console_log=log)
+        bridges = []
+        if bridge:
+            bridges.append((bridge, '52:54:00:%02x:%02x:%02x' % tuple(
+                bytes.fromhex(guest_uuid.replace('-', ''))[:3])))
         # The L1 has its own QEMU: its path there, not this host's.
         xml = libvirt_config.domain_xml(
             dataclasses.replace(spec, console_log=None), accel='tcg',
-            emulator='/usr/bin/qemu-system-x86_64')
+            emulator='/usr/bin/qemu-system-x86_64', bridges=bridges)
         domain = ET.fromstring(xml)
-        domain.find('devices').append(ET.fromstring(console_mod.serial_xml(
-            collector.address, collector.port)))
+        if console_port:
+            # As Nova's libvirt driver writes a console log (virtlogd).
+            domain.find('devices').extend([ET.fromstring(
+                "<serial type='pty'><log file='%s' append='off'/>"
+                "<target port='0'/></serial>" % log), ET.fromstring(
+                "<console type='pty'><target type='serial' port='0'/>"
+                "</console>")])
+        else:
+            domain.find('devices').append(ET.fromstring(
+                console_mod.serial_xml(collector.address, collector.port)))
+        if disk_mib:
+            domain.find('devices').append(ET.fromstring(
+                self._disk_xml(name, disk_mib)))
         return dataclasses.replace(
             spec, domain_xml=ET.tostring(domain, encoding='unicode'))
+
+    def _disk_xml(self, name, disk_mib):
+        path = os.path.join(self.run_dir, '%s.qcow2' % name)
+        subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', path,
+                        '%dM' % disk_mib], check=True)
+        pw = pwd.getpwnam(self.conf.vmbeam.qemu_user)
+        os.chown(path, pw.pw_uid, pw.pw_gid)
+        files.searchable(self.run_dir)
+        return ("<disk type='file' device='disk'>"
+                "<driver name='qemu' type='qcow2' cache='none'/>"
+                "<source file='%s'/><target dev='vda' bus='virtio'/>"
+                "</disk>" % path)
 
     def wait_ready(self, guest, timeout=L2_BOOT_TIMEOUT):
         super().wait_ready(guest, timeout)
@@ -110,6 +155,12 @@ class NestedTestbed(testbed.Testbed):
                 guest.endpoint.destroy()
             except Exception:
                 LOG.exception('destroying L2 guest %s', guest.name)
+        storage = disks.StorageDaemon(self.conf)
+        for guest in self.guests:
+            try:
+                storage.unexport(guest.spec.uuid)
+            except Exception:
+                LOG.exception('removing the disk exports of %s', guest.name)
         for sibling in self.siblings:
             try:
                 if sibling.running():

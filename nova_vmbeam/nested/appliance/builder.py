@@ -60,6 +60,7 @@ import tempfile
 from oslo_log import log as logging
 
 from nova_vmbeam import imagekit
+from nova_vmbeam.nested import pki
 
 LOG = logging.getLogger(__name__)
 
@@ -67,7 +68,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 LOCK_FILE = os.path.join(HERE, 'packages.lock')
 INIT_SRC = os.path.join(HERE, 'init.sh')
 # 2: no test payload of its own (extra files instead)
-FORMAT_VERSION = '2'
+# 3: libvirtd on TLS only, QEMU not root
+FORMAT_VERSION = '3'
 
 #: what the appliance is for; their closure is pinned in packages.lock
 ROOT_PACKAGES = ('qemu-system-x86', 'libvirt-daemon',
@@ -77,7 +79,10 @@ ROOT_PACKAGES = ('qemu-system-x86', 'libvirt-daemon',
 SUITE = 'bookworm-backports'
 KERNEL_PREFIX = 'linux-image-'
 #: drivers the L1 loads at boot (their dependencies are added)
-L1_MODULES = ('virtio_pci', 'virtio_net', 'virtio_console')
+L1_MODULES = ('virtio_pci', 'virtio_net', 'virtio_console',
+              # guests' host bridges, re-made in the L1, and their taps
+              # (nested/uplinks.py)
+              'bridge', 'tun')
 
 #: executables and dlopen'ed objects taken from the staging tree; their
 #: shared libraries are added by following DT_NEEDED
@@ -94,28 +99,52 @@ DATA_TREES = ('usr/share/qemu', 'usr/share/seabios', 'usr/share/libvirt')
 LIBRARY_DIRS = ('lib/x86_64-linux-gnu', 'usr/lib/x86_64-linux-gnu',
                 'lib64', 'usr/lib64', 'lib', 'usr/lib')
 INTERPRETER = 'lib64/ld-linux-x86-64.so.2'
-LIBVIRT_TCP_PORT = 16509
+#: libvirtd's TLS port in the L1; it has no other listener
+LIBVIRT_TLS_PORT = 16514
+#: the unprivileged user (and its group) QEMU runs as in the L1
+QEMU_USER = 'libvirt-qemu'
+QEMU_UID = 64055
+KVM_GID = 64054
 
-LIBVIRTD_CONF = '''# nova-vmbeam L1 appliance: TCP without authentication.
-# The L1 is only reachable on the nested sibling's private L0 network.
-listen_tls = 0
-listen_tcp = 1
-auth_tcp = "none"
-tcp_port = "%d"
+# TLS only, with a client certificate required and checked against this
+# node's CA, and only L0's client name accepted (nested/pki.py explains
+# the choice). auth_tls "none" adds no SASL step on top: the client
+# certificate is the authentication. The files are delivered by L0
+# through the guest agent before /init starts libvirtd.
+LIBVIRTD_CONF = '''\
+# nova-vmbeam L1 appliance: TLS, client certificates required.
+listen_tls = 1
+listen_tcp = 0
+tls_port = "%(port)d"
+auth_tls = "none"
+tls_no_verify_certificate = 0
+tls_allowed_dn_list = ["%(dn)s"]
+ca_file = "/%(ca)s"
+cert_file = "/%(cert)s"
+key_file = "/%(key)s"
 log_outputs = "3:file:/var/log/libvirt/libvirtd.log"
-''' % LIBVIRT_TCP_PORT
+''' % {'port': LIBVIRT_TLS_PORT, 'dn': pki.L0_CLIENT_DN,
+       'ca': pki.L1_CA_CERT, 'cert': pki.L1_SERVER_CERT,
+       'key': pki.L1_SERVER_KEY}
 
-QEMU_CONF = '''# nova-vmbeam L1 appliance: QEMU runs as root with no cgroups,
-# no per-domain /dev namespace and no security driver (none exist here).
-# dynamic_ownership off: the BAR files in /sys are not libvirt's to chown.
-user = "root"
-group = "root"
+QEMU_CONF = '''\
+# nova-vmbeam L1 appliance: QEMU runs as %(user)s (not root), with no
+# cgroups, no per-domain /dev namespace and no MAC security driver
+# (none exist here); libvirt's DAC driver still drops QEMU to that user.
+# dynamic_ownership off: the BAR files in /sys are not libvirt's to
+# chown (the nested sibling gives each to %(user)s as it enables
+# it).
+user = "%(user)s"
+group = "%(user)s"
 dynamic_ownership = 0
 remember_owner = 0
 security_driver = "none"
 cgroup_controllers = [ ]
 namespaces = [ ]
-'''
+# Guests' disks are L0's NBD exports, in TLS: the client certificate is
+# the L1's migration one (nested/disks.py, nested/pki.py).
+nbd_tls_x509_cert_dir = "/%(migration)s"
+''' % {'user': QEMU_USER, 'migration': pki.L1_MIGRATION_DIR}
 
 Appliance = collections.namedtuple('Appliance',
                                    ['kernel', 'initrd', 'manifest'])
@@ -484,12 +513,13 @@ def _write_initrd(root, module_files, extra_files, dest):
     cpio.add_file('lib/modules/order', ''.join(
         '%s\n' % name for name, _ in module_files).encode())
     for name, text in (
-            # libvirt resolves its built-in QEMU user before it reads
-            # qemu.conf (which says root): the user must exist.
+            # QEMU's user; in the kvm group for /dev/kvm where the L1
+            # has one.
             ('etc/passwd', 'root:x:0:0:root:/root:/bin/sh\n'
-             'libvirt-qemu:x:64055:64055::/var/lib/libvirt:/bin/false\n'),
-            ('etc/group', 'root:x:0:\nkvm:x:64054:\n'
-             'libvirt-qemu:x:64055:\n'),
+             '%s:x:%d:%d::/var/lib/libvirt:/bin/false\n'
+             % (QEMU_USER, QEMU_UID, QEMU_UID)),
+            ('etc/group', 'root:x:0:\nkvm:x:%d:%s\n%s:x:%d:\n'
+             % (KVM_GID, QEMU_USER, QEMU_USER, QEMU_UID)),
             ('etc/nsswitch.conf', 'passwd: files\ngroup: files\n'
              'hosts: files\n'),
             ('etc/libvirt/libvirtd.conf', LIBVIRTD_CONF),

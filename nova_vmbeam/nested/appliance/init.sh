@@ -1,10 +1,11 @@
 #!/bin/sh
 # /init of the nova-vmbeam L1 appliance (busybox sh, PID 1): a hypervisor
 # VM for the nested sibling. No systemd: it mounts what libvirtd needs,
-# loads the virtio drivers, sets up eth0, starts virtlogd, libvirtd
-# (listening on TCP, no auth: reachable only on the private L0 network)
-# and qemu-guest-agent (how L0 drives this VM: guest-exec), then reports
-# on the console and stays alive (PID 1 must never exit).
+# loads the virtio drivers, sets up eth0, starts virtlogd and
+# qemu-guest-agent (how L0 drives this VM: guest-exec), waits for L0 to
+# deliver the TLS keys through the agent, then starts libvirtd (TLS only,
+# client certificates required: nova_vmbeam/nested/pki.py), reports on
+# the console and stays alive (PID 1 must never exit).
 #
 # Kernel parameters:
 #   vmbeam.ip=ADDR/PREFIX  address of eth0 (required)
@@ -66,18 +67,12 @@ fi
 
 mkdir -p /var/run/libvirt /var/lib/libvirt/qemu /var/log/libvirt/qemu \
     /var/cache/libvirt/qemu /run/lock
-virtlogd --daemon || say "ERROR virtlogd did not start"
-libvirtd --listen --daemon || say "ERROR libvirtd did not start"
-# libvirtd daemonizes before its drivers start: it is up once it listens.
-i=0
-while ! netstat -ltn 2>/dev/null | grep -q ':16509 ' && [ $i -lt 600 ]; do
-    usleep 100000
-    i=$((i + 1))
-done
-if ! netstat -ltn 2>/dev/null | grep -q ':16509 '; then
-    say "ERROR libvirtd is not listening:" \
-        "$(grep error /var/log/libvirt/libvirtd.log | tail -3)"
+# No udev: /dev/kvm (an L1 on a host with nested KVM) as udev would make
+# it, for QEMU's unprivileged user (in the kvm group).
+if [ -e /dev/kvm ]; then
+    chgrp kvm /dev/kvm && chmod 0660 /dev/kvm
 fi
+virtlogd --daemon || say "ERROR virtlogd did not start"
 
 # No udev: find the guest agent's virtio port by its name.
 agent=
@@ -99,6 +94,28 @@ if [ -n "$agent" ] && wait_for "$agent"; then
         --pidfile /run/qemu-ga.pid || say "ERROR qemu-ga did not start"
 else
     say "ERROR no guest agent port"
+fi
+
+# libvirtd listens only with its keys, which L0 writes through the agent
+# (a virtio-serial port: they never cross the network). No timeout here:
+# L0's wait for the L1 has one, and an L1 it gave up on is destroyed.
+say "waiting for keys"
+while [ ! -e /run/vmbeam-pki-ready ]; do
+    usleep 100000
+done
+# On this VM's own network only: guests' bridges (nested/uplinks.py)
+# carry no address here, and libvirtd is not to be found on them either.
+[ -n "$ip" ] && echo "listen_addr = \"${ip%/*}\"" >> /etc/libvirt/libvirtd.conf
+libvirtd --listen --daemon || say "ERROR libvirtd did not start"
+# libvirtd daemonizes before its drivers start: it is up once it listens.
+i=0
+while ! netstat -ltn 2>/dev/null | grep -q ':16514 ' && [ $i -lt 600 ]; do
+    usleep 100000
+    i=$((i + 1))
+done
+if ! netstat -ltn 2>/dev/null | grep -q ':16514 '; then
+    say "ERROR libvirtd is not listening:" \
+        "$(grep error /var/log/libvirt/libvirtd.log | tail -3)"
 fi
 say "ready"
 

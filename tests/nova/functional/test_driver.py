@@ -18,6 +18,10 @@ there is no Glance here), the host is rejuvenated through the vmbeam RPC
 API on a private rabbitmq-server, and the guest is then hard rebooted and
 deleted through the driver. Nova's database is its sqlite fixture; the
 notifications go through the broker too and are read back from it.
+
+nova-compute is not root here: the test process drops to the compute user
+(compute_user.py) before it creates the driver, whose privileged work goes
+through its privsep daemons, started with sudo.
 """
 
 import io
@@ -46,12 +50,14 @@ import testtools.content
 from nova_vmbeam import conf as vmbeam_conf
 from nova_vmbeam import exception
 from nova_vmbeam.libvirt import partition as partition_mod
+from nova_vmbeam import privsep as vmbeam_privsep
 from nova_vmbeam.qemu import procfs
 from nova_vmbeam.rpc import api as rpc_api
 from nova_vmbeam.virt import notifications
 from nova_vmbeam.virt import rejuvenation
 from tests.functional import base as ft_base
 from tests.functional import rabbitmq
+from tests.nova.functional import compute_user
 from vmbeam_devtools import guestimage
 from vmbeam_devtools.guestimage import console as guestimage_console
 from vmbeam_devtools import testbed as testbed_mod
@@ -95,6 +101,26 @@ class _Notifications:
                 self._cond.wait(left)
 
 
+class _RootsConsoleLog(guestimage.ConsoleLog):
+    """The guest's console log, which virtlogd writes as root's, 0600.
+
+    nova-compute reads it through privsep (get_console_output); the test
+    reads all of it, as root, in its own thread only.
+    """
+
+    def __init__(self, path, user):
+        super().__init__(path)
+        self._user = user
+
+    def read(self):
+        with self._user.as_root():
+            return super().read()
+
+    def offset(self):
+        with self._user.as_root():
+            return super().offset()
+
+
 class DriverOnLibvirtTestCase(ft_base.PrivateStateTestCase):
 
     REQUIRED = ('qemu-system-x86_64', 'unshare', '/usr/sbin/libvirtd',
@@ -109,6 +135,7 @@ class DriverOnLibvirtTestCase(ft_base.PrivateStateTestCase):
             self.skipTest('rabbitmq-server is not installed (it is in '
                           'bindep.txt; run tools/install.sh)')
         self.broker = self.useFixture(rabbitmq.RabbitMQ())
+        self.user = self.useFixture(compute_user.ComputeUser())
         state = self.conf.vmbeam.state_path
         os.chmod(state, 0o711)
         self.useFixture(nova_fixtures.ConfFixture(CONF))
@@ -137,16 +164,25 @@ class DriverOnLibvirtTestCase(ft_base.PrivateStateTestCase):
                                self.conf.vmbeam.pagemoverd_socket),
                            ram_default=False, migration_timeout=60.0,
                            plain_ram_policy='refuse'),
+            'oslo_concurrency': dict(lock_path=os.path.join(state, 'locks')),
         }
+        # As on a node where nova-compute is not root: each privsep daemon
+        # it needs is started through sudo (the test's rule names this
+        # environment's privsep-helper).
+        for context in ('nova_sys_admin', 'vmbeam_privsep'):
+            flags[context] = dict(helper_command=self.user.helper_command)
         # oslo.messaging's options (transport_url, notifications).
         self.useFixture(messaging_conffixture.ConfFixture(CONF))
         for group, values in flags.items():
             for name, value in values.items():
                 CONF.set_override(name, value, group)
         self.addCleanup(CONF.reset)
-        # Nova's privileged helpers run in this (root) process.
-        privsep.sys_admin_pctxt.set_client_mode(False)
-        self.addCleanup(privsep.sys_admin_pctxt.set_client_mode, True)
+        # A daemon an earlier test started for root is not reused: this
+        # test's are started for the compute user.
+        for context in (privsep.sys_admin_pctxt,
+                        vmbeam_privsep.vmbeam_pctxt):
+            context.stop()
+            self.addCleanup(context.stop)
         nova_rpc.init(CONF)
         self.addCleanup(nova_rpc.cleanup)
         self.ctxt = nova_context.get_admin_context()
@@ -164,12 +200,17 @@ class DriverOnLibvirtTestCase(ft_base.PrivateStateTestCase):
         self.image = self._images()
         self.pool = testbed_mod.Testbed(self.conf, name='ft-driver',
                                         image=ft_base.image()).pool
+        self.addCleanup(self._kill_strays)
+        self.addCleanup(self._retire_generations)
+        # From here on the process is nova-compute's user (root again for
+        # the clean-ups above, after the driver's own).
+        self.user.give(state)
+        self.user.become()
+        # The pool daemon, started for the compute user (--client-uid).
         self.pool.ensure()
         # As nova-compute loads it: compute_driver = vmbeam.VMBeamDriver.
         self.driver = importutils.import_object(
             'nova.virt.%s' % CONF.compute_driver, fake.FakeVirtAPI())
-        self.addCleanup(self._kill_strays)
-        self.addCleanup(self._retire_generations)
         self.driver.init_host(HOST)
         self.addCleanup(self.driver.cleanup_host, HOST)
 
@@ -256,9 +297,8 @@ class DriverOnLibvirtTestCase(ft_base.PrivateStateTestCase):
     def spawn(self, instance, image_meta):
         self.driver.spawn(self.ctxt, instance, image_meta, [], 'pw', {},
                           network_info=[])
-        console = guestimage.ConsoleLog(os.path.join(
-            CONF.instances_path, instance.uuid, 'console.log'))
-        return console
+        return _RootsConsoleLog(os.path.join(
+            CONF.instances_path, instance.uuid, 'console.log'), self.user)
 
     def wait_ready(self, console, since=0):
         console.wait_for(guestimage_console.READY_RE, 300,
@@ -288,10 +328,13 @@ class DriverOnLibvirtTestCase(ft_base.PrivateStateTestCase):
         image = os.path.join(self.conf.vmbeam.state_path, 'volume.img')
         with open(image, 'wb') as f:
             f.truncate(16 << 20)
-        device = subprocess.run(['losetup', '--find', '--show', image],
-                                capture_output=True, text=True,
-                                check=True).stdout.strip()
-        self.addCleanup(subprocess.run, ['losetup', '-d', device])
+        # os-brick's part, as root; the driver's part (giving the device
+        # to QEMU and back) is the compute user's, through privsep.
+        with self.user.as_root():
+            device = subprocess.run(['losetup', '--find', '--show', image],
+                                    capture_output=True, text=True,
+                                    check=True).stdout.strip()
+        self.addCleanup(self._detach_loop, device)
         before = os.stat(device)
         connection_info = {'driver_volume_type': 'local',
                            'serial': uuidutils.generate_uuid(),
@@ -301,8 +344,9 @@ class DriverOnLibvirtTestCase(ft_base.PrivateStateTestCase):
         xml = self.driver._host.get_guest(instance).get_xml_desc()
         self.assertIn("<source dev='%s'" % device, xml)
         qemu, = self.qemus_of(instance)
-        opened = {os.path.realpath('/proc/%d/fd/%s' % (qemu, fd))
-                  for fd in os.listdir('/proc/%d/fd' % qemu)}
+        with self.user.as_root():   # QEMU's fds are its user's to list
+            opened = {os.path.realpath('/proc/%d/fd/%s' % (qemu, fd))
+                      for fd in os.listdir('/proc/%d/fd' % qemu)}
         self.assertIn(device, opened)
         self.driver.detach_volume(self.ctxt, connection_info, instance,
                                   '/dev/vdb')
@@ -311,6 +355,10 @@ class DriverOnLibvirtTestCase(ft_base.PrivateStateTestCase):
         # Its owner is back to what it was before the attach.
         self.assertEqual((before.st_uid, before.st_gid),
                          (os.stat(device).st_uid, os.stat(device).st_gid))
+
+    def _detach_loop(self, device):
+        with self.user.as_root():
+            subprocess.run(['losetup', '-d', device])
 
     def qemus_of(self, instance):
         return self.qemu_pids('guest=%s,' % instance.name)
@@ -357,6 +405,19 @@ class TestDriverRejuvenation(DriverOnLibvirtTestCase):
         self.assertEqual(1, len(self.qemus_of(instance)))
         # Nova created it in its generation's partition.
         self.assert_in_partition_of(1, instance)
+        # nova-compute ran as its own user, without capabilities: the
+        # instance's directory is that user's.
+        self.assertEqual(0, compute_user.effective_capabilities())
+        self.assertEqual(self.user.uid, os.stat(os.path.join(
+            CONF.instances_path, instance.uuid)).st_uid)
+        # Its root daemons were started for it: privsep's (through sudo:
+        # this process could not have made them root), the pool daemon
+        # with its uid as --client-uid (the socket is its).
+        for context in ('nova.privsep.sys_admin_pctxt',
+                        'nova_vmbeam.privsep.vmbeam_pctxt'):
+            self.assertEqual([0], compute_user.privsep_daemon_uids(context))
+        self.assertEqual(self.user.uid, os.stat(
+            self.conf.vmbeam.pagemoverd_socket).st_uid)
         before = self.api.status(self.ctxt, HOST)
         self.assertEqual(1, before['active_generation'])
 

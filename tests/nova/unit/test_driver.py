@@ -298,7 +298,50 @@ class TestGenerationPartitions(base.DriverTestCase):
         self.assertIsNone(etree.fromstring(sent[0]).find('resource'))
 
 
-class TestAgingConfig(base.DriverTestCase):
+class RefusedConfigTestCase(base.DriverTestCase):
+
+    def _init_host_refused(self):
+        """init_host of a new driver, as a restarted nova-compute's.
+
+        It must refuse (InvalidConfiguration, its message returned) before
+        it starts or adopts a generation, or runs an RPC server or monitor.
+        """
+        started = []
+        self.stub_out(
+            'nova_vmbeam.virt.driver.VMBeamDriver._start_generations',
+            lambda driver: started.append(driver) or (base.PRIMARY, []))
+        driver = driver_mod.VMBeamDriver(fake.FakeVirtAPI())
+        exc = self.assertRaises(nova_exception.InvalidConfiguration,
+                                driver.init_host, 'myhostname')
+        self.assertEqual([], started)
+        self.assertIsNone(driver._rpc_server)
+        self.assertIsNone(driver._aging_monitor)
+        return str(exc)
+
+
+class TestSiblingKind(RefusedConfigTestCase):
+    """nova-compute does not start on generations instances cannot use."""
+
+    def test_nested_is_refused_before_anything_with_the_fix(self):
+        self.flags(sibling_kind='nested', group='vmbeam')
+        message = self._init_host_refused()
+        self.assertNotIn('\n', message)
+        self.assertIn('[vmbeam] sibling_kind = nested: VMBeamDriver cannot '
+                      'run Nova instances on nested generations', message)
+        self.assertIn('Set [vmbeam] sibling_kind = colocated', message)
+
+    def test_an_unknown_kind_is_refused_naming_the_installed_ones(self):
+        self.flags(sibling_kind='warp', group='vmbeam')
+        message = self._init_host_refused()
+        self.assertIn("Unknown sibling kind 'warp'", message)
+        self.assertIn('colocated, nested', message)
+
+    def test_colocated_may_start(self):
+        self.assertEqual('colocated', base.CONF.vmbeam.sibling_kind)
+        self.connection._check_sibling_kind()
+
+
+class TestAgingConfig(RefusedConfigTestCase):
     """nova-compute does not start on an aging config unsafe for a fleet."""
 
     def test_the_default_monitor_runs_and_only_reports(self):
@@ -307,23 +350,11 @@ class TestAgingConfig(base.DriverTestCase):
 
     def test_rejuvenate_without_a_fleet_limit_fails_before_anything(self):
         self.flags(action='rejuvenate', group='vmbeam_aging')
-        started = []
-        self.stub_out(
-            'nova_vmbeam.virt.driver.VMBeamDriver._start_generations',
-            lambda driver: started.append(driver) or (base.PRIMARY, []))
-        # As a restarted nova-compute would: a new driver, init_host.
-        driver = driver_mod.VMBeamDriver(fake.FakeVirtAPI())
-        exc = self.assertRaises(nova_exception.InvalidConfiguration,
-                                driver.init_host, 'myhostname')
-        message = str(exc)
+        message = self._init_host_refused()
         self.assertNotIn('\n', message)
         self.assertIn('[vmbeam_aging] action = rejuvenate, but '
                       '[vmbeam_aging] backend_url is unset', message)
         self.assertIn('single_node = true', message)
-        # No generation was started or adopted, no RPC server, no monitor.
-        self.assertEqual([], started)
-        self.assertIsNone(driver._rpc_server)
-        self.assertIsNone(driver._aging_monitor)
 
     def test_rejuvenate_with_a_shared_backend_or_alone_may_start(self):
         for opts in ({'backend_url': 'redis://ctl:6379'},
