@@ -17,7 +17,23 @@ rc=${PIPESTATUS[0]}
 [ "$rc" = 0 ] && rc=$native_rc
 # The failed tests by name, near the end: CI keeps the output's end, and
 # their tracebacks are far above.
-grep -E '\.\.\. FAILED$' "$log" | sed -E 's/^\{[0-9]+\} /failed: /'
+# Each with the end of its traceback (the assertion or the timeout), at
+# most 3 of them, 25 lines each.
+awk '
+  /\.\.\. FAILED$/ { n++; name[n] = $0; sub(/^\{[0-9]+\} /, "", name[n]);
+                     intb = 0; next }
+  /^\{[0-9]+\} / { intb = 0; next }
+  /^Captured traceback:/ { if (n) { intb = 1; cnt[n] = 0 }; next }
+  /^Captured [a-z]+:/ { intb = 0; next }
+  intb && !/^~+$/ { cnt[n]++; line[n, cnt[n]] = $0 }
+  END {
+    for (i = 1; i <= n; i++) {
+      print "failed: " name[i]
+      if (i > 3) continue
+      first = cnt[i] > 25 ? cnt[i] - 24 : 1
+      for (j = first; j <= cnt[i]; j++) print "  | " line[i, j]
+    }
+  }' "$log"
 # One closing line for CI, summed over the stestr runs above.
 awk '/^ - Passed: /{p+=$3} /^ - Failed: /{f+=$3} /^ - Skipped: /{s+=$3}
      END {printf "tests: %d passed, %d failed, %d skipped\n", p, f, s}' "$log"
