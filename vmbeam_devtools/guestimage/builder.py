@@ -86,7 +86,7 @@ default_cache_dir = imagekit.default_cache_dir
 
 
 def kernel_cmdline(ram_mib, dirty_mib_s, report_ms=500, verify_mib_s=0,
-                   ip=None, disk=False, hostname=None):
+                   ip=None, disk=False, hostname=None, boot_messages=False):
     """Kernel command line for the test guest running the given workload.
 
     :param ram_mib: MiB the worker owns; at most the guest RAM - 96 MiB
@@ -103,6 +103,9 @@ def kernel_cmdline(ram_mib, dirty_mib_s, report_ms=500, verify_mib_s=0,
         it, which OVERWRITES its first MiB.  False: leave disks alone.
     :param hostname: the guest's hostname (default "vmbeam"), also in the
         TCP responder's answer.
+    :param boot_messages: the kernel's boot messages (loglevel 6) on the
+        console, which show how far a slow boot got; /init silences the
+        console once it runs, so they never cut into the workers' lines.
     """
     extra = []
     if ip:
@@ -118,7 +121,8 @@ def kernel_cmdline(ram_mib, dirty_mib_s, report_ms=500, verify_mib_s=0,
         # the PVH vmlinux; these options are worth ~0.2 s of it): no
         # console chatter over the emulated UART, no timer/TSC checks, no
         # speculation mitigations, no probing of a PS/2 keyboard and mouse.
-        'quiet', 'loglevel=3', 'mitigations=off', 'no_timer_check',
+        'loglevel=6' if boot_messages else 'quiet loglevel=3',
+        'mitigations=off', 'no_timer_check',
         'tsc=reliable', 'nokaslr', 'i8042.noaux', 'i8042.nokbd',
         # Reboot at once on a panic: with QEMU's -no-reboot that ends QEMU
         # instead of leaving a dead guest for the test to time out on.

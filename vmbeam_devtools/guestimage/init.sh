@@ -24,6 +24,10 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 # The kernel does not auto-mount devtmpfs when it runs an initramfs /init.
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
+# Kernel messages (a boot may print them: kernel_cmdline(boot_messages) in
+# builder.py) stop here: a line of the kernel's must not land inside one
+# of the workers'.
+dmesg -n 1 2>/dev/null
 
 ram_mib=64
 dirty_mib_s=0

@@ -1,0 +1,86 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+
+"""The nested testbed's L2 boot: too slow a machine is a skip, a fault not."""
+
+from unittest import mock
+
+import fixtures
+import testtools
+
+from vmbeam_devtools.nested import testbed
+from vmbeam_devtools import testbed as base_testbed
+
+BOOTING = ('\n[    0.000000] Linux version 6.1.0-57-amd64\n'
+           '[  222.725249] ACPI: Added _OSI(Processor Device)\n')
+
+
+class FakeConsole(object):
+
+    def __init__(self, text, ready=False):
+        self.text = text
+        self.ready = ready
+        self.waits = []
+
+    def wait_for(self, regex, timeout, after_offset=None):
+        self.waits.append(timeout)
+        if not self.ready:
+            raise TimeoutError('No ready line within %s s' % timeout)
+
+    def read(self):
+        return self.text
+
+
+class FakeGuest(object):
+
+    def __init__(self, console):
+        self.name = 'l2'
+        self.console = console
+
+
+class TestL2Boot(testtools.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.tb = object.__new__(testbed.NestedTestbed)
+        self.patch(testbed.NestedTestbed, 'too_slow', None)
+        self.base_wait = self.useFixture(fixtures.MockPatchObject(
+            base_testbed.Testbed, 'wait_ready')).mock
+
+    def test_a_kernel_still_booting_after_the_budget_skips_every_l2(self):
+        console = FakeConsole(BOOTING)
+        error = self.assertRaises(testbed.TooSlow, self.tb.wait_ready,
+                                  FakeGuest(console))
+        self.assertIn('had not booted after 600 s', str(error))
+        self.assertIn('[222.725249] ACPI: Added _OSI', str(error))
+        self.assertEqual([testbed.L2_BOOT_BUDGET], console.waits)
+        # The next L2 gives up without waiting.
+        later = FakeConsole(BOOTING, ready=True)
+        self.assertRaises(testbed.TooSlow, self.tb.wait_ready,
+                          FakeGuest(later))
+        self.assertEqual([], later.waits)
+        self.base_wait.assert_not_called()
+
+    def test_a_silent_console_is_a_failure_not_a_skip(self):
+        # Nothing reached the console (its path, or the L2's start, is
+        # broken): the timeout stands, and later L2s still boot.
+        console = FakeConsole('')
+        self.assertRaises(TimeoutError, self.tb.wait_ready,
+                          FakeGuest(console))
+        self.assertIsNone(testbed.NestedTestbed.too_slow)
+
+    def test_a_booted_l2_is_checked_in_the_time_left(self):
+        guest = FakeGuest(FakeConsole(BOOTING, ready=True))
+        self.tb.wait_ready(guest, timeout=900.0)
+        self.base_wait.assert_called_once_with(guest, mock.ANY)
+        self.assertGreater(self.base_wait.call_args[0][1], 800.0)
