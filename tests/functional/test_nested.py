@@ -50,9 +50,15 @@ class NestedTestCase(base.PrivateStateTestCase):
 
     REQUIRED = ('qemu-system-x86_64', 'unshare', '/usr/sbin/libvirtd',
                 'ip')
+    #: the test boots an L2 guest (TCG inside TCG)
+    BOOTS_L2 = True
 
     def setUp(self):
         super().setUp()
+        if self.BOOTS_L2 and nested_testbed.NestedTestbed.too_slow:
+            # Known from an earlier test of this run: spare the L1 boot.
+            raise nested_testbed.TooSlow(
+                nested_testbed.NestedTestbed.too_slow)
         nested_conf.register_opts(self.conf)
         tag = os.getpid() % 40
         # A bridge and network of the test's own (others may run theirs).

@@ -33,6 +33,8 @@ from tests.functional import test_nested
 
 class TestConsolePort(test_nested.NestedTestCase):
 
+    BOOTS_L2 = False
+
     def _write_in_l1(self, sibling, port, line):
         """As the guest's QEMU would: the QEMU user writes the device."""
         agent.sh(sibling.l1_domain(), "su -s /bin/sh -c 'echo %s > %s/%s' "
