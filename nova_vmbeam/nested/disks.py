@@ -109,7 +109,12 @@ class Export:
 
     @property
     def file_node(self):
-        return self.name + '-file'
+        return file_node(self.name)
+
+
+def file_node(name):
+    """The protocol node under export ``name``'s format node."""
+    return name + '-file'
 
 
 def export_name(guest_uuid, target):
@@ -405,7 +410,7 @@ class StorageDaemon:
                                       'Check that no L1 still uses them.')
                 time.sleep(0.05)
             for name in removed:
-                for node in (name, name + '-file'):
+                for node in (name, file_node(name)):
                     mon.execute('blockdev-del', **{'node-name': node})
         finally:
             mon.close()
