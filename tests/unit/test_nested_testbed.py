@@ -79,6 +79,15 @@ class TestL2Boot(testtools.TestCase):
                           FakeGuest(console))
         self.assertIsNone(testbed.NestedTestbed.too_slow)
 
+    def test_a_kernel_done_booting_is_a_failure_not_a_skip(self):
+        # Its /init ran (or the kernel died): whatever keeps the worker
+        # from getting ready is not the machine's speed.
+        for end in ('VMBEAM-GUEST booted ram_mib=32 dirty_mib_s=1\n',
+                    '[  300.000000] Kernel panic - not syncing: x\n'):
+            self.assertRaises(TimeoutError, self.tb.wait_ready,
+                              FakeGuest(FakeConsole(BOOTING + end)))
+        self.assertIsNone(testbed.NestedTestbed.too_slow)
+
     def test_a_booted_l2_is_checked_in_the_time_left(self):
         guest = FakeGuest(FakeConsole(BOOTING, ready=True))
         self.tb.wait_ready(guest, timeout=900.0)

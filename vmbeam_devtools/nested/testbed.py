@@ -169,9 +169,12 @@ class NestedTestbed(testbed.Testbed):
         try:
             guest.console.wait_for(guestimage.console.READY_RE, budget)
         except TimeoutError:
-            booting = KERNEL_LINE_RE.findall(guest.console.read())
-            if not booting:
-                # Nothing reached the console: a fault, not slowness.
+            text = guest.console.read()
+            booting = KERNEL_LINE_RE.findall(text)
+            if (not booting or 'VMBEAM-GUEST ' in text or
+                    'Kernel panic' in text):
+                # Nothing reached the console, or the kernel is done (its
+                # /init ran, or it died): a fault, not slowness.
                 raise
             NestedTestbed.too_slow = (
                 'TCG inside TCG is too slow on this machine for the nested '
