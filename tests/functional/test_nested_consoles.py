@@ -22,13 +22,14 @@ through it where the machine is fast enough for that.
 
 import os
 import pwd
-import time
+import re
 import uuid
 
 from nova_vmbeam.nested import agent
 from nova_vmbeam.nested.appliance import builder
 from nova_vmbeam.nested import consoles
 from tests.functional import test_nested
+from vmbeam_devtools.guestimage import console as console_log
 
 
 class TestConsolePort(test_nested.NestedTestCase):
@@ -57,7 +58,8 @@ class TestConsolePort(test_nested.NestedTestCase):
                              (pw.pw_uid, pw.pw_gid), builder.QEMU_USER)
         self.assertEqual(1, sibling.l1_domain().XMLDesc().count(port))
         self._write_in_l1(sibling, port, 'VMBEAM-GUEST booted via port')
-        self._wait_for_line(log, 'VMBEAM-GUEST booted via port')
+        console_log.ConsoleLog(log).wait_for(
+            '^%s$' % re.escape('VMBEAM-GUEST booted via port'), 60)
         with open(log) as f:
             self.assertEqual('from an earlier boot\n', f.readline())
         # The device is the QEMU user's only.
@@ -69,13 +71,3 @@ class TestConsolePort(test_nested.NestedTestCase):
         self.assertNotIn(port, sibling.l1_domain().XMLDesc())
         # Gone twice is fine (a retire falling back to destroy).
         consoles.remove_port(sibling, guest_uuid, log)
-
-    def _wait_for_line(self, path, line, timeout=60):
-        deadline = time.monotonic() + timeout
-        while True:
-            with open(path) as f:
-                if line + '\n' in f.read():
-                    return
-            self.assertLess(time.monotonic(), deadline,
-                            '%r not in %s' % (line, path))
-            time.sleep(0.5)
