@@ -5,7 +5,9 @@
 set -uo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
+started=$SECONDS
 ./tools/install.sh || exit 1
+installed=$SECONDS
 
 log=$(mktemp)
 # C unit tests, daemon tests and the protocol fuzz run of native/.
@@ -15,6 +17,8 @@ native_rc=${PIPESTATUS[0]}
 .venv/bin/tox -e py3,functional,nova,nova-functional,pep8,docs,releasenotes,cloud "$@" 2>&1 | tee -a "$log"
 rc=${PIPESTATUS[0]}
 [ "$rc" = 0 ] && rc=$native_rc
+# tox's own summary above gives each environment's time.
+echo "suite: install $((installed - started)) s, all $(((SECONDS - started) / 60)) min (CI allows 90)"
 # The failed tests by name, near the end: CI keeps the output's end, and
 # their tracebacks are far above.
 # Each with the end of its traceback (the assertion or the timeout), at

@@ -55,10 +55,16 @@ class NestedTestCase(base.PrivateStateTestCase):
 
     def setUp(self):
         super().setUp()
-        if self.BOOTS_L2 and nested_testbed.NestedTestbed.too_slow:
-            # Known from an earlier test of this run: spare the L1 boot.
-            raise nested_testbed.TooSlow(
-                nested_testbed.NestedTestbed.too_slow)
+        if self.BOOTS_L2:
+            if nested_testbed.NestedTestbed.too_slow:
+                # Known from an earlier test of this run: spare the L1
+                # boot.
+                raise nested_testbed.TooSlow(
+                    nested_testbed.NestedTestbed.too_slow)
+            nested_testbed.L2TimeBudget.check()
+            # Added first, so it runs last: the test's own cleanups count.
+            self.addCleanup(nested_testbed.L2TimeBudget.record,
+                            time.monotonic())
         nested_conf.register_opts(self.conf)
         tag = os.getpid() % 40
         # A bridge and network of the test's own (others may run theirs).
@@ -98,6 +104,10 @@ class NestedTestCase(base.PrivateStateTestCase):
         while True:
             try:
                 with socket.create_connection((address, port), 10) as s:
+                    # Each connection starts a responder process in the
+                    # guest: give a slow L2 time to answer rather than
+                    # pile up more of them.
+                    s.settimeout(60)
                     return s.makefile().readline().strip()
             except OSError:
                 if time.monotonic() > deadline:

@@ -61,7 +61,7 @@ class TestL2Boot(testtools.TestCase):
         console = FakeConsole(BOOTING)
         error = self.assertRaises(testbed.TooSlow, self.tb.wait_ready,
                                   FakeGuest(console))
-        self.assertIn('had not booted after 600 s', str(error))
+        self.assertIn('had not booted after 300 s', str(error))
         self.assertIn('[222.725249] ACPI: Added _OSI', str(error))
         self.assertEqual([testbed.L2_BOOT_BUDGET], console.waits)
         # The next L2 gives up without waiting.
@@ -93,3 +93,35 @@ class TestL2Boot(testtools.TestCase):
         self.tb.wait_ready(guest, timeout=900.0)
         self.base_wait.assert_called_once_with(guest, mock.ANY)
         self.assertGreater(self.base_wait.call_args[0][1], 800.0)
+
+
+class TestL2TimeBudget(testtools.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.patch(testbed.L2TimeBudget, 'spent', 0.0)
+        self.patch(testbed.L2TimeBudget, 'longest', 0.0)
+        self.now = self.useFixture(fixtures.MockPatch(
+            'time.monotonic')).mock
+
+    def _test_took(self, seconds):
+        self.now.return_value = 1000.0
+        testbed.L2TimeBudget.check()
+        self.now.return_value = 1000.0 + seconds
+        testbed.L2TimeBudget.record(1000.0)
+
+    def test_tests_run_while_the_next_would_end_within_the_budget(self):
+        # An idle host: five tests of about 200 s all run.
+        for _ in range(5):
+            self._test_took(200.0)
+        self.assertEqual(1000.0, testbed.L2TimeBudget.spent)
+
+    def test_a_test_that_would_end_past_the_budget_skips(self):
+        # A busy host: each takes 450 s; the third would end at 1350 s.
+        self._test_took(450.0)
+        self._test_took(300.0)
+        error = self.assertRaises(testbed.TooSlow,
+                                  testbed.L2TimeBudget.check)
+        self.assertIn('took 750 s in this run (the longest 450 s)',
+                      str(error))
+        self.assertIn('past their 1100 s', str(error))
