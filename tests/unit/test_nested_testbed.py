@@ -53,7 +53,7 @@ class TestL2Boot(testtools.TestCase):
     def setUp(self):
         super().setUp()
         self.tb = object.__new__(testbed.NestedTestbed)
-        self.patch(testbed.NestedTestbed, 'too_slow', None)
+        self.patch(testbed.L2TimeBudget, 'too_slow', None)
         self.base_wait = self.useFixture(fixtures.MockPatchObject(
             base_testbed.Testbed, 'wait_ready')).mock
 
@@ -77,7 +77,7 @@ class TestL2Boot(testtools.TestCase):
         console = FakeConsole('')
         self.assertRaises(TimeoutError, self.tb.wait_ready,
                           FakeGuest(console))
-        self.assertIsNone(testbed.NestedTestbed.too_slow)
+        self.assertIsNone(testbed.L2TimeBudget.too_slow)
 
     def test_a_kernel_done_booting_is_a_failure_not_a_skip(self):
         # Its /init ran (or the kernel died): whatever keeps the worker
@@ -86,7 +86,7 @@ class TestL2Boot(testtools.TestCase):
                     '[  300.000000] Kernel panic - not syncing: x\n'):
             self.assertRaises(TimeoutError, self.tb.wait_ready,
                               FakeGuest(FakeConsole(BOOTING + end)))
-        self.assertIsNone(testbed.NestedTestbed.too_slow)
+        self.assertIsNone(testbed.L2TimeBudget.too_slow)
 
     def test_a_booted_l2_is_checked_in_the_time_left(self):
         guest = FakeGuest(FakeConsole(BOOTING, ready=True))

@@ -71,17 +71,22 @@ class TooSlow(unittest.SkipTest):
 
 
 class L2TimeBudget(object):
-    """The time the L2-booting tests of this process took, and may take.
+    """Whether another L2-booting test of this process may start.
 
-    A test starts only if it would end within L2_RUN_BUDGET, judged by the
-    longest such test so far; else it is TooSlow.
+    Not once an L2 was too slow to boot (``too_slow`` says why); else only
+    if it would end within L2_RUN_BUDGET, judged by the longest such test
+    so far. Otherwise it is TooSlow.
     """
 
+    #: why L2s boot too slowly here, once one did (see TooSlow)
+    too_slow = None
     spent = 0.0
     longest = 0.0
 
     @classmethod
     def check(cls):
+        if cls.too_slow:
+            raise TooSlow(cls.too_slow)
         if cls.spent and cls.spent + cls.longest > L2_RUN_BUDGET:
             raise TooSlow(
                 'the nested tests that boot an L2 took %.0f s in this run '
@@ -190,12 +195,9 @@ class NestedTestbed(testbed.Testbed):
                 "<source file='%s'/><target dev='vda' bus='virtio'/>"
                 "</disk>" % path)
 
-    #: why L2s boot too slowly here, once one did (see TooSlow)
-    too_slow = None
-
     def wait_ready(self, guest, timeout=L2_BOOT_TIMEOUT):
-        if NestedTestbed.too_slow:
-            raise TooSlow(NestedTestbed.too_slow)
+        if L2TimeBudget.too_slow:
+            raise TooSlow(L2TimeBudget.too_slow)
         started = time.monotonic()
         budget = min(timeout, L2_BOOT_BUDGET)
         try:
@@ -208,12 +210,12 @@ class NestedTestbed(testbed.Testbed):
                 # Nothing reached the console, or the kernel is done (its
                 # /init ran, or it died): a fault, not slowness.
                 raise
-            NestedTestbed.too_slow = (
+            L2TimeBudget.too_slow = (
                 'TCG inside TCG is too slow on this machine for the nested '
                 'tests: L2 %s had not booted after %.0f s, its kernel at '
                 '[%s] %s' % (guest.name, budget, booting[-1][0],
                              booting[-1][1][:80]))
-            raise TooSlow(NestedTestbed.too_slow)
+            raise TooSlow(L2TimeBudget.too_slow)
         super().wait_ready(guest, max(
             60.0, timeout - (time.monotonic() - started)))
 
