@@ -87,12 +87,14 @@ qemu_opts = [
 
 move_opts = [
     cfg.StrOpt('default_mover',
-               default='zerocopy',
                help='Page mover used when none is named. Movers are '
                     'plugins in the nova_vmbeam.movers namespace: '
                     'zerocopy (x-ignore-shared on a RAM pool file), cpr '
-                    '(QEMU >= 10 cpr-transfer on memfd RAM) and precopy '
-                    '(conventional copy, the baseline and fallback).'),
+                    '(QEMU >= 10 cpr-transfer on memfd RAM), precopy '
+                    '(conventional copy, the baseline and fallback) and '
+                    'nested (between the L1 VMs of nested generations). '
+                    'Unset: the one sibling_kind is made for (zerocopy for '
+                    'colocated, nested for nested).'),
     cfg.FloatOpt('migration_timeout',
                  default=120.0,
                  min=1.0,

@@ -15,6 +15,7 @@
 from nova_vmbeam import exception
 from nova_vmbeam import movers as movers_mod
 from nova_vmbeam import records
+from nova_vmbeam import siblings as siblings_mod
 
 
 def live_guests(host):
@@ -27,7 +28,7 @@ def live_guests(host):
 
 def load_movers(conf, mover_name, fallback_mover, concurrency):
     """(mover name, mover, fallback mover or None, concurrency), checked."""
-    mover_name = mover_name or conf.vmbeam.default_mover
+    mover_name = mover_name or siblings_mod.default_mover(conf)
     mover = movers_mod.load(mover_name, conf)
     fallback = (movers_mod.load(fallback_mover, conf)
                 if fallback_mover and fallback_mover != mover_name

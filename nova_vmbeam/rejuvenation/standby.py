@@ -30,6 +30,7 @@ from nova_vmbeam import pool as pool_mod
 from nova_vmbeam import records
 from nova_vmbeam.rejuvenation import generations as generations_mod
 from nova_vmbeam.rejuvenation import planning
+from nova_vmbeam import siblings as siblings_mod
 
 LOG = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ class Standby:
         ``recover`` settles what a killed run left first (under the
         lock). Returns the standby's records.Generation.
         """
-        mover_name = mover_name or self.conf.vmbeam.default_mover
+        mover_name = mover_name or siblings_mod.default_mover(self.conf)
         mover = movers_mod.load(mover_name, self.conf)
         with self.journal.locked():
             recover()

@@ -24,3 +24,14 @@ def available():
 def kind(name):
     """The sibling class registered as ``name``; UnknownPlugin if none."""
     return plugins.plugin_class(plugins.SIBLINGS, name)
+
+
+def default_mover(conf):
+    """The mover of a request that names none.
+
+    [vmbeam] default_mover, else the one [vmbeam] sibling_kind's
+    generations are made for (zerocopy between colocated daemons, nested
+    between L1 VMs).
+    """
+    return conf.vmbeam.default_mover or kind(
+        conf.vmbeam.sibling_kind).default_mover

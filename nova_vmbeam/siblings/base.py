@@ -31,6 +31,14 @@ class SiblingBase(metaclass=abc.ABCMeta):
     #: generation's daemon, as Nova sets them up on this host
     runs_nova_instances = False
 
+    #: the mover a request that names none uses ([vmbeam] default_mover
+    #: unset)
+    default_mover = 'zerocopy'
+
+    #: whether its guests run inside a hypervisor VM (whose libvirt
+    #: reports that VM's memory, not this host's, which holds their RAM)
+    guests_in_vm = False
+
     def __init__(self, conf, generation):
         self.conf = conf
         self.generation = generation

@@ -39,6 +39,7 @@ from oslo_utils import uuidutils
 from nova_vmbeam import exception
 from nova_vmbeam import records
 from nova_vmbeam.rejuvenation import orchestrator as orchestrator_mod
+from nova_vmbeam import siblings as siblings_mod
 from nova_vmbeam.virt import notifications
 
 LOG = logging.getLogger(__name__)
@@ -150,7 +151,7 @@ class HostRejuvenation(orchestrator_mod.RunListener):
             context, self.host, notifications.START,
             records.Run(id=run_id, source=plan.source, target=plan.target,
                         state='running', guests=pending,
-                        mover=mover or self.conf.vmbeam.default_mover),
+                        mover=mover or siblings_mod.default_mover(self.conf)),
             state='running')
         outcome = {'state': 'error', 'error': 'the run thread died'}
         try:
