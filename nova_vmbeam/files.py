@@ -72,5 +72,10 @@ def searchable(directory):
     reachable by its path, and nothing becomes listable or readable.
     """
     while directory != '/':
-        os.chmod(directory, os.stat(directory).st_mode | 0o011)
+        mode = os.stat(directory).st_mode
+        # Only where a bit is missing: a directory above that is not this
+        # process's (/tmp, say, for an unprivileged nova-compute) usually
+        # has them, and could not be changed.
+        if mode & 0o011 != 0o011:
+            os.chmod(directory, mode | 0o011)
         directory = os.path.dirname(directory)

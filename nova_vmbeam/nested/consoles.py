@@ -32,6 +32,7 @@ agent's: at most 30 guests with a console log per L1.
 """
 
 import os
+import stat
 import xml.etree.ElementTree as ET
 
 import libvirt
@@ -160,9 +161,17 @@ def _prepare_log(path, qemu_ids):
     """The log file, made if missing, writable by the L1's QEMU (L0)."""
     if not os.path.isabs(path):
         raise ValueError('not an absolute path: %r' % path)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND |
-                 os.O_NOFOLLOW, 0o640)
-    os.close(fd)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL |
+                     os.O_NOFOLLOW, 0o640)
+        os.close(fd)
+    else:
+        # Made earlier (the guest's port in another L1, during a move):
+        # the QEMU user's by now, which this service may not open.
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError('not a regular file: %r' % path)
     privsep_files.chown(path, *qemu_ids)
 
 

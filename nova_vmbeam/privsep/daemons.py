@@ -207,6 +207,10 @@ def start_storage_daemon(group, binary, base, user, address, port,
     if status == 0 and client_uid and os.path.exists(socket_path):
         os.chown(socket_path, client_uid, -1)
         os.chmod(socket_path, 0o600)
+    if status == 0 and os.path.exists(pid_file):
+        # QEMU writes it 0600, its own: the service that finds the daemon
+        # by it (StorageDaemon.process) is another user.
+        os.chmod(pid_file, 0o644)
     return status, stdout, stderr
 
 
