@@ -112,6 +112,15 @@ class Export:
         return file_node(self.name)
 
 
+#: the namespace of the metadata that keeps what the disks are on L0
+NAMESPACE = 'https://opendev.org/openstack/nova-vmbeam/disks/1.0'
+ET.register_namespace('vmbeamdisks', NAMESPACE)
+
+
+def _tag(name):
+    return '{%s}%s' % (NAMESPACE, name)
+
+
 def file_node(name):
     """The protocol node under export ``name``'s format node."""
     return name + '-file'
@@ -194,6 +203,7 @@ def to_network_disks(domain_xml, address, port):
                       delay=str(RECONNECT_DELAY_S))
         # where <source> was: libvirt does not mind, readers do
         disk.insert(list(disk).index(driver) + 1, new_source)
+        _keep_local(domain, dev, kind, path, fmt)
     names = [e.name for e in exports]
     if len(set(names)) != len(names):
         raise _disk_error(guest, ', '.join(names), 'two disks share a '
@@ -201,6 +211,50 @@ def to_network_disks(domain_xml, address, port):
     if not exports:
         return domain_xml, []
     return ET.tostring(domain, encoding='unicode'), exports
+
+
+def _keep_local(domain, target, kind, path, fmt):
+    """Keep what disk ``target`` is on L0 in the domain's metadata."""
+    metadata = domain.find('metadata')
+    if metadata is None:
+        metadata = ET.SubElement(domain, 'metadata')
+    # One element of this namespace: libvirt keeps one per namespace.
+    kept = metadata.find(_tag('disks'))
+    if kept is None:
+        kept = ET.SubElement(metadata, _tag('disks'))
+    ET.SubElement(kept, _tag('disk'), target=target, type=kind, path=path,
+                  format=fmt)
+
+
+def to_local_disks(domain_xml):
+    """A domain XML whose NBD disks are again the L0 files they serve.
+
+    What the disks are on this host, for whoever works on them here
+    (Nova, on a stopped instance: its snapshot reads the root disk's
+    path from the domain). Disks not in the metadata are left as they
+    are.
+    """
+    domain = ET.fromstring(domain_xml)
+    kept = domain.find('metadata/' + _tag('disks'))
+    if kept is None:
+        return domain_xml
+    local = {d.get('target'): d for d in kept.findall(_tag('disk'))}
+    for disk in domain.findall('devices/disk'):
+        target = disk.find('target')
+        was = local.get(target.get('dev') if target is not None else None)
+        source = disk.find('source')
+        if was is None or disk.get('type') != 'network' or source is None:
+            continue
+        disk.set('type', was.get('type'))
+        driver = disk.find('driver')
+        if driver is not None:
+            driver.set('type', was.get('format'))
+        index = list(disk).index(source)
+        disk.remove(source)
+        disk.insert(index, ET.Element('source', **{
+            'file' if was.get('type') == 'file' else 'dev':
+                was.get('path')}))
+    return ET.tostring(domain, encoding='unicode')
 
 
 class StorageDaemon:
@@ -252,14 +306,31 @@ class StorageDaemon:
                 self._start()
         return self
 
+    def watch(self):
+        """Start the daemon again if it died while serving guests' disks.
+
+        Their NBD clients wait for it to come back (reconnect) and carry
+        on. Called periodically (VMBeamDriver, with Nova's resource
+        update); True if it had to be started.
+        """
+        if self.running() or not self.recorded():
+            return False
+        LOG.warning('qemu-storage-daemon of %s is gone with exports to '
+                    'serve: starting it again', self.base)
+        self.ensure()
+        return True
+
     def _start(self):
         pw = pwd.getpwnam(self.conf.vmbeam.qemu_user)
         binary = self._binary()
         # The daemon (the QEMU user) writes its pid file and socket here;
         # the service's own group keeps the way in.
-        os.chmod(self.base, 0o770)
+        if os.stat(self.base).st_uid != pw.pw_uid:
+            # (Once: then it is the QEMU user's, which an unprivileged
+            # service may not chmod when it starts the daemon again.)
+            os.chmod(self.base, 0o770)
+            privsep_files.chown(self.base, pw.pw_uid, os.getegid())
         files.searchable(os.path.dirname(self.base))
-        privsep_files.chown(self.base, pw.pw_uid, os.getegid())
         for stale in (self.socket_path, self.pid_file):
             if os.path.exists(stale):
                 os.unlink(stale)

@@ -32,11 +32,14 @@ import libvirt
 from oslo_log import log as logging
 
 from nova_vmbeam import exception
+from nova_vmbeam import guest as guest_mod
 from nova_vmbeam import hypervisor
-from nova_vmbeam.libvirt import guest as guest_mod
+from nova_vmbeam.libvirt import config as libvirt_config
+from nova_vmbeam.libvirt import guest as libvirt_guest
 from nova_vmbeam.libvirt import host as host_mod
 from nova_vmbeam.nested import agent
 from nova_vmbeam.nested.appliance import builder as appliance_builder
+from nova_vmbeam.nested import bootfiles
 from nova_vmbeam.nested import consoles
 from nova_vmbeam.nested import disks
 from nova_vmbeam.nested import uplinks
@@ -53,7 +56,7 @@ def pool_device(guest_uuid):
     return IVSHMEM_PREFIX + guest_uuid.replace('-', '')[:16]
 
 
-class RemoteGuest(guest_mod.LibvirtGuest):
+class RemoteGuest(libvirt_guest.LibvirtGuest):
     """A guest whose QEMU runs in an L1 VM: all through libvirt there."""
 
     def alive(self):
@@ -82,11 +85,14 @@ class RemoteGuest(guest_mod.LibvirtGuest):
         except libvirt.libvirtError:
             return None
 
-    def _leave_console(self, path):
-        """Unplug this guest's console port from its L1 (it left it)."""
+    def _leave_l1(self, console_log):
+        """Unplug its console port, delete its boot files (it left)."""
         sibling = getattr(self.host, 'sibling', None)
-        if path and sibling is not None:
-            consoles.remove_port(sibling, self.spec.uuid, path)
+        if sibling is None:
+            return
+        if console_log:
+            consoles.remove_port(sibling, self.spec.uuid, console_log)
+        bootfiles.remove(sibling, self.spec.uuid)
 
     def destroy(self):
         """Kill through the L1's libvirt and wait until it is gone.
@@ -109,7 +115,7 @@ class RemoteGuest(guest_mod.LibvirtGuest):
                 return
         self._wait_gone()
         self.undefine()
-        self._leave_console(console_log)
+        self._leave_l1(console_log)
 
     def l1_gone(self):
         """True if the L1 VM this guest ran in no longer runs (L0 says)."""
@@ -127,7 +133,7 @@ class RemoteGuest(guest_mod.LibvirtGuest):
             self._wait_gone(timeout=10.0)
         except RuntimeError:
             self.destroy()
-        self._leave_console(console_log)
+        self._leave_l1(console_log)
 
 
 class NestedHost(host_mod.Host, hypervisor.PoolAttachingHypervisor):
@@ -175,24 +181,57 @@ class NestedHost(host_mod.Host, hypervisor.PoolAttachingHypervisor):
                 raise
             return []
 
-    def launch(self, spec, incoming=(), paused=False):
-        """As Host.launch, once the guest's host bridges reach this L1.
+    def prepare(self, guest_uuid, domain_xml):
+        """The domain XML as this L1 runs it, with all it needs here.
 
         Its disks are L0's NBD exports (nested/disks.py): a file or block
-        disk in ``spec`` is served from L0 first and named so. Its console
-        log on L0 is written through a port of this L1 (nested/consoles.py).
+        disk is served from L0 first and named so. Its console log on L0
+        is written through a port of this L1 (nested/consoles.py). Its
+        kernel and initrd are copied in (nested/bootfiles.py), and its host
+        bridges reach this L1 (nested/uplinks.py). Idempotent, and for a
+        moving guest's XML (rewritten already) too.
         """
         conf = self.sibling.conf
-        xml = disks.serve(conf, spec.domain_xml)
+        xml = disks.serve(conf, domain_xml)
         xml, console_log = consoles.to_l1_console(xml)
         if console_log:
             pw = pwd.getpwnam(conf.vmbeam.qemu_user)
-            consoles.ensure_port(self.sibling, spec.uuid, console_log,
+            consoles.ensure_port(self.sibling, guest_uuid, console_log,
                                  (pw.pw_uid, pw.pw_gid),
                                  appliance_builder.QEMU_USER)
+        xml, boot_files = bootfiles.to_l1_files(xml)
+        bootfiles.ensure(self.sibling, guest_uuid, boot_files)
         uplinks.ensure(self.sibling, uplinks.bridges_of(xml))
+        return xml
+
+    def launch(self, spec, incoming=(), paused=False):
+        """As Host.launch, once the guest has what it needs in this L1."""
+        xml = self.prepare(spec.uuid, spec.domain_xml)
         return super().launch(dataclasses.replace(spec, domain_xml=xml),
                               incoming, paused)
+
+    def with_attached_ram(self, domain_xml, pool, guest_uuid, ram_mib):
+        """``domain_xml`` with its RAM the BAR of its pool, attached here.
+
+        For a guest whose XML names its RAM file in the L0 pool (Nova's):
+        its QEMU in this L1 maps that file through the BAR instead.
+        """
+        bar = self.attach_pool(pool, guest_uuid)
+        return libvirt_config.with_ram(
+            domain_xml, guest_mod.RamBacking(guest_mod.RAM_FILE, bar),
+            ram_mib)
+
+    def forget(self, guest_uuid, pool, console_log=None):
+        """Let go of what this L1 holds for a guest that no longer runs.
+
+        Its pool (so that L0 may free its RAM), its console port and its
+        boot files. Best effort but for the pool: RAM still mapped here
+        must not be freed, so a failure to detach it raises.
+        """
+        self.detach_pool(pool, guest_uuid)
+        if console_log:
+            consoles.remove_port(self.sibling, guest_uuid, console_log)
+        bootfiles.remove(self.sibling, guest_uuid)
 
     def guest_qemu_pid(self, name):
         """Pid of guest ``name``'s QEMU inside the L1."""

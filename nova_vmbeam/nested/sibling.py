@@ -157,12 +157,20 @@ def appliance(conf):
     return appliance_mod.build()
 
 
+#: the slots of the L1's root PCI bus that hotplugged devices may take
+#: (0-2 and the boot-time devices are below)
+FIRST_PCI_SLOT, LAST_PCI_SLOT = 0x08, 0x1f
 #: the L2 guests' QEMU binary in the L1 appliance
 L2_QEMU = 'qemu-system-x86_64'
 
 
 class NestedSibling(base.SiblingBase):
     kind = 'nested'
+    #: an instance's disks, volumes, console log, boot files and host
+    #: bridges reach the L1 (NestedHost.prepare); its RAM is the L0 pool
+    runs_nova_instances = True
+    guests_in_vm = True
+    default_mover = 'nested'
     #: what runs the L1 VMs: TCG (this machine's KVM, like that of many
     #: nested clouds, cannot boot the appliance's stock kernel)
     accel = 'tcg'
@@ -300,6 +308,12 @@ class NestedSibling(base.SiblingBase):
             privsep_files.chown(qmp_dir, pw.pw_uid, pw.pw_gid)
         if os.path.exists(self.qmp_socket):
             os.unlink(self.qmp_socket)
+        # Made here, so that it is this service's (it reads it while the
+        # L1 boots): the L0 daemon, root, appends to it as it finds it
+        # (no dynamic ownership), where it would make it root's only.
+        fd = os.open(self.console_log, os.O_WRONLY | os.O_CREAT |
+                     os.O_APPEND | os.O_NOFOLLOW, 0o640)
+        os.close(fd)
 
     def l1_domain(self):
         """The L1 VM's domain in the L0 daemon, or None."""
@@ -446,19 +460,24 @@ class NestedSibling(base.SiblingBase):
             # The L1 VM hosts the guests, as libvirtd does colocated.
             daemon=records.DaemonHealth(name='l1', pid=pid, rss_kib=rss,
                                         fds=fds))
-        if report.running:
-            host = self.host()
-            try:
-                report.libvirt_alive = host.alive()
-                # L2 QEMUs run inside the L1: named, not measurable here.
-                report.guests = {name: records.GuestUsage()
-                                 for name in host.running_qemus()}
-            finally:
-                host.close()
+        if not report.running:
+            return report
+        host = self.host()
+        try:
+            report.libvirt_alive = host.alive()
+            # L2 QEMUs run inside the L1: named, not measurable here.
+            report.guests = {name: records.GuestUsage()
+                             for name in host.running_qemus()}
             # Its own kernel: what a nested rejuvenation renews.
             dom = self.l1_domain()
             if dom is not None:
                 report.kernel = nested_kernel.measure(dom)
+        except (exception.VMBeamError, libvirt.libvirtError) as exc:
+            # Its libvirtd or agent does not answer (the L1 is being
+            # retired, or ails): reported, as a status must not fail.
+            report.error = str(exc)
+        finally:
+            host.close()
         return report
 
     # --- guest RAM BARs inside the L1 ---------------------------------------
@@ -489,6 +508,22 @@ class NestedSibling(base.SiblingBase):
         A device libvirt plugs here needs a slot not among them.
         """
         return {dev['slot'] for bus, dev in self._pci_devices() if bus == 0}
+
+    def free_pci_slot(self, what):
+        """The highest free slot of the L1's root bus, for ``what``.
+
+        From the top: QEMU gives the guests' RAM pools (hotplugged by
+        vmbeam-pagemoverd, unknown to libvirt) the lowest free ones, so an
+        address left to libvirt could be one a pool already holds.
+        """
+        used = self.used_pci_slots()
+        for slot in range(LAST_PCI_SLOT, FIRST_PCI_SLOT - 1, -1):
+            if slot not in used:
+                return slot
+        raise exception.VMBeamError(
+            'L1 VM %s has no free PCI slot for %s (its root bus holds %d '
+            'devices: guests\' RAM pools and uplinks)' %
+            (self.domain_name, what, len(used)))
 
     def enable_bar(self, bdf, timeout=60):
         """Wait for a hotplugged device in the L1 and enable it.

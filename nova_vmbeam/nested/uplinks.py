@@ -52,10 +52,6 @@ LOG = logging.getLogger(__name__)
 
 # Linux's limit on interface names (IFNAMSIZ - 1).
 _NAME_MAX = 15
-# Hotplug slots of the L1's root PCI bus (0-2 and the boot-time devices
-# are below).
-_FIRST_SLOT, _LAST_SLOT = 0x08, 0x1f
-
 # In the L1 (busybox sh): find the NIC by its MAC (hotplug takes a
 # moment), make bridge B if missing, the NIC its port, B silent.
 _SCRIPT = '''
@@ -114,23 +110,6 @@ def _check_name(bridge):
             'starts' % bridge))
 
 
-def _free_slot(sibling):
-    """The highest free slot of the L1's root bus.
-
-    From the top: QEMU gives the guests' RAM pools (hotplugged by
-    vmbeam-pagemoverd, unknown to libvirt) the lowest free ones, so an
-    address left to libvirt could be one a pool already holds.
-    """
-    used = sibling.used_pci_slots()
-    for slot in range(_LAST_SLOT, _FIRST_SLOT - 1, -1):
-        if slot not in used:
-            return slot
-    raise exception.VMBeamError(
-        'L1 VM %s has no free PCI slot for another uplink (its root bus '
-        'holds %d devices: guests\' RAM pools and uplinks)' %
-        (sibling.domain_name, len(used)))
-
-
 def ensure(sibling, bridges):
     """Every bridge in ``bridges`` reaches into ``sibling``'s L1.
 
@@ -155,7 +134,8 @@ def ensure(sibling, bridges):
             nic = libvirt_config.add_bridge_nic(devices, bridge, address)
             libvirt_config.sub_element(
                 nic, 'address', type='pci', domain='0x0000', bus='0x00',
-                slot='0x%02x' % _free_slot(sibling), function='0x0')
+                slot='0x%02x' % sibling.free_pci_slot('an uplink'),
+                function='0x0')
             try:
                 dom.attachDeviceFlags(libvirt_config.to_xml(nic),
                                       libvirt.VIR_DOMAIN_AFFECT_LIVE)

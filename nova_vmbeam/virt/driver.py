@@ -14,8 +14,8 @@
 
 A thin adapter: everything Nova does with an instance is LibvirtDriver's
 own code, pointed at the active hypervisor generation (a colocated libvirt
-daemon run by nova_vmbeam's orchestrator) through VMBeamHost. The driver
-adds
+daemon run by nova_vmbeam's orchestrator, or the libvirt daemon inside a
+nested generation's L1 VM, over TLS) through VMBeamHost. The driver adds
 
 * VMBeam-ready RAM: the guest XML keeps RAM in a pool file named after the
   instance UUID (config.use_pool_ram), allocated before each guest is
@@ -25,7 +25,11 @@ adds
   generation without restarting nova-compute;
 * the vmbeam RPC server (topic "vmbeam", server = CONF.host), served from
   init_host to cleanup_host;
-* a hook for the aging monitor.
+* a hook for the aging monitor;
+* on nested generations, what an instance needs inside the L1 before its
+  domain is defined there (NestedHost.prepare: disks served over NBD,
+  console log port, boot files, host bridges; its RAM pool attached as a
+  PCI BAR), and what the L1 lets go of when it stops.
 
 Load it with [DEFAULT] compute_driver = vmbeam.VMBeamDriver (the
 nova.virt.vmbeam shim package).
@@ -50,6 +54,9 @@ from nova_vmbeam import guest as guest_mod
 from nova_vmbeam.libvirt import config as engine_config
 from nova_vmbeam.libvirt import host as engine_host
 from nova_vmbeam.libvirt import partition as partition_mod
+from nova_vmbeam.nested import consoles as nested_consoles
+from nova_vmbeam.nested import disks as nested_disks
+from nova_vmbeam.pool import base as pool_base
 from nova_vmbeam.privsep import files as privsep_files
 from nova_vmbeam.rejuvenation import orchestrator as orchestrator_mod
 from nova_vmbeam import rpc
@@ -94,7 +101,8 @@ class VMBeamDriver(libvirt_driver.LibvirtDriver):
         return self._rejuvenation.orchestrator.endpoints()
 
     def init_host(self, host):
-        self._check_sibling_kind()
+        sibling_class = self._check_sibling_kind()
+        self._host.guests_in_vm = sibling_class.guests_in_vm
         self._check_aging_config()
         # One libvirt event loop per process: Nova's (started by
         # Host.initialize() in super().init_host) serves the engine's
@@ -145,7 +153,7 @@ class VMBeamDriver(libvirt_driver.LibvirtDriver):
         except exception.UnknownPlugin as exc:
             raise nova_exception.InvalidConfiguration(str(exc))
         if sibling_class.runs_nova_instances:
-            return
+            return sibling_class
         usable = [kind for kind in siblings_mod.available()
                   if siblings_mod.kind(kind).runs_nova_instances]
         raise nova_exception.InvalidConfiguration(
@@ -243,6 +251,17 @@ class VMBeamDriver(libvirt_driver.LibvirtDriver):
         """Let go of the connections to generations about to be retired."""
         self._host.release_secondaries()
 
+    def get_available_resource(self, nodename):
+        # Nova's periodic resource update (every update_resources_interval
+        # s) doubles as the watchdog of the nested guests' disk server: a
+        # dead one's guests wait for it, and it is started again here.
+        if self._host.guests_in_vm:
+            try:
+                nested_disks.StorageDaemon(CONF).watch()
+            except exception.VMBeamError as exc:
+                LOG.error('the nested guests\' disk server: %s', exc)
+        return super().get_available_resource(nodename)
+
     def update_provider_tree(self, provider_tree, nodename, allocations=None):
         super().update_provider_tree(provider_tree, nodename,
                                      allocations=allocations)
@@ -332,27 +351,37 @@ class VMBeamDriver(libvirt_driver.LibvirtDriver):
         super()._disconnect_volume(context, connection_info, instance,
                                    *args, **kwargs)
 
-    def _primary_partition(self):
-        """The resource partition of the generation new guests go to.
-
-        None where that generation has none (or is not found): libvirt's
-        default partition, as before.
-        """
+    def _primary_sibling(self):
+        """The generation new guests go to; None if not found."""
         orchestrator = self._rejuvenation.orchestrator
         state = orchestrator.state()
         for number in sorted(state.generations, reverse=True):
             sibling = orchestrator.sibling(number, state)
             if sibling is not None and sibling.uri == self._host.uri:
-                return sibling.partition
+                return sibling
         return None
 
+    def _running_vm_hosts(self):
+        """The hypervisor VMs of this host's running nested generations."""
+        orchestrator = self._rejuvenation.orchestrator
+        state = orchestrator.state()
+        hosts = []
+        for number in sorted(state.generations):
+            sibling = orchestrator.sibling(number, state)
+            if sibling is None or not sibling.guests_in_vm or \
+                    not sibling.running():
+                continue
+            hosts.append(sibling.host())
+        return hosts
+
     def _create_guest(self, context, xml, instance, *args, **kwargs):
+        sibling = self._primary_sibling()
         # In its generation's partition, as the guests the engine starts
         # (Host.launch): no other generation's guest shares its cgroups.
-        partition = self._primary_partition()
-        if partition:
-            xml = partition_mod.with_partition(xml, partition)
+        if sibling is not None and sibling.partition:
+            xml = partition_mod.with_partition(xml, sibling.partition)
         spec = engine_config.guest_spec(xml)
+        ram_plan = None
         if spec.ram.kind == guest_mod.RAM_FILE:
             ram_plan = ram.plan(instance, CONF)
             if ram_plan is not None and \
@@ -361,9 +390,34 @@ class VMBeamDriver(libvirt_driver.LibvirtDriver):
             else:   # XML of an earlier configuration: as it says
                 ram.allocate_path(CONF, spec.ram.path, instance.uuid,
                                   spec.ram_mib << 20)
+                ram_plan = None
         self._grant_qemu_access(instance)
+        if sibling is not None and sibling.guests_in_vm:
+            xml = self._into_vm(sibling, xml, instance, spec, ram_plan)
         return super()._create_guest(context, xml, instance, *args,
                                      **kwargs)
+
+    @staticmethod
+    def _into_vm(sibling, xml, instance, spec, ram_plan):
+        """The domain XML as the generation's hypervisor VM runs it."""
+        if spec.ram.kind == guest_mod.RAM_FILE and (
+                ram_plan is None or ram_plan.hugepages or
+                not isinstance(ram_plan.pool, pool_base.AttachablePool)):
+            raise exception.PoolError(
+                path=spec.ram.path,
+                reason='on %s generations an instance\'s RAM must be in '
+                       '[vmbeam] ram_pool_path, served by the pagemover '
+                       'daemon (no huge pages)' % sibling.kind,
+                fix='Use a flavor without hw:mem_page_size, and keep '
+                    '[vmbeam] ram_pool_backend = pagemover.')
+        host = sibling.host()
+        try:
+            if ram_plan is not None:
+                xml = host.with_attached_ram(xml, ram_plan.pool,
+                                             instance.uuid, spec.ram_mib)
+            return host.prepare(instance.uuid, xml)
+        finally:
+            host.close()
 
     def _release_ram(self, instance):
         if self._host.is_moving(instance.uuid):
@@ -376,7 +430,80 @@ class VMBeamDriver(libvirt_driver.LibvirtDriver):
         except exception.VMBeamError as exc:
             LOG.warning('prepared destination of %s: %s', instance.uuid,
                         exc)
+        self._leave_vms(instance)
         ram.release(CONF, instance.uuid)
+
+    def _leave_vms(self, instance):
+        """A stopped guest's hold in the nested generations, let go.
+
+        Its pool is detached from every L1 (L0 must not free RAM an L1
+        still maps: a failure stops here, and ram.release would refuse
+        anyway), its console port and boot files go, and its disks are
+        no longer served (they are again at its next start), so that
+        Nova may work on them at L0 (a snapshot of a stopped instance).
+        """
+        hosts = self._running_vm_hosts()
+        if not hosts:
+            return
+        pool = ram.pool_at(CONF, CONF.vmbeam.ram_pool_path)
+        console_log = self._get_console_log_path(instance)
+        for host in hosts:
+            try:
+                host.forget(instance.uuid, pool, console_log)
+            finally:
+                host.close()
+        try:
+            nested_disks.StorageDaemon(CONF).unexport(instance.uuid)
+        except exception.VMBeamError as exc:
+            LOG.warning('disks of %s stay served: %s', instance.uuid, exc)
+
+    def get_console_output(self, context, instance):
+        # A nested guest's serial port writes through a port of its L1 to
+        # the log on this host, which its domain's metadata names; Nova
+        # would look for a pty in the L1's XML, which is not this host's.
+        guest = self._host.get_guest(instance)
+        console_log = nested_consoles.log_path(guest.get_xml_desc())
+        if console_log and self._host.guests_in_vm:
+            if not os.path.exists(console_log):
+                return b''
+            return self._get_console_output_file(instance, console_log)
+        return super().get_console_output(context, instance)
+
+    def _refuse_running_in_vm(self, instance, method, why):
+        """Refuse what Nova cannot do to an instance running in an L1."""
+        if self._host.guests_in_vm and \
+                self._host.get_guest(instance).is_active():
+            raise nova_exception.InstanceInvalidState(
+                instance_uuid=instance.uuid, attr='power_state',
+                state='running', method='%s (on a nested generation, stop '
+                'the instance first: %s)' % (method, why))
+
+    def snapshot(self, context, instance, image_id, update_task_state):
+        # Nova's live snapshot copies the disk inside the QEMU, which runs
+        # in the L1, into a file the L1 does not have.
+        self._refuse_running_in_vm(
+            instance, 'snapshot', 'its snapshot is then taken from its '
+            'disk on this host')
+        return super().snapshot(context, instance, image_id,
+                                update_task_state)
+
+    def attach_volume(self, context, connection_info, instance, *args,
+                      **kwargs):
+        # The volume would be named by its path on this host, which the
+        # L1 does not have; at start it is served to the L1 (NBD) with the
+        # instance's other disks.
+        self._refuse_running_in_vm(
+            instance, 'attach_volume', 'its volumes reach the L1 when it '
+            'starts')
+        return super().attach_volume(context, connection_info, instance,
+                                     *args, **kwargs)
+
+    def attach_interface(self, context, instance, image_meta, vif):
+        # Its bridge reaches the L1 when the instance starts (uplinks).
+        self._refuse_running_in_vm(
+            instance, 'attach_interface', 'its interfaces reach the L1 '
+            'when it starts')
+        return super().attach_interface(context, instance, image_meta, vif)
 
     def _destroy(self, instance, *args, **kwargs):
         result = super()._destroy(instance, *args, **kwargs)

@@ -31,13 +31,19 @@ The event callbacks run on libvirt's event loop thread: they only look at
 a set under a short lock and never block.
 """
 
+import socket
 import threading
 
 from nova import exception as nova_exception
+from nova.virt.libvirt import config as vconfig
 from nova.virt.libvirt import guest as libvirt_guest
 from nova.virt.libvirt import host as nova_host
 from oslo_log import log as logging
 
+from nova_vmbeam import conf as vmbeam_conf
+from nova_vmbeam.nested import disks as nested_disks
+
+CONF = vmbeam_conf.CONF
 LOG = logging.getLogger(__name__)
 
 
@@ -57,9 +63,34 @@ class VMBeamHost(nova_host.Host):
         self._moved_away = set()    # uuids moved off the secondaries
         self._stopping = threading.Event()
 
+    #: the generations' guests run inside hypervisor VMs (nested): their
+    #: RAM is this host's, so memory totals are this host's too
+    guests_in_vm = False
+
     @property
     def uri(self):
         return self._uri
+
+    def get_hostname(self):
+        # Nova names the compute node after it: an L1's own name would
+        # change with every generation. This host's, by libvirt's rule.
+        if not self.guests_in_vm:
+            return super().get_hostname()
+        if self._hostname is None:
+            self._hostname = _this_hosts_name()
+        return self._hostname
+
+    def get_memory_mb_total(self):
+        # Nova's comes from the daemon's node info: an L1 VM's memory
+        # where the guests run nested, while their RAM (the pool) and the
+        # "available" figure Nova subtracts from it are this host's.
+        if not self.guests_in_vm or CONF.libvirt.file_backed_memory > 0:
+            return super().get_memory_mb_total()
+        with open('/proc/meminfo') as f:
+            for line in f:
+                if line.startswith('MemTotal:'):
+                    return int(line.split()[1]) // 1024
+        return super().get_memory_mb_total()
 
     # --- switching generations ---------------------------------------------
 
@@ -210,7 +241,10 @@ class VMBeamHost(nova_host.Host):
             raise
 
     def get_guest(self, instance):
-        return libvirt_guest.Guest(self._get_domain(instance))
+        domain = self._get_domain(instance)
+        if self.guests_in_vm:
+            return _NestedGuest(domain)
+        return libvirt_guest.Guest(domain)
 
     def list_instance_domains(self, only_running=True):
         domains = super().list_instance_domains(only_running=only_running)
@@ -235,3 +269,40 @@ class VMBeamHost(nova_host.Host):
                     seen.add(uuid)
                     domains.append(self._wrap_libvirt_proxy(dom))
         return domains
+
+
+def _this_hosts_name():
+    """This host's name as its libvirt would say it (virGetHostname)."""
+    name = socket.gethostname()
+    if '.' in name:
+        return name
+    try:
+        canonical = socket.getaddrinfo(name, None,
+                                       flags=socket.AI_CANONNAME)[0][3]
+    except (OSError, IndexError):
+        return name
+    if not canonical or canonical.startswith('localhost'):
+        return name
+    return canonical
+
+
+class _NestedGuest(libvirt_guest.Guest):
+    """An instance's domain in an L1 VM, as Nova must see it when stopped.
+
+    Running, its disks are this host's NBD exports (nested/disks.py).
+    Stopped, they are served no more, and Nova works on them here (a
+    snapshot reads the root disk's path from the domain): its XML then
+    names this host's files.
+    """
+
+    def get_xml_desc(self, *args, **kwargs):
+        xml = super().get_xml_desc(*args, **kwargs)
+        if self.is_active():
+            return xml
+        return nested_disks.to_local_disks(xml)
+
+    def get_config(self):
+        # Nova's reads the domain itself, not get_xml_desc().
+        config = vconfig.LibvirtConfigGuest()
+        config.parse_str(self.get_xml_desc())
+        return config

@@ -18,6 +18,7 @@ import xml.etree.ElementTree as ET
 import testtools
 
 from nova_vmbeam.nested import disks
+from tests.unit import fakes
 
 UUID = '6f1c2d3e-4f5a-4b6c-8d7e-0123456789ab'
 
@@ -88,6 +89,25 @@ class TestNetworkDisks(testtools.TestCase):
         self.assertEqual([], exports)
         self.assertEqual(once, again)
 
+    def test_the_l0_disks_are_found_again_from_the_xml(self):
+        served, _exports = disks.to_network_disks(
+            domain(QCOW2, VOLUME, CONFIG_DRIVE), '192.0.2.1', 10809)
+        local = ET.fromstring(disks.to_local_disks(served))
+        self.assertEqual(
+            [('file', 'qcow2', {'file': '/var/lib/nova/instances/%s/disk'
+                                % UUID}),
+             ('block', 'raw', {'dev': '/dev/disk/by-path/ip-10.0.0.5:'
+                                      '3260-lun-1'}),
+             ('file', 'raw', {'file': '/var/lib/nova/instances/%s/'
+                                      'disk.config' % UUID})],
+            [(d.get('type'), d.find('driver').get('type'),
+              d.find('source').attrib)
+             for d in local.findall('devices/disk')])
+        # Nothing of the export is left in them.
+        self.assertIsNone(local.find('devices/disk/source/host'))
+        # A domain without the metadata is as it was.
+        self.assertEqual(domain(QCOW2), disks.to_local_disks(domain(QCOW2)))
+
     def test_an_empty_cdrom_drive_is_kept(self):
         dom, exports = self.rewrite(
             "<disk type='file' device='cdrom'><target dev='hdc'/></disk>")
@@ -118,3 +138,26 @@ class TestNetworkDisks(testtools.TestCase):
         self.assertRegex(name, r'^[A-Za-z][A-Za-z0-9_.-]{0,30}$')
         self.assertEqual(name + '-file', disks.Export(
             name, '/x', 'raw', False, True, False).file_node)
+
+
+class TestWatch(testtools.TestCase):
+    """The periodic watchdog: a dead daemon with exports starts again."""
+
+    def daemon(self, running, recorded):
+        daemon = disks.StorageDaemon(fakes.make_conf(state_path='/nowhere'))
+        started = []
+        self.patch(daemon, 'running', lambda: running)
+        self.patch(daemon, 'recorded', lambda: recorded)
+        self.patch(daemon, 'ensure', lambda: started.append(True))
+        return daemon, started
+
+    def test_a_dead_daemon_with_exports_is_started(self):
+        daemon, started = self.daemon(False, ['an export'])
+        self.assertTrue(daemon.watch())
+        self.assertEqual([True], started)
+
+    def test_a_running_or_unneeded_daemon_is_left(self):
+        for running, recorded in ((True, ['an export']), (False, [])):
+            daemon, started = self.daemon(running, recorded)
+            self.assertFalse(daemon.watch())
+            self.assertEqual([], started)

@@ -25,13 +25,15 @@ import os
 
 from nova_vmbeam import imagekit
 from nova_vmbeam.nested.appliance import builder as appliance_builder
+from nova_vmbeam.nested import bootfiles
 from vmbeam_devtools import guestimage
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BWPROBE_SRC = os.path.join(HERE, 'bwprobe.c')
 
 #: where the L2 test guest image is inside the L1
-GUEST_DIR = 'opt/vmbeam/guest'
+# (in the appliance's own directory: bootfiles leaves these paths alone)
+GUEST_DIR = bootfiles.APPLIANCE_DIR.strip('/') + '/guest'
 GUEST_KERNEL = '/%s/vmlinux' % GUEST_DIR
 GUEST_INITRD = '/%s/initrd.img' % GUEST_DIR
 #: the bandwidth probe inside the L1

@@ -102,6 +102,33 @@ class L2TimeBudget(object):
         cls.longest = max(cls.longest, seconds)
 
 
+def wait_booted(name, console, timeout=L2_BOOT_TIMEOUT, after_offset=None):
+    """Wait until L2 ``name`` says it is ready on ``console``.
+
+    Within L2_BOOT_BUDGET: an L2 whose kernel still boots then (its lines,
+    with boot_messages, show it runs) is TooSlow, and so is every later
+    one of this process. A silent console, a finished /init or a kernel
+    panic raise TimeoutError: a fault, not slowness.
+    """
+    if L2TimeBudget.too_slow:
+        raise TooSlow(L2TimeBudget.too_slow)
+    budget = min(timeout, L2_BOOT_BUDGET)
+    try:
+        return console.wait_for(guestimage.console.READY_RE, budget,
+                                after_offset=after_offset)
+    except TimeoutError:
+        text = console.read()
+        booting = KERNEL_LINE_RE.findall(text)
+        if (not booting or 'VMBEAM-GUEST ' in text or
+                'Kernel panic' in text):
+            raise
+        L2TimeBudget.too_slow = (
+            'TCG inside TCG is too slow on this machine for the nested '
+            'tests: L2 %s had not booted after %.0f s, its kernel at '
+            '[%s] %s' % (name, budget, booting[-1][0], booting[-1][1][:80]))
+        raise TooSlow(L2TimeBudget.too_slow)
+
+
 class NestedTestbed(testbed.Testbed):
     """L1 siblings started directly (no orchestrator) and L2 guests."""
 
@@ -196,26 +223,8 @@ class NestedTestbed(testbed.Testbed):
                 "</disk>" % path)
 
     def wait_ready(self, guest, timeout=L2_BOOT_TIMEOUT):
-        if L2TimeBudget.too_slow:
-            raise TooSlow(L2TimeBudget.too_slow)
         started = time.monotonic()
-        budget = min(timeout, L2_BOOT_BUDGET)
-        try:
-            guest.console.wait_for(guestimage.console.READY_RE, budget)
-        except TimeoutError:
-            text = guest.console.read()
-            booting = KERNEL_LINE_RE.findall(text)
-            if (not booting or 'VMBEAM-GUEST ' in text or
-                    'Kernel panic' in text):
-                # Nothing reached the console, or the kernel is done (its
-                # /init ran, or it died): a fault, not slowness.
-                raise
-            L2TimeBudget.too_slow = (
-                'TCG inside TCG is too slow on this machine for the nested '
-                'tests: L2 %s had not booted after %.0f s, its kernel at '
-                '[%s] %s' % (guest.name, budget, booting[-1][0],
-                             booting[-1][1][:80]))
-            raise TooSlow(L2TimeBudget.too_slow)
+        wait_booted(guest.name, guest.console, timeout)
         super().wait_ready(guest, max(
             60.0, timeout - (time.monotonic() - started)))
 

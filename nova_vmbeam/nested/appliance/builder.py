@@ -82,7 +82,10 @@ KERNEL_PREFIX = 'linux-image-'
 L1_MODULES = ('virtio_pci', 'virtio_net', 'virtio_console',
               # guests' host bridges, re-made in the L1, and their taps
               # (nested/uplinks.py)
-              'bridge', 'tun')
+              'bridge', 'tun',
+              # guests' kernels and initrds, read from a disk plugged for
+              # the copy (nested/bootfiles.py)
+              'virtio_blk')
 
 #: executables and dlopen'ed objects taken from the staging tree; their
 #: shared libraries are added by following DT_NEEDED

@@ -177,6 +177,7 @@ class DriverOnLibvirtTestCase(ft_base.PrivateStateTestCase):
             for name, value in values.items():
                 CONF.set_override(name, value, group)
         self.addCleanup(CONF.reset)
+        self.configure_generations()
         # A daemon an earlier test started for root is not reused: this
         # test's are started for the compute user.
         for context in (privsep.sys_admin_pctxt,
@@ -216,6 +217,17 @@ class DriverOnLibvirtTestCase(ft_base.PrivateStateTestCase):
 
     # --- set-up helpers ------------------------------------------------------
 
+    #: the test guest's memory worker, as its kernel command line sets it
+    GUEST_ARGS = dict(ram_mib=WORK_MIB, dirty_mib_s=DIRTY_MIB_S,
+                      report_ms=500, verify_mib_s=2 * WORK_MIB)
+    RAM_MIB = RAM_MIB
+
+    def configure_generations(self):
+        """Options of the generations' kind (colocated: the defaults).
+
+        Set as root, before the driver is made.
+        """
+
     def _images(self):
         """The test guest as Glance images: kernel, initrd, a tiny disk."""
         built = ft_base.image()
@@ -235,8 +247,7 @@ class DriverOnLibvirtTestCase(ft_base.PrivateStateTestCase):
             'properties': {
                 'kernel_id': ids['kernel'], 'ramdisk_id': ids['ramdisk'],
                 'os_command_line': guestimage.kernel_cmdline(
-                    WORK_MIB, DIRTY_MIB_S, 500, verify_mib_s=2 * WORK_MIB,
-                    hostname='nova-guest')}},
+                    hostname='nova-guest', **self.GUEST_ARGS)}},
             data=io.BytesIO(disk))['id']
         return ids
 
@@ -262,12 +273,14 @@ class DriverOnLibvirtTestCase(ft_base.PrivateStateTestCase):
                                testtools.content.text_content(str(exc)))
 
     def _kill_strays(self):
-        for pid in self.qemu_pids():
-            os.kill(pid, 9)
+        with self.user.as_root():   # QEMU's user's processes
+            for pid in self.qemu_pids():
+                os.kill(pid, 9)
 
     def make_instance(self, vmbeam_ram=True):
         flavor = objects.Flavor(
-            id=1, flavorid='vmbeam-ft', name='vmbeam-ft', memory_mb=RAM_MIB,
+            id=1, flavorid='vmbeam-ft', name='vmbeam-ft',
+            memory_mb=self.RAM_MIB,
             vcpus=1, root_gb=1, ephemeral_gb=0, swap=0, rxtx_factor=1.0,
             vcpu_weight=None, disabled=False, is_public=True,
             extra_specs={'vmbeam:ram': 'true' if vmbeam_ram else 'false'},
@@ -277,7 +290,8 @@ class DriverOnLibvirtTestCase(ft_base.PrivateStateTestCase):
             context=self.ctxt, uuid=uuidutils.generate_uuid(),
             project_id='p', user_id='u', host=HOST,
             image_ref=self.image['root'], kernel_id=self.image['kernel'],
-            ramdisk_id=self.image['ramdisk'], memory_mb=RAM_MIB, vcpus=1,
+            ramdisk_id=self.image['ramdisk'], memory_mb=self.RAM_MIB,
+            vcpus=1,
             root_gb=1, ephemeral_gb=0, flavor=flavor, old_flavor=None,
             new_flavor=None, instance_type_id=1,
             vm_state='building', power_state=power_state.NOSTATE,
@@ -310,6 +324,21 @@ class DriverOnLibvirtTestCase(ft_base.PrivateStateTestCase):
         status = testbed_mod.Testbed.check_integrity(None, guest, since,
                                                      passes=2)
         self.assertEqual(0, status['errors'])
+
+    def snapshot(self, instance, image_id):
+        """Nova's snapshot of ``instance``: (disk format, data uploaded)."""
+        uploaded = {}
+        glance_update = self.glance.update
+
+        def update(context, image_id, metadata, data=None, **kwargs):
+            if data is not None:   # Nova's fixture drops the data
+                uploaded[image_id] = (metadata.get('disk_format'),
+                                      data.read())
+            return glance_update(context, image_id, metadata, **kwargs)
+        self.glance.update = update
+        self.driver.snapshot(self.ctxt, instance, image_id,
+                             lambda *args, **kwargs: None)
+        return uploaded[image_id]
 
     def wait_idle(self, timeout=300):
         deadline = time.monotonic() + timeout
@@ -503,18 +532,7 @@ class TestDriverRejuvenation(DriverOnLibvirtTestCase):
         snapshot = self.glance.create(self.ctxt, {
             'name': 'snap', 'disk_format': 'qcow2',
             'container_format': 'bare', 'properties': {}})
-        uploaded = {}
-        glance_update = self.glance.update
-
-        def update(context, image_id, metadata, data=None, **kwargs):
-            if data is not None:   # Nova's fixture drops the data
-                uploaded[image_id] = (metadata.get('disk_format'),
-                                      data.read())
-            return glance_update(context, image_id, metadata, **kwargs)
-        self.glance.update = update
-        self.driver.snapshot(self.ctxt, instance, snapshot['id'],
-                             lambda *args, **kwargs: None)
-        disk_format, data = uploaded[snapshot['id']]
+        disk_format, data = self.snapshot(instance, snapshot['id'])
         self.assertEqual('qcow2', disk_format)
         self.assertEqual(b'QFI\xfb', data[:4])   # a live qcow2 snapshot
         self.assertEqual(power_state.RUNNING,

@@ -26,6 +26,8 @@ from nova.virt.libvirt import config as vconfig
 from nova_vmbeam import exception
 from nova_vmbeam import guest as guest_mod
 from nova_vmbeam.libvirt import config as engine_config
+from nova_vmbeam.nested import consoles as nested_consoles
+from nova_vmbeam.nested import sibling as nested_sibling
 from nova_vmbeam import records
 from nova_vmbeam.siblings import colocated
 from nova_vmbeam.virt import config as vmbeam_config
@@ -261,10 +263,10 @@ class TestGenerationPartitions(base.DriverTestCase):
 
     def test_partition_of_the_primary_generation(self):
         siblings = self.journal()
-        self.assertIsNone(self.connection._primary_partition())
+        self.assertIsNone(self.connection._primary_sibling())
         self.connection._host._uri = siblings[2].uri
         self.assertEqual(siblings[2].partition,
-                         self.connection._primary_partition())
+                         self.connection._primary_sibling().partition)
         self.assertNotEqual(siblings[1].partition, siblings[2].partition)
 
     def test_created_guest_xml_names_the_partition(self):
@@ -274,8 +276,9 @@ class TestGenerationPartitions(base.DriverTestCase):
             lambda driver, context, xml, instance, *a, **k:
             created.append(xml))
         self.stub_out(
-            'nova_vmbeam.virt.driver.VMBeamDriver._primary_partition',
-            lambda driver: '/machine/vmbeam-gen2-1a2b3c4d')
+            'nova_vmbeam.virt.driver.VMBeamDriver._primary_sibling',
+            lambda driver: mock.Mock(partition='/machine/vmbeam-gen2-'
+                                     '1a2b3c4d', guests_in_vm=False))
         instance = self.make_instance()
         self.connection._create_guest(
             self.ctxt, '<domain type="qemu"><name>%s</name><memory>65536'
@@ -322,13 +325,26 @@ class RefusedConfigTestCase(base.DriverTestCase):
 class TestSiblingKind(RefusedConfigTestCase):
     """nova-compute does not start on generations instances cannot use."""
 
-    def test_nested_is_refused_before_anything_with_the_fix(self):
+    def test_a_kind_without_nova_instances_is_refused_with_the_fix(self):
         self.flags(sibling_kind='nested', group='vmbeam')
+        self.stub_out('nova_vmbeam.nested.sibling.NestedSibling.'
+                      'runs_nova_instances', False)
         message = self._init_host_refused()
         self.assertNotIn('\n', message)
         self.assertIn('[vmbeam] sibling_kind = nested: VMBeamDriver cannot '
                       'run Nova instances on nested generations', message)
         self.assertIn('Set [vmbeam] sibling_kind = colocated', message)
+
+    def test_nested_may_start_and_counts_this_hosts_memory(self):
+        self.flags(sibling_kind='nested', group='vmbeam')
+        self.assertIs(nested_sibling.NestedSibling,
+                      self.connection._check_sibling_kind())
+        host = self.connection._host
+        self.assertFalse(host.guests_in_vm)
+        with open('/proc/meminfo') as f:
+            total_kib = int(f.readline().split()[1])
+        host.guests_in_vm = True
+        self.assertEqual(total_kib // 1024, host.get_memory_mb_total())
 
     def test_an_unknown_kind_is_refused_naming_the_installed_ones(self):
         self.flags(sibling_kind='warp', group='vmbeam')
@@ -363,3 +379,158 @@ class TestAgingConfig(RefusedConfigTestCase):
             self.connection._check_aging_config()
             self.flags(backend_url=None, single_node=False,
                        group='vmbeam_aging')
+
+
+class _FakeL1(object):
+    """NestedHost's part in a Nova operation, recorded."""
+
+    BAR = '/sys/bus/pci/devices/0000:00:05.0/resource2'
+
+    def __init__(self, calls, pool_path):
+        self.calls = calls
+        self.pool_path = pool_path
+
+    def with_attached_ram(self, xml, pool, guest_uuid, ram_mib):
+        self.calls.append(('attach', guest_uuid, ram_mib))
+        return xml.replace(self.pool_path, self.BAR)
+
+    def prepare(self, guest_uuid, xml):
+        self.calls.append(('prepare', guest_uuid))
+        return nested_consoles.to_l1_console(xml)[0]
+
+    def forget(self, guest_uuid, pool, console_log):
+        self.calls.append(('forget', guest_uuid, console_log,
+                           os.path.exists(pool.file_path(guest_uuid))))
+
+    def close(self):
+        self.calls.append(('close',))
+
+
+class TestNestedGenerations(base.DriverTestCase):
+    """What the driver does around Nova's operations on a nested L1."""
+
+    def setUp(self):
+        super().setUp()
+        self.calls = []
+        self.l1 = _FakeL1(self.calls, self.pool)
+        sibling = mock.Mock(partition=None, guests_in_vm=True,
+                            kind='nested', host=lambda: self.l1)
+        self.stub_out(
+            'nova_vmbeam.virt.driver.VMBeamDriver._primary_sibling',
+            lambda driver: sibling)
+        self.stub_out(
+            'nova_vmbeam.virt.driver.VMBeamDriver._running_vm_hosts',
+            lambda driver: [self.l1])
+        # The unit tests' pool is a directory of files, as attachable.
+        self.stub_out('nova_vmbeam.pool.base.AttachablePool',
+                      type(ram.pool_at(base.CONF,
+                                       base.CONF.vmbeam.ram_pool_path)))
+        self.unexported = []
+        self.stub_out('nova_vmbeam.nested.disks.StorageDaemon.unexport',
+                      lambda daemon, uuid: self.unexported.append(uuid))
+        self.connection._host.guests_in_vm = True
+        # What Nova defines in the L1 (the fake daemon's XMLDesc is canned).
+        self.defined = []
+        create = driver_mod.libvirt_driver.LibvirtDriver._create_guest
+
+        def created(driver, context, xml, *args, **kwargs):
+            self.defined.append(xml)
+            return create(driver, context, xml, *args, **kwargs)
+        self.stub_out(
+            'nova.virt.libvirt.driver.LibvirtDriver._create_guest', created)
+
+    def test_spawn_attaches_the_pool_then_prepares_the_l1(self):
+        instance = self.make_instance()
+        self.spawn(instance)
+        self.assertEqual([('attach', instance.uuid, instance.flavor.memory_mb),
+                          ('prepare', instance.uuid), ('close',)],
+                         self.calls)
+        xml, = self.defined
+        # The L1's QEMU maps the pool's BAR, not the file on this host.
+        self.assertIn('mem-path=%s' % _FakeL1.BAR, xml)
+        self.assertNotIn(self.pool_file(instance), xml)
+        self.assertTrue(os.path.exists(self.pool_file(instance)))
+
+    def test_destroy_lets_the_l1_go_before_the_ram_is_freed(self):
+        instance = self.make_instance()
+        network_info = self.spawn(instance)
+        del self.calls[:]
+        self.connection.destroy(self.ctxt, instance, network_info)
+        console_log = os.path.join(base.CONF.instances_path, instance.uuid,
+                                   'console.log')
+        # The pool was detached while its file still existed; then freed.
+        self.assertIn(('forget', instance.uuid, console_log, True),
+                      self.calls)
+        self.assertFalse(os.path.exists(self.pool_file(instance)))
+        self.assertIn(instance.uuid, self.unexported)
+
+    def test_a_failed_detach_keeps_the_ram(self):
+        instance = self.make_instance()
+        network_info = self.spawn(instance)
+
+        def refuse(*args):
+            raise exception.VMBeamError('the L1 did not release the pool')
+        self.l1.forget = refuse
+        self.assertRaises(exception.VMBeamError, self.connection.destroy,
+                          self.ctxt, instance, network_info)
+        self.assertTrue(os.path.exists(self.pool_file(instance)))
+
+    def test_console_output_is_read_from_this_hosts_log(self):
+        instance = self.make_instance()
+        self.spawn(instance)
+        xml, = self.defined
+        self.stub_out('nova.virt.libvirt.guest.Guest.get_xml_desc',
+                      lambda guest, *a, **k: xml)
+        console_log = nested_consoles.log_path(xml)
+        self.assertEqual(os.path.join(base.CONF.instances_path,
+                                      instance.uuid, 'console.log'),
+                         console_log)
+        with open(console_log, 'wb') as f:
+            f.write(b'written through the L1 port')
+        self.stub_out('nova.privsep.path.last_bytes',
+                      lambda path, n: (open(path, 'rb').read(), 0))
+        self.assertEqual(b'written through the L1 port',
+                         self.connection.get_console_output(self.ctxt,
+                                                            instance))
+
+    def test_huge_pages_are_refused_before_the_l1_is_touched(self):
+        instance = self.make_instance()
+        plan = ram.plan(instance, base.CONF)
+        self.stub_out('nova_vmbeam.virt.ram.plan',
+                      lambda *a: ram.RamPlan(pool=plan.pool,
+                                             size_bytes=plan.size_bytes,
+                                             hugepages=True,
+                                             page_size_kib=2048))
+        self.stub_out('nova_vmbeam.virt.ram.allocate', lambda *a: None)
+        xml = ('<domain type="qemu"><name>%s</name><uuid>%s</uuid>'
+               '<memory>65536</memory></domain>' % (instance.name,
+                                                    instance.uuid))
+        xml = engine_config.with_ram(xml, guest_mod.RamBacking(
+            guest_mod.RAM_FILE, plan.path(instance.uuid)), 64)
+        exc = self.assertRaises(exception.PoolError,
+                                self.connection._create_guest, self.ctxt,
+                                xml, instance)
+        self.assertIn('no huge pages', str(exc))
+        self.assertEqual([], self.calls)
+
+    def test_what_nova_cannot_do_in_a_running_l1_is_refused_with_the_fix(self):
+        instance = self.make_instance()
+        network_info = self.spawn(instance)
+        self.stub_out(
+            'nova.virt.libvirt.driver.LibvirtDriver.attach_volume',
+            lambda *a, **k: self.fail('attached'))
+        exc = self.assertRaises(
+            nova_exception.InstanceInvalidState,
+            self.connection.attach_volume, self.ctxt,
+            {'driver_volume_type': 'local', 'data': {}}, instance,
+            '/dev/vdb')
+        self.assertIn('stop the instance first', str(exc))
+        exc = self.assertRaises(
+            nova_exception.InstanceInvalidState,
+            self.connection.attach_interface, self.ctxt, instance, None,
+            network_info[0])
+        self.assertIn('attach_interface', str(exc))
+        exc = self.assertRaises(
+            nova_exception.InstanceInvalidState, self.connection.snapshot,
+            self.ctxt, instance, 'image', lambda *a, **k: None)
+        self.assertIn('taken from its disk on this host', str(exc))
