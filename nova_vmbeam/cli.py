@@ -221,7 +221,8 @@ def build_parser():
 
     p = sub.add_parser('rejuvenate', help='move every guest onto a fresh '
                                           'sibling and retire the old one')
-    p.add_argument('--mover', help='default: [vmbeam] default_mover')
+    p.add_argument('--mover', help='default: [vmbeam] default_mover, else the '
+                   'one [vmbeam] sibling_kind is made for')
     p.add_argument('--concurrency', type=int,
                    help='guests moved at once (default: [vmbeam] '
                         'rejuvenation_concurrency)')
@@ -231,7 +232,8 @@ def build_parser():
                                        'of time, with a paused destination '
                                        'prepared for every guest; the next '
                                        'rejuvenate only switches guests')
-    p.add_argument('--mover', help='default: [vmbeam] default_mover')
+    p.add_argument('--mover', help='default: [vmbeam] default_mover, else the '
+                   'one [vmbeam] sibling_kind is made for')
     p.add_argument('--discard', action='store_true',
                    help='instead: stop the standby generation and its '
                         'prepared destinations')
@@ -240,7 +242,8 @@ def build_parser():
     p = sub.add_parser('move', help='move one guest onto the next '
                                     'generation')
     p.add_argument('guest')
-    p.add_argument('--mover', help='default: [vmbeam] default_mover')
+    p.add_argument('--mover', help='default: [vmbeam] default_mover, else the '
+                   'one [vmbeam] sibling_kind is made for')
     p.set_defaults(func=cmd_move)
 
     p = sub.add_parser('aging', help='the aging monitor: its last status, '

@@ -120,7 +120,8 @@ def add_demo(sub):
     p.add_argument('--guests', type=int, default=3)
     p.add_argument('--ram-mib', type=int, default=512)
     p.add_argument('--dirty-mib-s', type=int, default=16)
-    p.add_argument('--mover', help='default: [vmbeam] default_mover')
+    p.add_argument('--mover', help='default: [vmbeam] default_mover, else the '
+                   'one [vmbeam] sibling_kind is made for')
     p.add_argument('--concurrency', type=int,
                    help='guests moved at once (default: [vmbeam] '
                         'rejuvenation_concurrency)')

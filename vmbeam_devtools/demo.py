@@ -26,12 +26,13 @@ import os
 import shutil
 
 from nova_vmbeam import movers as movers_mod
+from nova_vmbeam import siblings as siblings_mod
 from vmbeam_devtools import testbed as testbed_mod
 
 
 def run(conf, out, guests=3, ram_mib=512, dirty_mib_s=16, mover=None,
         concurrency=None):
-    mover_name = mover or conf.vmbeam.default_mover
+    mover_name = mover or siblings_mod.default_mover(conf)
     mover_obj = movers_mod.load(mover_name, conf)
     state = os.path.join(conf.vmbeam.state_path, 'demo')
     # The demo's own generations and journal, begun afresh every time.

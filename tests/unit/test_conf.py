@@ -16,6 +16,7 @@ from nova_vmbeam.conf import aging
 from nova_vmbeam.conf import driver
 from nova_vmbeam.conf import opts
 from nova_vmbeam.conf import vmbeam
+from nova_vmbeam import siblings
 from tests.unit import fakes
 
 
@@ -45,3 +46,16 @@ class TestIsolation(testtools.TestCase):
         self.assertEqual('ns-a', first.vmbeam.sibling_netns)
         second = fakes.make_conf()
         self.assertIsNone(second.vmbeam.sibling_netns)
+
+
+class TestDefaultMover(testtools.TestCase):
+    """A request that names no mover: the option, else the kind's."""
+
+    def test_follows_the_sibling_kind_unless_set(self):
+        conf = fakes.make_conf()
+        self.assertIsNone(conf.vmbeam.default_mover)
+        self.assertEqual('zerocopy', siblings.default_mover(conf))
+        conf.set_override('sibling_kind', 'nested', 'vmbeam')
+        self.assertEqual('nested', siblings.default_mover(conf))
+        conf.set_override('default_mover', 'precopy', 'vmbeam')
+        self.assertEqual('precopy', siblings.default_mover(conf))
