@@ -58,6 +58,7 @@ from nova_vmbeam.nested import consoles as nested_consoles
 from nova_vmbeam.nested import disks as nested_disks
 from nova_vmbeam.pool import base as pool_base
 from nova_vmbeam.privsep import files as privsep_files
+from nova_vmbeam.rejuvenation import generations as generations_mod
 from nova_vmbeam.rejuvenation import orchestrator as orchestrator_mod
 from nova_vmbeam import rpc
 from nova_vmbeam.rpc import server as rpc_server
@@ -153,6 +154,7 @@ class VMBeamDriver(libvirt_driver.LibvirtDriver):
         except exception.UnknownPlugin as exc:
             raise nova_exception.InvalidConfiguration(str(exc))
         if sibling_class.runs_nova_instances:
+            self._check_no_other_kind_runs(name)
             return sibling_class
         usable = [kind for kind in siblings_mod.available()
                   if siblings_mod.kind(kind).runs_nova_instances]
@@ -164,6 +166,33 @@ class VMBeamDriver(libvirt_driver.LibvirtDriver):
             'sibling_kind = %s in nova-compute\'s configuration; %s '
             'generations are for the vmbeam command on a host without '
             'nova-compute.' % (name, name, ' or '.join(usable), name))
+
+    def _check_no_other_kind_runs(self, name):
+        """Refuse to switch sibling kinds under running generations.
+
+        Their instances run in generations of the kind they were started
+        in (a colocated daemon, or an L1 VM): the driver cannot reach
+        them as another kind's, and a rejuvenation cannot move them
+        between kinds.
+        """
+        state = self._rejuvenation.orchestrator.state()
+        others = sorted(
+            (number, generation.kind)
+            for number, generation in state.generations.items()
+            if generation.kind != name and generation.state not in (
+                generations_mod.RETIRED, generations_mod.FAILED))
+        if not others:
+            return
+        kinds = sorted({kind for _number, kind in others})
+        raise nova_exception.InvalidConfiguration(
+            '[vmbeam] sibling_kind = %s, but this host runs %s generations '
+            '(%s): their instances cannot be reached or moved as %s ones. '
+            'Set [vmbeam] sibling_kind = %s again. A host that runs '
+            'generations cannot change kind in place: empty it (migrate its '
+            'instances away) and deploy it anew with the other kind.' % (
+                name, ' and '.join(kinds),
+                ', '.join('gen%d' % n for n, _k in others), name,
+                kinds[0]))
 
     def _check_aging_config(self):
         """Refuse to start on an aging config that is unsafe for a fleet.

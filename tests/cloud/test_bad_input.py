@@ -128,10 +128,10 @@ class BadInputTest(base.CloudTestCase):
                             'No server')
         self.assertEqual(before, self.rejuvenation_status()['generations'])
 
-    def test_nova_compute_refuses_a_nested_sibling_kind(self):
-        # An operator sets the kind whose generations Nova's instances
-        # cannot use: nova-compute does not come up, says why and what to
-        # set, and starts, adopts or stops no generation.
+    def test_nova_compute_refuses_to_switch_sibling_kind_in_place(self):
+        # An operator sets another kind on a host whose colocated
+        # generations run instances: nova-compute does not come up, says
+        # why and what to set, and starts, adopts or stops no generation.
         before = self.snapshot(())
         conf = os.path.join(base.CLOUD_DIR, 'etc', 'nova',
                             'nova-compute.conf')
@@ -152,9 +152,9 @@ class BadInputTest(base.CloudTestCase):
             if 'sibling_kind = nested' in log:
                 break
             time.sleep(1)
-        self.assertIn('[vmbeam] sibling_kind = nested: VMBeamDriver cannot '
-                      'run Nova instances on nested generations', log)
-        self.assertIn('Set [vmbeam] sibling_kind = colocated', log)
+        self.assertIn('[vmbeam] sibling_kind = nested, but this host runs '
+                      'colocated generations', log)
+        self.assertIn('Set [vmbeam] sibling_kind = colocated again', log)
         # The error is logged before the process has finished exiting.
         stopped = re.compile(r'^nova-compute\s+stopped', re.M)
         deadline = time.monotonic() + 60

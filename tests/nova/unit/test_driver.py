@@ -346,6 +346,18 @@ class TestSiblingKind(RefusedConfigTestCase):
         host.guests_in_vm = True
         self.assertEqual(total_kib // 1024, host.get_memory_mb_total())
 
+    def test_switching_kinds_under_running_generations_is_refused(self):
+        # This host runs colocated generation 1.
+        orchestrator = self.connection._rejuvenation.orchestrator
+        orchestrator.journal.save(records.JournalState(
+            active=1, generations={1: orchestrator.generations.record(
+                colocated.ColocatedSibling(base.CONF, 1), 'active')}))
+        self.flags(sibling_kind='nested', group='vmbeam')
+        message = self._init_host_refused()
+        self.assertIn('[vmbeam] sibling_kind = nested, but this host runs '
+                      'colocated generations (gen1)', message)
+        self.assertIn('Set [vmbeam] sibling_kind = colocated again', message)
+
     def test_an_unknown_kind_is_refused_naming_the_installed_ones(self):
         self.flags(sibling_kind='warp', group='vmbeam')
         message = self._init_host_refused()
