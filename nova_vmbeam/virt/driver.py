@@ -471,6 +471,8 @@ class VMBeamDriver(libvirt_driver.LibvirtDriver):
         no longer served (they are again at its next start), so that
         Nova may work on them at L0 (a snapshot of a stopped instance).
         """
+        if not self._host.guests_in_vm:
+            return   # colocated: no journal read on every destroy
         hosts = self._running_vm_hosts()
         if not hosts:
             return
@@ -490,9 +492,11 @@ class VMBeamDriver(libvirt_driver.LibvirtDriver):
         # A nested guest's serial port writes through a port of its L1 to
         # the log on this host, which its domain's metadata names; Nova
         # would look for a pty in the L1's XML, which is not this host's.
+        if not self._host.guests_in_vm:
+            return super().get_console_output(context, instance)
         guest = self._host.get_guest(instance)
         console_log = nested_consoles.log_path(guest.get_xml_desc())
-        if console_log and self._host.guests_in_vm:
+        if console_log:
             if not os.path.exists(console_log):
                 return b''
             return self._get_console_output_file(instance, console_log)
