@@ -19,24 +19,31 @@ rc=${PIPESTATUS[0]}
 [ "$rc" = 0 ] && rc=$native_rc
 # tox's own summary above gives each environment's time.
 echo "suite: install $((installed - started)) s, all $(((SECONDS - started) / 60)) min (CI allows 90)"
-# The failed tests by name, near the end: CI keeps the output's end, and
-# their tracebacks are far above.
-# Each with the end of its traceback (the assertion or the timeout), at
-# most 3 of them, 25 lines each.
+# The failed tests, near the end: CI keeps only the output's end, and their
+# tracebacks are far above. First the end of each traceback (the assertion
+# or the timeout; at most 3 of them, 20 lines each), then the names, last,
+# so that they are what a cut-down log still shows.
 awk '
   /\.\.\. FAILED$/ { n++; name[n] = $0; sub(/^\{[0-9]+\} /, "", name[n]);
                      intb = 0; next }
   /^\{[0-9]+\} / { intb = 0; next }
-  /^Captured traceback:/ { if (n) { intb = 1; cnt[n] = 0 }; next }
+  # stestr repeats the tracebacks after its run, then tox goes on: neither
+  # belongs to the traceback being read.
+  /^={5,}$/ || /^[a-z0-9-]+: (commands|commands_pre|install_deps|OK|FAIL)/ {
+    intb = 0; next }
+  /^Captured traceback:/ { if (n && !(n in cnt)) { intb = 1; cnt[n] = 0 }
+                           else intb = 0; next }
   /^Captured [a-z]+:/ { intb = 0; next }
-  intb && !/^~+$/ { cnt[n]++; line[n, cnt[n]] = $0 }
+  # A matcher may quote a whole log on one line: its start is enough.
+  intb && !/^~+$/ { cnt[n]++
+                    line[n, cnt[n]] = length($0) > 400 ? substr($0, 1, 400) " [...]" : $0 }
   END {
-    for (i = 1; i <= n; i++) {
-      print "failed: " name[i]
-      if (i > 3) continue
-      first = cnt[i] > 25 ? cnt[i] - 24 : 1
+    for (i = 1; i <= n && i <= 3; i++) {
+      print "traceback of " name[i] ":"
+      first = cnt[i] > 20 ? cnt[i] - 19 : 1
       for (j = first; j <= cnt[i]; j++) print "  | " line[i, j]
     }
+    for (i = 1; i <= n; i++) print "failed: " name[i]
   }' "$log"
 # One closing line for CI, summed over the stestr runs above.
 awk '/^ - Passed: /{p+=$3} /^ - Failed: /{f+=$3} /^ - Skipped: /{s+=$3}
