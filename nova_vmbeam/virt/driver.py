@@ -336,22 +336,72 @@ class VMBeamDriver(libvirt_driver.LibvirtDriver):
             privsep_files.chown(file_path, *ids)
 
     def _live_snapshot(self, context, instance, guest, disk_path, out_path,
-                       *args, **kwargs):
+                       source_format, image_format, image_meta):
         # QEMU copies the root disk into out_path.delta, which Nova creates
         # (qemu-img create, as nova-compute's user) and libvirt would chown:
         # made here beforehand, nova-compute's and writable by QEMU's group,
         # so that both write it (qemu-img keeps a file's owner and mode).
+        delta = os.path.abspath(out_path + '.delta')
         ids = self._qemu_ids()
         if ids is not None:
-            delta = os.path.abspath(out_path + '.delta')
             fd = os.open(delta, os.O_WRONLY | os.O_CREAT, 0o660)
             try:
                 os.fchmod(fd, 0o660)   # whatever the umask
             finally:
                 os.close(fd)
             privsep_files.chown(delta, os.geteuid(), ids[1])
+        if self._host.guests_in_vm:
+            return self._live_snapshot_in_vm(
+                context, instance, disk_path, delta, out_path,
+                source_format, image_format, image_meta)
         return super()._live_snapshot(context, instance, guest, disk_path,
-                                      out_path, *args, **kwargs)
+                                      out_path, source_format, image_format,
+                                      image_meta)
+
+    def _live_snapshot_in_vm(self, context, instance, disk_path, delta,
+                             out_path, source_format, image_format,
+                             image_meta):
+        """A running nested instance's snapshot, taken at L0.
+
+        Nova's copies the disk inside the instance's QEMU, which runs in
+        the L1 and has no file of this host to copy into. The disk is
+        this host's file, held open by L0's disk server, which copies it
+        (nested/disks.py): the instance's top layer into a delta on the
+        same backing file, as Nova's own delta, then flattened as Nova
+        does. The instance runs on; a quiesce, where it can, only spans
+        the start of the copy, which sets its point in time.
+        """
+        size = libvirt_utils.get_disk_size(disk_path, format=source_format)
+        backing = libvirt_utils.get_disk_backing_file(
+            disk_path, format=source_format, basename=False)
+        libvirt_utils.create_image(delta, 'qcow2', size,
+                                   backing_file=backing)
+        try:
+            self._can_quiesce(instance, image_meta)
+        except nova_exception.NovaException as exc:
+            if image_meta.properties.get('os_require_quiesce', False):
+                raise
+            LOG.info('Quiescing instance not available: %s', exc,
+                     instance=instance)
+        quiesced = []
+        try:
+            self.quiesce(context, instance, image_meta)
+            quiesced.append(True)
+        except nova_exception.NovaException as exc:
+            LOG.info('Skipping quiescing instance: %s', exc,
+                     instance=instance)
+
+        def thaw():
+            if quiesced:
+                quiesced.pop()
+                self.unquiesce(context, instance, image_meta)
+        try:
+            nested_disks.StorageDaemon(CONF).snapshot(disk_path, delta,
+                                                      started=thaw)
+        finally:
+            thaw()
+        libvirt_utils.extract_snapshot(delta, 'qcow2', out_path,
+                                       image_format)
 
     def _connect_volume(self, context, connection_info, instance,
                         *args, **kwargs):
@@ -510,15 +560,6 @@ class VMBeamDriver(libvirt_driver.LibvirtDriver):
                 instance_uuid=instance.uuid, attr='power_state',
                 state='running', method='%s (on a nested generation, stop '
                 'the instance first: %s)' % (method, why))
-
-    def snapshot(self, context, instance, image_id, update_task_state):
-        # Nova's live snapshot copies the disk inside the QEMU, which runs
-        # in the L1, into a file the L1 does not have.
-        self._refuse_running_in_vm(
-            instance, 'snapshot', 'its snapshot is then taken from its '
-            'disk on this host')
-        return super().snapshot(context, instance, image_id,
-                                update_task_state)
 
     def attach_volume(self, context, connection_info, instance, *args,
                       **kwargs):

@@ -287,12 +287,14 @@ def _this_hosts_name():
 
 
 class _NestedGuest(libvirt_guest.Guest):
-    """An instance's domain in an L1 VM, as Nova must see it when stopped.
+    """An instance's domain in an L1 VM, with its disks as this host's.
 
-    Running, its disks are this host's NBD exports (nested/disks.py).
-    Stopped, they are served no more, and Nova works on them here (a
-    snapshot reads the root disk's path from the domain): its XML then
-    names this host's files.
+    Running, its disks are this host's NBD exports (nested/disks.py):
+    the domain's XML names them, for what reaches the L1's libvirtd.
+    What Nova reads to work on the disks here (the root disk's path for
+    a snapshot, the disks of a resize) names this host's files: the
+    parsed config always, the XML once the instance stopped (they are
+    served no more).
     """
 
     def get_xml_desc(self, *args, **kwargs):
@@ -304,5 +306,6 @@ class _NestedGuest(libvirt_guest.Guest):
     def get_config(self):
         # Nova's reads the domain itself, not get_xml_desc().
         config = vconfig.LibvirtConfigGuest()
-        config.parse_str(self.get_xml_desc())
+        config.parse_str(nested_disks.to_local_disks(
+            super().get_xml_desc()))
         return config

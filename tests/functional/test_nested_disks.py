@@ -198,6 +198,57 @@ class TestStorageDaemon(base.PrivateStateTestCase):
         self.assertTrue(self.daemon.stop())
         self.assertIsNone(procfs.pidfile_process(self.daemon.pid_file))
 
+    def _nodes(self):
+        """The daemon's block nodes, and that it runs no job."""
+        mon = self.daemon._monitor()
+        try:
+            self.assertEqual([], mon.execute('query-jobs'))
+            return {n['node-name'] for n in mon.execute(
+                'query-named-block-nodes', flat=True)}
+        finally:
+            mon.close()
+
+    def test_a_served_disk_is_copied_as_it_was_while_it_is_written(self):
+        """A running nested instance's snapshot: L0's daemon copies it."""
+        self._serve()
+        guest = '6f1c2d3e-4f5a-4b6c-8d7e-0123456789ab'
+        export = disks.export_name(guest, 'vda')
+        nodes_before = self._nodes()
+        l1 = self._l1_client()
+        status, out = self._io(export, ['write -P 0x5a 0 64k'], l1)
+        self.assertEqual(0, status, out)
+        # Nova's delta: on the disk's backing file, the QEMU user's to
+        # write (the driver makes it so).
+        delta = os.path.join(self.state, 'snap.delta')
+        self._run('qemu-img', 'create', '-q', '-f', 'qcow2', '-F', 'raw',
+                  '-b', self.backing, delta, '4M')
+        os.chown(delta, *self._qemu_ids())
+        written_after = []
+
+        def started():
+            # The guest writes on once the copy's point in time is set.
+            written_after.append(self._io(export, ['write -P 0x77 0 64k'],
+                                          l1))
+        self.daemon.snapshot(self.disk, delta, started=started)
+        self.assertEqual(0, written_after[0][0], written_after[0][1])
+        # The copy is the disk as it was: the guest's write before, not
+        # the one after; with the backing file, the whole disk.
+        self._run('qemu-io', '-f', 'qcow2', '-c', 'read -P 0x5a 0 64k',
+                  '-c', 'read -P 0x11 1M 64k', delta)
+        # The guest's disk has its later write, and is still served.
+        status, out = self._io(export, ['read -P 0x77 0 64k'], l1)
+        self.assertEqual(0, status, out)
+        self.assertEqual([export], self.daemon.exports())
+        # The copy's nodes are gone from the daemon: nothing holds it.
+        self.assertEqual(nodes_before, self._nodes())
+        self.assertIn(export, nodes_before)
+
+        # A disk it does not serve: refused with the fix, nothing added.
+        error = self.assertRaises(disks.StorageDaemonError,
+                                  self.daemon.snapshot, self.backing, delta)
+        self.assertIn('is not one of the disks it serves', str(error))
+        self.assertEqual([export], self.daemon.exports())
+
     def test_a_block_device_is_served_as_a_cinder_volume_would_be(self):
         image = os.path.join(self.state, 'volume.img')
         self._run('truncate', '-s', '8M', image)

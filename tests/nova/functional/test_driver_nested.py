@@ -17,7 +17,8 @@ As test_driver's test, with [vmbeam] sibling_kind = nested: nova-compute
 (unprivileged) boots the instance from Nova's own files on this host (its
 kernel and initrd images, its qcow2 root disk, its console log) inside the
 L1 of generation 1, rejuvenates the host over RPC (a new L1, with a new
-kernel), and stops, snapshots, starts and deletes the instance there.
+kernel), snapshots the instance running (copied at L0 as it writes its
+disk), stops, snapshots, starts and deletes it there.
 
 TCG inside TCG is slow: the L2 boots count against the nested tests' time
 budget (vmbeam_devtools/nested/testbed.py); an L2 too slow to boot on this
@@ -29,10 +30,12 @@ import os
 import shutil
 import signal
 import socket
+import struct
+import subprocess
 import time
 
+import fixtures
 from nova.compute import power_state
-from nova import exception as nova_exception
 import testtools.content
 
 from nova_vmbeam import conf as vmbeam_conf
@@ -47,6 +50,11 @@ from vmbeam_devtools.nested import testbed as nested_testbed
 
 CONF = vmbeam_conf.CONF
 HOST = test_driver.HOST
+#: the guest's disk worker (vmbeam_devtools/guestimage/diskworker.c): a
+#: record per 4 KiB slot of its disk's first MiB, headed by its magic,
+#: sequence number, slot and checksum
+DISK_RECORD = 4096
+DISK_MAGIC = 0x4b444d4145424d56
 
 
 class TestDriverOnNestedHost(test_driver.DriverOnLibvirtTestCase):
@@ -127,6 +135,25 @@ class TestDriverOnNestedHost(test_driver.DriverOnLibvirtTestCase):
         self.assertIn(nested_host.pool_device(instance.uuid),
                       self.pool_devices(generation))
 
+    def disk_records(self, data):
+        """Sequence numbers of the disk worker's records in an image."""
+        directory = self.useFixture(fixtures.TempDir()).path
+        image, raw = (os.path.join(directory, name) for name in
+                      ('image', 'raw'))
+        with open(image, 'wb') as f:
+            f.write(data)
+        subprocess.run(['qemu-img', 'convert', '-O', 'raw', image, raw],
+                       check=True, capture_output=True, timeout=120)
+        with open(raw, 'rb') as f:
+            first_mib = f.read(1 << 20)
+        seqs = []
+        for slot in range(len(first_mib) // DISK_RECORD):
+            magic, seq, number, _check = struct.unpack_from(
+                '<4Q', first_mib, slot * DISK_RECORD)
+            if magic == DISK_MAGIC and number == slot:
+                seqs.append(seq)
+        return seqs
+
     def pool_devices(self, generation):
         sibling = self.sibling(generation)
         return [d for d in (nested_host.pool_device(u) for u in
@@ -204,15 +231,35 @@ class TestDriverOnNestedHost(test_driver.DriverOnLibvirtTestCase):
                          disk['error_lines'])
 
         # Nova's operations on the moved instance. A running one's
-        # snapshot is refused with the fix; a stopped one's is taken from
-        # its disk on this host.
+        # snapshot is copied at L0 while it goes on writing its disk; a
+        # stopped one's is taken from its disk on this host.
         snapshot = self.glance.create(self.ctxt, {
             'name': 'snap', 'disk_format': 'qcow2',
             'container_format': 'bare', 'properties': {}})
-        exc = self.assertRaises(nova_exception.InstanceInvalidState,
-                                self.driver.snapshot, self.ctxt, instance,
-                                snapshot['id'], lambda *a, **k: None)
-        self.assertIn('stop the instance first', str(exc))
+        seq_before = console.disk_status()['seq']
+        offset = console.offset()
+        disk_format, data = self.snapshot(instance, snapshot['id'])
+        seq_after = console.disk_status()['seq']
+        self.assertEqual('qcow2', disk_format)
+        # Its records are those the guest had written by then: the disk
+        # as it was while the snapshot was taken, not as the image was.
+        records = self.disk_records(data)
+        self.assertTrue(records, 'no disk worker record in the snapshot')
+        self.assertLessEqual(seq_before, max(records))
+        self.assertLessEqual(max(records), seq_after + 1)
+        # The instance ran on, and its disk with it.
+        self.assertEqual(power_state.RUNNING,
+                         self.driver.get_info(instance).state)
+        console.wait_for_disk_ok(2, 300, offset)
+        disk = console.disk_status(offset)
+        self.assertEqual((0, 0), (disk['errors'], disk['guest_errors']),
+                         disk['error_lines'])
+        self.addDetail('live-snapshot', testtools.content.text_content(
+            'records up to seq %d; console seq %s before, %s after; %d '
+            'bytes' % (max(records), seq_before, seq_after, len(data))))
+        snapshot = self.glance.create(self.ctxt, {
+            'name': 'snap-stopped', 'disk_format': 'qcow2',
+            'container_format': 'bare', 'properties': {}})
         self.driver.power_off(instance, timeout=0)
         self.assertEqual(power_state.SHUTDOWN,
                          self.driver.get_info(instance).state)

@@ -15,6 +15,8 @@
 import os
 from unittest import mock
 
+import fixtures
+
 from lxml import etree
 from nova.api.validation.extra_specs import validators
 from nova import exception as nova_exception
@@ -27,12 +29,14 @@ from nova_vmbeam import exception
 from nova_vmbeam import guest as guest_mod
 from nova_vmbeam.libvirt import config as engine_config
 from nova_vmbeam.nested import consoles as nested_consoles
+from nova_vmbeam.nested import disks as nested_disks
 from nova_vmbeam.nested import sibling as nested_sibling
 from nova_vmbeam import records
 from nova_vmbeam.siblings import colocated
 from nova_vmbeam.virt import config as vmbeam_config
 from nova_vmbeam.virt import driver as driver_mod
 from nova_vmbeam.virt import extra_specs
+from nova_vmbeam.virt import host as vmbeam_host
 from nova_vmbeam.virt import ram
 from tests.nova.unit import base
 
@@ -542,7 +546,93 @@ class TestNestedGenerations(base.DriverTestCase):
             self.connection.attach_interface, self.ctxt, instance, None,
             network_info[0])
         self.assertIn('attach_interface', str(exc))
-        exc = self.assertRaises(
-            nova_exception.InstanceInvalidState, self.connection.snapshot,
-            self.ctxt, instance, 'image', lambda *a, **k: None)
-        self.assertIn('taken from its disk on this host', str(exc))
+
+    def _live_snapshot(self, instance, image_meta):
+        """The nested _live_snapshot; what it did, in order."""
+        steps = []
+        utils = 'nova.virt.libvirt.utils.'
+        self.stub_out(utils + 'get_disk_size', lambda path, format: 1 << 30)
+        self.stub_out(utils + 'get_disk_backing_file',
+                      lambda path, format, basename: '/base/image')
+        self.stub_out(utils + 'create_image',
+                      lambda path, fmt, size, backing_file: steps.append(
+                          ('create', path, fmt, size, backing_file)))
+        self.stub_out(utils + 'extract_snapshot',
+                      lambda src, src_fmt, out, fmt: steps.append(
+                          ('extract', src, src_fmt, out, fmt)))
+
+        def copy(daemon, path, target, started=None):
+            steps.append(('copy', path, target))
+            started()
+        self.stub_out('nova_vmbeam.nested.disks.StorageDaemon.snapshot',
+                      copy)
+        self.stub_out(
+            'nova.virt.libvirt.driver.LibvirtDriver._can_quiesce',
+            lambda *a: None)
+        self.stub_out('nova.virt.libvirt.driver.LibvirtDriver.quiesce',
+                      lambda *a: steps.append(('freeze',)))
+        self.stub_out('nova.virt.libvirt.driver.LibvirtDriver.unquiesce',
+                      lambda *a: steps.append(('thaw',)))
+        self.stub_out(
+            'nova.virt.libvirt.driver.LibvirtDriver._live_snapshot',
+            lambda *a: self.fail('copied in the L1'))
+        out = os.path.join(self.useFixture(fixtures.TempDir()).path, 'snap')
+        self.connection._live_snapshot(self.ctxt, instance, None,
+                                       '/i/disk', out, 'qcow2', 'raw',
+                                       image_meta)
+        return out, steps
+
+    def test_a_running_instances_snapshot_is_copied_at_l0(self):
+        instance = self.make_instance()
+        out, steps = self._live_snapshot(instance, instance.image_meta)
+        delta = out + '.delta'
+        # Nova's delta, on the disk's backing file, copied by L0's disk
+        # server between a freeze and a thaw, then flattened as Nova's.
+        self.assertEqual([('create', delta, 'qcow2', 1 << 30, '/base/image'),
+                          ('freeze',), ('copy', '/i/disk', delta),
+                          ('thaw',),
+                          ('extract', delta, 'qcow2', out, 'raw')], steps)
+
+    def test_a_required_quiesce_that_cannot_be_done_stops_the_copy(self):
+        instance = self.make_instance()
+        image_meta = instance.image_meta
+        image_meta.properties.os_require_quiesce = True
+
+        def cannot(*args):
+            raise nova_exception.QemuGuestAgentNotEnabled()
+        self.stub_out(
+            'nova.virt.libvirt.driver.LibvirtDriver._can_quiesce', cannot)
+        self.stub_out('nova_vmbeam.nested.disks.StorageDaemon.snapshot',
+                      lambda *a, **k: self.fail('copied'))
+        utils = 'nova.virt.libvirt.utils.'
+        self.stub_out(utils + 'get_disk_size', lambda *a, **k: 1 << 20)
+        self.stub_out(utils + 'get_disk_backing_file', lambda *a, **k: None)
+        self.stub_out(utils + 'create_image', lambda *a, **k: None)
+        out = os.path.join(self.useFixture(fixtures.TempDir()).path, 'snap')
+        self.assertRaises(nova_exception.QemuGuestAgentNotEnabled,
+                          self.connection._live_snapshot, self.ctxt,
+                          instance, None, '/i/disk', out, 'qcow2', 'raw',
+                          image_meta)
+
+    def test_nova_reads_this_hosts_disks_of_a_running_instance(self):
+        xml = ('<domain type="qemu"><name>i</name>'
+               '<uuid>6f1c2d3e-4f5a-4b6c-8d7e-9f0a1b2c3d4e</uuid>'
+               '<memory>65536</memory><devices>'
+               '<disk type="file" device="disk">'
+               '<driver name="qemu" type="qcow2"/><source file="/i/disk"/>'
+               '<target dev="vda" bus="virtio"/></disk></devices></domain>')
+        served, _exports = nested_disks.to_network_disks(xml, '192.0.2.1',
+                                                         10809)
+        domain = mock.Mock()
+        domain.XMLDesc.return_value = served
+        domain.isActive.return_value = True
+        guest = vmbeam_host._NestedGuest(domain)
+        # The domain the L1 runs names the export; Nova's parsed config
+        # names the file here, whose path its snapshot reads.
+        self.assertIn('protocol="nbd"', guest.get_xml_desc())
+        config = guest.get_config()
+        disk, = [d for d in config.devices
+                 if isinstance(d, vconfig.LibvirtConfigGuestDisk)]
+        self.assertEqual(('file', '/i/disk', 'qcow2'),
+                         (disk.source_type, disk.source_path,
+                          disk.driver_format))
