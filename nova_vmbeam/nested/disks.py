@@ -230,6 +230,26 @@ def _keep_local(domain, target, kind, path, fmt):
                   format=fmt)
 
 
+def plugged_disk(domain_xml, disk_xml, address, port):
+    """A disk to plug into a running guest, as its L1 reaches it.
+
+    (the disk's XML on NBD, [Export] to serve), refused as
+    to_network_disks refuses. The domain's metadata is left as it is:
+    its disks are found again from it for Nova's work on a stopped
+    guest, whose volumes Nova attaches anew when it starts.
+    """
+    domain = ET.fromstring(domain_xml)
+    alone = ET.Element('domain')
+    for tag in ('name', 'uuid'):
+        if domain.find(tag) is not None:
+            ET.SubElement(alone, tag).text = domain.findtext(tag)
+    ET.SubElement(alone, 'devices').append(ET.fromstring(disk_xml))
+    xml, exports = to_network_disks(ET.tostring(alone, encoding='unicode'),
+                                    address, port)
+    return (ET.tostring(ET.fromstring(xml).find('devices/disk'),
+                        encoding='unicode'), exports)
+
+
 def to_local_disks(domain_xml):
     """A domain XML whose NBD disks are again the L0 files they serve.
 
@@ -454,26 +474,34 @@ class StorageDaemon:
                  export.fmt, 'read-write' if export.writable else
                  'read-only', export.name)
 
-    def unexport(self, guest_uuid, timeout=30.0):
+    def unexport(self, guest_uuid, path=None, timeout=30.0):
         """Stop serving a guest's disks (the guest is gone for good).
 
-        Refused by the daemon while an L1 still has the export open: a
-        guest that still runs somewhere keeps its disks. Their records go
-        too, whether the daemon runs or not.
+        ``path``: only the disk of that file or device (a volume detached
+        from the guest). Refused by the daemon while an L1 still has the
+        export open: a guest that still runs somewhere keeps its disks.
+        Their records go too, whether the daemon runs or not.
         """
         prefix = export_name(guest_uuid, '')
-        removed = self._unserve(prefix, timeout) if self.running() else []
-        for export in self.recorded():
-            if export.name.startswith(prefix):
-                os.unlink(os.path.join(self.records, export.name + '.json'))
+        real = None if path is None else os.path.realpath(path)
+        names = {e.name for e in self.recorded()
+                 if e.name.startswith(prefix) and
+                 (real is None or os.path.realpath(e.path) == real)}
+        removed = []
+        if self.running():
+            removed = self._unserve(
+                lambda name: name.startswith(prefix) and
+                (real is None or name in names), timeout)
+        for name in names:
+            os.unlink(os.path.join(self.records, name + '.json'))
         return removed
 
-    def _unserve(self, prefix, timeout):
+    def _unserve(self, chosen, timeout):
         mon = self._monitor()
         removed = []
         try:
             for export in mon.execute('query-block-exports'):
-                if export['id'].startswith(prefix):
+                if chosen(export['id']):
                     mon.execute('block-export-del', id=export['id'])
                     removed.append(export['id'])
             deadline = time.monotonic() + timeout

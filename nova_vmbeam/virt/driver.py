@@ -424,6 +424,13 @@ class VMBeamDriver(libvirt_driver.LibvirtDriver):
                            *args, **kwargs):
         data = connection_info.get('data') or {}
         path, owner = data.get('device_path'), data.get('vmbeam_owner')
+        if path and self._host.guests_in_vm:
+            # A volume detached from a running nested guest was served to
+            # its L1 (virt/host.py, _NestedGuest.attach_device): L0's disk
+            # server lets go of the device before os-brick removes it
+            # (refused while an L1 still uses it).
+            nested_disks.StorageDaemon(CONF).unexport(instance.uuid,
+                                                      path=path)
         if path and owner and os.path.exists(path):
             privsep_files.chown(path, *owner)
             del data['vmbeam_owner']
@@ -560,17 +567,6 @@ class VMBeamDriver(libvirt_driver.LibvirtDriver):
                 instance_uuid=instance.uuid, attr='power_state',
                 state='running', method='%s (on a nested generation, stop '
                 'the instance first: %s)' % (method, why))
-
-    def attach_volume(self, context, connection_info, instance, *args,
-                      **kwargs):
-        # The volume would be named by its path on this host, which the
-        # L1 does not have; at start it is served to the L1 (NBD) with the
-        # instance's other disks.
-        self._refuse_running_in_vm(
-            instance, 'attach_volume', 'its volumes reach the L1 when it '
-            'starts')
-        return super().attach_volume(context, connection_info, instance,
-                                     *args, **kwargs)
 
     def attach_interface(self, context, instance, image_meta, vif):
         # Its bridge reaches the L1 when the instance starts (uplinks).

@@ -39,6 +39,7 @@ from nova.virt.libvirt import config as vconfig
 from nova.virt.libvirt import guest as libvirt_guest
 from nova.virt.libvirt import host as nova_host
 from oslo_log import log as logging
+from oslo_utils import excutils
 
 from nova_vmbeam import conf as vmbeam_conf
 from nova_vmbeam.nested import disks as nested_disks
@@ -302,6 +303,31 @@ class _NestedGuest(libvirt_guest.Guest):
         if self.is_active():
             return xml
         return nested_disks.to_local_disks(xml)
+
+    def attach_device(self, conf, persistent=False, live=False):
+        # A disk plugged into the running guest (a volume os-brick just
+        # connected) is a file or device of this host, which the L1 does
+        # not have: it is served by L0's disk server, as the guest's other
+        # disks, and the L1 plugs in the export. (Nova regenerates a
+        # stopped guest's XML, volumes included, when it starts it.)
+        if not live or not isinstance(conf, vconfig.LibvirtConfigGuestDisk):
+            return super().attach_device(conf, persistent=persistent,
+                                         live=live)
+        daemon = nested_disks.StorageDaemon(CONF)
+        disk_xml, exports = nested_disks.plugged_disk(
+            super().get_xml_desc(), conf.to_xml(), daemon.address,
+            daemon.port)
+        daemon.export(exports)
+        flags = nova_host.libvirt.VIR_DOMAIN_AFFECT_LIVE
+        if persistent:
+            flags |= nova_host.libvirt.VIR_DOMAIN_AFFECT_CONFIG
+        LOG.debug('attach device xml (served from L0): %s', disk_xml)
+        try:
+            self._domain.attachDeviceFlags(disk_xml, flags=flags)
+        except Exception:
+            with excutils.save_and_reraise_exception():
+                for export in exports:
+                    daemon.unexport(self.uuid, path=export.path)
 
     def get_config(self):
         # Nova's reads the domain itself, not get_xml_desc().

@@ -269,7 +269,19 @@ class TestStorageDaemon(base.PrivateStateTestCase):
         status, out = self._io(export, ['write -P 0x3c 1M 64k'],
                                self._l1_client('gen8'))
         self.assertEqual(0, status, out)
-        self.assertEqual([export], self.daemon.unexport(guest))
+        # The same guest's root disk, served too; the volume detached from
+        # it (by its device): only its export goes.
+        root = disks.export_name(guest, 'vda')
+        disks.serve(self.conf, (
+            "<domain><uuid>%s</uuid><devices><disk type='file' "
+            "device='disk'><driver name='qemu' type='qcow2'/>"
+            "<source file='%s'/><target dev='vda' bus='virtio'/></disk>"
+            "</devices></domain>" % (guest, self.disk)))
+        self.assertEqual(sorted([export, root]), self.daemon.exports())
+        self.assertEqual([export], self.daemon.unexport(guest, path=device))
+        self.assertEqual([root], self.daemon.exports())
+        self.assertEqual([root], [e.name for e in self.daemon.recorded()])
+        self.assertEqual([root], self.daemon.unexport(guest))
         # The write is on the device itself.
         self._run('qemu-io', '-f', 'raw', '-c', 'read -P 0x3c 1M 64k',
                   device)

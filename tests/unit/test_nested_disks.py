@@ -108,6 +108,28 @@ class TestNetworkDisks(testtools.TestCase):
         # A domain without the metadata is as it was.
         self.assertEqual(domain(QCOW2), disks.to_local_disks(domain(QCOW2)))
 
+    def test_a_volume_plugged_into_a_running_guest_is_one_export(self):
+        served, _exports = disks.to_network_disks(domain(QCOW2), '192.0.2.1',
+                                                  10809)
+        disk_xml, exports = disks.plugged_disk(served, VOLUME, '192.0.2.1',
+                                               10809)
+        disk = ET.fromstring(disk_xml)
+        self.assertEqual('disk', disk.tag)
+        self.assertEqual('network', disk.get('type'))
+        self.assertEqual({'protocol': 'nbd', 'tls': 'yes',
+                          'name': disks.export_name(UUID, 'vdb')},
+                         disk.find('source').attrib)
+        self.assertEqual('vdb', disk.find('target').get('dev'))
+        # Only the new disk is served (the root disk is already).
+        self.assertEqual([(disks.export_name(UUID, 'vdb'),
+                           '/dev/disk/by-path/ip-10.0.0.5:3260-lun-1', True)],
+                         [(e.name, e.path, e.block) for e in exports])
+        # What an L1 cannot reach is refused before anything is served.
+        self.assertRaises(disks.DiskError, disks.plugged_disk, served,
+                          "<disk type='network' device='disk'>"
+                          "<source protocol='rbd' name='p/v'/>"
+                          "<target dev='vdc'/></disk>", '192.0.2.1', 10809)
+
     def test_an_empty_cdrom_drive_is_kept(self):
         dom, exports = self.rewrite(
             "<disk type='file' device='cdrom'><target dev='hdc'/></disk>")

@@ -350,24 +350,30 @@ class DriverOnLibvirtTestCase(ft_base.PrivateStateTestCase):
                 self.fail('rejuvenation still running: %s' % status)
             time.sleep(0.5)
 
-    def attach_and_detach_volume(self, instance):
-        """A block device volume (a loop device) into the running guest."""
+    def loop_volume(self):
+        """A block device volume: (device, connection_info, its stat).
+
+        os-brick's part, as root; the driver's part (giving the device
+        to QEMU and back) is the compute user's, through privsep.
+        """
         if not shutil.which('losetup'):
             self.skipTest('losetup is not installed')
         image = os.path.join(self.conf.vmbeam.state_path, 'volume.img')
         with open(image, 'wb') as f:
             f.truncate(16 << 20)
-        # os-brick's part, as root; the driver's part (giving the device
-        # to QEMU and back) is the compute user's, through privsep.
         with self.user.as_root():
             device = subprocess.run(['losetup', '--find', '--show', image],
                                     capture_output=True, text=True,
                                     check=True).stdout.strip()
         self.addCleanup(self._detach_loop, device)
-        before = os.stat(device)
         connection_info = {'driver_volume_type': 'local',
                            'serial': uuidutils.generate_uuid(),
                            'data': {'device_path': device}}
+        return device, connection_info, os.stat(device)
+
+    def attach_and_detach_volume(self, instance):
+        """A block device volume (a loop device) into the running guest."""
+        device, connection_info, before = self.loop_volume()
         self.driver.attach_volume(self.ctxt, connection_info, instance,
                                   '/dev/vdb')
         xml = self.driver._host.get_guest(instance).get_xml_desc()

@@ -33,6 +33,7 @@ import socket
 import struct
 import subprocess
 import time
+import xml.etree.ElementTree as ET
 
 import fixtures
 from nova.compute import power_state
@@ -134,6 +135,46 @@ class TestDriverOnNestedHost(test_driver.DriverOnLibvirtTestCase):
         self.assertIn("protocol='nbd'", xml)
         self.assertIn(nested_host.pool_device(instance.uuid),
                       self.pool_devices(generation))
+
+    def attach_and_detach_volume_through_l0(self, instance):
+        """A block device volume (a loop device) into the running L2.
+
+        Served by L0's disk server to the L1, whose libvirtd plugs the
+        export into the guest (its QEMU connects to it then); detached,
+        the daemon lets go of the device and its owner is as before.
+        """
+        device, connection_info, before = self.loop_volume()
+        storage = disks.StorageDaemon(CONF)
+        export = disks.export_name(instance.uuid, 'vdb')
+        self.driver.attach_volume(self.ctxt, connection_info, instance,
+                                  '/dev/vdb')
+        self.assertEqual(export, self.l1_disk_source(instance, 'vdb'))
+        with self.user.as_root():   # the daemon's fds are its user's
+            self.assertIn(export, storage.exports())
+            pid = storage.process().pid
+            opened = {os.path.realpath('/proc/%d/fd/%s' % (pid, fd))
+                      for fd in os.listdir('/proc/%d/fd' % pid)}
+        self.assertIn(os.path.realpath(device), opened)
+        self.driver.detach_volume(self.ctxt, connection_info, instance,
+                                  '/dev/vdb')
+        self.assertIsNone(self.l1_disk_source(instance, 'vdb'))
+        with self.user.as_root():
+            self.assertNotIn(export, storage.exports())
+        self.assertEqual((before.st_uid, before.st_gid),
+                         (os.stat(device).st_uid, os.stat(device).st_gid))
+        self.assertEqual(power_state.RUNNING,
+                         self.driver.get_info(instance).state)
+
+    def l1_disk_source(self, instance, target):
+        """The NBD export the L1 runs disk ``target`` of, if it has it."""
+        domain = ET.fromstring(
+            self.driver._host.get_guest(instance).get_xml_desc())
+        for disk in domain.findall('devices/disk'):
+            if disk.find('target').get('dev') == target:
+                source = disk.find('source')
+                self.assertEqual('nbd', source.get('protocol'))
+                return source.get('name')
+        return None
 
     def disk_records(self, data):
         """Sequence numbers of the disk worker's records in an image."""
@@ -257,6 +298,7 @@ class TestDriverOnNestedHost(test_driver.DriverOnLibvirtTestCase):
         self.addDetail('live-snapshot', testtools.content.text_content(
             'records up to seq %d; console seq %s before, %s after; %d '
             'bytes' % (max(records), seq_before, seq_after, len(data))))
+        self.attach_and_detach_volume_through_l0(instance)
         snapshot = self.glance.create(self.ctxt, {
             'name': 'snap-stopped', 'disk_format': 'qcow2',
             'container_format': 'bare', 'properties': {}})

@@ -532,20 +532,79 @@ class TestNestedGenerations(base.DriverTestCase):
     def test_what_nova_cannot_do_in_a_running_l1_is_refused_with_the_fix(self):
         instance = self.make_instance()
         network_info = self.spawn(instance)
-        self.stub_out(
-            'nova.virt.libvirt.driver.LibvirtDriver.attach_volume',
-            lambda *a, **k: self.fail('attached'))
-        exc = self.assertRaises(
-            nova_exception.InstanceInvalidState,
-            self.connection.attach_volume, self.ctxt,
-            {'driver_volume_type': 'local', 'data': {}}, instance,
-            '/dev/vdb')
-        self.assertIn('stop the instance first', str(exc))
         exc = self.assertRaises(
             nova_exception.InstanceInvalidState,
             self.connection.attach_interface, self.ctxt, instance, None,
             network_info[0])
         self.assertIn('attach_interface', str(exc))
+        self.assertIn('stop the instance first', str(exc))
+
+    def _running_nested_guest(self, fail=None):
+        xml = ('<domain type="qemu"><name>i</name>'
+               '<uuid>6f1c2d3e-4f5a-4b6c-8d7e-9f0a1b2c3d4e</uuid>'
+               '<devices/></domain>')
+        domain = mock.Mock()
+        domain.XMLDesc.return_value = xml
+        domain.UUIDString.return_value = \
+            '6f1c2d3e-4f5a-4b6c-8d7e-9f0a1b2c3d4e'
+        domain.attachDeviceFlags.side_effect = fail
+        served, unserved = [], []
+        self.stub_out('nova_vmbeam.nested.disks.StorageDaemon.address',
+                      '192.0.2.1')
+        self.stub_out('nova_vmbeam.nested.disks.StorageDaemon.export',
+                      lambda daemon, exports: served.extend(exports))
+        self.stub_out('nova_vmbeam.nested.disks.StorageDaemon.unexport',
+                      lambda daemon, uuid, path=None: unserved.append(
+                          (uuid, path)))
+        return vmbeam_host._NestedGuest(domain), domain, served, unserved
+
+    @staticmethod
+    def _volume_config():
+        conf = vconfig.LibvirtConfigGuestDisk()
+        conf.source_type, conf.source_path = 'block', '/dev/sdx'
+        conf.driver_name, conf.driver_format = 'qemu', 'raw'
+        conf.target_dev, conf.target_bus = 'vdb', 'virtio'
+        conf.serial = 'volume-1'
+        return conf
+
+    def test_a_volume_attached_to_a_running_guest_is_served_to_its_l1(self):
+        guest, domain, served, _unserved = self._running_nested_guest()
+        guest.attach_device(self._volume_config(), persistent=True,
+                            live=True)
+        export, = served
+        self.assertEqual(('/dev/sdx', True), (export.path, export.block))
+        (disk_xml,), kwargs = domain.attachDeviceFlags.call_args
+        self.assertIn('protocol="nbd"', disk_xml)
+        self.assertIn('name="%s"' % export.name, disk_xml)
+        self.assertIn('<serial>volume-1</serial>', disk_xml)
+        self.assertNotIn('/dev/sdx', disk_xml)
+        libvirt = driver_mod.libvirt_driver.libvirt
+        self.assertEqual(libvirt.VIR_DOMAIN_AFFECT_LIVE |
+                         libvirt.VIR_DOMAIN_AFFECT_CONFIG, kwargs['flags'])
+
+    def test_a_failed_plug_stops_serving_the_volume(self):
+        guest, _domain, served, unserved = self._running_nested_guest(
+            fail=RuntimeError('the L1 refused'))
+        self.assertRaises(RuntimeError, guest.attach_device,
+                          self._volume_config(), persistent=True, live=True)
+        self.assertEqual([('6f1c2d3e-4f5a-4b6c-8d7e-9f0a1b2c3d4e',
+                           '/dev/sdx')], unserved)
+
+    def test_a_detached_volume_is_served_no_more(self):
+        instance = self.make_instance()
+        unserved = []
+        self.stub_out('nova_vmbeam.nested.disks.StorageDaemon.unexport',
+                      lambda daemon, uuid, path=None: unserved.append(
+                          (uuid, path)))
+        self.stub_out(
+            'nova.virt.libvirt.driver.LibvirtDriver._disconnect_volume',
+            lambda *a, **k: unserved.append('os-brick'))
+        self.connection._disconnect_volume(
+            self.ctxt, {'driver_volume_type': 'local',
+                        'data': {'device_path': '/dev/sdx'}}, instance)
+        # L0's disk server lets go of it before os-brick removes it.
+        self.assertEqual([(instance.uuid, '/dev/sdx'), 'os-brick'],
+                         unserved)
 
     def _live_snapshot(self, instance, image_meta):
         """The nested _live_snapshot; what it did, in order."""
