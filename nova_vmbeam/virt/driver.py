@@ -37,6 +37,7 @@ nova.virt.vmbeam shim package).
 
 import os
 import pwd
+import types
 
 from nova import exception as nova_exception
 from nova import rpc as nova_rpc
@@ -291,6 +292,24 @@ class VMBeamDriver(libvirt_driver.LibvirtDriver):
             except exception.VMBeamError as exc:
                 LOG.error('the nested guests\' disk server: %s', exc)
         return super().get_available_resource(nodename)
+
+    def _get_instance_disk_info_from_config(self, guest_config,
+                                            block_device_info):
+        # A running nested instance's disks are L0's NBD exports in its
+        # domain, which Nova's disk accounting (the over-commit of the
+        # host's disk, a resize's disk info) would skip as volumes: it
+        # reads them as the files they are on this host.
+        if self._host.guests_in_vm and any(
+                getattr(device, 'source_protocol', None) == 'nbd'
+                for device in guest_config.devices):
+            try:
+                guest_config = self._host.get_guest(types.SimpleNamespace(
+                    uuid=guest_config.uuid,
+                    name=guest_config.name)).get_config()
+            except nova_exception.InstanceNotFound:
+                pass   # gone meanwhile: as its last XML says
+        return super()._get_instance_disk_info_from_config(
+            guest_config, block_device_info)
 
     def update_provider_tree(self, provider_tree, nodename, allocations=None):
         super().update_provider_tree(provider_tree, nodename,

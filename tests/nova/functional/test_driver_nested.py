@@ -274,6 +274,10 @@ class TestDriverOnNestedHost(test_driver.DriverOnLibvirtTestCase):
         # Nova counts this host's memory, which holds the guests' RAM,
         # not the L1's 1 GiB.
         self.assertGreater(self.driver._host.get_memory_mb_total(), 2048)
+        # Its root disk counts in this host's disk over-commit (a qcow2 of
+        # 1 GiB, nearly empty), though the L1 names the NBD export.
+        self.assertGreater(self.driver._get_disk_over_committed_size_total(),
+                           512 << 20)
         kernel_before = self.sibling(1).health().kernel
 
         mark = console.offset()

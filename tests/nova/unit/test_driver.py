@@ -712,7 +712,9 @@ class TestNestedGenerations(base.DriverTestCase):
                           instance, None, '/i/disk', out, 'qcow2', 'raw',
                           image_meta)
 
-    def test_nova_reads_this_hosts_disks_of_a_running_instance(self):
+    @staticmethod
+    def _served_domain():
+        """A running nested guest's domain, its root disk served."""
         xml = ('<domain type="qemu"><name>i</name>'
                '<uuid>6f1c2d3e-4f5a-4b6c-8d7e-9f0a1b2c3d4e</uuid>'
                '<memory>65536</memory><devices>'
@@ -724,13 +726,34 @@ class TestNestedGenerations(base.DriverTestCase):
         domain = mock.Mock()
         domain.XMLDesc.return_value = served
         domain.isActive.return_value = True
-        guest = vmbeam_host._NestedGuest(domain)
+        return domain
+
+    @staticmethod
+    def _disk_of(config):
+        disk, = [d for d in config.devices
+                 if isinstance(d, vconfig.LibvirtConfigGuestDisk)]
+        return disk.source_type, disk.source_path, disk.driver_format
+
+    def test_nova_accounts_a_running_instances_disks_as_this_hosts(self):
+        domain = self._served_domain()
+        self.stub_out('nova_vmbeam.virt.host.VMBeamHost.get_guest',
+                      lambda host, instance: vmbeam_host._NestedGuest(domain))
+        seen = []
+        self.stub_out('nova.virt.libvirt.driver.LibvirtDriver.'
+                      '_get_instance_disk_info_from_config',
+                      lambda driver, config, info: seen.append(config))
+        # What Nova's over-commit count parses from the domain.
+        parsed = vconfig.LibvirtConfigGuest()
+        parsed.parse_str(domain.XMLDesc())
+        self.assertEqual('network', self._disk_of(parsed)[0])
+        self.connection._get_instance_disk_info_from_config(parsed, None)
+        self.assertEqual(('file', '/i/disk', 'qcow2'),
+                         self._disk_of(seen[0]))
+
+    def test_nova_reads_this_hosts_disks_of_a_running_instance(self):
+        guest = vmbeam_host._NestedGuest(self._served_domain())
         # The domain the L1 runs names the export; Nova's parsed config
         # names the file here, whose path its snapshot reads.
         self.assertIn('protocol="nbd"', guest.get_xml_desc())
-        config = guest.get_config()
-        disk, = [d for d in config.devices
-                 if isinstance(d, vconfig.LibvirtConfigGuestDisk)]
         self.assertEqual(('file', '/i/disk', 'qcow2'),
-                         (disk.source_type, disk.source_path,
-                          disk.driver_format))
+                         self._disk_of(guest.get_config()))
