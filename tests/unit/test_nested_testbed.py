@@ -27,14 +27,15 @@ BOOTING = ('\n[    0.000000] Linux version 6.1.0-57-amd64\n'
 
 class FakeConsole(object):
 
-    def __init__(self, text, ready=False):
+    def __init__(self, text, ready=False, ready_at=None):
         self.text = text
-        self.ready = ready
+        # ready at once, or at the ready_at-th wait
+        self.ready_at = 1 if ready else ready_at
         self.waits = []
 
     def wait_for(self, regex, timeout, after_offset=None):
         self.waits.append(timeout)
-        if not self.ready:
+        if self.ready_at is None or len(self.waits) < self.ready_at:
             raise TimeoutError('No ready line within %s s' % timeout)
 
     def read(self):
@@ -79,14 +80,32 @@ class TestL2Boot(testtools.TestCase):
                           FakeGuest(console))
         self.assertIsNone(testbed.L2TimeBudget.too_slow)
 
-    def test_a_kernel_done_booting_is_a_failure_not_a_skip(self):
-        # Its /init ran (or the kernel died): whatever keeps the worker
-        # from getting ready is not the machine's speed.
-        for end in ('VMBEAM-GUEST booted ram_mib=32 dirty_mib_s=1\n',
+    def test_a_failed_worker_or_a_panic_is_a_failure_not_a_skip(self):
+        # Its /init ran and a worker failed (or the kernel died): not the
+        # machine's speed.
+        for end in ('VMBEAM-GUEST booted ram_mib=32 dirty_mib_s=1\n'
+                    'VMBEAM-GUEST memworker exited rc=1\n',
+                    'VMBEAM-GUEST booted ram_mib=32 dirty_mib_s=1\n'
+                    'VMBEAM-GUEST ERROR insmod virtio_net failed\n',
                     '[  300.000000] Kernel panic - not syncing: x\n'):
+            console = FakeConsole(BOOTING + end)
             self.assertRaises(TimeoutError, self.tb.wait_ready,
-                              FakeGuest(FakeConsole(BOOTING + end)))
+                              FakeGuest(console))
         self.assertIsNone(testbed.L2TimeBudget.too_slow)
+
+    def test_a_booted_l2_whose_worker_is_slow_has_more_time(self):
+        booted = BOOTING + ('VMBEAM-GUEST booted ram_mib=32 dirty_mib_s=1\n'
+                            'VMBEAM-DISK seq=29 ok errors=0\n')
+        console = FakeConsole(booted, ready_at=2)
+        self.tb.wait_ready(FakeGuest(console))
+        self.assertEqual([testbed.L2_BOOT_BUDGET, testbed.L2_READY_GRACE],
+                         console.waits)
+        self.assertIsNone(testbed.L2TimeBudget.too_slow)
+        # Still not ready after the grace: too slow, skipped.
+        error = self.assertRaises(testbed.TooSlow, self.tb.wait_ready,
+                                  FakeGuest(FakeConsole(booted)))
+        self.assertIn('had not booted after 480 s', str(error))
+        self.assertIn('memory worker was not ready', str(error))
 
     def test_a_booted_l2_is_checked_in_the_time_left(self):
         guest = FakeGuest(FakeConsole(BOOTING, ready=True))

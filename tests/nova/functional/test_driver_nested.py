@@ -176,21 +176,26 @@ class TestDriverOnNestedHost(test_driver.DriverOnLibvirtTestCase):
         into the L1 VM, bridged in the L1), then the L1's libvirtd puts
         the guest's new tap on it.
         """
-        bridge = 'vmbvif%d' % (os.getpid() % 100000)
+        # An OVS port with the hybrid plug (security groups by iptables):
+        # the tap goes on a Linux bridge of its own, qbr<port id>.
+        port = uuidutils.generate_uuid()
+        bridge = ('qbr' + port)[:14]
         with self.user.as_root():
             subprocess.run(['ip', 'link', 'add', bridge, 'type', 'bridge'],
                            check=True, capture_output=True)
             self.addCleanup(self._remove_link, bridge)
             subprocess.run(['ip', 'link', 'set', bridge, 'up'], check=True)
         vif = network_model.VIF(
-            id=uuidutils.generate_uuid(), address='52:54:00:12:34:56',
-            type=network_model.VIF_TYPE_BRIDGE, vnic_type='normal',
-            devname='tap' + uuidutils.generate_uuid()[:11], details={},
+            id=port, address='52:54:00:12:34:56',
+            type=network_model.VIF_TYPE_OVS, vnic_type='normal',
+            devname=('tap' + port)[:14],
+            details={network_model.VIF_DETAILS_OVS_HYBRID_PLUG: True,
+                     network_model.VIF_DETAILS_PORT_FILTER: True},
             network=network_model.Network(
-                id=uuidutils.generate_uuid(), bridge=bridge, label='net',
+                id=uuidutils.generate_uuid(), bridge='br-int', label='net',
                 subnets=[]))
-        # os-vif's linux bridge plug and unplug (root, through its own
-        # privsep daemon): the bridge is made above.
+        # os-vif's OVS plug and unplug (root, through its own privsep
+        # daemon, and an Open vSwitch): the bridge is made above.
         self.driver.vif_driver.plug = lambda instance, vif: None
         self.driver.vif_driver.unplug = lambda instance, vif: None
         self.driver.attach_interface(self.ctxt, instance,
