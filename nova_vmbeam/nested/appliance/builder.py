@@ -97,8 +97,11 @@ PLUGINS = tuple('usr/lib/x86_64-linux-gnu/libvirt/connection-driver/'
                 'libvirt_driver_%s.so' % name
                 # secret: guests' volume keys, carried into each generation
                 for name in ('qemu', 'secret'))
-#: data trees copied whole (firmware, CPU models, keymaps)
-DATA_TREES = ('usr/share/qemu', 'usr/share/seabios', 'usr/share/libvirt')
+#: data trees copied whole (firmware, CPU models, keymaps, and the NICs'
+#: option ROMs: Debian's QEMU looks for them in usr/lib/ipxe/qemu, and a
+#: NIC that Nova's domain XML gives no <rom enabled='no'/> needs its ROM)
+DATA_TREES = ('usr/share/qemu', 'usr/share/seabios', 'usr/share/libvirt',
+              'usr/lib/ipxe/qemu')
 LIBRARY_DIRS = ('lib/x86_64-linux-gnu', 'usr/lib/x86_64-linux-gnu',
                 'lib64', 'usr/lib64', 'lib', 'usr/lib')
 INTERPRETER = 'lib64/ld-linux-x86-64.so.2'
