@@ -580,9 +580,8 @@ class VMBeamDriver(libvirt_driver.LibvirtDriver):
 
     def attach_interface(self, context, instance, image_meta, vif):
         # Its host bridge would have to reach the L1 first (an uplink NIC
-        # hot-plugged into the L1 VM), and a guest's RAM pool hot-plugged
-        # after such an uplink was refused its PCI slot by the L1's QEMU
-        # (docs/nova-driver.md): not offered until that is understood.
+        # hot-plugged into the L1 VM): built, then held back until it has
+        # run through the whole nested test again (docs/nova-driver.md).
         if self._host.guests_in_vm and \
                 self._host.get_guest(instance).is_active():
             raise nova_exception.InstanceInvalidState(
