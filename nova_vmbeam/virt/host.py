@@ -224,6 +224,18 @@ class VMBeamHost(nova_host.Host):
         # a secondary closes when its generation is retired.
         if _raw(conn) is not _raw(self._wrapped_conn):
             return
+        # libvirt may call this inside an API call of the thread that holds
+        # _wrapped_conn_lock (Host._get_connection testing the connection),
+        # and Nova's handler takes that lock in threading mode: a deadlock,
+        # seen when an L1's connection dropped under load. Whoever holds
+        # the lock is testing or replacing the connection, and handles its
+        # loss itself.
+        if not self._wrapped_conn_lock.acquire(blocking=False):
+            LOG.warning('libvirt connection %s closed (%s) while it is '
+                        'being tested or replaced: left to that', self.uri,
+                        reason)
+            return
+        self._wrapped_conn_lock.release()
         super()._close_callback(conn, reason, opaque)
 
     # --- generation-aware lookups --------------------------------------------

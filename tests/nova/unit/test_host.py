@@ -121,6 +121,20 @@ class TestGenerations(base.DriverTestCase):
         self.assertEqual(1, len([e for e in self.queued
                                  if isinstance(e, dict)]))
 
+    def test_a_close_during_the_connection_s_own_test_does_not_deadlock(self):
+        # libvirt calls the close callback inside getLibVersion when the
+        # connection is dead, in the thread of Host._get_connection, which
+        # holds _wrapped_conn_lock: Nova's handler would wait for it
+        # forever. That thread handles the loss itself.
+        conn = self.host.get_connection()
+        with self.host._wrapped_conn_lock:
+            self.host._close_callback(conn, 1, None)
+        self.assertEqual([], [e for e in self.queued if isinstance(e, dict)])
+        # Not under the lock: handled as before.
+        self.host._close_callback(conn, 1, None)
+        self.assertEqual(1, len([e for e in self.queued
+                                 if isinstance(e, dict)]))
+
     def test_follow_generations_at_run_start(self):
         self.connection.follow_generations(SECOND, base.PRIMARY)
         self.assertEqual(SECOND, self.host.uri)
