@@ -204,6 +204,10 @@ class NestedHost(host_mod.Host, hypervisor.PoolAttachingHypervisor):
         uplinks.ensure(self.sibling, uplinks.bridges_of(xml))
         return xml
 
+    def reach_bridges(self, bridges):
+        """Host ``bridges`` reach this L1 (a NIC plugged into a guest)."""
+        uplinks.ensure(self.sibling, bridges)
+
     def launch(self, spec, incoming=(), paused=False):
         """As Host.launch, once the guest has what it needs in this L1."""
         xml = self.prepare(spec.uuid, spec.domain_xml)

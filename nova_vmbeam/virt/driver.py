@@ -46,6 +46,7 @@ from nova.virt.libvirt import guest as libvirt_guest
 from nova.virt.libvirt import utils as libvirt_utils
 from nova.virt.libvirt import vif as libvirt_vif
 from oslo_log import log as logging
+from oslo_utils import excutils
 
 from nova_vmbeam.aging import monitor as aging_monitor
 from nova_vmbeam.aging import slots as aging_slots
@@ -579,17 +580,36 @@ class VMBeamDriver(libvirt_driver.LibvirtDriver):
         return super().get_console_output(context, instance)
 
     def attach_interface(self, context, instance, image_meta, vif):
-        # Its host bridge would have to reach the L1 first (an uplink NIC
-        # hot-plugged into the L1 VM): built, then held back until it has
-        # run through the whole nested test again (docs/nova-driver.md).
         if self._host.guests_in_vm and \
                 self._host.get_guest(instance).is_active():
-            raise nova_exception.InstanceInvalidState(
-                instance_uuid=instance.uuid, attr='power_state',
-                state='running', method='attach_interface (on a nested '
-                'generation, stop the instance first: its interfaces reach '
-                'the L1 when it starts)')
+            # The host bridge must reach the L1 that runs the instance
+            # before that L1's libvirtd puts the new tap on it: the VIF is
+            # plugged here first (Nova plugs it again: plugging is
+            # idempotent, as Nova's own plug_vifs at every start relies on).
+            self.vif_driver.plug(instance, vif)
+            cfg = self.vif_driver.get_config(instance, vif, image_meta,
+                                             instance.flavor,
+                                             CONF.libvirt.virt_type)
+            if cfg.net_type == 'bridge':
+                try:
+                    self._reach_bridge_in_vm(instance, cfg.source_dev)
+                except Exception:
+                    with excutils.save_and_reraise_exception():
+                        self.vif_driver.unplug(instance, vif)
         return super().attach_interface(context, instance, image_meta, vif)
+
+    def _reach_bridge_in_vm(self, instance, bridge):
+        """Host bridge ``bridge`` reaches the L1 running ``instance``."""
+        hosts = self._running_vm_hosts()
+        try:
+            for host in hosts:
+                if host.guest(instance.name) is not None:
+                    host.reach_bridges([bridge])
+                    return
+        finally:
+            for host in hosts:
+                host.close()
+        raise nova_exception.InstanceNotRunning(instance_id=instance.uuid)
 
     def _destroy(self, instance, *args, **kwargs):
         result = super()._destroy(instance, *args, **kwargs)

@@ -37,6 +37,8 @@ import xml.etree.ElementTree as ET
 
 import fixtures
 from nova.compute import power_state
+from nova.network import model as network_model
+from oslo_utils import uuidutils
 import testtools.content
 
 from nova_vmbeam import conf as vmbeam_conf
@@ -45,6 +47,7 @@ from nova_vmbeam.nested import disks
 from nova_vmbeam.nested import host as nested_host
 from nova_vmbeam.nested import network
 from nova_vmbeam.nested import sibling as nested_sibling
+from nova_vmbeam.nested import uplinks
 from tests.nova.functional import test_driver
 from vmbeam_devtools.nested import appliance as devappliance
 from vmbeam_devtools.nested import testbed as nested_testbed
@@ -164,6 +167,61 @@ class TestDriverOnNestedHost(test_driver.DriverOnLibvirtTestCase):
                          (os.stat(device).st_uid, os.stat(device).st_gid))
         self.assertEqual(power_state.RUNNING,
                          self.driver.get_info(instance).state)
+
+    def attach_and_detach_interface_through_an_uplink(self, instance):
+        """A NIC on a host bridge plugged into the running L2.
+
+        os-vif's part (the bridge on this host) is done here as root; the
+        driver makes the bridge reach the L1 (an uplink NIC hot-plugged
+        into the L1 VM, bridged in the L1), then the L1's libvirtd puts
+        the guest's new tap on it.
+        """
+        # An OVS port with the hybrid plug (security groups by iptables):
+        # the tap goes on a Linux bridge of its own, qbr<port id>.
+        port = uuidutils.generate_uuid()
+        bridge = ('qbr' + port)[:14]
+        with self.user.as_root():
+            subprocess.run(['ip', 'link', 'add', bridge, 'type', 'bridge'],
+                           check=True, capture_output=True)
+            self.addCleanup(self._remove_link, bridge)
+            subprocess.run(['ip', 'link', 'set', bridge, 'up'], check=True)
+        vif = network_model.VIF(
+            id=port, address='52:54:00:12:34:56',
+            type=network_model.VIF_TYPE_OVS, vnic_type='normal',
+            devname=('tap' + port)[:14],
+            details={network_model.VIF_DETAILS_OVS_HYBRID_PLUG: True,
+                     network_model.VIF_DETAILS_PORT_FILTER: True},
+            network=network_model.Network(
+                id=uuidutils.generate_uuid(), bridge='br-int', label='net',
+                subnets=[]))
+        # os-vif's OVS plug and unplug (root, through its own privsep
+        # daemon, and an Open vSwitch): the bridge is made above.
+        self.driver.vif_driver.plug = lambda instance, vif: None
+        self.driver.vif_driver.unplug = lambda instance, vif: None
+        self.driver.attach_interface(self.ctxt, instance,
+                                     instance.image_meta, vif)
+        self.assertEqual(bridge, self.l1_nic_bridge(instance, vif['address']))
+        uplink = uplinks.mac(2, bridge)
+        l1_nics = ET.fromstring(self.sibling(2).l1_domain().XMLDesc(0))
+        self.assertIn(uplink, [m.get('address') for m in
+                               l1_nics.iterfind('devices/interface/mac')])
+        self.driver.detach_interface(self.ctxt, instance, vif)
+        self.assertIsNone(self.l1_nic_bridge(instance, vif['address']))
+        self.assertEqual(power_state.RUNNING,
+                         self.driver.get_info(instance).state)
+
+    def _remove_link(self, name):
+        with self.user.as_root():
+            subprocess.run(['ip', 'link', 'del', name], capture_output=True)
+
+    def l1_nic_bridge(self, instance, address):
+        """The L1 bridge of the guest's NIC ``address``, if it has it."""
+        domain = ET.fromstring(
+            self.driver._host.get_guest(instance).get_xml_desc())
+        for nic in domain.iterfind('devices/interface'):
+            if nic.find('mac').get('address') == address:
+                return nic.find('source').get('bridge')
+        return None
 
     def l1_disk_source(self, instance, target):
         """The NBD export the L1 runs disk ``target`` of, if it has it."""
@@ -303,6 +361,7 @@ class TestDriverOnNestedHost(test_driver.DriverOnLibvirtTestCase):
             'records up to seq %d; console seq %s before, %s after; %d '
             'bytes' % (max(records), seq_before, seq_after, len(data))))
         self.attach_and_detach_volume_through_l0(instance)
+        self.attach_and_detach_interface_through_an_uplink(instance)
         snapshot = self.glance.create(self.ctxt, {
             'name': 'snap-stopped', 'disk_format': 'qcow2',
             'container_format': 'bare', 'properties': {}})

@@ -418,6 +418,13 @@ class _FakeL1(object):
         self.calls.append(('forget', guest_uuid, console_log,
                            os.path.exists(pool.file_path(guest_uuid))))
 
+    def guest(self, name):
+        self.calls.append(('guest', name))
+        return object()
+
+    def reach_bridges(self, bridges):
+        self.calls.append(('reach', bridges))
+
     def close(self):
         self.calls.append(('close',))
 
@@ -529,18 +536,47 @@ class TestNestedGenerations(base.DriverTestCase):
         self.assertIn('no huge pages', str(exc))
         self.assertEqual([], self.calls)
 
-    def test_an_interface_is_refused_while_the_instance_runs(self):
+    def test_an_interface_s_bridge_reaches_the_l1_before_the_nic(self):
         instance = self.make_instance()
         network_info = self.spawn(instance)
+        del self.calls[:]
+        self.stub_out(
+            'nova.virt.libvirt.vif.LibvirtGenericVIFDriver.plug',
+            lambda driver, instance, vif: self.calls.append(('plug',)))
+        self.stub_out(
+            'nova.virt.libvirt.driver.LibvirtDriver.attach_interface',
+            lambda *a: self.calls.append(('attach',)))
+        self.connection.attach_interface(self.ctxt, instance,
+                                         instance.image_meta,
+                                         network_info[0])
+        bridge = network_info[0]['network']['bridge']
+        self.assertEqual([('plug',), ('guest', instance.name),
+                          ('reach', [bridge]), ('close',), ('attach',)],
+                         self.calls)
+
+    def test_a_bridge_that_cannot_reach_the_l1_unplugs_the_vif(self):
+        instance = self.make_instance()
+        network_info = self.spawn(instance)
+        del self.calls[:]
+        vif_driver = 'nova.virt.libvirt.vif.LibvirtGenericVIFDriver.'
+        self.stub_out(vif_driver + 'plug',
+                      lambda driver, instance, vif: self.calls.append(
+                          ('plug',)))
+        self.stub_out(vif_driver + 'unplug',
+                      lambda driver, instance, vif: self.calls.append(
+                          ('unplug',)))
+
+        def refuse(bridges):
+            raise exception.VMBeamError('the L1 agent does not answer')
+        self.l1.reach_bridges = refuse
         self.stub_out(
             'nova.virt.libvirt.driver.LibvirtDriver.attach_interface',
             lambda *a: self.fail('attached'))
-        exc = self.assertRaises(
-            nova_exception.InstanceInvalidState,
-            self.connection.attach_interface, self.ctxt, instance, None,
-            network_info[0])
-        self.assertIn('attach_interface', str(exc))
-        self.assertIn('stop the instance first', str(exc))
+        self.assertRaises(exception.VMBeamError,
+                          self.connection.attach_interface, self.ctxt,
+                          instance, instance.image_meta, network_info[0])
+        self.assertEqual([('plug',), ('guest', instance.name), ('close',),
+                          ('unplug',)], self.calls)
 
     def _running_nested_guest(self, fail=None):
         xml = ('<domain type="qemu"><name>i</name>'
