@@ -38,6 +38,8 @@ import xml.etree.ElementTree as ET
 import fixtures
 from nova.compute import power_state
 from nova.network import model as network_model
+from nova import objects
+import os_vif
 from oslo_utils import uuidutils
 import testtools.content
 
@@ -194,10 +196,18 @@ class TestDriverOnNestedHost(test_driver.DriverOnLibvirtTestCase):
             network=network_model.Network(
                 id=uuidutils.generate_uuid(), bridge='br-int', label='net',
                 subnets=[]))
+        # As nova-compute's start does, for Nova's VIF config of the port.
+        os_vif.initialize()
         # os-vif's OVS plug and unplug (root, through its own privsep
         # daemon, and an Open vSwitch): the bridge is made above.
         self.driver.vif_driver.plug = lambda instance, vif: None
         self.driver.vif_driver.unplug = lambda instance, vif: None
+        # Nova's compute manager puts the port in the instance's network
+        # info cache before the driver attaches it, and takes it out once
+        # detached.
+        instance.info_cache = objects.InstanceInfoCache(
+            self.ctxt, instance_uuid=instance.uuid,
+            network_info=network_model.NetworkInfo([vif]))
         self.driver.attach_interface(self.ctxt, instance,
                                      instance.image_meta, vif)
         self.assertEqual(bridge, self.l1_nic_bridge(instance, vif['address']))
@@ -206,6 +216,9 @@ class TestDriverOnNestedHost(test_driver.DriverOnLibvirtTestCase):
         self.assertIn(uplink, [m.get('address') for m in
                                l1_nics.iterfind('devices/interface/mac')])
         self.driver.detach_interface(self.ctxt, instance, vif)
+        instance.info_cache = objects.InstanceInfoCache(
+            self.ctxt, instance_uuid=instance.uuid,
+            network_info=network_model.NetworkInfo([]))
         self.assertIsNone(self.l1_nic_bridge(instance, vif['address']))
         self.assertEqual(power_state.RUNNING,
                          self.driver.get_info(instance).state)
