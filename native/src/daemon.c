@@ -301,6 +301,7 @@ static void op_ivshmem(const struct pm_msg *req, struct pm_out *out,
     struct pm_pool *pool = want_pool(req, out);
     const char *qmp = pm_get_str(req, "qmp");
     const char *device = pm_get_str(req, "device");
+    const char *model = pm_get_str(req, "model");
     long long timeout = 10;
     struct pm_err err;
     char path[PATH_MAX];
@@ -320,13 +321,23 @@ static void op_ivshmem(const struct pm_msg *req, struct pm_out *out,
                   "(1..600 s)");
         return;
     }
+    /* Only the two devices a pool can be: a fixed word, never a QEMU
+     * driver name taken from the request. */
+    if (!model)
+        model = "ivshmem-plain";
+    if (strcmp(model, "ivshmem-plain") != 0 &&
+        strcmp(model, "virtio-pmem-pci") != 0) {
+        out_error(out, PM_E_BAD_ARGUMENT, "\"model\" is \"ivshmem-plain\" "
+                  "(the default) or \"virtio-pmem-pci\"");
+        return;
+    }
     if (attach) {
         if (pm_path(&ctx, pool, path, sizeof(path), &err) < 0) {
             out_pm_err(out, &err);
             return;
         }
-        rc = pm_qmp_attach(qmp, device, path, pool->size, (double)timeout,
-                           &err);
+        rc = pm_qmp_attach(qmp, device, model, path, pool->size,
+                           (double)timeout, &err);
     } else {
         rc = pm_qmp_detach(qmp, device, (double)timeout, &err);
     }
@@ -334,8 +345,8 @@ static void op_ivshmem(const struct pm_msg *req, struct pm_out *out,
         out_pm_err(out, &err);
         return;
     }
-    logmsg("%s pool %s %s %s as %s", attach ? "attached" : "detached",
-           pool->uuid, attach ? "to" : "from", qmp, device);
+    logmsg("%s pool %s %s %s as %s (%s)", attach ? "attached" : "detached",
+           pool->uuid, attach ? "to" : "from", qmp, device, model);
     out_ok(out);
     pm_out_str(out, "device", device);
 }

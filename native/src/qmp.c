@@ -1,5 +1,7 @@
 /*
- * Just enough QMP to attach a pool to a hypervisor VM as ivshmem-plain.
+ * Just enough QMP to attach a pool to a hypervisor VM as a PCI device:
+ * ivshmem-plain (its BAR is the pool) or virtio-pmem-pci (a pmem region
+ * the VM's kernel can map as RAM, through device-DAX).
  *
  * QMP is line-oriented JSON; the answer to a command is the first line
  * with "return" or "error" at its top level (events come as lines with
@@ -133,8 +135,8 @@ static int qmp_open(struct qmp *q, const char *path, double timeout,
 }
 
 int pm_qmp_attach(const char *qmp_socket, const char *device_id,
-                  const char *mem_path, uint64_t size, double timeout,
-                  struct pm_err *err)
+                  const char *model, const char *mem_path, uint64_t size,
+                  double timeout, struct pm_err *err)
 {
     char cmd[8192], answer[4096], qid[256], qpath[4096 * 6];
     struct qmp q;
@@ -154,8 +156,8 @@ int pm_qmp_attach(const char *qmp_socket, const char *device_id,
         return qmp_err(err, "object-add of %s failed: %s", mem_path, answer);
     }
     snprintf(cmd, sizeof(cmd), "{\"execute\":\"device_add\",\"arguments\":"
-             "{\"driver\":\"ivshmem-plain\",\"id\":%s,\"memdev\":"
-             "\"%.*s-mem\"}}", qid, (int)strlen(qid) - 2, qid + 1);
+             "{\"driver\":\"%s\",\"id\":%s,\"memdev\":"
+             "\"%.*s-mem\"}}", model, qid, (int)strlen(qid) - 2, qid + 1);
     if (command(&q, cmd, answer, sizeof(answer)) < 0) {
         char undo[512], ignored[4096];
 
@@ -164,7 +166,7 @@ int pm_qmp_attach(const char *qmp_socket, const char *device_id,
                  (int)strlen(qid) - 2, qid + 1);
         command(&q, undo, ignored, sizeof(ignored));
         close(q.fd);
-        return qmp_err(err, "device_add ivshmem-plain failed: %s", answer);
+        return qmp_err(err, "device_add %s failed: %s", model, answer);
     }
     close(q.fd);
     return 0;

@@ -13,8 +13,8 @@
  * Both return 0 or -1 with err set; on a failed attach nothing is left.
  */
 int pm_qmp_attach(const char *qmp_socket, const char *device_id,
-                  const char *mem_path, uint64_t size, double timeout,
-                  struct pm_err *err);
+                  const char *model, const char *mem_path, uint64_t size,
+                  double timeout, struct pm_err *err);
 int pm_qmp_detach(const char *qmp_socket, const char *device_id,
                   double timeout, struct pm_err *err);
 

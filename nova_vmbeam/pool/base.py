@@ -84,13 +84,22 @@ class PoolBase(guard_mod.GuardedPool, metaclass=abc.ABCMeta):
 class AttachablePool(PoolBase):
     """A pool that can be attached to a hypervisor VM as a PCI device.
 
-    Its files become ivshmem-plain devices of the VM, and who maps them
-    can be verified.
+    Its files become ivshmem-plain devices of the VM (a BAR), or
+    virtio-pmem-pci ones (a pmem region, for device-DAX), and who maps
+    them can be verified.
     """
 
+    #: the PCI device models a pool can be attached as
+    IVSHMEM, PMEM = 'ivshmem-plain', 'virtio-pmem-pci'
+
     @abc.abstractmethod
-    def attach(self, guest_uuid, qmp_socket, device, timeout=10):
-        """Attach the guest's pool to the VM at ``qmp_socket``."""
+    def attach(self, guest_uuid, qmp_socket, device, timeout=10,
+               model=IVSHMEM):
+        """Attach the guest's pool to the VM at ``qmp_socket``.
+
+        A ``PMEM`` device cannot be unplugged again (QEMU refuses): the
+        VM maps the pool until it stops.
+        """
 
     @abc.abstractmethod
     def detach(self, guest_uuid, qmp_socket, device, timeout=10):

@@ -17,7 +17,8 @@ file_path, mapped_by, release), answered by the daemon, which keeps a
 descriptor to every pool so guest RAM outlives any hypervisor generation,
 a crashed QEMU and an accidental unlink. Beyond those: hand a pool over as
 a descriptor, verify that a QEMU maps exactly that pool, report how much
-of it is resident, attach it to a hypervisor VM as ivshmem-plain.
+of it is resident, attach it to a hypervisor VM as ivshmem-plain or
+virtio-pmem-pci.
 
 The daemon answers one request at a time, but a guest's allocate and
 release are sequences of them seen from here (the old pool released, a
@@ -124,10 +125,11 @@ class PagemoverdPool(base.AttachablePool):
         return {k: reply[k] for k in ('size', 'resident_bytes',
                                       'allocated_bytes')}
 
-    def attach(self, guest_uuid, qmp_socket, device, timeout=10):
-        """Attach the pool to a hypervisor VM as ivshmem-plain ``device``."""
+    def attach(self, guest_uuid, qmp_socket, device, timeout=10,
+               model=base.AttachablePool.IVSHMEM):
+        """Attach the pool to a hypervisor VM as ``model`` ``device``."""
         self._call('attach', uuid=guest_uuid, qmp=qmp_socket, device=device,
-                   timeout=timeout)
+                   timeout=timeout, model=model)
 
     def detach(self, guest_uuid, qmp_socket, device, timeout=10):
         """Detach ``device`` again (the VM's guest must eject it)."""

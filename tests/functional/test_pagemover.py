@@ -352,6 +352,22 @@ class TestIvshmemAttach(base.PrivateStateTestCase):
         exc = self.assertRaises(exception.DaemonError, pool.attach,
                                 'nope', self.daemon_qmp, 'pool1')
         self.assertEqual(protocol.UNKNOWN_POOL, exc.code)
+        # Only the two devices a pool can be, never a driver name passed
+        # through to QEMU.
+        exc = self.assertRaises(exception.DaemonError, pool.attach,
+                                'l2guest', self.daemon_qmp, 'pool1',
+                                model='ivshmem-doorbell')
+        self.assertEqual(protocol.BAD_ARGUMENT, exc.code)
+        # virtio-pmem needs memory-device slots, which this VM has not:
+        # QEMU's refusal, and the backend made for it is gone again.
+        exc = self.assertRaises(exception.DaemonError, pool.attach,
+                                'l2guest', self.daemon_qmp, 'pool1',
+                                model=pool.PMEM)
+        self.assertEqual(protocol.QMP_ERROR, exc.code)
+        self.assertIn('device_add virtio-pmem-pci failed', str(exc))
+        self.assertNotIn('pool1-mem', [o['name'] for o in
+                                       self.monitor.execute(
+                                           'qom-list', path='/objects')])
         self.assertEqual(['pool0'], list(self._ivshmem_devices()))
 
         pool.detach('l2guest', self.daemon_qmp, 'pool0', timeout=60)
