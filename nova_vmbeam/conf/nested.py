@@ -62,19 +62,38 @@ nested_opts = [
                     'mod (size - 12)).'),
     cfg.StrOpt('bar_mapping',
                default='auto',
-               choices=[('auto', 'the file that keeps L2 RAM write-back '
-                         'where one does (nova_vmbeam/nested/caching.py): '
-                         'resource2 when the L1 runs under TCG or under KVM '
-                         'on Intel; resource2_wc under KVM on AMD, where '
-                         'neither is write-back (a warning says so)'),
+               choices=[('auto', 'the mapping that keeps L2 RAM write-back '
+                         'at the least cost (nova_vmbeam/nested/caching.py):'
+                         ' resource2 when the L1 runs under TCG or under KVM '
+                         'on Intel; dax under KVM on AMD, where no BAR file '
+                         'is write-back'),
                         ('resource2', 'the BAR as sysfs maps it: uncached '
                          'in the L1 page tables (under KVM, whether L2 RAM '
                          'is really uncached depends on the CPU: see '
                          'docs/design/nested.md)'),
-                        ('resource2_wc', 'the BAR mapped write-combining')],
-               help='Which sysfs file of the ivshmem BAR the guest\'s QEMU '
-                    'in the L1 maps as its RAM. Measure with "vmbeam bench '
-                    '--nested-bandwidth" before changing it.'),
+                        ('resource2_wc', 'the BAR mapped write-combining'),
+                        ('dax', 'the pool plugged as virtio-pmem and mapped '
+                         'as device-DAX (/dev/daxN.M), which the L1 kernel '
+                         'maps as RAM: write-back everywhere. A pool so '
+                         'plugged cannot be unplugged: it stays with its L1 '
+                         'until the L1 retires, and a deleted guest\'s RAM '
+                         'is freed then; each L1 holds at most dax_slots '
+                         'pools over its life')],
+               help='How the guest\'s QEMU in the L1 maps its RAM: a sysfs '
+                    'file of its pool\'s ivshmem BAR, or device-DAX. '
+                    'Measure with "vmbeam bench --nested-bandwidth" before '
+                    'changing it. Changing it on a node with running '
+                    'nested guests is refused (their pools are plugged the '
+                    'other way).'),
+    cfg.IntOpt('dax_slots',
+               default=32,
+               min=1,
+               max=200,
+               help='With bar_mapping = dax: memory-device slots of each '
+                    'L1 VM, so the number of guest pools one L1 can hold '
+                    'over its life (a pool plugged as virtio-pmem is not '
+                    'unplugged before the L1 retires). Each slot costs the '
+                    'L1 a little address space only.'),
     cfg.IntOpt('l1_boot_timeout',
                default=600,
                min=10,

@@ -66,6 +66,24 @@ def new_domain(name, uuid, ram_mib, vcpus, kernel=None, initrd=None,
     return domain
 
 
+def add_memory_slots(domain, slots, max_mib):
+    """Memory-device slots (hot-plugged DIMMs, virtio-pmem) for a domain.
+
+    libvirt enables them only with a NUMA topology: one cell holding all
+    the domain's vCPUs and memory, which changes nothing else for it.
+    """
+    ram_mib = int(domain.find('memory').text)
+    vcpus = int(domain.find('vcpu').text)
+    sub_element(domain, 'maxMemory', max(max_mib, ram_mib),
+                slots=str(slots), unit='MiB')
+    cpu = domain.find('cpu')
+    if cpu is None:
+        cpu = sub_element(domain, 'cpu')
+    numa = sub_element(cpu, 'numa')
+    sub_element(numa, 'cell', id='0', cpus='0-%d' % (vcpus - 1),
+                memory=str(ram_mib), unit='MiB')
+
+
 def add_bridge_nic(devices, bridge, mac, tap=None):
     """A virtio NIC on ``bridge``; its tap is named ``tap`` when given."""
     nic = sub_element(devices, 'interface', type='bridge')

@@ -20,8 +20,12 @@ is the L1 VM's QEMU, which is what a CPU priority boost should reach.
 Guest RAM: an L0 pool (vmbeam-pagemoverd) is attached to the L1 as an
 ivshmem-plain device (hotplugged through the L1 QEMU's own QMP socket);
 inside the L1 its BAR 2 is enabled and the guest's QEMU maps
-/sys/bus/pci/devices/<bdf>/<BAR file> as RAM (the sibling's bar_mapping,
-nested/caching.py).
+/sys/bus/pci/devices/<bdf>/<BAR file> as RAM. With the sibling's
+ram_mapping ``dax`` (nested/caching.py) it is attached as virtio-pmem-pci
+instead, and the guest's QEMU maps /dev/daxN.M: the pool's RAM from its
+2 MiB on. Such a device cannot be unplugged: it stays in the L1 until the
+L1 stops, and its pool (mapped by the L1 until then) cannot be freed
+before.
 """
 
 import dataclasses
@@ -245,23 +249,28 @@ class NestedHost(host_mod.Host, hypervisor.PoolAttachingHypervisor):
     # --- guest RAM: L0 pools as PCI BARs in the L1 ------------------------
 
     def attach_pool(self, pool, guest_uuid):
-        """Attach the guest's L0 pool to this L1; the BAR file to map.
+        """Attach the guest's L0 pool to this L1; the file to map as RAM.
 
-        Idempotent: an attached pool is found again (its device id is
-        derived from the guest UUID).
+        The BAR file, or the dax device (ram_mapping ``dax``). Idempotent:
+        an attached pool is found again (its device id is derived from the
+        guest UUID).
         """
+        mapping = self.sibling.ram_mapping
+        usable = (self.sibling.dax_device if mapping.dax
+                  else self.sibling.enable_bar)
         device = pool_device(guest_uuid)
         bdf = self.sibling.find_device(device)
         if bdf is not None:
-            return self.sibling.enable_bar(bdf)
-        pool.attach(guest_uuid, self.sibling.qmp_socket, device)
+            return usable(bdf)
+        pool.attach(guest_uuid, self.sibling.qmp_socket, device,
+                    model=pool.PMEM if mapping.dax else pool.IVSHMEM)
         try:
             bdf = self.sibling.find_device(device)
             if bdf is None:
                 raise exception.VMBeamError(
                     'pool of %s attached to %s as %s, but the VM does not '
                     'list it' % (guest_uuid, self.name, device))
-            return self.sibling.enable_bar(bdf)
+            return usable(bdf)
         except Exception:
             # Attached here and not usable (the L1's agent did not answer,
             # say): nothing will map it, and whoever called cannot know it
@@ -275,13 +284,28 @@ class NestedHost(host_mod.Host, hypervisor.PoolAttachingHypervisor):
             raise
 
     def detach_pool(self, pool, guest_uuid):
+        """Let this L1 go of a guest's pool, where it can.
+
+        A pool plugged as virtio-pmem (dax) cannot be unplugged: it stays
+        mapped by this L1, so L0 keeps its RAM (the pool daemon refuses to
+        free a mapped pool) until the L1 stops.
+        """
         device = pool_device(guest_uuid)
-        if self.sibling.find_device(device) is not None:
-            pool.detach(guest_uuid, self.sibling.qmp_socket, device,
-                        timeout=30)
+        if self.sibling.find_device(device) is None:
+            return
+        if self.sibling.ram_mapping.dax:
+            LOG.info('the pool of %s stays in %s until it retires (a '
+                     'virtio-pmem device cannot be unplugged)', guest_uuid,
+                     self.name)
+            return
+        pool.detach(guest_uuid, self.sibling.qmp_socket, device,
+                    timeout=30)
 
     def maps_bar(self, name, bar_path):
-        """True if guest ``name``'s QEMU in the L1 maps ``bar_path``."""
+        """True if guest ``name``'s QEMU in the L1 maps ``bar_path``.
+
+        A BAR file or a dax device (/dev/daxN.M).
+        """
         pid = self.guest_qemu_pid(name)
         # maps names the device by its real path (/sys/devices/...), not
         # the /sys/bus/pci/devices link: match ".../<bdf>/<file>".

@@ -15,8 +15,11 @@
 The guest's RAM is an L0 pool attached to both L1s as an ivshmem-plain
 device; in each L1 the guest's QEMU maps that device's BAR as its RAM
 (``memory-backend-file,mem-path=/sys/bus/pci/devices/<bdf>/resource2,
-share=on``). With x-ignore-shared only device state crosses, over TCP on
-the private L0 network. What differs from zerocopy:
+share=on``), or, with [vmbeam_nested] bar_mapping = dax, as a virtio-pmem
+device whose device-DAX it maps (``mem-path=/dev/daxN.M``; the source L1
+keeps that device, which cannot be unplugged, until it retires). With
+x-ignore-shared only device state crosses, over TCP on the private L0
+network. What differs from zerocopy:
 
   prepare    the pool is attached to the target L1 first and its BAR
              enabled; the destination maps the target's BAR path (the BDF
@@ -144,8 +147,30 @@ class NestedMover(zerocopy.ZeroCopyMover):
                 reason='the %s L1 VM %s (pid %s) does not map the pool of '
                        'the guest' % (role, l1.name, pid))
 
+    def _check_pool_layout(self, spec, l1):
+        """The guest's RAM is where ``l1`` will map it in the pool.
+
+        A pool made for device-DAX has a 2 MiB head before the RAM, one
+        for a BAR none: a guest moved to an L1 of the other mapping
+        ([vmbeam_nested] bar_mapping changed under running guests) would
+        run on the wrong bytes.
+        """
+        size = self.pool.residency(spec.uuid)['size']
+        head = l1.ram_mapping.pool_head_bytes
+        if size != (spec.ram_mib << 20) + head:
+            raise exception.InvalidInput(
+                reason='the pool of %s holds %d bytes, not its %d MiB of RAM '
+                       'after a head of %d bytes as %s maps it (%s): it was '
+                       'made under another [vmbeam_nested] bar_mapping. Set '
+                       'bar_mapping back for as long as this guest runs, or '
+                       'stop and start it' % (
+                           spec.name, size, spec.ram_mib, head, l1.name,
+                           'device-DAX' if l1.ram_mapping.dax else
+                           'a BAR'))
+
     def destination_spec(self, ctx):
         spec = ctx.source.spec
+        self._check_pool_layout(spec, ctx.target.sibling)
         ctx.bar = ctx.target.attach_pool(self.pool, spec.uuid)
         ctx.pool_attached = True
         ram = guest_mod.RamBacking(guest_mod.RAM_FILE, ctx.bar)

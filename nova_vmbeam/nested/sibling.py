@@ -32,7 +32,8 @@ L0 side:
     listens;
   * each L1 has a second QMP monitor on a unix socket
     (``<state>/nested/genN/qmp.sock``) through which vmbeam-pagemoverd
-    hotplugs guest RAM pools as ivshmem-plain devices;
+    hotplugs guest RAM pools as ivshmem-plain devices (virtio-pmem-pci
+    with [vmbeam_nested] bar_mapping = dax);
   * the L0 daemon runs outside the cgroup of whoever started it
     (lifetime.py), and so do the L1 VMs' QEMUs: libvirt puts them in
     machine cgroups of their own where it makes any, they inherit the L0
@@ -155,6 +156,15 @@ def appliance(conf):
                     'it.')
         return found
     return appliance_mod.build()
+
+
+def host_memory_mib(meminfo='/proc/meminfo'):
+    """This host's RAM (MemTotal), in MiB."""
+    with open(meminfo) as f:
+        for line in f:
+            if line.startswith('MemTotal:'):
+                return int(line.split()[1]) >> 10
+    raise exception.VMBeamError('no MemTotal in %s' % meminfo)
 
 
 #: the slots of the L1's root PCI bus that hotplugged devices may take
@@ -287,6 +297,12 @@ class NestedSibling(base.SiblingBase):
             self.conf.vmbeam.qemu_binary, accel=self.accel,
             # An L1 that reboots has lost its guests: it is over.
             on_reboot='destroy')
+        if self.ram_mapping.dax:
+            # Guests' pools are plugged as virtio-pmem, a memory device:
+            # room for dax_slots of them, as large as this host's RAM.
+            libvirt_config.add_memory_slots(
+                domain, conf.dax_slots,
+                conf.l1_memory_mib + host_memory_mib())
         devices = domain.find('devices')
         libvirt_config.add_bridge_nic(
             devices, conf.bridge, '52:54:00:be:%02x:%02x' % (
@@ -360,18 +376,18 @@ class NestedSibling(base.SiblingBase):
             lifetime.keep_out(pid, self.l1_group)
         LOG.info('starting nested sibling %s (L1 VM %s at %s)', self.name,
                  self.domain_name, self.address)
-        mapping = self.bar_mapping
+        mapping = self.ram_mapping
         (LOG.info if mapping.write_back else LOG.warning)(
-            '%s: guests map their RAM from the BAR file %s, %s: %s',
-            self.name, mapping.file,
+            '%s: guests map their RAM %s, %s: %s', self.name,
+            'as device-DAX' if mapping.dax else
+            'from the BAR file %s' % mapping.file,
             'write-back' if mapping.write_back else 'NOT write-back',
             mapping.reason)
 
     @functools.cached_property
-    def bar_mapping(self):
-        """caching.BarMapping: the BAR file L2 QEMUs here map, and why."""
-        return caching.choose(self.conf.vmbeam_nested.bar_mapping,
-                              self.accel, caching.cpu_vendor())
+    def ram_mapping(self):
+        """caching.RamMapping: how L2 QEMUs here map their RAM, and why."""
+        return caching.for_conf(self.conf, self.accel)
 
     def _console_tail(self):
         try:
@@ -538,7 +554,7 @@ class NestedSibling(base.SiblingBase):
         L1's QEMU user: QEMU does not run as root there, and sysfs makes
         the file root's, mode 0600.
         """
-        bar = '/sys/bus/pci/devices/%s/%s' % (bdf, self.bar_mapping.file)
+        bar = '/sys/bus/pci/devices/%s/%s' % (bdf, self.ram_mapping.file)
         script = (
             'd=/sys/bus/pci/devices/%(bdf)s; i=0; '
             'while [ ! -e %(bar)s ] && [ $i -lt %(tries)d ]; do '
@@ -553,6 +569,57 @@ class NestedSibling(base.SiblingBase):
             raise exception.SiblingStartFailed('%s: cannot enable %s: %r' %
                                                (self.domain_name, bdf, out))
         return bar
+
+    def dax_device(self, bdf, timeout=60):
+        """The device-DAX of the virtio-pmem device at ``bdf`` in the L1.
+
+        A pool plugged for the first time is set up by sysfs (no ndctl in
+        the appliance): its namespace is taken from nd_pmem and given to
+        a dax device (2 MiB pages, struct pages in the L1's RAM, a fresh
+        uuid, without which the bind fails silently), which the L1 kernel
+        records in the pool's head. A pool set up by an earlier L1 holds
+        that record, and the L1 kernel made its dax device at probe: it is
+        found, and its data (the guest's RAM) left as it is. Returns
+        /dev/daxN.M, given to the L1's QEMU user.
+        """
+        script = (
+            'd=/sys/bus/pci/devices/%(bdf)s; i=0; '
+            'while ! ls -d $d/virtio*/ndbus*/region*/namespace*.0 '
+            '>/dev/null 2>&1 && [ $i -lt %(tries)d ]; do '
+            'usleep 100000; i=$((i+1)); done; '
+            'ns=$(ls -d $d/virtio*/ndbus*/region*/namespace*.0 2>/dev/null '
+            '| head -1); '
+            '[ -n "$ns" ] || { echo "no pmem namespace under $d" >&2; '
+            'exit 1; }; '
+            'ns=$(readlink -f $ns); region=${ns%%/*}; nsname=${ns##*/}; '
+            'found() { for x in /sys/bus/dax/devices/dax*; do '
+            '[ -e "$x" ] || continue; case $(readlink -f $x) in '
+            '$region/*) echo ${x##*/}; return;; esac; done; }; '
+            'dev=$(found); '
+            'if [ -z "$dev" ]; then '
+            '[ -e /sys/bus/nd/drivers/nd_pmem/$nsname ] && '
+            'echo $nsname > /sys/bus/nd/drivers/nd_pmem/unbind; '
+            'seed=$(cat $region/dax_seed); s=/sys/bus/nd/devices/$seed; '
+            'echo %(align)d > $s/align && echo ram > $s/mode && '
+            'cat /proc/sys/kernel/random/uuid > $s/uuid && '
+            'echo $nsname > $s/namespace && '
+            'echo $seed > /sys/bus/nd/drivers/dax_pmem/bind || '
+            '{ echo "cannot make $seed a dax device of $nsname" >&2; '
+            'exit 1; }; '
+            'dev=$(found); fi; '
+            '[ -n "$dev" ] && [ -c /dev/$dev ] || '
+            '{ echo "no dax device for $ns" >&2; exit 1; }; '
+            'chown %(user)s:%(user)s /dev/$dev; echo /dev/$dev' % {
+                'bdf': bdf, 'tries': timeout * 10,
+                'align': caching.DAX_ALIGN_BYTES,
+                'user': appliance_mod.builder.QEMU_USER})
+        out = agent.sh(self.l1_domain(), script, timeout=timeout + 10)
+        path = out.strip().splitlines()[-1] if out.strip() else ''
+        if not path.startswith('/dev/dax'):
+            raise exception.SiblingStartFailed(
+                '%s: no device-DAX for the pool at %s: %r' % (
+                    self.domain_name, bdf, out))
+        return path
 
     def retire(self):
         """Stop the L1 VM; refused while any guest runs in it.

@@ -21,6 +21,10 @@ from nova_vmbeam import guest as guest_mod
 RAM_OBJECT_ID = 'vmbeam-ram'
 
 
+#: device-DAX character devices (a guest's RAM in an L1, nested/caching.py)
+DAX_DEVICE_PREFIX = '/dev/dax'
+
+
 def ram_args(spec):
     """Arguments that place the guest's RAM according to its backing."""
     size = '%dM' % spec.ram_mib
@@ -28,6 +32,11 @@ def ram_args(spec):
     if backing.kind == guest_mod.RAM_FILE:
         obj = ('memory-backend-file,id=%s,size=%s,mem-path=%s,share=on' %
                (RAM_OBJECT_ID, size, backing.path))
+        if backing.path.startswith(DAX_DEVICE_PREFIX):
+            # A device-DAX maps only at its own alignment (the L1 made it
+            # 2 MiB), which QEMU cannot read from the device.
+            obj += ',align=2M'
+
         machine = 'memory-backend=%s' % RAM_OBJECT_ID
     elif backing.kind == guest_mod.RAM_MEMFD:
         obj = ('memory-backend-memfd,id=%s,size=%s,share=on' %

@@ -56,6 +56,7 @@ from nova_vmbeam import guest as guest_mod
 from nova_vmbeam.libvirt import config as engine_config
 from nova_vmbeam.libvirt import host as engine_host
 from nova_vmbeam.libvirt import partition as partition_mod
+from nova_vmbeam.nested import caching
 from nova_vmbeam.nested import consoles as nested_consoles
 from nova_vmbeam.nested import disks as nested_disks
 from nova_vmbeam.pool import base as pool_base
@@ -157,6 +158,7 @@ class VMBeamDriver(libvirt_driver.LibvirtDriver):
             raise nova_exception.InvalidConfiguration(str(exc))
         if sibling_class.runs_nova_instances:
             self._check_no_other_kind_runs(name)
+            self._check_ram_mapping(sibling_class)
             return sibling_class
         usable = [kind for kind in siblings_mod.available()
                   if siblings_mod.kind(kind).runs_nova_instances]
@@ -168,6 +170,29 @@ class VMBeamDriver(libvirt_driver.LibvirtDriver):
             'sibling_kind = %s in nova-compute\'s configuration; %s '
             'generations are for the vmbeam command on a host without '
             'nova-compute.' % (name, name, ' or '.join(usable), name))
+
+    @staticmethod
+    def _check_ram_mapping(sibling_class):
+        """Refuse device-DAX RAM for instances (not built for Nova).
+
+        Nova frees an instance's RAM at its delete and makes it anew at
+        its start; a pool plugged into an L1 as virtio-pmem cannot be
+        unplugged, so the L1 would keep it mapped: the RAM of a deleted
+        instance would be held until the L1 retires, and a stopped one
+        could not start again in the same L1.
+        """
+        if not sibling_class.guests_in_vm:
+            return
+        if caching.for_conf(CONF, sibling_class.accel).dax:
+            raise nova_exception.InvalidConfiguration(
+                '[vmbeam_nested] bar_mapping = %s gives device-DAX RAM, '
+                'which VMBeamDriver does not support: an L1 cannot let go '
+                'of such a pool, so a deleted instance\'s RAM would stay '
+                'held and a stopped one could not start again. Set '
+                '[vmbeam_nested] bar_mapping = resource2_wc (or resource2) '
+                'in nova-compute\'s configuration; device-DAX is for the '
+                'vmbeam command on a host without nova-compute.' %
+                CONF.vmbeam_nested.bar_mapping)
 
     def _check_no_other_kind_runs(self, name):
         """Refuse to switch sibling kinds under running generations.

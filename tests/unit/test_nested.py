@@ -30,11 +30,13 @@ from nova_vmbeam.libvirt import config as libvirt_config
 from nova_vmbeam.movers import base as mover_base
 from nova_vmbeam.nested import agent
 from nova_vmbeam.nested.appliance import builder
+from nova_vmbeam.nested import caching
 from nova_vmbeam.nested import host as nested_host
 from nova_vmbeam.nested import mover as nested_mover
 from nova_vmbeam.nested import network
 from nova_vmbeam.nested import sibling as nested_sibling
 from nova_vmbeam.nested import uplinks
+from nova_vmbeam.pool import base as pool_base
 from tests.unit import fakes
 
 
@@ -129,6 +131,34 @@ class TestL1Domain(testtools.TestCase):
         again = nested_sibling.NestedSibling.from_record(conf,
                                                          sibling.record())
         self.assertEqual(sibling.record(), again.record())
+        # No memory-device slots: the pools are ivshmem BARs.
+        self.assertIsNone(domain.find('maxMemory'))
+
+    def test_domain_xml_with_device_dax_has_memory_device_slots(self):
+        conf = make_conf(l1_memory_mib=2048, l1_vcpus=2, bar_mapping='dax',
+                         dax_slots=16)
+        sibling = nested_sibling.NestedSibling(conf, 3, domain_uuid='u-3')
+        with mock.patch.object(nested_sibling, 'host_memory_mib',
+                               return_value=24000):
+            domain = ET.fromstring(sibling.domain_xml('/k', '/i'))
+        self.assertEqual(('16', 'MiB', str(2048 + 24000)),
+                         (domain.find('maxMemory').get('slots'),
+                          domain.find('maxMemory').get('unit'),
+                          domain.findtext('maxMemory')))
+        # libvirt enables memory slots only with a NUMA cell: one, whole.
+        cells = domain.findall('cpu/numa/cell')
+        self.assertEqual([('0', '0-1', '2048')],
+                         [(c.get('id'), c.get('cpus'), c.get('memory'))
+                          for c in cells])
+        self.assertEqual('2048', domain.findtext('memory'))
+
+    def test_host_memory_mib(self):
+        fd, path = tempfile.mkstemp()
+        os.close(fd)
+        self.addCleanup(os.unlink, path)
+        with open(path, 'w') as f:
+            f.write('MemTotal:       24574320 kB\nMemFree: 1 kB\n')
+        self.assertEqual(23998, nested_sibling.host_memory_mib(path))
 
     def test_generation_of_domain_name(self):
         sibling = nested_sibling.NestedSibling(make_conf(), 12)
@@ -286,9 +316,10 @@ class FakeL1:
     uri = 'qemu+tls://192.0.2.2/system'
     qmp_socket = '/nonexistent/qmp.sock'
 
-    def __init__(self, enable_error=None):
+    def __init__(self, enable_error=None, mapping='resource2_wc'):
         self.devices = {}
         self.enable_error = enable_error
+        self.ram_mapping = caching.choose(mapping, 'tcg', caching.INTEL)
 
     def find_device(self, device):
         return self.devices.get(device)
@@ -298,15 +329,24 @@ class FakeL1:
             raise self.enable_error
         return '/sys/bus/pci/devices/%s/resource2_wc' % bdf
 
+    def dax_device(self, bdf):
+        if self.enable_error:
+            raise self.enable_error
+        return '/dev/dax0.0'
+
 
 class FakeAttachablePool:
+
+    IVSHMEM, PMEM = pool_base.AttachablePool.IVSHMEM, \
+        pool_base.AttachablePool.PMEM
 
     def __init__(self, l1):
         self.l1 = l1
         self.calls = []
 
-    def attach(self, guest_uuid, qmp_socket, device):
-        self.calls.append(('attach', device))
+    def attach(self, guest_uuid, qmp_socket, device, model=IVSHMEM):
+        self.calls.append(('attach', device) if model == self.IVSHMEM
+                          else ('attach', device, model))
         self.l1.devices[device] = '0000:00:05.0'
 
     def detach(self, guest_uuid, qmp_socket, device, timeout=None):
@@ -344,6 +384,21 @@ class TestNestedHostAttachPool(testtools.TestCase):
                          pool.calls)
         self.assertEqual({}, l1.devices)
 
+    def test_device_dax_pool_is_plugged_as_pmem_and_stays(self):
+        l1 = FakeL1(mapping='dax')
+        pool = FakeAttachablePool(l1)
+        host = self._host(l1)
+        self.assertEqual('/dev/dax0.0', host.attach_pool(pool, self.GUEST))
+        device = nested_host.pool_device(self.GUEST)
+        self.assertEqual([('attach', device, pool.PMEM)], pool.calls)
+        # Found again, not plugged twice.
+        self.assertEqual('/dev/dax0.0', host.attach_pool(pool, self.GUEST))
+        # A virtio-pmem device cannot be unplugged: no detach is tried,
+        # and the L1 keeps it (the pool daemon keeps its RAM meanwhile).
+        host.detach_pool(pool, self.GUEST)
+        self.assertEqual([('attach', device, pool.PMEM)], pool.calls)
+        self.assertIn(device, l1.devices)
+
     def test_bar_not_enabled_leaves_a_pool_attached_before(self):
         # Attached by someone else (a prepared destination maps it).
         l1 = FakeL1(enable_error=agent.AgentError(vm='l1', reason='x'))
@@ -354,6 +409,31 @@ class TestNestedHostAttachPool(testtools.TestCase):
                           pool, self.GUEST)
         self.assertEqual([], pool.calls)
         self.assertIn(device, l1.devices)
+
+
+class TestPoolLayout(testtools.TestCase):
+    """A guest moves only to an L1 that maps its pool where its RAM is."""
+
+    def _check(self, pool_bytes, mapping):
+        mover = nested_mover.NestedMover(make_conf())
+        mover._pool = mock.Mock()
+        mover._pool.residency.return_value = {'size': pool_bytes}
+        l1 = FakeL1(mapping=mapping)
+        spec = guest_mod.GuestSpec(name='g', uuid='u', ram_mib=128)
+        return mover._check_pool_layout(spec, l1)
+
+    def test_matching_layouts_pass(self):
+        self._check(128 << 20, 'resource2')
+        self._check((128 << 20) + (2 << 20), 'dax')
+
+    def test_a_pool_of_the_other_mapping_is_refused_with_the_fix(self):
+        exc = self.assertRaises(exception.InvalidInput, self._check,
+                                128 << 20, 'dax')
+        self.assertIn('made under another [vmbeam_nested] bar_mapping',
+                      str(exc))
+        self.assertIn('Set bar_mapping back', str(exc))
+        self.assertRaises(exception.InvalidInput, self._check,
+                          (128 << 20) + (2 << 20), 'resource2_wc')
 
 
 class FakeDeadConnectionDomain:

@@ -24,7 +24,7 @@ from nova_vmbeam.nested import sibling as nested_sibling
 from tests.unit import test_nested
 
 
-class TestBarMapping(testtools.TestCase):
+class TestRamMapping(testtools.TestCase):
 
     def test_auto_keeps_l2_ram_write_back_where_a_bar_file_can(self):
         for accel, vendor in (('tcg', caching.INTEL), ('tcg', caching.AMD),
@@ -37,20 +37,33 @@ class TestBarMapping(testtools.TestCase):
         self.assertIn('EPT', caching.choose('auto', 'kvm',
                                             caching.INTEL).reason)
 
-    def test_auto_on_amd_kvm_takes_wc_and_says_it_is_not_write_back(self):
+    def test_auto_on_amd_kvm_takes_device_dax(self):
         for vendor in (caching.AMD, caching.OTHER):
             choice = caching.choose('auto', 'kvm', vendor)
-            self.assertEqual('resource2_wc', choice.file)
-            self.assertFalse(choice.write_back)
-            self.assertIn('DAX', choice.reason)
+            self.assertEqual(caching.DAX, choice.file)
+            self.assertTrue(choice.dax)
+            self.assertTrue(choice.write_back)
+            self.assertIn('device-DAX is, as the L1 kernel maps it as RAM',
+                          choice.reason)
+            self.assertEqual(2 << 20, choice.pool_head_bytes)
 
     def test_a_named_file_is_kept_with_what_it_gives(self):
         choice = caching.choose('resource2', 'kvm', caching.AMD)
         self.assertEqual(('resource2', False), (choice.file,
                                                 choice.write_back))
+        self.assertIn('set bar_mapping = auto or dax', choice.reason)
         choice = caching.choose('resource2_wc', 'kvm', caching.INTEL)
         self.assertEqual(('resource2_wc', True), (choice.file,
                                                   choice.write_back))
+        self.assertEqual(0, choice.pool_head_bytes)
+
+    def test_dax_named_is_dax_under_any_accelerator(self):
+        for accel, vendor in (('tcg', caching.INTEL), ('kvm', caching.INTEL),
+                              ('kvm', caching.AMD)):
+            choice = caching.choose('dax', accel, vendor)
+            self.assertEqual((caching.DAX, True, 2 << 20),
+                             (choice.file, choice.write_back,
+                              choice.pool_head_bytes))
 
     def test_cpu_vendor(self):
         fd, path = tempfile.mkstemp()
@@ -71,24 +84,24 @@ class TestBarMapping(testtools.TestCase):
                                              caching.OTHER))
 
 
-class TestSiblingBarMapping(testtools.TestCase):
+class TestSiblingRamMapping(testtools.TestCase):
     """What a nested sibling's guests map, from its setting and its host."""
 
     def test_auto_on_the_l1s_accelerator_and_this_cpu(self):
         sibling = nested_sibling.NestedSibling(test_nested.make_conf(), 1)
         self.assertEqual('tcg', sibling.accel)
         self.assertEqual(('resource2', True),
-                         (sibling.bar_mapping.file,
-                          sibling.bar_mapping.write_back))
+                         (sibling.ram_mapping.file,
+                          sibling.ram_mapping.write_back))
         amd_kvm = nested_sibling.NestedSibling(test_nested.make_conf(), 2)
         amd_kvm.accel = 'kvm'
         with mock.patch.object(caching, 'cpu_vendor',
                                return_value=caching.AMD):
-            self.assertEqual(('resource2_wc', False),
-                             (amd_kvm.bar_mapping.file,
-                              amd_kvm.bar_mapping.write_back))
+            self.assertEqual((caching.DAX, True),
+                             (amd_kvm.ram_mapping.file,
+                              amd_kvm.ram_mapping.write_back))
 
     def test_a_named_file_is_used(self):
         sibling = nested_sibling.NestedSibling(
             test_nested.make_conf(bar_mapping='resource2_wc'), 1)
-        self.assertEqual('resource2_wc', sibling.bar_mapping.file)
+        self.assertEqual('resource2_wc', sibling.ram_mapping.file)

@@ -192,7 +192,9 @@ class NestedTestbed(testbed.Testbed):
         os.makedirs(self.run_dir, exist_ok=True)
         guest_uuid = str(uuid.uuid4())
         self.pool.ensure()
-        self.pool.allocate(guest_uuid, ram_mib << 20)
+        # A 2 MiB head before the RAM where the L1 maps it as device-DAX.
+        self.pool.allocate(guest_uuid, (ram_mib << 20) +
+                           host.sibling.ram_mapping.pool_head_bytes)
         bar = host.attach_pool(self.pool, guest_uuid)
         log = os.path.join(self.run_dir, '%s.console.log' % name)
         if os.path.exists(log):

@@ -85,7 +85,10 @@ L1_MODULES = ('virtio_pci', 'virtio_net', 'virtio_console',
               'bridge', 'tun',
               # guests' kernels and initrds, read from a disk plugged for
               # the copy (nested/bootfiles.py)
-              'virtio_blk')
+              'virtio_blk',
+              # guests' pools plugged as virtio-pmem and mapped as
+              # device-DAX ([vmbeam_nested] bar_mapping = dax)
+              'virtio_pmem', 'nd_pmem', 'dax_pmem', 'device_dax')
 
 #: executables and dlopen'ed objects taken from the staging tree; their
 #: shared libraries are added by following DT_NEEDED

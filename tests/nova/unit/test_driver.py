@@ -350,6 +350,19 @@ class TestSiblingKind(RefusedConfigTestCase):
         host.guests_in_vm = True
         self.assertEqual(total_kib // 1024, host.get_memory_mb_total())
 
+    def test_nested_with_device_dax_ram_is_refused_with_the_fix(self):
+        # Nova frees and remakes an instance's RAM; a virtio-pmem pool
+        # cannot leave its L1.
+        self.flags(sibling_kind='nested', group='vmbeam')
+        self.flags(bar_mapping='dax', group='vmbeam_nested')
+        message = self._init_host_refused()
+        self.assertIn('[vmbeam_nested] bar_mapping = dax gives device-DAX '
+                      'RAM, which VMBeamDriver does not support', message)
+        self.assertIn('Set [vmbeam_nested] bar_mapping = resource2_wc',
+                      message)
+        self.flags(bar_mapping='resource2_wc', group='vmbeam_nested')
+        self.connection._check_sibling_kind()
+
     def test_switching_kinds_under_running_generations_is_refused(self):
         # This host runs colocated generation 1.
         orchestrator = self.connection._rejuvenation.orchestrator
