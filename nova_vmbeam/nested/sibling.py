@@ -595,7 +595,16 @@ class NestedSibling(base.SiblingBase):
             'found() { for x in /sys/bus/dax/devices/dax*; do '
             '[ -e "$x" ] || continue; case $(readlink -f $x) in '
             '$region/*) echo ${x##*/}; return;; esac; done; }; '
+            # The kernel probes the namespace asynchronously: until it has
+            # a driver (a new pool: nd_pmem) or a holder (a pool an
+            # earlier L1 set up: its dax device, made from the record in
+            # the head), which of the two it is cannot be told.
+            'while [ ! -e $ns/driver ] && [ -z "$(cat $ns/holder)" ] && '
+            '[ $i -lt %(tries)d ]; do usleep 100000; i=$((i+1)); done; '
             'dev=$(found); '
+            'while [ -z "$dev" ] && [ -n "$(cat $ns/holder)" ] && '
+            '[ $i -lt %(tries)d ]; do usleep 100000; i=$((i+1)); '
+            'dev=$(found); done; '
             'if [ -z "$dev" ]; then '
             '[ -e /sys/bus/nd/drivers/nd_pmem/$nsname ] && '
             'echo $nsname > /sys/bus/nd/drivers/nd_pmem/unbind; '

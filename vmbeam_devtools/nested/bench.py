@@ -310,7 +310,10 @@ def format_nested_table(rows):
 
 
 def run_bandwidth(conf, mib=64, emit=None):
-    """Bandwidth in an L1: anonymous memory vs the guest-RAM BAR."""
+    """Bandwidth in an L1: anonymous memory vs the guest-RAM mapping.
+
+    The BAR's two files, or with bar_mapping = dax the dax device.
+    """
     base_state = conf.vmbeam.state_path
     _isolated(conf, 'bench-nested-bw')
     tb = nested_testbed.NestedTestbed(conf, name='bench')
@@ -321,12 +324,18 @@ def run_bandwidth(conf, mib=64, emit=None):
         host = sibling.host()
         try:
             tb.pool.ensure()
-            tb.pool.allocate(guest_uuid, mib << 20)
-            bar = host.attach_pool(tb.pool, guest_uuid)
-            directory = os.path.dirname(bar)
+            tb.pool.allocate(guest_uuid, (mib << 20) +
+                             sibling.ram_mapping.pool_head_bytes)
+            mapped = host.attach_pool(tb.pool, guest_uuid)
+            if sibling.ram_mapping.dax:
+                # /dev/daxN.M (bar_mapping = dax): the BAR is not there.
+                targets = ('anon', mapped)
+            else:
+                directory = os.path.dirname(mapped)
+                targets = ('anon', directory + '/resource2',
+                           directory + '/resource2_wc')
             dom = sibling.l1_domain()
-            for target in ('anon', directory + '/resource2',
-                           directory + '/resource2_wc'):
+            for target in targets:
                 out = agent.sh(dom, '%s %s %d' % (BWPROBE, target, mib),
                                timeout=600)
                 fields = dict(kv.split('=', 1) for kv in out.split()[1:])
