@@ -18,11 +18,13 @@ a pool is plugged into the first as virtio-pmem, the L1 kernel makes it a
 dax device, and a QEMU in that L1 (the one that would run the L2) maps
 it: what it writes reaches the pool at its 2 MiB, and what L0 wrote
 there it reads. The second L1 finds the same dax device in the same pool
-(not made anew) with the first one's data. The pool cannot leave the
-first L1 before it stops: its RAM cannot be freed until then.
+(not made anew) with the first one's data. The pool cannot leave an L1
+before it stops: its RAM is not freed while any L1 maps it, the first
+one killed or not.
 """
 
 import os
+import signal
 import uuid
 import xml.etree.ElementTree as ET
 
@@ -31,6 +33,7 @@ from nova_vmbeam.nested import agent
 from nova_vmbeam.nested.appliance import builder
 from nova_vmbeam.nested import caching
 from nova_vmbeam.nested import host as nested_host
+from nova_vmbeam import waiting
 from tests.functional import test_nested
 
 RAM_MIB = 64
@@ -132,9 +135,17 @@ class TestDeviceDax(test_nested.NestedTestCase):
         self.assertEqual(sorted([gen1.l1_pid(), gen2.l1_pid()]),
                          sorted(tb.pool.mapped_by(guest_uuid)))
 
-        # Freed once no L1 maps it.
-        gen1.retire()
+        # The first L1 killed (its QEMU, at L0): the second still maps the
+        # pool, which is not freed; once no L1 maps it, it is.
+        pid1 = gen1.l1_pid()
+        os.kill(pid1, signal.SIGKILL)
+        self.assertTrue(waiting.until(
+            lambda: not gen1.running() and
+            pid1 not in tb.pool.mapped_by(guest_uuid), 30, 0.1,
+            lambda: False), 'the killed L1 still runs or maps the pool')
         self.assertEqual([gen2.l1_pid()], tb.pool.mapped_by(guest_uuid))
+        self.assertRaises(exception.VMBeamError, tb.pool.release,
+                          guest_uuid)
         gen2.retire()
         self.assertTrue(tb.pool.release(guest_uuid))
         self.assertFalse(os.path.exists(path))
