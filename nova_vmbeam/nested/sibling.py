@@ -73,6 +73,7 @@ from nova_vmbeam.privsep import network as privsep_network
 from nova_vmbeam.qemu import procfs
 from nova_vmbeam import records
 from nova_vmbeam.siblings import base
+from nova_vmbeam import waiting
 
 LOG = logging.getLogger(__name__)
 
@@ -83,6 +84,10 @@ QMP_ID = 'vmbeam-qmp'
 KERNEL_OPTS = ('console=ttyS0 quiet loglevel=3 mitigations=off '
                'no_timer_check tsc=reliable nokaslr i8042.noaux '
                'i8042.nokbd panic=-1')
+#: how long an L1 whose agent stopped answering is watched for its end at
+#: L0: a killed L1's QEMU is gone at once, but libvirt marks its domain
+#: shut off only once it has read the end of its monitor
+DYING_L1_SECONDS = 10.0
 
 
 def nested_dir(conf, *parts):
@@ -662,11 +667,19 @@ class NestedSibling(base.SiblingBase):
 
         A libvirtd that does not answer says nothing about its guests,
         which may still run: never taken for none. Raises
-        SiblingStartFailed when the agent cannot tell either.
+        SiblingStartFailed when the agent cannot tell either, unless the
+        L1 VM itself ends meanwhile (it was killed: libvirt still listed
+        it while its agent was already gone).
         """
         try:
             out = agent.sh(dom, 'pidof %s || true' % L2_QEMU, timeout=30)
         except agent.AgentError as exc:
+            if self._ended(dom):
+                # Its QEMU is gone, and every guest with it: what is left
+                # is only libvirt's record and connections (stop_l1).
+                LOG.info('%s ended while being retired (%s)', self.name,
+                         exc)
+                return []
             raise exception.SiblingStartFailed(
                 'not retiring %s: neither its libvirtd nor its guest agent '
                 'answers (%s), so whether guests still run in it is unknown. '
@@ -674,6 +687,17 @@ class NestedSibling(base.SiblingBase):
                 'the L1 VM %s with virsh destroy on the L0 daemon.' % (
                     self.name, exc, self.console_log, self.domain_name))
         return ['QEMU pid %s' % pid for pid in out.split()]
+
+    def _ended(self, dom):
+        """Whether the L1 VM ``dom`` ends within DYING_L1_SECONDS."""
+        def ended():
+            try:
+                return not dom.isActive()
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                    return True
+                raise
+        return waiting.until(ended, DYING_L1_SECONDS, 0.2, lambda: False)
 
 
 def stop_l1(dom, address):

@@ -526,6 +526,8 @@ class TestRetireWithoutLibvirt(testtools.TestCase):
         self.stop.assert_not_called()
 
     def test_no_answer_from_the_agent_either_keeps_it(self):
+        self.useFixture(fixtures.MockPatchObject(
+            nested_sibling, 'DYING_L1_SECONDS', 0.5))
         self._agent_says(side_effect=agent.AgentError(vm='l1',
                                                       reason='timed out'))
         exc = self.assertRaises(exception.SiblingStartFailed,
@@ -534,6 +536,16 @@ class TestRetireWithoutLibvirt(testtools.TestCase):
                       str(exc))
         self.assertIn('virsh destroy', str(exc))
         self.stop.assert_not_called()
+
+    def test_l1_ending_while_its_agent_is_gone_is_retired(self):
+        # Killed at L0: its agent is gone before libvirt marks it off.
+        self.dom.isActive.side_effect = [True, True, False]
+        self._agent_says(side_effect=agent.AgentError(vm='l1',
+                                                      reason='not connected'))
+        self.sibling.retire()
+        self.assertEqual(3, self.dom.isActive.call_count)
+        # What libvirt and this host still hold of it goes too.
+        self.stop.assert_called_once_with(self.dom, self.sibling.address)
 
     def test_empty_by_the_agent_is_stopped(self):
         sh = self._agent_says(return_value='\n')

@@ -25,13 +25,16 @@ through its privsep daemons, started with sudo.
 """
 
 import io
+import json
 import os
 import shutil
 import subprocess
 import threading
 import time
+import xml.etree.ElementTree as ET
 
 import fixtures
+import libvirt_qemu
 from nova.compute import power_state
 from nova import context as nova_context
 from nova import objects
@@ -55,6 +58,7 @@ from nova_vmbeam.qemu import procfs
 from nova_vmbeam.rpc import api as rpc_api
 from nova_vmbeam.virt import notifications
 from nova_vmbeam.virt import rejuvenation
+from nova_vmbeam import waiting
 from tests.functional import base as ft_base
 from tests.functional import rabbitmq
 from tests.nova.functional import compute_user
@@ -371,6 +375,36 @@ class DriverOnLibvirtTestCase(ft_base.PrivateStateTestCase):
                            'data': {'device_path': device}}
         return device, connection_info, os.stat(device)
 
+    def wait_guest_drives(self, instance, target, timeout=300):
+        """Until the guest's kernel drives disk ``target`` (DRIVER_OK).
+
+        Asked of the guest's QEMU. The volume reached the guest, not only
+        its QEMU; and a detach requested while the guest still probes the
+        device it was just given can cross its hot-add (TCG inside TCG is
+        slow enough for that): Nova's retries would then wait in vain.
+        """
+        guest = self.driver._host.get_guest(instance)
+        aliases = [disk.find('alias').get('name') for disk in
+                   ET.fromstring(guest.get_xml_desc()).iterfind(
+                       'devices/disk')
+                   if disk.find('target').get('dev') == target]
+        self.assertEqual(1, len(aliases), aliases)
+        query = json.dumps({
+            'execute': 'x-query-virtio-status',
+            'arguments': {'path': '/machine/peripheral/%s/virtio-backend'
+                          % aliases[0]}})
+        seen = []
+
+        def driver_ok():
+            reply = json.loads(libvirt_qemu.qemuMonitorCommand(
+                guest._domain, query, 0))
+            seen[:] = reply['return']['status']['statuses']
+            return any(status.startswith('VIRTIO_CONFIG_S_DRIVER_OK')
+                       for status in seen)
+        waiting.until(driver_ok, timeout, 1.0, lambda: self.fail(
+            'the guest does not drive %s after %d s: %s' % (
+                target, timeout, seen)))
+
     def attach_and_detach_volume(self, instance):
         """A block device volume (a loop device) into the running guest."""
         device, connection_info, before = self.loop_volume()
@@ -383,6 +417,7 @@ class DriverOnLibvirtTestCase(ft_base.PrivateStateTestCase):
             opened = {os.path.realpath('/proc/%d/fd/%s' % (qemu, fd))
                       for fd in os.listdir('/proc/%d/fd' % qemu)}
         self.assertIn(device, opened)
+        self.wait_guest_drives(instance, 'vdb')
         self.driver.detach_volume(self.ctxt, connection_info, instance,
                                   '/dev/vdb')
         xml = self.driver._host.get_guest(instance).get_xml_desc()

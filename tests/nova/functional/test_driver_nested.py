@@ -160,6 +160,7 @@ class TestDriverOnNestedHost(test_driver.DriverOnLibvirtTestCase):
             opened = {os.path.realpath('/proc/%d/fd/%s' % (pid, fd))
                       for fd in os.listdir('/proc/%d/fd' % pid)}
         self.assertIn(os.path.realpath(device), opened)
+        self.wait_guest_drives(instance, 'vdb')
         self.driver.detach_volume(self.ctxt, connection_info, instance,
                                   '/dev/vdb')
         self.assertIsNone(self.l1_disk_source(instance, 'vdb'))
