@@ -645,7 +645,7 @@ class NestedSibling(base.SiblingBase):
         if dom is None:
             cgroups.remove_group(self.l1_group)
             return
-        if dom.isActive():
+        if self._active(dom):
             host = self.host()
             try:
                 if host.alive():
@@ -688,16 +688,20 @@ class NestedSibling(base.SiblingBase):
                     self.name, exc, self.console_log, self.domain_name))
         return ['QEMU pid %s' % pid for pid in out.split()]
 
+    @staticmethod
+    def _active(dom):
+        """Whether the L1 VM ``dom`` runs (libvirt forgets an ended one)."""
+        try:
+            return bool(dom.isActive())
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return False
+            raise
+
     def _ended(self, dom):
         """Whether the L1 VM ``dom`` ends within DYING_L1_SECONDS."""
-        def ended():
-            try:
-                return not dom.isActive()
-            except libvirt.libvirtError as exc:
-                if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                    return True
-                raise
-        return waiting.until(ended, DYING_L1_SECONDS, 0.2, lambda: False)
+        return waiting.until(lambda: not self._active(dom),
+                             DYING_L1_SECONDS, 0.2, lambda: False)
 
 
 def stop_l1(dom, address):
@@ -712,19 +716,27 @@ def stop_l1(dom, address):
     that (the agent did not answer) is reset here with ``ss -K``.
     """
     try:
+        active = dom.isActive()
+    except libvirt.libvirtError:
+        active = False   # gone already; its sockets are reset below
+    try:
         # The pid file is trusted as it is here: a stale one can only name
         # another process of this L1, and the whole L1 is destroyed just
         # below (retired once empty, or stopped with everything in it).
-        agent.sh(dom, 'kill $(cat /run/libvirtd.pid 2>/dev/null || '
-                 'pidof libvirtd) 2>/dev/null; i=0; while pidof libvirtd '
-                 '>/dev/null && [ $i -lt 50 ]; do usleep 100000; '
-                 'i=$((i+1)); done; true', timeout=15)
+        if active:
+            agent.sh(dom, 'kill $(cat /run/libvirtd.pid 2>/dev/null || '
+                     'pidof libvirtd) 2>/dev/null; i=0; while pidof '
+                     'libvirtd >/dev/null && [ $i -lt 50 ]; do usleep '
+                     '100000; i=$((i+1)); done; true', timeout=15)
     except agent.AgentError as exc:
         LOG.warning('stopping libvirtd in %s: %s', dom.name(), exc)
     try:
         dom.destroy()
     except libvirt.libvirtError as exc:
-        if exc.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID:
+        # Not running, or gone (an L1 is a transient domain: libvirt
+        # forgets it once its QEMU has ended).
+        if exc.get_error_code() not in (libvirt.VIR_ERR_OPERATION_INVALID,
+                                        libvirt.VIR_ERR_NO_DOMAIN):
             raise
     privsep_network.kill_sockets_to(address)
 

@@ -20,7 +20,7 @@ it: what it writes reaches the pool at its 2 MiB, and what L0 wrote
 there it reads. The second L1 finds the same dax device in the same pool
 (not made anew) with the first one's data. The pool cannot leave an L1
 before it stops: its RAM is not freed while any L1 maps it, the first
-one killed or not.
+one killed (and retired at once) or not.
 """
 
 import os
@@ -135,10 +135,14 @@ class TestDeviceDax(test_nested.NestedTestCase):
         self.assertEqual(sorted([gen1.l1_pid(), gen2.l1_pid()]),
                          sorted(tb.pool.mapped_by(guest_uuid)))
 
-        # The first L1 killed (its QEMU, at L0): the second still maps the
-        # pool, which is not freed; once no L1 maps it, it is.
+        # The first L1 killed (its QEMU, at L0) and retired at once, as a
+        # run would retire it, while libvirt may still list it: retired
+        # as ended, not refused. The second still maps the pool, which is
+        # not freed; once no L1 maps it, it is.
         pid1 = gen1.l1_pid()
         os.kill(pid1, signal.SIGKILL)
+        gen1.retire()
+        self.assertFalse(gen1.running())
         self.assertTrue(waiting.until(
             lambda: not gen1.running() and
             pid1 not in tb.pool.mapped_by(guest_uuid), 30, 0.1,

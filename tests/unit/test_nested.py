@@ -538,8 +538,13 @@ class TestRetireWithoutLibvirt(testtools.TestCase):
         self.stop.assert_not_called()
 
     def test_l1_ending_while_its_agent_is_gone_is_retired(self):
-        # Killed at L0: its agent is gone before libvirt marks it off.
-        self.dom.isActive.side_effect = [True, True, False]
+        # Killed at L0: its agent is gone before libvirt marks it off (or,
+        # as it is transient, forgets it).
+        gone = libvirt.libvirtError('no domain')
+        self.useFixture(fixtures.MockPatchObject(
+            libvirt.libvirtError, 'get_error_code',
+            return_value=libvirt.VIR_ERR_NO_DOMAIN))
+        self.dom.isActive.side_effect = [True, True, gone]
         self._agent_says(side_effect=agent.AgentError(vm='l1',
                                                       reason='not connected'))
         self.sibling.retire()
@@ -553,6 +558,45 @@ class TestRetireWithoutLibvirt(testtools.TestCase):
         sh.assert_called_once_with(self.dom, 'pidof qemu-system-x86_64 || '
                                    'true', timeout=30)
         self.stop.assert_called_once_with(self.dom, self.sibling.address)
+
+
+class TestStopL1(testtools.TestCase):
+    """stop_l1: libvirtd in the L1 first, then the VM, then its sockets."""
+
+    def setUp(self):
+        super().setUp()
+        self.sh = self.useFixture(fixtures.MockPatch(
+            'nova_vmbeam.nested.agent.sh')).mock
+        self.kill = self.useFixture(fixtures.MockPatch(
+            'nova_vmbeam.privsep.network.kill_sockets_to')).mock
+        self.dom = mock.Mock()
+
+    def test_running_l1_has_its_libvirtd_stopped_first(self):
+        self.dom.isActive.return_value = True
+        nested_sibling.stop_l1(self.dom, '192.0.2.3')
+        self.assertIn('libvirtd', self.sh.call_args[0][1])
+        self.dom.destroy.assert_called_once_with()
+        self.kill.assert_called_once_with('192.0.2.3')
+
+    def test_ended_l1_is_not_asked_but_its_sockets_are_reset(self):
+        # Not running, or forgotten by libvirt already (a transient one).
+        for code in (libvirt.VIR_ERR_OPERATION_INVALID,
+                     libvirt.VIR_ERR_NO_DOMAIN):
+            self.dom.isActive.side_effect = libvirt.libvirtError('gone')
+            self.dom.destroy.side_effect = libvirt.libvirtError('gone')
+            with mock.patch.object(libvirt.libvirtError, 'get_error_code',
+                                   return_value=code):
+                nested_sibling.stop_l1(self.dom, '192.0.2.3')
+            self.sh.assert_not_called()
+            self.kill.assert_called_with('192.0.2.3')
+
+    def test_another_libvirt_error_is_raised(self):
+        self.dom.isActive.return_value = False
+        self.dom.destroy.side_effect = libvirt.libvirtError('broken')
+        with mock.patch.object(libvirt.libvirtError, 'get_error_code',
+                               return_value=libvirt.VIR_ERR_INTERNAL_ERROR):
+            self.assertRaises(libvirt.libvirtError, nested_sibling.stop_l1,
+                              self.dom, '192.0.2.3')
 
 
 class TestOptions(testtools.TestCase):
