@@ -10,13 +10,18 @@
 # License for the specific language governing permissions and limitations
 # under the License.
 
+import io
 import subprocess
 import sys
+import unittest
 
+import fixtures
 import testtools
 
+from nova_vmbeam import cli
 from vmbeam_devtools import bench
 from vmbeam_devtools.nested import bench as nested_bench
+from vmbeam_devtools.nested import testbed as nested_testbed
 
 
 def _rec(mover, total, ok=True, ram=1024, dirty=64):
@@ -112,6 +117,23 @@ class TestCli(testtools.TestCase):
         self.assertEqual(2, proc.returncode)
         self.assertIn("Unknown mover 'teleport'", proc.stderr)
         self.assertIn('cpr, nested, precopy, zerocopy', proc.stderr)
+
+    def test_l2_too_slow_to_boot_is_one_line_not_a_traceback(self):
+        args = cli.build_parser().parse_args(['bench', '--nested'])
+        self.useFixture(fixtures.MockPatch(
+            'vmbeam_devtools.nested.bench.run_nested',
+            side_effect=nested_testbed.TooSlow(
+                'L2 bn1 had not booted after 300 s')))
+        stderr = self.useFixture(fixtures.MockPatch(
+            'sys.stderr', new_callable=io.StringIO)).mock
+        try:
+            status = args.func(args)
+        except unittest.SkipTest as exc:   # would skip this test, not fail
+            self.fail('TooSlow reached the command line: %s' % exc)
+        self.assertEqual(1, status)
+        self.assertIn('no nested figures on this machine: L2 bn1 had not '
+                      'booted after 300 s', stderr.getvalue())
+        self.assertIn('faster or less loaded machine', stderr.getvalue())
 
     def test_movers_lists_plugins(self):
         proc = self._vmbeam('movers')
